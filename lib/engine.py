@@ -54,7 +54,7 @@ def client_for(settings: Settings) -> object:
 def open_kb(settings: Settings, name: str | None = None, embedder: Embedder | None = None,
             create: bool = True) -> KnowledgeBase:
     """The knowledge base `name` (default: the settings' collection) in the configured store."""
-    return KnowledgeBase(client_for(settings), name or settings.collection, embedder or make_embedder(settings),
+    return KnowledgeBase(client_for(settings), name or settings.collection, embedder or embedder_for(settings),
                          create)
 
 
@@ -132,3 +132,56 @@ def ask(settings: Settings, question: str, arms: list[str] | tuple[str, ...], kb
 
     return compare(question, arms, kb, providers if providers is not None else providers_for(settings),
                    params, RetrievalParams(top_k, min_score), on_delta)
+
+
+# ---------------------------------------------------------------- helpers the pages call
+
+SAMPLE_DOCS = Path(__file__).resolve().parent.parent / "sample_docs"
+SAMPLE_QUESTIONS = SAMPLE_DOCS / "questions.jsonl"
+_embedders: dict[str, Embedder] = {}
+
+
+def embedder_for(settings: Settings) -> Embedder:
+    """The offline embedder is loaded once per process and shared (it is read-only)."""
+    if settings.embedder != "minilm":
+        return make_embedder(settings)
+    if "minilm" not in _embedders:
+        _embedders["minilm"] = make_embedder(settings)
+    return _embedders["minilm"]
+
+
+def sample_questions() -> list[dict[str, object]]:
+    import json
+
+    return [json.loads(line) for line in SAMPLE_QUESTIONS.read_text().splitlines() if line.strip()]
+
+
+def load_sample_corpus(kb: KnowledgeBase, progress: Progress | None = None) -> list[IngestResult]:
+    return [r for r in ingest_paths(kb, [SAMPLE_DOCS], progress=progress) if r.status != "skipped"]
+
+
+def has_sample_corpus(kb: KnowledgeBase) -> bool:
+    names = {d.name for d in kb.documents()}
+    return {"refund_policy.md", "warranty.pdf"} <= names
+
+
+def connection_test(settings: Settings, role: str = "base") -> tuple[bool, str]:
+    """Can the model for `role` answer? One tiny request; the message says what is wrong."""
+    from lib.errors import explain
+    from lib.providers import Delta, Done
+
+    spec = settings.base if role == "base" else settings.finetuned
+    if spec is None:
+        return False, str(NO_FINETUNED)
+    t0 = time.monotonic()
+    try:
+        provider = make_provider(spec, settings)
+        text = ""
+        for event in provider.stream([{"role": "user", "content": "Say OK."}], GenParams(max_tokens=3)):
+            if isinstance(event, Delta):
+                text += event.text
+            elif isinstance(event, Done):
+                break
+    except Exception as exc:
+        return False, explain(exc, spec.name, str(getattr(getattr(exc, "request", None), "url", "") or ""))
+    return True, f"{spec.label} answered in {(time.monotonic() - t0) * 1000:.0f} ms: {text.strip()!r}"

@@ -25,9 +25,38 @@ Message = dict[str, str]
 
 @dataclass(frozen=True)
 class GenParams:
+    """Generation settings shared by every arm of a comparison."""
+
     temperature: float = 0.0
     max_tokens: int = 256
     seed: int = 42
+    # Small models tend to go on to invent the next "Question:"; every arm stops there.
+    stop: tuple[str, ...] = ("\nQuestion:",)
+    repeat_penalty: float = 1.1  # llama.cpp only; hosted APIs have no equivalent
+
+
+class StopFilter:
+    """Streams text while holding back just enough to cut it at the first stop string."""
+
+    def __init__(self, stops: tuple[str, ...]) -> None:
+        self.stops = [s for s in stops if s]
+        self.hold = max((len(s) for s in self.stops), default=1) - 1
+        self.pending = ""
+        self.stopped = False
+
+    def feed(self, text: str) -> str:
+        self.pending += text
+        cut = min((i for i in (self.pending.find(s) for s in self.stops) if i >= 0), default=-1)
+        if cut >= 0:
+            out, self.pending, self.stopped = self.pending[:cut], "", True
+            return out
+        keep = len(self.pending) - self.hold if self.hold else len(self.pending)
+        out, self.pending = self.pending[:max(0, keep)], self.pending[max(0, keep):]
+        return out
+
+    def flush(self) -> str:
+        out, self.pending = self.pending, ""
+        return out
 
 
 @dataclass(frozen=True)
@@ -153,20 +182,24 @@ class LocalLlama:
                 if len(ids) == 1:
                     end_ids.add(ids[0])
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            stops = StopFilter(params.stop)
             llm.set_seed(params.seed)
             completion_tokens, finish = 0, "length"
             for token in llm.generate(prompt_ids, temp=params.temperature, top_k=40, top_p=0.95, min_p=0.05,
-                                      repeat_penalty=1.0, reset=True):
+                                      repeat_penalty=params.repeat_penalty, reset=True):
                 if token in end_ids:
                     finish = "stop"
                     break
                 completion_tokens += 1
-                text = decoder.decode(llm.detokenize([token], special=False))
+                text = stops.feed(decoder.decode(llm.detokenize([token], special=False)))
                 if text:
                     yield Delta(text)
+                if stops.stopped:
+                    finish = "stop"
+                    break
                 if completion_tokens >= max_tokens:
                     break
-            tail = decoder.decode(b"", final=True)
+            tail = "" if stops.stopped else stops.feed(decoder.decode(b"", final=True)) + stops.flush()
             if tail:
                 yield Delta(tail)
             yield Done(finish, len(prompt_ids), completion_tokens)
@@ -219,11 +252,13 @@ class OpenAICompatible:
     def stream(self, messages: list[Message], params: GenParams) -> Iterator[Event]:
         kwargs: dict[str, Any] = {"model": self.spec.name, "messages": messages, "stream": True,
                                   "stream_options": {"include_usage": True}, "seed": params.seed}
-        if _reasoning_model(self.spec.name):
+        if _reasoning_model(self.spec.name):  # these take neither temperature nor stop
             kwargs["max_completion_tokens"] = params.max_tokens
         else:
             kwargs["max_tokens"] = params.max_tokens
             kwargs["temperature"] = params.temperature
+            if params.stop:
+                kwargs["stop"] = list(params.stop)
         yield Started()
         response = self.client.chat.completions.create(**kwargs)
         finish = None

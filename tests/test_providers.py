@@ -97,3 +97,18 @@ def test_explain_covers_config_and_unknown_errors():
     assert explain(RuntimeError("boom")) == "RuntimeError: boom"
     assert "Model file not found" in explain(FileNotFoundError(2, "No such file", "/m.gguf"))
     assert issubclass(openai.RateLimitError, openai.APIStatusError)
+
+
+def test_stop_filter_cuts_at_the_stop_string_across_pieces():
+    from lib.providers import StopFilter
+
+    f = StopFilter(("\nQuestion:",))
+    out = "".join(f.feed(p) for p in ["The answer is 45 days.", "\nQues", "tion: what else?"])
+    assert f.stopped and out == "The answer is 45 days."
+    g = StopFilter(("\nQuestion:",))
+    assert "".join(g.feed(p) for p in ["no stop ", "here\n"]) + g.flush() == "no stop here\n"
+
+
+def test_stop_sequences_are_sent_to_hosted_models(hosted, openai_server):
+    _arm(hosted, "gpt-4o-mini")
+    assert openai_server.requests[-1]["json"]["stop"] == ["\nQuestion:"]

@@ -1,0 +1,122 @@
+"""Plotly figures from results: pure functions, no Streamlit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import plotly.graph_objects as go
+
+from lib.arms import ArmResult
+from lib.format import ARM_COLORS, PART_COLORS
+
+_LAYOUT: dict[str, Any] = {"margin": {"l": 10, "r": 10, "t": 40, "b": 10}, "height": 300,
+                           "legend": {"orientation": "h", "y": -0.2}, "template": "plotly_white"}
+
+
+def _ok(results: list[ArmResult] | tuple[ArmResult, ...]) -> list[ArmResult]:
+    return [r for r in results if r.error is None]
+
+
+def latency(results: list[ArmResult] | tuple[ArmResult, ...]) -> go.Figure:
+    """Per arm: retrieval, then wait for the first token, then generation (stacked, ms)."""
+    ok = _ok(results)
+    labels = [r.label for r in ok]
+    retrieval = [r.retrieval_ms for r in ok]
+    first = [(r.ttft_ms or 0) - r.retrieval_ms for r in ok]
+    gen = [(r.total_ms or 0) - (r.ttft_ms or 0) for r in ok]
+    fig = go.Figure([
+        go.Bar(name="retrieval", y=labels, x=retrieval, orientation="h", marker_color="#bdbdbd"),
+        go.Bar(name="time to first token", y=labels, x=first, orientation="h", marker_color="#6baed6"),
+        go.Bar(name="generation", y=labels, x=gen, orientation="h", marker_color=[ARM_COLORS[r.arm] for r in ok]),
+    ])
+    fig.update_layout(barmode="stack", title="Latency per arm", xaxis_title="ms", **_LAYOUT)
+    return fig
+
+
+def tokens(results: list[ArmResult] | tuple[ArmResult, ...]) -> go.Figure:
+    """Per arm: prompt tokens by part (system, context, question, template) and completion."""
+    ok = [r for r in _ok(results) if r.usage]
+    labels = [r.label + (" (est.)" if r.usage_source == "estimate" else "") for r in ok]
+    parts = {
+        "system": [r.usage.system_tokens for r in ok],  # type: ignore[union-attr]
+        "context": [r.usage.context_tokens for r in ok],  # type: ignore[union-attr]
+        "question": [r.usage.question_tokens for r in ok],  # type: ignore[union-attr]
+        "overhead": [max(0, r.usage.overhead_tokens) for r in ok],  # type: ignore[union-attr]
+        "completion": [r.usage.completion_tokens for r in ok],  # type: ignore[union-attr]
+    }
+    names = {"overhead": "chat template", "completion": "completion"}
+    fig = go.Figure([go.Bar(name=names.get(k, k), x=labels, y=v, marker_color=PART_COLORS[k])
+                     for k, v in parts.items()])
+    fig.update_layout(barmode="stack", title="Tokens per arm", yaxis_title="tokens", **_LAYOUT)
+    return fig
+
+
+def cost(results: list[ArmResult] | tuple[ArmResult, ...]) -> go.Figure:
+    """Per arm: cost in USD; unknown prices are left out and said so."""
+    ok = [r for r in _ok(results) if r.cost_usd is not None]
+    text = [("$0 (local)" if r.cost_usd == 0 else f"${r.cost_usd:.6f}") +
+            (" est." if r.usage_source == "estimate" else "") for r in ok]
+    fig = go.Figure(go.Bar(x=[r.label for r in ok], y=[r.cost_usd for r in ok], text=text, textposition="auto",
+                           marker_color=[ARM_COLORS[r.arm] for r in ok]))
+    missing = [r.label for r in _ok(results) if r.cost_usd is None]
+    title = "Cost per arm (USD)" + (f" — no price known for {', '.join(missing)}" if missing else "")
+    fig.update_layout(title=title, yaxis_title="USD", **_LAYOUT)
+    return fig
+
+
+def source_scores(sources: Any) -> go.Figure:
+    """Retrieved sources [1..k] by similarity score, coloured by document."""
+    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+    docs = list(dict.fromkeys(s.document for s in sources))
+    fig = go.Figure()
+    for i, doc in enumerate(docs):
+        idx = [n for n, s in enumerate(sources, 1) if s.document == doc]
+        fig.add_bar(name=doc, x=[f"[{n}]" for n in idx], y=[sources[n - 1].score for n in idx],
+                    marker_color=palette[i % len(palette)],
+                    hovertext=[f"{doc} · chunk {sources[n - 1].chunk}" for n in idx])
+    fig.update_layout(title="Retrieved sources by score", yaxis_title="cosine similarity", yaxis_range=[0, 1],
+                      xaxis={"categoryorder": "array", "categoryarray": [f"[{n}]" for n in range(1, len(sources) + 1)]},
+                      **_LAYOUT)
+    return fig
+
+
+# ---------------------------------------------------------------- across questions (history rows)
+
+def cost_vs_latency(rows: list[dict[str, Any]]) -> go.Figure:
+    fig = go.Figure()
+    for arm, color in ARM_COLORS.items():
+        pts = [r for r in rows if r["arm"] == arm and r["total_ms"] is not None and r["cost_usd"] is not None]
+        if pts:
+            fig.add_scatter(name=pts[0]["label"], x=[p["total_ms"] for p in pts], y=[p["cost_usd"] for p in pts],
+                            mode="markers", marker={"color": color, "size": 10},
+                            hovertext=[p["question"][:80] for p in pts])
+    fig.update_layout(title="Cost vs latency, every question", xaxis_title="total ms", yaxis_title="USD", **_LAYOUT)
+    return fig
+
+
+def latency_distribution(rows: list[dict[str, Any]]) -> go.Figure:
+    fig = go.Figure()
+    for arm, color in ARM_COLORS.items():
+        values = [r["total_ms"] for r in rows if r["arm"] == arm and r["total_ms"] is not None]
+        if values:
+            label = next(r["label"] for r in rows if r["arm"] == arm)
+            fig.add_box(name=label, y=values, marker_color=color, boxpoints="all")
+    fig.update_layout(title="Latency distribution per arm", yaxis_title="total ms", showlegend=False,
+                      **{k: v for k, v in _LAYOUT.items() if k != "legend"})
+    return fig
+
+
+def cumulative_cost(rows: list[dict[str, Any]]) -> go.Figure:
+    fig = go.Figure()
+    for arm, color in ARM_COLORS.items():
+        pts = sorted((r for r in rows if r["arm"] == arm and r["cost_usd"] is not None),
+                     key=lambda r: r["created_at"])
+        if pts:
+            total, ys = 0.0, []
+            for p in pts:
+                total += p["cost_usd"]
+                ys.append(total)
+            fig.add_scatter(name=pts[0]["label"], x=list(range(1, len(ys) + 1)), y=ys, mode="lines+markers",
+                            line={"color": color})
+    fig.update_layout(title="Cumulative cost", xaxis_title="questions asked", yaxis_title="USD", **_LAYOUT)
+    return fig

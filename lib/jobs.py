@@ -1,0 +1,50 @@
+"""Long work in a background thread that a UI can poll: a comparison streaming
+text per arm. Plain threads and locks, no UI framework."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class Job(Generic[T]):
+    """Run `work(on_delta)` in a thread; `texts` holds what each key streamed so far."""
+
+    def __init__(self, work: Callable[[Callable[[str, str], None]], T]) -> None:
+        self._work = work
+        self._lock = threading.Lock()
+        self._texts: dict[str, str] = {}
+        self.result: T | None = None
+        self.error: BaseException | None = None
+        self.started_at = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="workbench-job", daemon=True)
+
+    def start(self) -> Job[T]:
+        self._thread.start()
+        return self
+
+    def _on_delta(self, key: str, text: str) -> None:
+        with self._lock:
+            self._texts[key] = self._texts.get(key, "") + text
+
+    def _run(self) -> None:
+        try:
+            self.result = self._work(self._on_delta)
+        except BaseException as exc:  # reported to the UI, never lost in a thread
+            self.error = exc
+
+    def texts(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._texts)
+
+    @property
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self._thread.join(timeout)
+        return self.done

@@ -1,0 +1,116 @@
+import json
+import time
+
+import streamlit as st
+
+from lib import charts, engine
+from lib.arms import ARMS, DEFAULT_ARMS
+from lib.errors import ConfigError, explain
+from lib.format import ARM_BADGES, link_citations, ms, rate, usd
+from lib.history import History, comparison_to_dict
+from lib.jobs import Job
+from lib.providers import GenParams
+
+settings = st.session_state.settings
+st.title("Compare")
+
+try:
+    kb = engine.open_kb(settings)
+except ConfigError as exc:
+    st.error(str(exc))
+    st.stop()
+
+st.session_state.setdefault("compare_question", "")
+if kb.count() == 0:
+    st.info("This knowledge base has no documents, so the retrieval arms (RAG, Hybrid) will have no sources. "
+            "Add documents on the Documents page, or load the sample documents on the Start page.")
+elif engine.has_sample_corpus(kb):
+    examples = [q["question"] for q in engine.sample_questions()[:6]]
+    picked = st.pills("Example questions", examples, key="compare_example")
+    if picked and picked != st.session_state.get("compare_example_used"):
+        st.session_state.compare_example_used = picked
+        st.session_state.compare_question = picked
+
+question = st.text_input("Question", key="compare_question", placeholder="Ask something your documents answer")
+c1, c2 = st.columns([3, 1])
+chosen = c1.pills("Arms", [k for k in ARMS if k != "baseline"], default=list(DEFAULT_ARMS), selection_mode="multi",
+                  format_func=lambda k: f"{ARMS[k].label}: {ARMS[k].blurb}", key="compare_arms")
+baseline = c2.toggle("Include baseline", value=False, key="compare_baseline",
+                     help="The base model with no retrieval: shows what retrieval and training each add.")
+arms = (["baseline"] if baseline else []) + [k for k in ARMS if k in (chosen or [])]
+with st.expander("Settings shared by every arm"):
+    s1, s2, s3, s4 = st.columns(4)
+    top_k = s1.slider("Top-k sources", 1, 10, 4, key="compare_top_k")
+    min_score = s2.slider("Minimum score", 0.0, 1.0, 0.0, 0.05, key="compare_min_score",
+                          help="Sources less similar than this are left out.")
+    temperature = s3.slider("Temperature", 0.0, 1.5, 0.0, 0.1, key="compare_temperature")
+    max_tokens = s4.slider("Max tokens", 16, 1024, 256, 16, key="compare_max_tokens")
+
+ask = st.button("Ask", type="primary", disabled=not (question.strip() and arms), key="compare_ask")
+if st.session_state.pop("compare_autorun", False) and question.strip():
+    ask = True
+
+if ask:
+    params = GenParams(temperature=temperature, max_tokens=max_tokens)
+    job = Job(lambda on_delta: engine.ask(settings, question, arms, kb, params, top_k, min_score,
+                                          on_delta=on_delta)).start()
+    live = st.empty()
+    while not job.done:
+        texts = job.texts()
+        with live.container():
+            st.caption(f"Answering… {time.monotonic() - job.started_at:.1f} s")
+            for col, arm in zip(st.columns(len(arms)), arms):
+                col.markdown(f"**:{ARM_BADGES[arm]}[{ARMS[arm].label}]**")
+                col.text(texts.get(arm, "") + "▌")
+        time.sleep(0.15)
+    live.empty()
+    if job.error is not None:
+        st.error(f"The comparison could not run: {explain(job.error)}")
+    else:
+        st.session_state.compare_last = job.result
+        History(settings.data_dir).append(job.result)
+
+comparison = st.session_state.get("compare_last")
+if comparison is None:
+    st.stop()
+
+st.divider()
+st.markdown(f"#### {comparison.question}")
+for col, r in zip(st.columns(len(comparison.results)), comparison.results):
+    with col:
+        st.markdown(f"### :{ARM_BADGES[r.arm]}[{r.label}]")
+        st.caption(f"{r.model or 'no model'} · {ARMS[r.arm].blurb}")
+        if r.error:
+            st.error(r.error, icon="⚠️")
+            continue
+        st.markdown(link_citations(r.answer, r.sources, f"sources-{r.arm}") or "_(empty answer)_")
+        u = r.usage
+        est = " (estimated)" if r.usage_source == "estimate" else ""
+        st.markdown(
+            f"First token **{ms(r.ttft_ms)}** · total **{ms(r.total_ms)}** · {rate(r.tokens_per_s)}  \n"
+            + (f"Prompt **{u.prompt_tokens}** tokens{est}: system {u.system_tokens} · context {u.context_tokens} · "
+               f"question {u.question_tokens} · template {u.overhead_tokens}  \nCompletion **{u.completion_tokens}**"
+               f" tokens{est}  \n" if u else "")
+            + f"Cost **{usd(r.cost_usd, r.usage_source == 'estimate')}**"
+        )
+        st.caption(r.cost_note + (f" · waited {ms(r.queued_ms)} for the shared local model" if r.queued_ms > 50
+                                  else ""))
+        if ARMS[r.arm].retrieval:
+            st.subheader("Sources", anchor=f"sources-{r.arm}", divider=ARM_BADGES[r.arm])
+            if not r.sources:
+                st.caption("No source scored above the minimum.")
+            for n, s in enumerate(r.sources, 1):
+                with st.expander(f"[{n}] {s.document} · chunk {s.chunk} · score {s.score:.2f}"):
+                    st.text(s.text)
+
+ok = [r for r in comparison.results if r.error is None]
+if ok:
+    g1, g2 = st.columns(2)
+    g1.plotly_chart(charts.latency(ok), key="compare_chart_latency")
+    g2.plotly_chart(charts.tokens(ok), key="compare_chart_tokens")
+    g3, g4 = st.columns(2)
+    g3.plotly_chart(charts.cost(ok), key="compare_chart_cost")
+    if comparison.sources:
+        g4.plotly_chart(charts.source_scores(comparison.sources), key="compare_chart_sources")
+st.download_button("Download this comparison (JSON)", json.dumps(comparison_to_dict(comparison), indent=2),
+                   file_name=f"comparison-{comparison.id}.json", mime="application/json", key="compare_download")

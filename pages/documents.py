@@ -1,0 +1,103 @@
+import dataclasses
+
+import streamlit as st
+
+from lib import engine
+from lib.chunking import DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP_TOKENS, MAX_CHUNK_TOKENS
+from lib.errors import ConfigError
+from lib.format import when
+from lib.store import delete_knowledge_base
+
+settings = st.session_state.settings
+st.title("Documents")
+
+try:
+    kb = engine.open_kb(settings)
+except ConfigError as exc:
+    st.error(str(exc))
+    st.stop()
+
+st.caption(f"Knowledge base **{kb.name}** · {kb.count()} chunks · embedder {kb.embedder.model_id}")
+
+left, right = st.columns([3, 2])
+with left:
+    uploads = st.file_uploader("Add documents", type=["txt", "md", "pdf", "docx", "html", "htm"],
+                               accept_multiple_files=True, key="docs_uploader",
+                               help=f"Up to {settings.max_upload_mb} MB per file.")
+with right:
+    size = st.slider("Chunk size (tokens)", 32, MAX_CHUNK_TOKENS, DEFAULT_CHUNK_TOKENS, 8, key="docs_chunk_size",
+                     help="The embedding model reads at most 256 word pieces; longer chunks would be cut.")
+    overlap = st.slider("Overlap (tokens)", 0, size // 2, min(DEFAULT_OVERLAP_TOKENS, size // 2), 4,
+                        key="docs_overlap")
+
+c1, c2 = st.columns(2)
+add = c1.button("Add to knowledge base", type="primary", disabled=not uploads, key="docs_add")
+sample = c2.button("Load the sample documents", key="docs_sample")
+
+if add or sample:
+    results = []
+    if add:
+        for upload in uploads or []:
+            bar = st.progress(0.0, text=f"{upload.name}: reading")
+            results.append(engine.ingest_upload(
+                kb, upload.name, upload.getvalue(), size, overlap, settings.max_upload_mb * 1024 * 1024,
+                progress=lambda name, stage, f, bar=bar: bar.progress(f, text=f"{name}: {stage}")))
+    else:
+        bar = st.progress(0.0, text="Sample documents")
+        results = engine.load_sample_corpus(
+            kb, progress=lambda name, stage, f: bar.progress(f, text=f"{name}: {stage}"))
+    st.session_state.docs_last_results = [r.to_dict() for r in results]
+
+if st.session_state.get("docs_last_results"):
+    for r in st.session_state.docs_last_results:
+        if r["status"] == "error":
+            st.error(f"**{r['file']}**: {r['error']}", icon="⚠️")
+        elif r["status"] == "unchanged":
+            st.info(f"**{r['file']}**: already in the knowledge base ({r['chunks']} chunks), nothing added.")
+        else:
+            st.success(f"**{r['file']}**: {r['status']}, {r['chunks']} chunks, {r['tokens']} tokens.")
+
+st.subheader("In this knowledge base")
+docs = kb.documents()
+if not docs:
+    st.info("No documents yet. Upload some above, or load the sample documents.")
+else:
+    st.dataframe(
+        [{"document": d.name, "type": d.kind, "chunks": d.chunks, "tokens": d.tokens, "added": when(d.added_at)}
+         for d in docs],
+        hide_index=True, width="stretch",
+        column_config={"chunks": st.column_config.NumberColumn(format="%d"),
+                       "tokens": st.column_config.NumberColumn(format="%d")})
+    chosen = st.selectbox("Document", [d.name for d in docs], key="docs_selected")
+    p1, p2 = st.columns([4, 1])
+    with p1.expander(f"Preview the chunks of {chosen}"):
+        for chunk in kb.chunks_of(chosen):
+            st.caption(f"Chunk {chunk.chunk}")
+            st.text(chunk.text)
+    if p2.button("Remove document", key="docs_remove"):
+        removed = kb.remove_document(chosen)
+        st.session_state.docs_last_results = []
+        st.toast(f"Removed {chosen} ({removed} chunks).")
+        st.rerun()
+
+st.subheader("Knowledge bases")
+k1, k2 = st.columns(2)
+with k1.form("docs_new_kb", clear_on_submit=True):
+    new_name = st.text_input("New knowledge base", placeholder="e.g. support-docs", key="docs_new_name")
+    if st.form_submit_button("Create and switch"):
+        try:
+            engine.open_kb(settings, new_name)
+            st.session_state.kb_switch = new_name
+            st.session_state.docs_last_results = []
+            st.rerun()
+        except ConfigError as exc:
+            st.error(str(exc))
+with k2:
+    st.write(f"Delete **{kb.name}** and all its documents (its history stays on disk).")
+    confirm = st.checkbox(f"Yes, delete {kb.name}", key="docs_confirm_delete")
+    if st.button("Delete knowledge base", disabled=not confirm, key="docs_delete"):
+        delete_knowledge_base(engine.client_for(settings), kb.name)
+        st.session_state.kb_switch = "default"
+        st.session_state.settings = dataclasses.replace(settings, collection="default")
+        st.session_state.docs_last_results = []
+        st.rerun()
