@@ -1,0 +1,115 @@
+"""lib modules behind the pages: formatting, charts, background jobs, history."""
+
+import json
+import threading
+
+import pytest
+
+from lib import charts
+from lib.arms import ArmResult, Comparison, RetrievalParams, Usage
+from lib.format import ARM_COLORS, citations, escape_markdown, link_citations, ms, usd
+from lib.history import History, rows
+from lib.jobs import Job
+from lib.providers import GenParams
+from lib.store import Source
+
+SOURCES = (Source("refund_policy.md", 2, 0.81, "45 days"), Source("faq.md", 0, 0.52, "FAQ"),
+           Source("refund_policy.md", 3, 0.40, "more"))
+
+
+def _result(arm="rag", label="RAG", cost=0.0, source="provider", error=None):
+    usage = Usage(100, 20, 30, 50, 10, 10)
+    return ArmResult(arm, label, "m", "local", "It is 45 days [1].", SOURCES if arm in ("rag", "hybrid") else (),
+                     usage, source, cost, "note", 12.0, 300.0, 900.0, 0.0, "stop", error)
+
+
+def _comparison(question="q?", results=None):
+    return Comparison("abc123", question, 1_700_000_000.0, "kb", RetrievalParams(3, 0.1), GenParams(),
+                      SOURCES, 12.0, tuple(results or [_result(), _result("baseline", "Baseline", cost=0.001)]))
+
+
+@pytest.mark.parametrize(("value", "text"), [(None, "–"), (12.3, "12 ms"), (1234, "1.23 s"), (12345, "12.3 s")])
+def test_ms(value, text):
+    assert ms(value) == text
+
+
+@pytest.mark.parametrize(("value", "text"), [(None, "unknown"), (0, "$0"), (0.0000421, "$0.000042"),
+                                             (0.01234, "$0.0123"), (1234.5, "$1,234.50")])
+def test_usd(value, text):
+    assert usd(value) == text
+
+
+def test_estimated_cost_is_labelled():
+    assert usd(0.002, estimated=True) == "~$0.00200 (estimated)"
+
+
+def test_citations_link_only_to_real_sources_and_text_is_escaped():
+    assert citations("a [2] b [1] c [2]") == [2, 1]
+    md = link_citations("<b>45</b> days [1], see [9]", SOURCES, "sources-rag")
+    assert '[\\[1\\]](#sources-rag "refund_policy.md, chunk 2, score 0.81")' in md
+    assert "\\[9\\]" in md and "(#sources-rag" in md and md.count("](#") == 1
+    assert "\\<b\\>" in md  # raw HTML is shown as text, never rendered
+    assert escape_markdown("*x*") == "\\*x\\*"
+
+
+def test_per_question_charts_use_the_arm_colours():
+    results = [_result(), _result("baseline", "Baseline", cost=None), _result("hybrid", "Hybrid", error="boom")]
+    lat = charts.latency(results)
+    assert [t.name for t in lat.data] == ["retrieval", "time to first token", "generation"]
+    assert list(lat.data[0].y) == ["RAG", "Baseline"]  # the failed arm is left out
+    assert list(lat.data[2].x) == [600.0, 600.0] and lat.data[2].marker.color[0] == ARM_COLORS["rag"]
+    tok = charts.tokens(results)
+    assert [t.name for t in tok.data] == ["system", "context", "question", "chat template", "completion"]
+    assert list(tok.data[1].y) == [50, 50]
+    cost = charts.cost(results)
+    assert list(cost.data[0].x) == ["RAG"] and "no price known for Baseline" in cost.layout.title.text
+    src = charts.source_scores(SOURCES)
+    assert [t.name for t in src.data] == ["refund_policy.md", "faq.md"]
+    assert list(src.data[0].x) == ["[1]", "[3]"]
+
+
+def test_estimated_usage_is_marked_in_the_token_chart():
+    tok = charts.tokens([_result(source="estimate")])
+    assert list(tok.data[0].x) == ["RAG (est.)"]
+
+
+def test_history_round_trip_rows_and_charts(tmp_path):
+    h = History(tmp_path)
+    h.append(_comparison("first?"))
+    h.append(_comparison("second?"))
+    with (tmp_path / "history" / "kb.jsonl").open("a") as f:
+        f.write('{"half-written": \n')
+    saved, bad = h.load("kb")
+    assert [c["question"] for c in saved] == ["first?", "second?"] and bad == 1
+    table = rows(saved)
+    assert len(table) == 4 and table[0]["arm"] == "rag" and table[0]["context_tokens"] == 50
+    assert table[0]["sources"].startswith("refund_policy.md#2 (0.81)")
+    json.dumps(table)
+    assert len(charts.cost_vs_latency(table).data) == 2
+    assert len(charts.latency_distribution(table).data) == 2
+    cum = charts.cumulative_cost(table)
+    baseline = next(t for t in cum.data if t.name == "Baseline")
+    assert list(baseline.y) == pytest.approx([0.001, 0.002])
+    h.clear("kb")
+    assert h.load("kb") == ([], 0)
+
+
+def test_job_streams_and_reports_errors():
+    gate = threading.Event()
+
+    def work(on_delta):
+        on_delta("rag", "4")
+        on_delta("rag", "5")
+        gate.wait(5)
+        return "done"
+
+    job = Job(work).start()
+    while job.texts().get("rag") != "45":
+        pass
+    assert not job.done
+    gate.set()
+    assert job.wait(5) and job.result == "done" and job.error is None
+
+    failing = Job(lambda on_delta: 1 / 0).start()
+    failing.wait(5)
+    assert isinstance(failing.error, ZeroDivisionError)
