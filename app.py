@@ -53,6 +53,7 @@ pages = [
     st.Page("pages/home.py", title="Start", icon="🏠", default=True),
     st.Page("pages/documents.py", title="Documents", icon="📄"),
     st.Page("pages/compare.py", title="Compare", icon="⚖️"),
+    st.Page("pages/finetune.py", title="Fine-tune", icon="🎯"),
     st.Page("pages/history.py", title="History", icon="📈"),
     st.Page("pages/settings.py", title="Settings", icon="⚙️"),
 ]

@@ -121,8 +121,14 @@ def load_settings(
     if lora:
         finetuned = ModelSpec("local", finetuned.name if finetuned else base.name, lora)
 
+    data_dir = Path(overrides.get("data_dir") or get("WORKBENCH_DATA_DIR") or DEFAULT_DATA_DIR)
+    if finetuned is None:  # the model picked on the Fine-tune page, else the shipped LoRA adapter
+        from lib.finetune import Registry
+
+        active = Registry(data_dir).active()
+        finetuned = active.spec if active else None
     values: dict[str, Any] = {
-        "data_dir": Path(get("WORKBENCH_DATA_DIR") or DEFAULT_DATA_DIR),
+        "data_dir": data_dir,
         "collection": get("WORKBENCH_COLLECTION") or DEFAULT_COLLECTION,
         "chroma_host": get("WORKBENCH_CHROMA_HOST"),
         "embedder": get("WORKBENCH_EMBEDDER") or "minilm",

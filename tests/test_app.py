@@ -10,7 +10,8 @@ from streamlit.testing.v1 import AppTest
 from lib.settings import ModelSpec
 from tests.conftest import ROOT
 
-PAGES = ["pages/home.py", "pages/documents.py", "pages/compare.py", "pages/history.py", "pages/settings.py"]
+PAGES = ["pages/home.py", "pages/documents.py", "pages/compare.py", "pages/finetune.py", "pages/history.py",
+         "pages/settings.py"]
 
 
 @pytest.fixture
@@ -170,3 +171,44 @@ def test_settings_never_show_the_key_and_test_connection(app, openai_server):
     app.button[[b.label for b in app.button].index("Apply")].click().run()
     app.button(key="settings_test_base").click().run()
     assert any("API key was rejected" in e.value for e in app.error)
+
+
+def _csv(n_good, bad=True):
+    rows = "".join(f"Question {i}?,Answer {i}.\n" for i in range(n_good))
+    return ("question,answer\n" + rows + (",no question\n" if bad else "")).encode()
+
+
+def test_finetune_upload_review_and_validate(app, monkeypatch):
+    from lib import finetune
+
+    monkeypatch.setattr(finetune, "missing_training_deps", lambda: ["torch"])
+    _open(app, "pages/finetune.py")
+    app.file_uploader(key="ft_upload").set_value(("pairs.csv", _csv(4), "text/csv")).run()
+    app.button(key="ft_load_upload").click().run()
+    assert not app.exception
+    assert any("Line 6: empty question or answer" in w.value for w in app.warning)
+    assert any("problem(s) to fix" in e.value for e in app.error)  # 4 examples: fewer than 10
+    assert "at least 10" in " ".join(map(str, app.dataframe[-1].value["problem"]))
+    assert app.get("download_button")  # export as JSONL
+    assert any("requirements-train.txt" in i.value for i in app.info)  # local training: what to install
+    assert app.button(key="ft_local_start").disabled
+
+
+def test_finetune_on_openai_from_start_to_registered_model(app, openai_server):
+    app.session_state["settings_overrides"] = {"openai_api_key": "sk-test-ft", "openai_base_url": openai_server.base_url}
+    _open(app, "pages/finetune.py")
+    app.file_uploader(key="ft_upload").set_value(("pairs.csv", _csv(12, bad=False), "text/csv")).run()
+    app.button(key="ft_load_upload").click().run()
+    assert any("12 examples pass the checks" in s.value for s in app.success)
+    assert app.metric[0].value.startswith("~$") and "estimated" in app.metric[0].value
+    app.button(key="ft_oai_start").click().run()
+    assert not app.exception and not app.error
+    for _ in range(6):
+        if any("Registered" in s.value for s in app.success):
+            break
+        app.button(key="ft_oai_refresh").click().run()
+    assert any("Registered ft:gpt-4.1-mini-2025-04-14:" in s.value for s in app.success)
+    table = app.dataframe[-1].value
+    assert (table["active"] == "✓").sum() == 1 and table[table["active"] == "✓"]["provider"].iloc[0] == "openai"
+    uploads = openai_server.requests_to("/files", "POST")
+    assert len(uploads) == 1

@@ -1,0 +1,154 @@
+import json
+
+import pytest
+
+from lib import finetune
+from lib.errors import ConfigError
+from lib.providers import openai_client
+
+GOOD = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Refund window?"},
+                     {"role": "assistant", "content": "45 days.\nReason: the refund policy says so."}]}
+
+
+def _many(n=10):
+    return [json.loads(json.dumps(GOOD)) for _ in range(n)]
+
+
+def test_good_examples_pass():
+    assert finetune.validate(_many()) == []
+
+
+@pytest.mark.parametrize(("example", "fragment"), [
+    ({"prompt": "x"}, "missing 'messages'"),
+    ({"messages": [{"role": "user", "content": "q"}]}, "last message must be the assistant"),
+    ({"messages": [{"role": "assistant", "content": "a"}]}, "no user message"),
+    ({"messages": [{"role": "robot", "content": "q"}, {"role": "assistant", "content": "a"}]}, "role 'robot'"),
+    ({"messages": [{"role": "user", "content": ""}, {"role": "assistant", "content": "a"}]}, "no text content"),
+    ({"messages": [{"role": "user", "content": "q", "extra": 1}, {"role": "assistant", "content": "a"}]},
+     "unknown keys: extra"),
+    ({"messages": ["hi", {"role": "assistant", "content": "a"}]}, "not an object"),
+])
+def test_bad_rows_are_reported_by_row(example, fragment):
+    examples = _many(10)
+    examples.insert(3, example)
+    problems = finetune.validate(examples)
+    assert [row for row, _ in problems] == [4] and fragment in problems[0][1]
+
+
+def test_too_few_and_too_long():
+    assert any("at least 10" in p for _, p in finetune.validate(_many(3)))
+    long = {"messages": [{"role": "user", "content": "word " * 700}, {"role": "assistant", "content": "a"}]}
+    problems = finetune.validate([*_many(10), long], target="local")
+    assert problems == [(11, problems[0][1])] and "limit per example is 512" in problems[0][1]
+    assert finetune.validate([*_many(10), long], target="openai") == []
+
+
+def test_parse_jsonl_and_csv():
+    examples, problems = finetune.parse_jsonl(json.dumps(GOOD) + "\nnot json\n[1]\n\n")
+    assert len(examples) == 1 and [r for r, _ in problems] == [2, 3]
+    examples, problems = finetune.parse_csv("question,answer\nRefund window?,45 days.\n,missing\n")
+    assert len(examples) == 1 and problems == [(3, "empty question or answer")]
+    assert examples[0]["messages"][-1] == {"role": "assistant", "content": "45 days."}
+    assert examples[0]["messages"][1]["content"] == "Question: Refund window?"  # framed like the arm's prompt
+    assert finetune.parse_csv("q,a\nx,y\n")[1][0][1].startswith("the CSV needs a header")
+    assert finetune.parse_upload("x.txt", b"")[1][0][1].endswith("question,answer columns")
+
+
+def test_table_round_trip_and_export():
+    rows = finetune.table_rows(_many(2))
+    assert rows[0] == {"system": "Be brief.", "question": "Refund window?",
+                       "answer": "45 days.\nReason: the refund policy says so."}
+    assert finetune.from_table(rows) == _many(2)
+    lines = finetune.to_jsonl(_many(2)).splitlines()
+    assert len(lines) == 2 and json.loads(lines[0]) == GOOD
+
+
+def test_sample_training_set_is_valid_for_local_training():
+    examples, problems = finetune.parse_jsonl(finetune.SAMPLE_TRAINING_SET.read_bytes())
+    assert problems == [] and len(examples) >= 100
+    assert finetune.validate(examples, "local") == []
+
+
+def test_registry_is_atomic_and_tracks_the_active_model(tmp_path):
+    reg = finetune.Registry(tmp_path)
+    shipped = finetune.shipped_model()
+    assert reg.active() == shipped  # nothing chosen: the shipped adapter (if present)
+    model = finetune.FineTunedModel(id="m1", name="mine", provider="openai", model="ft:gpt-4.1-mini:x::1",
+                                    base_model="gpt-4.1-mini", trained_on=({"document": "a.md", "sha256": "x"},))
+    reg.add(model)
+    assert reg.active() == model and reg.active().spec.name == "ft:gpt-4.1-mini:x::1"
+    assert not list(tmp_path.glob(".models-*"))  # no temporary file left behind
+    reg.remove("m1")
+    assert reg.active() == shipped
+    (tmp_path / "models.json").write_text("{broken")
+    assert reg.models() == [m for m in [shipped] if m]  # a damaged file does not crash the app
+
+
+def test_training_cost_estimate():
+    est = finetune.estimate_training_cost(_many(10), "gpt-4.1-mini-2025-04-14", epochs=3)
+    per = finetune.count_example_tokens(GOOD, "gpt-4.1-mini")
+    assert est["tokens"] == 10 * per and est["trained_tokens"] == 30 * per
+    assert est["usd"] == pytest.approx(30 * per * 5.0 / 1e6)
+    assert finetune.estimate_training_cost(_many(10), "unknown-model")["usd"] is None
+
+
+def test_local_training_says_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setattr(finetune, "missing_training_deps", lambda: ["torch", "peft"])
+    with pytest.raises(ConfigError, match="requirements-train.txt"):
+        finetune.LocalTraining(tmp_path, _many(), "x").start()
+
+
+@pytest.fixture
+def client(settings, openai_server):
+    return openai_client(settings.with_overrides(openai_api_key="sk-test", openai_base_url=openai_server.base_url,
+                                                 max_retries=0))
+
+
+def test_openai_job_to_success_and_registration(client, tmp_path):
+    job = finetune.start_openai_job(client, _many(), "gpt-4.1-mini-2025-04-14", epochs=2, suffix="wb")
+    seen = []
+    for _ in range(6):
+        job, events = finetune.poll_openai_job(client, job.id)
+        seen.append(job.status)
+        if job.status == "succeeded":
+            break
+    assert seen[-1] == "succeeded" and "running" in seen
+    assert events and job.fine_tuned_model.startswith("ft:gpt-4.1-mini-2025-04-14:")
+    reg = finetune.Registry(tmp_path)
+    model = finetune.register_openai_job(reg, job, _many())
+    assert reg.active() == model and model.training_cost_usd == pytest.approx(job.trained_tokens * 5.0 / 1e6)
+    from lib.arms import Usage
+    from lib.pricing import cost_for
+
+    usd, _ = cost_for(model.spec, Usage(1_000_000, 0, 0, 0, 0, 0))
+    assert usd == pytest.approx(0.80)  # inference at the fine-tuned price, not the base price
+
+
+def test_openai_job_failure_and_cancel(client, openai_server):
+    openai_server.fail_jobs = True
+    job = finetune.start_openai_job(client, _many(), "gpt-4.1-mini-2025-04-14")
+    for _ in range(6):
+        job, _ = finetune.poll_openai_job(client, job.id)
+    assert job.status == "failed" and job.error.message
+    openai_server.fail_jobs = False
+    job = finetune.start_openai_job(client, _many(), "gpt-4.1-mini-2025-04-14")
+    client.fine_tuning.jobs.cancel(job.id)
+    assert finetune.poll_openai_job(client, job.id)[0].status == "cancelled"
+
+
+class _Chunk:
+    document, chunk, text = "refund_policy.md", 0, "Returns are accepted within 45 days."
+
+
+def test_generate_pairs_with_a_hosted_model(settings, openai_server):
+    from lib.providers import OpenAICompatible
+    from lib.settings import ModelSpec
+
+    openai_server.reply = '[{"question": "How long to return?", "answer": "45 days.\\nReason: the policy."}]'
+    provider = OpenAICompatible(ModelSpec("openai", "gpt-4.1-mini"), openai_client(
+        settings.with_overrides(openai_api_key="sk-t", openai_base_url=openai_server.base_url)))
+    examples, problems = finetune.generate_pairs([_Chunk()], provider, per_chunk=1)
+    assert problems == [] and examples[0]["messages"][-1]["content"].startswith("45 days.")
+    openai_server.reply = "sorry, no JSON today"
+    examples, problems = finetune.generate_pairs([_Chunk()], provider)
+    assert examples == [] and "not the JSON asked for" in problems[0]
