@@ -60,7 +60,11 @@ def cost(results: list[ArmResult] | tuple[ArmResult, ...]) -> go.Figure:
                            marker_color=[ARM_COLORS[r.arm] for r in ok]))
     missing = [r.label for r in _ok(results) if r.cost_usd is None]
     title = "Cost per arm (USD)" + (f" — no price known for {', '.join(missing)}" if missing else "")
-    fig.update_layout(title=title, yaxis_title="USD", **_LAYOUT)
+    top = max((r.cost_usd or 0.0 for r in ok), default=0.0)
+    fig.update_layout(title=title, yaxis_title="USD", yaxis_range=[0, top * 1.25 if top > 0 else 1], **_LAYOUT)
+    if ok and top == 0:
+        fig.add_annotation(text="$0 for every arm: local models have no per-token charge", showarrow=False,
+                           x=0.5, y=0.5, xref="paper", yref="paper", font={"size": 14})
     return fig
 
 

@@ -113,3 +113,10 @@ def test_job_streams_and_reports_errors():
     failing = Job(lambda on_delta: 1 / 0).start()
     failing.wait(5)
     assert isinstance(failing.error, ZeroDivisionError)
+
+
+def test_all_local_costs_say_why_they_are_zero():
+    fig = charts.cost([_result(), _result("baseline", "Baseline")])
+    assert "no per-token charge" in fig.layout.annotations[0].text
+    priced = charts.cost([_result(cost=0.002)])
+    assert not priced.layout.annotations and priced.layout.yaxis.range[1] > 0.002
