@@ -41,6 +41,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, default=256)
     _common(p)
 
+    p = sub.add_parser("eval", help="fact accuracy of each arm on a question file (keywords must appear)")
+    p.add_argument("--questions", type=Path, default=Path("sample_docs/questions.jsonl"))
+    p.add_argument("--arms", default=",".join(ARMS))
+    p.add_argument("--limit", type=int, help="only the first N questions")
+    p.add_argument("--top-k", type=int, default=4)
+    p.add_argument("--max-tokens", type=int, default=96)
+    _common(p)
+
     p = sub.add_parser("list", help="list the documents of a knowledge base")
     _common(p)
     p = sub.add_parser("remove", help="remove a document (all its chunks)")
@@ -89,6 +97,35 @@ def _print_arm(r: ArmResult) -> None:
     print(f"   cost: {cost} ({r.cost_note}); first token {r.ttft_ms:.0f} ms, total {r.total_ms:.0f} ms")
 
 
+def _evaluate(settings: Any, kb: Any, args: argparse.Namespace, arms: list[str]) -> int:
+    from lib import engine, evaluate
+
+    questions = evaluate.load_questions(args.questions)[: args.limit]
+    providers = engine.providers_for(settings)
+    params = GenParams(temperature=0.0, max_tokens=args.max_tokens)
+
+    def progress(i: int, n: int, rows: list[evaluate.Graded]) -> None:
+        for g in rows:
+            if args.json:
+                _emit({"id": g.question.id, "arm": g.arm, "correct": g.correct, "cites": g.cites,
+                       "house_style": g.house_style, "answer": g.answer, "error": g.error})
+        if not args.json:
+            marks = " ".join(f"{g.arm}={'ok' if g.correct else '--'}" for g in rows)
+            print(f"[{i}/{n}] {rows[0].question.id} {marks}", flush=True)
+
+    graded = evaluate.run(questions, lambda q: engine.ask(settings, q, arms, kb, params, top_k=args.top_k,
+                                                          providers=providers), progress)
+    summary = evaluate.summarise(graded)
+    if args.json:
+        _emit({"summary": summary})
+    else:
+        print(f"{'arm':10} {'accuracy':>9} {'cites':>6} {'style':>6} {'errors':>6} {'median ms':>9}")
+        for arm, s in summary.items():
+            print(f"{arm:10} {s['correct']:>3}/{s['n']:<3} {s['accuracy']:>4.0%} {s['cites']:>5.0%} "
+                  f"{s['house_style']:>5.0%} {s['errors']:>6} {s['median_total_ms'] or 0:>9.0f}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     overrides = {"data_dir": args.data_dir, "collection": args.collection}
@@ -128,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"removed {n} chunks of {args.document}" if n else f"no document named {args.document}")
             return 0 if n else 1
         arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+        if args.command == "eval":
+            return _evaluate(settings, kb, args, arms)
         comparison = engine.ask(settings, args.question, arms, kb,
                                 GenParams(temperature=args.temperature, max_tokens=args.max_tokens),
                                 top_k=args.top_k, min_score=args.min_score)
