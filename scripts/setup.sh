@@ -17,7 +17,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 
 stamp=.venv/.installed-$(basename "$req" .txt)
-want=$(cat requirements.txt "$req" | sha256sum | cut -d' ' -f1)
+want=$(cat requirements*.txt | sha256sum | cut -d" " -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing $req (the first time, llama-cpp-python compiles from source: ~7-10 min on 2 cores)"
   export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
