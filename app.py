@@ -50,11 +50,11 @@ with st.sidebar:
         st.caption("Offline mode: everything runs on this machine.")
 
 pages = [
-    st.Page("pages/home.py", title="Start", icon="🏠", default=True),
-    st.Page("pages/documents.py", title="Documents", icon="📄"),
-    st.Page("pages/compare.py", title="Compare", icon="⚖️"),
-    st.Page("pages/finetune.py", title="Fine-tune", icon="🎯"),
-    st.Page("pages/history.py", title="History", icon="📈"),
-    st.Page("pages/settings.py", title="Settings", icon="⚙️"),
+    st.Page("views/home.py", title="Start", icon="🏠", default=True),
+    st.Page("views/documents.py", title="Documents", icon="📄"),
+    st.Page("views/compare.py", title="Compare", icon="⚖️"),
+    st.Page("views/finetune.py", title="Fine-tune", icon="🎯"),
+    st.Page("views/history.py", title="History", icon="📈"),
+    st.Page("views/settings.py", title="Settings", icon="⚙️"),
 ]
 st.navigation(pages).run()

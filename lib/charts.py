@@ -9,8 +9,9 @@ import plotly.graph_objects as go
 from lib.arms import ArmResult
 from lib.format import ARM_COLORS, PART_COLORS
 
-_LAYOUT: dict[str, Any] = {"margin": {"l": 10, "r": 10, "t": 40, "b": 10}, "height": 300,
-                           "legend": {"orientation": "h", "y": -0.2}, "template": "plotly_white"}
+_LAYOUT: dict[str, Any] = {"margin": {"l": 10, "r": 10, "t": 60, "b": 10}, "height": 320,
+                           "legend": {"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 0},
+                           "template": "plotly_white"}
 
 
 def _ok(results: list[ArmResult] | tuple[ArmResult, ...]) -> list[ArmResult]:
@@ -27,9 +28,9 @@ def latency(results: list[ArmResult] | tuple[ArmResult, ...]) -> go.Figure:
     fig = go.Figure([
         go.Bar(name="retrieval", y=labels, x=retrieval, orientation="h", marker_color="#bdbdbd"),
         go.Bar(name="time to first token", y=labels, x=first, orientation="h", marker_color="#6baed6"),
-        go.Bar(name="generation", y=labels, x=gen, orientation="h", marker_color=[ARM_COLORS[r.arm] for r in ok]),
+        go.Bar(name="generation", y=labels, x=gen, orientation="h", marker_color="#08519c"),
     ])
-    fig.update_layout(barmode="stack", title="Latency per arm", xaxis_title="ms", **_LAYOUT)
+    fig.update_layout(barmode="stack", title="Latency per arm (ms)", **_LAYOUT)
     return fig
 
 

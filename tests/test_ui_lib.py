@@ -57,7 +57,8 @@ def test_per_question_charts_use_the_arm_colours():
     lat = charts.latency(results)
     assert [t.name for t in lat.data] == ["retrieval", "time to first token", "generation"]
     assert list(lat.data[0].y) == ["RAG", "Baseline"]  # the failed arm is left out
-    assert list(lat.data[2].x) == [600.0, 600.0] and lat.data[2].marker.color[0] == ARM_COLORS["rag"]
+    assert list(lat.data[2].x) == [600.0, 600.0]
+    assert charts.cost(results).data[0].marker.color[0] == ARM_COLORS["rag"]
     tok = charts.tokens(results)
     assert [t.name for t in tok.data] == ["system", "context", "question", "chat template", "completion"]
     assert list(tok.data[1].y) == [50, 50]

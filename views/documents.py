@@ -5,7 +5,7 @@ import streamlit as st
 from lib import engine
 from lib.chunking import DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP_TOKENS, MAX_CHUNK_TOKENS
 from lib.errors import ConfigError
-from lib.format import when
+from lib.format import escape_markdown, when
 from lib.store import delete_knowledge_base
 
 settings = st.session_state.settings
@@ -51,11 +51,12 @@ if add or sample:
 if st.session_state.get("docs_last_results"):
     for r in st.session_state.docs_last_results:
         if r["status"] == "error":
-            st.error(f"**{r['file']}**: {r['error']}", icon="⚠️")
+            st.error(f"**{escape_markdown(r['file'])}**: {escape_markdown(r['error'] or '')}", icon="⚠️")
         elif r["status"] == "unchanged":
-            st.info(f"**{r['file']}**: already in the knowledge base ({r['chunks']} chunks), nothing added.")
+            st.info(f"**{escape_markdown(r['file'])}**: already in the knowledge base ({r['chunks']} chunks), "
+                    "nothing added.")
         else:
-            st.success(f"**{r['file']}**: {r['status']}, {r['chunks']} chunks, {r['tokens']} tokens.")
+            st.success(f"**{escape_markdown(r['file'])}**: {r['status']}, {r['chunks']} chunks, {r['tokens']} tokens.")
 
 st.subheader("In this knowledge base")
 docs = kb.documents()
@@ -70,14 +71,14 @@ else:
                        "tokens": st.column_config.NumberColumn(format="%d")})
     chosen = st.selectbox("Document", [d.name for d in docs], key="docs_selected")
     p1, p2 = st.columns([4, 1])
-    with p1.expander(f"Preview the chunks of {chosen}"):
+    with p1.expander(f"Preview the chunks of {escape_markdown(chosen)}"):
         for chunk in kb.chunks_of(chosen):
             st.caption(f"Chunk {chunk.chunk}")
             st.text(chunk.text)
     if p2.button("Remove document", key="docs_remove"):
         removed = kb.remove_document(chosen)
         st.session_state.docs_last_results = []
-        st.toast(f"Removed {chosen} ({removed} chunks).")
+        st.toast(f"Removed {escape_markdown(chosen)} ({removed} chunks).")
         st.rerun()
 
 st.subheader("Knowledge bases")

@@ -29,7 +29,7 @@ if st.button("Load the sample documents and ask a first question", type="primary
         st.error("Some sample documents could not be loaded: " + "; ".join(r.error or "" for r in failed))
     st.session_state.compare_question = "How long is the refund window?"
     st.session_state.compare_autorun = True
-    st.switch_page("pages/compare.py")
+    st.switch_page("views/compare.py")
 
 st.subheader("What you are comparing")
 cols = st.columns(4)

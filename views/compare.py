@@ -6,7 +6,7 @@ import streamlit as st
 from lib import charts, engine
 from lib.arms import ARMS, DEFAULT_ARMS
 from lib.errors import ConfigError, explain
-from lib.format import ARM_BADGES, link_citations, ms, rate, usd
+from lib.format import ARM_BADGES, escape_markdown, link_citations, ms, rate, usd
 from lib.history import History, comparison_to_dict
 from lib.jobs import Job
 from lib.providers import GenParams
@@ -100,7 +100,7 @@ for col, r in zip(st.columns(len(comparison.results)), comparison.results):
             if not r.sources:
                 st.caption("No source scored above the minimum.")
             for n, s in enumerate(r.sources, 1):
-                with st.expander(f"[{n}] {s.document} · chunk {s.chunk} · score {s.score:.2f}"):
+                with st.expander(f"\\[{n}\\] {escape_markdown(s.document)} #{s.chunk} ({s.score:.2f})"):
                     st.text(s.text)
 
 ok = [r for r in comparison.results if r.error is None]
