@@ -30,7 +30,32 @@ def _load_tokenizer() -> Tokenizer:
     return tok
 
 
-class MiniLMEmbedder(EmbeddingFunction[Documents]):
+class _WordPieceEmbedder(EmbeddingFunction[Documents]):
+    """What both embedders share: cosine space, and chunk lengths measured in MiniLM word pieces."""
+
+    _tokenizer: Tokenizer
+
+    def default_space(self) -> str:  # type: ignore[override]
+        return "cosine"
+
+    def supported_spaces(self) -> list[str]:  # type: ignore[override]
+        return ["cosine", "l2", "ip"]
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        """Character span of each word piece of text (no special tokens, no truncation)."""
+        return [tuple(o) for o in self._tokenizer.encode(text, add_special_tokens=False).offsets]  # type: ignore[misc]
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, input: Documents) -> Embeddings:
+        return list(self.embed(list(input)))
+
+
+class MiniLMEmbedder(_WordPieceEmbedder):
     """all-MiniLM-L6-v2 with int8 weights. Inputs are sorted by length and padded
     per batch (not to 256 tokens as Chroma's default does), so short queries are fast."""
 
@@ -55,12 +80,6 @@ class MiniLMEmbedder(EmbeddingFunction[Documents]):
     def build_from_config(config: dict[str, Any]) -> MiniLMEmbedder:
         return MiniLMEmbedder(batch_size=int(config.get("batch_size", 32)))
 
-    def default_space(self) -> str:  # type: ignore[override]
-        return "cosine"
-
-    def supported_spaces(self) -> list[str]:  # type: ignore[override]
-        return ["cosine", "l2", "ip"]
-
     def _model(self) -> Any:
         with self._lock:
             if self._session is None:
@@ -75,13 +94,6 @@ class MiniLMEmbedder(EmbeddingFunction[Documents]):
                                                      providers=["CPUExecutionProvider"])
                 self._inputs = {i.name for i in self._session.get_inputs()}
             return self._session
-
-    def spans(self, text: str) -> list[tuple[int, int]]:
-        """Character span of each word piece of text (no special tokens, no truncation)."""
-        return [tuple(o) for o in self._tokenizer.encode(text, add_special_tokens=False).offsets]  # type: ignore[misc]
-
-    def count_tokens(self, text: str) -> int:
-        return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
 
     def _embed_batch(self, texts: list[str]) -> np.ndarray:
         encodings = self._tokenizer.encode_batch(texts)
@@ -114,11 +126,8 @@ class MiniLMEmbedder(EmbeddingFunction[Documents]):
             out[batch] = self._embed_batch([texts[i] for i in batch])
         return out
 
-    def __call__(self, input: Documents) -> Embeddings:
-        return list(self.embed(list(input)))
 
-
-class OpenAIEmbedder(EmbeddingFunction[Documents]):
+class OpenAIEmbedder(_WordPieceEmbedder):
     """OpenAI (or OpenAI-compatible) embeddings through the openai client."""
 
     def __init__(self, client: Any, model: str = "text-embedding-3-small", batch_size: int = 256) -> None:
@@ -138,18 +147,6 @@ class OpenAIEmbedder(EmbeddingFunction[Documents]):
     def build_from_config(config: dict[str, Any]) -> OpenAIEmbedder:
         raise ValueError("OpenAI embeddings need a client: open the collection through lib.store.")
 
-    def default_space(self) -> str:  # type: ignore[override]
-        return "cosine"
-
-    def supported_spaces(self) -> list[str]:  # type: ignore[override]
-        return ["cosine", "l2", "ip"]
-
-    def spans(self, text: str) -> list[tuple[int, int]]:
-        return [tuple(o) for o in self._tokenizer.encode(text, add_special_tokens=False).offsets]  # type: ignore[misc]
-
-    def count_tokens(self, text: str) -> int:
-        return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
-
     def embed(self, texts: list[str]) -> np.ndarray:
         from lib.errors import explain
 
@@ -163,11 +160,8 @@ class OpenAIEmbedder(EmbeddingFunction[Documents]):
         array = np.asarray(rows, dtype=np.float32)
         return array / np.clip(np.linalg.norm(array, axis=1, keepdims=True), 1e-12, None)
 
-    def __call__(self, input: Documents) -> Embeddings:
-        return list(self.embed(list(input)))
 
-
-Embedder = MiniLMEmbedder | OpenAIEmbedder
+Embedder = _WordPieceEmbedder
 
 
 def _openai(settings: Settings, model: str) -> OpenAIEmbedder:
