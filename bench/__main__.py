@@ -1,0 +1,91 @@
+"""python -m bench [--quick]: measure, print the table, write bench/results/latest.json."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from bench.offline import block_network
+from bench.timing import Reps
+
+MIN_COSINE = 0.99
+
+
+@dataclass(frozen=True)
+class Plan:
+    docs: Reps
+    queries: Reps
+    ingest: Reps
+    app: Reps
+
+
+# Budgets keep the full run near 3 minutes on a 2-core machine; a busy machine gets fewer repetitions.
+FULL = Plan(docs=Reps(8, 4, budget_s=45), queries=Reps(12, 6, budget_s=20), ingest=Reps(8, 4, budget_s=40),
+            app=Reps(10, 4, budget_s=35))
+QUICK = Plan(docs=Reps(2), queries=Reps(2), ingest=Reps(2), app=Reps(2))
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run; noisier figures)")
+    p.add_argument("--question", type=int, default=0, help="index in sample_docs/questions.jsonl for the RAG arm")
+    p.add_argument("--max-tokens", type=int, default=64, help="tokens the RAG arm may generate")
+    p.add_argument("--json", type=Path, help="where to write the results (default: bench/results/latest.json)")
+    return p
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    block_network()  # before anything that could reach out is imported
+
+    from bench import cases
+    from bench.offline import chroma_default_embedder
+    from bench.report import table, write_json
+    from lib.embeddings import MiniLMEmbedder
+
+    plan = QUICK if args.quick else FULL
+    cpus = os.cpu_count() or 1
+    load_before = os.getloadavg()[0]
+    if load_before > cpus:
+        log(f"warning: load average {load_before:.1f} on {cpus} CPUs; other work will make the figures noisy")
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-", ignore_cleanup_errors=True) as tmp:
+        ours = MiniLMEmbedder()
+        chroma = chroma_default_embedder(Path(tmp) / "chroma-onnx")
+        corpus = cases.load_corpus(ours)
+        question = corpus.questions[args.question]
+        checks = {f"{len(corpus.texts)} chunks": cases.min_cosine(ours, chroma, corpus.texts),
+                  f"{len(corpus.questions)} questions": cases.min_cosine(ours, chroma, corpus.questions)}
+        log(f"like-for-like min cosine: {checks}")
+        log("document embedding ...")
+        results = [cases.document_embedding(ours, chroma, corpus.texts, plan.docs)]
+        log("query embedding ...")
+        results.append(cases.query_embedding(ours, chroma, corpus.questions, plan.queries))
+        log("ingest ...")
+        measured, kb = cases.ingest(ours, corpus, Path(tmp) / "data", plan.ingest)
+        results.append(measured)
+        log("RAG arm vs raw llama.cpp ...")
+        results.append(cases.app_overhead(kb, question, args.max_tokens, plan.app))
+    elapsed = time.perf_counter() - t0
+    load = {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2), "cpus": cpus}
+
+    print(table(results, checks, MIN_COSINE))
+    settings = {"quick": args.quick, "plan": asdict(plan), "question": question, "max_tokens": args.max_tokens,
+                "elapsed_s": round(elapsed, 1), "load_average": load}
+    path = write_json(results, checks, settings, args.json)
+    print(f"\n{elapsed:.0f} s in all (load average {load['before']} before, {load['after']} after, {cpus} CPUs); "
+          f"results written to {path}")
+    return 0 if all(v > MIN_COSINE for v in checks.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

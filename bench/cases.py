@@ -1,0 +1,170 @@
+"""The four measurements, each against a reference timed in the same process."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.timing import Measurement, Reps, alternate, slowdown, throughput, timed
+from lib.chunking import chunk_text
+from lib.documents import expand_paths, load_path
+from lib.embeddings import MiniLMEmbedder
+from lib.engine import EMBED_BATCH, SAMPLE_DOCS, SAMPLE_QUESTIONS, ingest_paths
+from lib.store import KnowledgeBase, open_client
+
+CHROMA_LABEL = "Chroma ONNXMiniLM_L6_V2"
+
+
+@dataclass(frozen=True)
+class Corpus:
+    paths: tuple[Path, ...]  # what ingest_paths is given
+    chunks: dict[str, list[str]]  # file name -> its chunk texts, as ingest makes them
+    questions: list[str]
+
+    @property
+    def texts(self) -> list[str]:
+        return [t for texts in self.chunks.values() for t in texts]
+
+
+def load_corpus(embedder: MiniLMEmbedder, paths: Sequence[Path] = (SAMPLE_DOCS,),
+                questions_file: Path = SAMPLE_QUESTIONS) -> Corpus:
+    """Every supported file under paths, chunked with the default size and overlap."""
+    files, _ = expand_paths(list(paths))
+    chunks = {name: [c.text for c in chunk_text(load_path(path, name=name).text, embedder.spans)]
+              for path, name in files}
+    questions = [json.loads(line)["question"] for line in questions_file.read_text().splitlines() if line.strip()]
+    return Corpus(tuple(paths), chunks, questions)
+
+
+def min_cosine(ours: MiniLMEmbedder, chroma: Any, texts: list[str]) -> float:
+    """The lowest cosine between the two embedders' vectors for the same text (both are unit vectors)."""
+    a = ours.embed(texts)
+    b = np.asarray(chroma(texts), dtype=np.float32)
+    return float(np.min(np.sum(a * b, axis=1)))
+
+
+def document_embedding(ours: MiniLMEmbedder, chroma: Any, texts: list[str], reps: Reps) -> Measurement:
+    """All chunks in one call each, as a batch ingest would."""
+    runs = alternate(timed(lambda: ours.embed(texts)), timed(lambda: chroma(texts)), reps)
+    return throughput("doc_embedding", f"Document embedding ({len(texts)} chunks)", runs, len(texts), 1.5,
+                      "lib MiniLMEmbedder", CHROMA_LABEL, unit="chunks/s")
+
+
+def query_embedding(ours: MiniLMEmbedder, chroma: Any, questions: list[str], reps: Reps) -> Measurement:
+    """One question per call, as a user asks them."""
+
+    def run_ours() -> None:
+        for q in questions:
+            ours.embed([q])
+
+    def run_chroma() -> None:
+        for q in questions:
+            chroma([q])
+
+    runs = alternate(timed(run_ours), timed(run_chroma), reps)
+    return throughput("query_embedding", f"Query embedding ({len(questions)} x 1)", runs, len(questions), 5.0,
+                      "lib MiniLMEmbedder", CHROMA_LABEL, unit="queries/s")
+
+
+def ingest(embedder: MiniLMEmbedder, corpus: Corpus, workdir: Path, reps: Reps) -> tuple[Measurement, KnowledgeBase]:
+    """ingest_paths into a fresh collection vs embedding the same chunks in the same batches.
+    Returns the last knowledge base built, for the generation benchmark to query."""
+    client = open_client(workdir)
+    names = (f"bench-ingest-{i}" for i in itertools.count())
+    state: dict[str, KnowledgeBase] = {}
+
+    def fresh_collection() -> None:
+        if "kb" in state:
+            client.delete_collection(state["kb"].name)
+        state["kb"] = KnowledgeBase(client, next(names), embedder)
+
+    def run_ingest() -> None:
+        results = ingest_paths(state["kb"], corpus.paths)
+        failed = [r for r in results if r.status not in ("ingested", "skipped")]
+        if failed:
+            raise RuntimeError(f"ingest did not store every file: {failed}")
+
+    def run_embed() -> None:
+        for texts in corpus.chunks.values():
+            for s in range(0, len(texts), EMBED_BATCH):
+                embedder.embed(texts[s:s + EMBED_BATCH])
+
+    runs = alternate(timed(run_ingest, setup=fresh_collection), timed(run_embed), reps)
+    kb = state["kb"]
+    if kb.count() != len(corpus.texts):
+        raise RuntimeError(f"the collection holds {kb.count()} chunks, expected {len(corpus.texts)}")
+    m = slowdown("ingest", f"Ingest end to end ({len(corpus.chunks)} files)", runs, 1.15,
+                 "engine.ingest_paths", "embedding alone", files=len(corpus.chunks), chunks=len(corpus.texts))
+    m.details["note"] = (f"{len(corpus.texts)} chunks, per file in batches of {EMBED_BATCH} on both sides; "
+                         f"parse + chunk + store cost {m.ours - m.reference:+.2f} s")
+    return m, kb
+
+
+def app_overhead(kb: KnowledgeBase, question: str, max_tokens: int, reps: Reps, top_k: int = 4) -> Measurement:
+    """run_arm("rag") on the local model vs driving the same llama_cpp.Llama directly with the
+    same prompt tokens, sampler and number of generated tokens. The KV cache is cleared before
+    every call (untimed), so both evaluate the whole prompt, as a new question does."""
+    from lib.arms import ARMS, build_prompt, run_arm
+    from lib.providers import GenParams, LocalLlama, _load_llama
+    from lib.settings import LOCAL_BASE_MODEL, ModelSpec
+
+    provider = LocalLlama(ModelSpec("local", LOCAL_BASE_MODEL))
+    llm, _ = _load_llama(provider.path, provider.spec.lora, provider.n_ctx, provider.threads)
+    sources = kb.query(question, top_k)
+    params = GenParams(max_tokens=max_tokens, temperature=0.0)
+    prompt, stops = provider.render(build_prompt(question, sources).messages())
+    end_ids = {llm.token_eos()}  # as LocalLlama.stream: EOS and single-token template stops
+    for s in stops:
+        ids = llm.tokenize(s.encode(), add_bos=False, special=True)
+        if len(ids) == 1:
+            end_ids.add(ids[0])
+
+    app_out: dict[str, Any] = {}
+    raw_out: dict[str, Any] = {}
+
+    def run_app() -> None:
+        result = run_arm(ARMS["rag"], provider, question, sources, params)
+        if result.error or result.usage is None:
+            raise RuntimeError(f"the RAG arm failed: {result.error}")
+        app_out.update(answer=result.answer, tokens=result.usage.completion_tokens,
+                       prompt_tokens=result.usage.prompt_tokens, finish=result.finish_reason)
+
+    def run_raw(limit: int) -> None:
+        ids = llm.tokenize(prompt.encode(), add_bos=False, special=True)
+        llm.set_seed(params.seed)
+        out: list[int] = []
+        for token in llm.generate(ids, temp=params.temperature, top_k=40, top_p=0.95, min_p=0.05,
+                                  repeat_penalty=params.repeat_penalty, reset=True):
+            if token in end_ids:
+                break
+            out.append(token)
+            if len(out) >= limit:
+                break
+        raw_out.update(text=llm.detokenize(out).decode("utf-8", errors="replace"), tokens=len(out),
+                       prompt_tokens=len(ids))
+
+    # Probe (untimed): how many tokens the app generates, and where the raw loop must stop to do the
+    # same forward passes: at the same end token, or after the same count when a stop string cut the app.
+    llm.reset()
+    run_app()
+    llm.reset()
+    run_raw(max_tokens)
+    limit = max_tokens if raw_out["tokens"] == app_out["tokens"] else app_out["tokens"]
+
+    runs = alternate(timed(run_app, setup=llm.reset), timed(lambda: run_raw(limit), setup=llm.reset), reps)
+    if (raw_out["tokens"], raw_out["prompt_tokens"]) != (app_out["tokens"], app_out["prompt_tokens"]):
+        raise RuntimeError(f"the raw call did different work: {raw_out} vs {app_out}")
+    same_text = raw_out["text"].strip().startswith(app_out["answer"])
+    m = slowdown("app_overhead", f"RAG arm, local model ({app_out['tokens']} tokens)", runs, 1.05, "arms.run_arm",
+                 "raw llama_cpp generate", unit="ms", question=question, prompt_tokens=app_out["prompt_tokens"],
+                 completion_tokens=app_out["tokens"], finish_reason=app_out["finish"], same_output=same_text,
+                 top_k=top_k, max_tokens=max_tokens)
+    m.details["note"] = (f"{app_out['prompt_tokens']}-token prompt, {app_out['tokens']} tokens generated by both, "
+                         f"same text: {'yes' if same_text else 'NO'}; app overhead {m.ours - m.reference:+.0f} ms")
+    return m
