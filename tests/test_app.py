@@ -188,7 +188,8 @@ def test_finetune_upload_review_and_validate(app, monkeypatch):
     assert not app.exception
     assert any("Line 6: empty question or answer" in w.value for w in app.warning)
     assert any("problem(s) to fix" in e.value for e in app.error)  # 4 examples: fewer than 10
-    assert "at least 10" in " ".join(map(str, app.dataframe[-1].value["problem"]))
+    problem_tables = [d.value for d in app.dataframe if "problem" in d.value.columns]
+    assert problem_tables and "at least 10" in " ".join(map(str, problem_tables[0]["problem"]))
     assert app.get("download_button")  # export as JSONL
     assert any("requirements-train.txt" in i.value for i in app.info)  # local training: what to install
     assert app.button(key="ft_local_start").disabled
