@@ -4,6 +4,7 @@ onnxruntime from files that arrive with the package install) and OpenAI's."""
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +22,11 @@ TOKENIZER_FILE = PROJECT_ROOT / "assets" / "minilm" / "tokenizer.json"
 MAX_TOKENS = 256  # all-MiniLM-L6-v2's input window, [CLS] and [SEP] included
 
 
+@functools.cache
 def _load_tokenizer() -> Tokenizer:
+    """One shared tokenizer per process (encoding is thread-safe). Chroma rebuilds the
+    collection's embedding function from its config on every add, so loading the 0.5 MB
+    file each time would cost about 25 ms per call."""
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(TOKENIZER_FILE))
@@ -57,13 +62,15 @@ class _WordPieceEmbedder(EmbeddingFunction[Documents]):
 
 class MiniLMEmbedder(_WordPieceEmbedder):
     """all-MiniLM-L6-v2 with int8 weights. Inputs are sorted by length and padded
-    per batch (not to 256 tokens as Chroma's default does), so short queries are fast."""
+    per batch (not to 256 tokens as Chroma's default does), so short queries are fast,
+    and batches are capped in padded tokens, so long chunks are fast too."""
 
     model_id = "all-MiniLM-L6-v2 (int8 ONNX)"
     dimensions = 384
 
-    def __init__(self, batch_size: int = 32, threads: int | None = None) -> None:
+    def __init__(self, batch_size: int = 32, threads: int | None = None, token_budget: int = 512) -> None:
         self.batch_size = batch_size
+        self.token_budget = token_budget
         self.threads = threads
         self._lock = threading.Lock()
         self._session: Any = None
@@ -95,9 +102,12 @@ class MiniLMEmbedder(_WordPieceEmbedder):
                 self._inputs = {i.name for i in self._session.get_inputs()}
             return self._session
 
-    def _embed_batch(self, texts: list[str]) -> np.ndarray:
-        encodings = self._tokenizer.encode_batch(texts)
-        ids = [e.ids if len(e.ids) <= MAX_TOKENS else e.ids[: MAX_TOKENS - 1] + e.ids[-1:] for e in encodings]
+    def _encode(self, texts: list[str]) -> list[list[int]]:
+        """Word-piece ids with [CLS] and [SEP], cut to the model's window (keeping the final [SEP])."""
+        return [e.ids if len(e.ids) <= MAX_TOKENS else e.ids[: MAX_TOKENS - 1] + e.ids[-1:]
+                for e in self._tokenizer.encode_batch(texts)]
+
+    def _embed_ids(self, ids: list[list[int]]) -> np.ndarray:
         width = max(len(i) for i in ids)
         input_ids = np.zeros((len(ids), width), dtype=np.int64)
         mask = np.zeros((len(ids), width), dtype=np.int64)
@@ -115,15 +125,27 @@ class MiniLMEmbedder(_WordPieceEmbedder):
         norms = np.linalg.norm(hidden, axis=1, keepdims=True)
         return (hidden / np.clip(norms, 1e-12, None)).astype(np.float32)
 
+    def batches(self, lengths: list[int]) -> list[list[int]]:
+        """Indices grouped for the model: sorted by token count, each batch at most batch_size
+        texts and token_budget padded tokens (many short texts together, long ones a few at a time:
+        on CPU, small batches of long texts run faster than big ones that spill the cache)."""
+        order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+        out: list[list[int]] = []
+        for i in order:
+            if out and len(out[-1]) < self.batch_size and (len(out[-1]) + 1) * lengths[i] <= self.token_budget:
+                out[-1].append(i)
+            else:
+                out.append([i])
+        return out
+
     def embed(self, texts: list[str]) -> np.ndarray:
         """Unit vectors, one row per text, in input order."""
-        if not texts:
-            return np.zeros((0, self.dimensions), dtype=np.float32)
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = np.zeros((len(texts), self.dimensions), dtype=np.float32)
-        for s in range(0, len(order), self.batch_size):
-            batch = order[s : s + self.batch_size]
-            out[batch] = self._embed_batch([texts[i] for i in batch])
+        if not texts:
+            return out
+        ids = self._encode(texts)
+        for batch in self.batches([len(i) for i in ids]):
+            out[batch] = self._embed_ids([ids[i] for i in batch])
         return out
 
 

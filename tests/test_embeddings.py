@@ -12,6 +12,17 @@ def test_unit_vectors_in_input_order(embedder):
     assert np.allclose(vectors, one_by_one, atol=1e-4)  # per-batch padding does not change results
 
 
+def test_batches_group_by_length_within_the_token_budget():
+    emb = MiniLMEmbedder.__new__(MiniLMEmbedder)  # batching needs no model
+    emb.batch_size, emb.token_budget = 3, 100
+    lengths = [50, 10, 10, 30, 10, 10, 60]
+    batches = emb.batches(lengths)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))  # every text exactly once
+    for b in batches:
+        assert len(b) <= 3 and len(b) * max(lengths[i] for i in b) <= 100 or len(b) == 1
+    assert [[lengths[i] for i in b] for b in batches] == [[10, 10, 10], [10, 30], [50], [60]]
+
+
 def test_similar_texts_score_higher(embedder):
     q, near, far = embedder.embed(["How long do refunds take?", "Refunds are paid within 5 days.",
                                    "The office has a cat named Pixel."])
