@@ -9,7 +9,7 @@ test:           ## set up with test tools (idempotent) and run the whole test su
 	.venv/bin/python -m pytest
 
 lint:
-	.venv/bin/python -m ruff check lib pages app.py tests bench
+	.venv/bin/python -m ruff check lib views app.py tests bench training
 
 bench:
 	bash scripts/setup.sh
