@@ -7,7 +7,8 @@ screenshot, docs/compare.png), check that text from uploaded documents is shown
 as text, never run as HTML, and follow the Start page's one-click path.
 
 Chromium: $WORKBENCH_CHROMIUM, else the system's chromium (Debian's
-/usr/bin/chromium), else Playwright's own download; skipped when none starts.
+/usr/bin/chromium), else Playwright's own download. A chromium that does not start fails
+the tests (`make test` installs Debian's); it never skips them.
 Run: pytest tests/test_e2e_browser.py  (or -m browser)."""
 
 from __future__ import annotations
@@ -20,11 +21,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser, Error, Locator, Page, expect, sync_playwright
 
-pytest.importorskip("playwright.sync_api")
-from playwright.sync_api import Browser, Error, Locator, Page, expect, sync_playwright  # noqa: E402
-
-from tests.streamlit_server import ROOT, StreamlitServer  # noqa: E402
+from tests.streamlit_server import ROOT, StreamlitServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -77,7 +76,8 @@ def browser() -> Iterator[Browser]:
         try:
             b = p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS, headless=True)
         except Error as exc:
-            pytest.skip(f"no chromium could be started ({path or 'Playwright download'}): {exc.message[:300]}")
+            pytest.fail(f"no chromium could be started ({path or 'Playwright download'}): {exc.message[:300]}. "
+                        "`make test` installs Debian's chromium; or point WORKBENCH_CHROMIUM at one.")
         try:
             yield b
         finally:

@@ -1,5 +1,6 @@
 """Local LoRA training (training/): data encoding, the GGUF export, and a real tiny run whose
-adapter llama.cpp loads. The torch-based tests skip when requirements-train.txt is not installed."""
+adapter llama.cpp loads. The torch-based tests need requirements-train.txt (which `make test` installs);
+without it they fail with what to install, rather than skip."""
 
 from __future__ import annotations
 
@@ -38,8 +39,12 @@ def tiny_dataset(path: Path) -> Path:
 
 
 def needs_training_deps() -> None:
-    for module in ("torch", "transformers", "peft", "gguf"):
-        pytest.importorskip(module)
+    from lib.finetune import missing_training_deps
+
+    missing = missing_training_deps()
+    if missing:
+        pytest.fail(f"training packages missing: {', '.join(missing)}; install requirements-dev.txt "
+                    "(it includes requirements-train.txt)")
 
 
 # ---------------------------------------------------------------- no torch needed
