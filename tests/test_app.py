@@ -195,6 +195,23 @@ def test_finetune_upload_review_and_validate(app, monkeypatch):
     assert app.button(key="ft_local_start").disabled
 
 
+def test_finetune_page_works_without_a_usable_knowledge_base(app, monkeypatch):
+    from lib import engine
+    from lib.errors import ConfigError
+
+    def refuse(*_args, **_kwargs):
+        raise ConfigError("Knowledge base 'default' was built with another embedder.")
+
+    monkeypatch.setattr(engine, "open_kb", refuse)
+    _open(app, "views/finetune.py")
+    assert not app.exception
+    assert any("built with another embedder" in w.value for w in app.warning)
+    app.file_uploader(key="ft_upload").set_value(("pairs.csv", _csv(12, bad=False), "text/csv")).run()
+    app.button(key="ft_load_upload").click().run()
+    assert not app.exception
+    assert any("12 examples pass the checks" in s.value for s in app.success)
+
+
 def test_finetune_on_openai_from_start_to_registered_model(app, openai_server):
     app.session_state["settings_overrides"] = {"openai_api_key": "sk-test-ft", "openai_base_url": openai_server.base_url}
     _open(app, "views/finetune.py")

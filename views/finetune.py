@@ -15,6 +15,11 @@ st.title("Fine-tune")
 st.caption("Build a training set from your documents, train a model locally or on OpenAI, "
            "then pick it for the Fine-tuned and Hybrid arms.")
 st.session_state.setdefault("ft_examples", [])
+try:
+    kb = engine.open_kb(settings)
+except ConfigError as exc:  # training from an upload still works without a usable knowledge base
+    kb = None
+    st.warning(f"{exc} Generating pairs from documents is unavailable until then.")
 
 data_tab, local_tab, openai_tab, models_tab = st.tabs(["1. Training data", "2a. Train locally",
                                                        "2b. Train on OpenAI", "3. Models"])
@@ -41,8 +46,7 @@ with data_tab:
             st.warning("Writing training data needs a capable hosted model, and none is configured. The bundled "
                        "local model (135M parameters) is too small to write good question/answer pairs. "
                        "Add an API key in Settings, or upload your own pairs, or start from the sample set.")
-        else:
-            kb = engine.open_kb(settings)
+        elif kb is not None:
             docs = [d.name for d in kb.documents()]
             chosen = st.multiselect("Documents", docs, default=docs[:3], key="ft_gen_docs")
             per_chunk = st.slider("Pairs per chunk", 1, 5, 2, key="ft_gen_per_chunk")
@@ -81,7 +85,7 @@ with data_tab:
                            mime="application/jsonl", key="ft_export")
 
 ready = st.session_state.get("ft_ready", [])
-trained_on = tuple({"document": d.name, "sha256": d.sha256} for d in engine.open_kb(settings).documents())
+trained_on = tuple({"document": d.name, "sha256": d.sha256} for d in (kb.documents() if kb else []))
 
 with local_tab:
     missing = finetune.missing_training_deps()
