@@ -22,12 +22,14 @@ class Plan:
     queries: Reps
     ingest: Reps
     app: Reps
+    fair: Reps
+    bufts: Reps
 
 
 # Budgets keep the full run near 3 minutes on a 2-core machine; a busy machine gets fewer repetitions.
 FULL = Plan(docs=Reps(8, 4, budget_s=45), queries=Reps(12, 6, budget_s=20), ingest=Reps(8, 4, budget_s=40),
-            app=Reps(10, 4, budget_s=35))
-QUICK = Plan(docs=Reps(2), queries=Reps(2), ingest=Reps(2), app=Reps(2))
+            app=Reps(10, 4, budget_s=35), fair=Reps(5, 5), bufts=Reps(8, 4, budget_s=30))
+QUICK = Plan(docs=Reps(2), queries=Reps(2), ingest=Reps(2), app=Reps(2), fair=Reps(2), bufts=Reps(2))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -73,8 +75,14 @@ def main(argv: list[str] | None = None) -> int:
         log("ingest ...")
         measured, kb = cases.ingest(ours, corpus, Path(tmp) / "data", plan.ingest)
         results.append(measured)
-        log("RAG arm vs raw llama.cpp ...")
+        log("RAG arm through the local worker vs raw llama.cpp ...")
         results.append(cases.app_overhead(kb, question, args.max_tokens, plan.app))
+        log("fair timing: RAG asked alone vs with three other local arms ...")
+        results.append(cases.fair_timing(kb, question, args.max_tokens, plan.fair))
+        log("prompt processing with and without llama.cpp's extra buffer types ...")
+        results.append(cases.extra_buffer_types(kb, question, plan.bufts))
+        log("memory: local worker with four arms vs the base model alone ...")
+        results.append(cases.memory(kb, question, args.max_tokens))
     elapsed = time.perf_counter() - t0
     load = {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2), "cpus": cpus}
 

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lib.errors import explain
-from lib.providers import Delta, Done, GenParams, Message, Provider, Started
+from lib.providers import Delta, Done, GenParams, Message, Provider, Queued, Started
 from lib.store import KnowledgeBase, Source
 
 
@@ -135,6 +135,13 @@ class Comparison:
 
 
 OnEvent = Callable[[str, str], None]  # (arm key, text delta)
+OnStatus = Callable[[str, str], None]  # (arm key, what the arm is waiting for; "" once it is answering)
+
+
+def queue_status(event: Queued) -> str:
+    ahead = f"{event.ahead} request{'s' if event.ahead != 1 else ''} ahead"
+    eta = f", about {event.expected_wait_s:.0f} s" if event.expected_wait_s else ""
+    return f"Waiting for the shared local model: {ahead}{eta}"
 
 
 def _usage(provider: Provider, parts: PromptParts, done: Done, answer: str) -> tuple[Usage, str]:
@@ -153,7 +160,8 @@ def _usage(provider: Provider, parts: PromptParts, done: Done, answer: str) -> t
 
 
 def run_arm(arm: Arm, provider: Provider | Exception, question: str, sources: list[Source] | None,
-            params: GenParams, retrieval_ms: float = 0.0, on_delta: OnEvent | None = None) -> ArmResult:
+            params: GenParams, retrieval_ms: float = 0.0, on_delta: OnEvent | None = None,
+            on_status: OnStatus | None = None) -> ArmResult:
     """One arm, start to finish; any failure becomes `error` on the result, never an exception."""
     from lib.pricing import cost_for
 
@@ -170,8 +178,13 @@ def run_arm(arm: Arm, provider: Provider | Exception, question: str, sources: li
     done: Done | None = None
     try:
         for event in provider.stream(parts.messages(), params):
-            if isinstance(event, Started):
+            if isinstance(event, Queued):
+                if on_status:
+                    on_status(arm.key, queue_status(event))
+            elif isinstance(event, Started):
                 started = time.monotonic()
+                if on_status:
+                    on_status(arm.key, "")
             elif isinstance(event, Delta):
                 if first is None and event.text.strip():
                     first = time.monotonic()
@@ -197,8 +210,10 @@ def run_arm(arm: Arm, provider: Provider | Exception, question: str, sources: li
 
 def compare(question: str, arm_keys: list[str] | tuple[str, ...], kb: KnowledgeBase | None,
             providers: dict[str, Provider | Exception], params: GenParams = GenParams(),
-            retrieval: RetrievalParams = RetrievalParams(), on_delta: OnEvent | None = None) -> Comparison:
-    """Retrieve once, then run every chosen arm concurrently on the same inputs."""
+            retrieval: RetrievalParams = RetrievalParams(), on_delta: OnEvent | None = None,
+            on_status: OnStatus | None = None) -> Comparison:
+    """Retrieve once, then run every chosen arm on the same inputs: hosted arms concurrently, local
+    arms one at a time through the shared local model's queue (each timed from when its turn starts)."""
     if not question.strip():
         raise ValueError("Ask a question first.")
     unknown = [k for k in arm_keys if k not in ARMS]
@@ -215,7 +230,7 @@ def compare(question: str, arm_keys: list[str] | tuple[str, ...], kb: KnowledgeB
     with ThreadPoolExecutor(max_workers=max(1, len(arms)), thread_name_prefix="arm") as pool:
         futures = [pool.submit(run_arm, arm, providers.get(arm.role, missing), question,
                                sources if arm.retrieval else None, params,
-                               retrieval_ms if arm.retrieval else 0.0, on_delta) for arm in arms]
+                               retrieval_ms if arm.retrieval else 0.0, on_delta, on_status) for arm in arms]
         results = tuple(f.result() for f in futures)
     return Comparison(id=uuid.uuid4().hex[:12], question=question.strip(), created_at=time.time(),
                       collection=kb.name if kb else "", retrieval=retrieval, params=params,

@@ -127,11 +127,12 @@ def providers_for(settings: Settings) -> dict[str, Provider | Exception]:
 def ask(settings: Settings, question: str, arms: list[str] | tuple[str, ...], kb: KnowledgeBase | None = None,
         params: GenParams = GenParams(), top_k: int = 4, min_score: float = 0.0,
         providers: dict[str, Provider | Exception] | None = None,
-        on_delta: Callable[[str, str], None] | None = None) -> Comparison:
+        on_delta: Callable[[str, str], None] | None = None,
+        on_status: Callable[[str, str], None] | None = None) -> Comparison:
     from lib.arms import RetrievalParams
 
     return compare(question, arms, kb, providers if providers is not None else providers_for(settings),
-                   params, RetrievalParams(top_k, min_score), on_delta)
+                   params, RetrievalParams(top_k, min_score), on_delta, on_status)
 
 
 # ---------------------------------------------------------------- helpers the pages call

@@ -7,6 +7,10 @@ class ConfigError(Exception):
     """Something is not set up; the message says how to set it up."""
 
 
+class LocalModelError(Exception):
+    """The local model (its worker process) could not answer; the message says what happened and what to do."""
+
+
 def explain(exc: BaseException, model: str = "", where: str = "") -> str:
     """What happened and what to do, without a traceback and without any key."""
     import openai
@@ -14,6 +18,9 @@ def explain(exc: BaseException, model: str = "", where: str = "") -> str:
     server = f" at {where}" if where else ""
     if isinstance(exc, ConfigError):
         return str(exc)
+    if isinstance(exc, LocalModelError):
+        text = str(exc)
+        return text[:1].upper() + text[1:]
     if isinstance(exc, openai.AuthenticationError):
         return (f"The API key was rejected{server} (401). Check OPENAI_API_KEY (or the Azure key) "
                 "in Settings or .streamlit/secrets.toml.")

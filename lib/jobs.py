@@ -12,12 +12,15 @@ T = TypeVar("T")
 
 
 class Job(Generic[T]):
-    """Run `work(on_delta)` in a thread; `texts` holds what each key streamed so far."""
+    """Run `work(on_delta)` (or `work(on_delta, on_status)` with `statuses=True`) in a thread; `texts` holds
+    what each key streamed so far, `statuses` what each key is waiting for (e.g. its place in a queue)."""
 
-    def __init__(self, work: Callable[[Callable[[str, str], None]], T]) -> None:
+    def __init__(self, work: Callable[..., T], statuses: bool = False) -> None:
         self._work = work
+        self._with_status = statuses
         self._lock = threading.Lock()
         self._texts: dict[str, str] = {}
+        self._statuses: dict[str, str] = {}
         self.result: T | None = None
         self.error: BaseException | None = None
         self.started_at = time.monotonic()
@@ -31,15 +34,24 @@ class Job(Generic[T]):
         with self._lock:
             self._texts[key] = self._texts.get(key, "") + text
 
+    def _on_status(self, key: str, status: str) -> None:
+        with self._lock:
+            self._statuses[key] = status
+
     def _run(self) -> None:
         try:
-            self.result = self._work(self._on_delta)
+            self.result = self._work(self._on_delta, self._on_status) if self._with_status else \
+                self._work(self._on_delta)
         except BaseException as exc:  # reported to the UI, never lost in a thread
             self.error = exc
 
     def texts(self) -> dict[str, str]:
         with self._lock:
             return dict(self._texts)
+
+    def statuses(self) -> dict[str, str]:
+        with self._lock:
+            return {k: v for k, v in self._statuses.items() if v}
 
     @property
     def done(self) -> bool:

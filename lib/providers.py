@@ -1,14 +1,13 @@
 """Generation providers behind one small protocol: `stream(messages, params)`
 yields `Started`, then `Delta`s, then one `Done` with the usage.
 
-- `LocalLlama`: a GGUF model (optionally with a LoRA adapter) run by llama.cpp
-  through llama-cpp-python; one model object is not thread-safe, so each is lock-guarded.
+- `LocalLlama`: a GGUF model (optionally with a LoRA adapter) run by llama.cpp in the
+  shared local worker process (lib.local_worker), one request at a time in arrival order.
 - `OpenAICompatible`: OpenAI, Azure OpenAI or any OpenAI-compatible base URL.
 """
 
 from __future__ import annotations
 
-import codecs
 import importlib.util
 import os
 import threading
@@ -60,6 +59,14 @@ class StopFilter:
 
 
 @dataclass(frozen=True)
+class Queued:
+    """Waiting for the shared local model: `ahead` requests before this one (the running one included)."""
+
+    ahead: int
+    expected_wait_s: float | None = None
+
+
+@dataclass(frozen=True)
 class Started:
     """The model began work on this request (after any wait for a shared local model)."""
 
@@ -77,7 +84,7 @@ class Done:
     cached_tokens: int = 0
 
 
-Event = Started | Delta | Done
+Event = Queued | Started | Delta | Done
 
 
 class Provider(Protocol):
@@ -112,47 +119,49 @@ def resolve_model_path(name: str) -> Path:
     return path
 
 
-_models: dict[tuple[Any, ...], tuple[Any, threading.Lock]] = {}
-_models_guard = threading.Lock()
+_vocabs: dict[str, Any] = {}
+_vocabs_guard = threading.Lock()
 
 
-def _load_llama(path: Path, lora: str | None, n_ctx: int, threads: int | None) -> tuple[Any, threading.Lock]:
-    """One llama.cpp model object per (file, adapter, context, threads), shared read-only, with its lock."""
-    key = (str(path), lora, n_ctx, threads)
-    with _models_guard:
-        if key not in _models:
+def _vocab(path: Path) -> Any:
+    """The model's tokenizer and metadata only (no weights): counting tokens and rendering the chat
+    template happen in the app process, generation in the worker process."""
+    key = str(path)
+    with _vocabs_guard:
+        if key not in _vocabs:
             from llama_cpp import Llama
 
-            if lora and not Path(lora).is_file():
-                raise ConfigError(f"LoRA adapter {lora!r} does not exist. Train one on the Fine-tune page "
-                                  "or fix the path in Settings.")
-            llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads or os.cpu_count(),
-                        lora_path=lora, verbose=False, seed=42)
-            _models[key] = (llm, threading.Lock())
-        return _models[key]
+            _vocabs[key] = Llama(model_path=key, vocab_only=True, verbose=False)
+        return _vocabs[key]
 
 
 class LocalLlama:
+    """A GGUF model (optionally with a LoRA adapter) run by llama.cpp in the shared local worker
+    process (lib.local_worker): one request at a time, in arrival order across all sessions."""
+
     kind = "local"
 
-    def __init__(self, spec: ModelSpec, n_ctx: int = 2048, threads: int | None = None) -> None:
+    def __init__(self, spec: ModelSpec, n_ctx: int = 2048, threads: int | None = None,
+                 extra_bufts: str = "auto") -> None:
+        from lib import local_worker
+
         self.spec = spec
         self.path = resolve_model_path(spec.name)
+        if spec.lora and not Path(spec.lora).is_file():
+            raise ConfigError(f"LoRA adapter {spec.lora!r} does not exist. Train one on the Fine-tune page "
+                              "or fix the path in Settings.")
         self.n_ctx = n_ctx
-        self.threads = threads
-
-    @property
-    def llm(self) -> Any:
-        return _load_llama(self.path, self.spec.lora, self.n_ctx, self.threads)[0]
+        self.threads = threads or os.cpu_count() or 1
+        self.worker = local_worker.worker(extra_bufts)
 
     def count_tokens(self, text: str) -> int:
-        return len(self.llm.tokenize(text.encode(), add_bos=False, special=False))
+        return len(_vocab(self.path).tokenize(text.encode(), add_bos=False, special=False))
 
     def render(self, messages: list[Message]) -> tuple[str, list[str]]:
         """The exact prompt text the model sees (from the GGUF's own chat template) and its stop strings."""
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-        llm = self.llm
+        llm = _vocab(self.path)
         template = llm.metadata.get("tokenizer.chat_template")
         if not template:
             raise ConfigError(f"{self.path.name} has no chat template; use an instruction-tuned GGUF.")
@@ -164,45 +173,29 @@ class LocalLlama:
         stop = result.stop if isinstance(result.stop, list) else [result.stop]
         return result.prompt, [s for s in stop if s]
 
+    def request(self, messages: list[Message], params: GenParams) -> dict[str, Any]:
+        return {"model": str(self.path), "lora": self.spec.lora, "n_ctx": self.n_ctx, "threads": self.threads,
+                "label": self.spec.label, "messages": messages,
+                "params": {"max_tokens": params.max_tokens, "temperature": params.temperature, "seed": params.seed,
+                           "stop": list(params.stop), "repeat_penalty": params.repeat_penalty}}
+
     def stream(self, messages: list[Message], params: GenParams) -> Iterator[Event]:
-        """Generate token by token, so usage is exact: the prompt is tokenised by the
-        model's own tokenizer and every sampled token is counted as it is produced."""
-        llm, lock = _load_llama(self.path, self.spec.lora, self.n_ctx, self.threads)
-        with lock:
-            yield Started()
-            prompt, stop = self.render(messages)
-            prompt_ids = llm.tokenize(prompt.encode(), add_bos=False, special=True)
-            if len(prompt_ids) + 8 > self.n_ctx:
-                raise ConfigError(f"The prompt is {len(prompt_ids)} tokens but {self.spec.label} reads at most "
-                                  f"{self.n_ctx}: lower top-k or the chunk size.")
-            max_tokens = min(params.max_tokens, self.n_ctx - len(prompt_ids))
-            end_ids = {llm.token_eos()}
-            for s in stop:
-                ids = llm.tokenize(s.encode(), add_bos=False, special=True)
-                if len(ids) == 1:
-                    end_ids.add(ids[0])
-            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-            stops = StopFilter(params.stop)
-            llm.set_seed(params.seed)
-            completion_tokens, finish = 0, "length"
-            for token in llm.generate(prompt_ids, temp=params.temperature, top_k=40, top_p=0.95, min_p=0.05,
-                                      repeat_penalty=params.repeat_penalty, reset=True):
-                if token in end_ids:
-                    finish = "stop"
-                    break
-                completion_tokens += 1
-                text = stops.feed(decoder.decode(llm.detokenize([token], special=False)))
-                if text:
-                    yield Delta(text)
-                if stops.stopped:
-                    finish = "stop"
-                    break
-                if completion_tokens >= max_tokens:
-                    break
-            tail = "" if stops.stopped else stops.feed(decoder.decode(b"", final=True)) + stops.flush()
-            if tail:
-                yield Delta(tail)
-            yield Done(finish, len(prompt_ids), completion_tokens)
+        """Wait for this request's turn (yielding `Queued` with its place), then stream from the worker.
+        Usage is exact: the worker counts the prompt with the model's own tokenizer and every sampled token."""
+        queue = self.worker.queue
+        ticket = queue.join()
+        try:
+            while (ahead := queue.wait_turn(ticket, 0.5)) > 0:
+                yield Queued(ahead, queue.expected_wait_s(ahead))
+            for reply in self.worker.generate(self.request(messages, params)):
+                if reply[0] == "started":
+                    yield Started()
+                elif reply[0] == "delta":
+                    yield Delta(reply[1])
+                elif reply[0] == "done":
+                    yield Done(reply[1], reply[2], reply[3])
+        finally:
+            queue.leave(ticket)
 
 
 # ---------------------------------------------------------------- OpenAI-compatible
@@ -281,7 +274,7 @@ class OpenAICompatible:
 # ---------------------------------------------------------------- registry
 
 def _local(spec: ModelSpec, settings: Settings) -> Provider:
-    return LocalLlama(spec, threads=settings.n_threads)
+    return LocalLlama(spec, threads=settings.n_threads, extra_bufts=settings.llama_extra_bufts)
 
 
 def _hosted(spec: ModelSpec, settings: Settings) -> Provider:

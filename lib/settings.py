@@ -57,6 +57,7 @@ class Settings:
     max_retries: int = 2
     max_upload_mb: int = 20
     n_threads: int | None = None  # llama.cpp threads; None = all cores
+    llama_extra_bufts: str = "auto"  # llama.cpp extra buffer types (repacking, AMX): auto | on | off
 
     @property
     def hosted_configured(self) -> bool:
@@ -145,6 +146,10 @@ def load_settings(
         values["request_timeout_s"] = float(get("WORKBENCH_TIMEOUT") or 60)
     if get("WORKBENCH_THREADS"):
         values["n_threads"] = int(get("WORKBENCH_THREADS") or 0) or None
+    extra = (get("WORKBENCH_LLAMA_EXTRA_BUFTS") or "auto").lower()
+    if extra not in ("auto", "on", "off"):
+        raise ValueError(f"WORKBENCH_LLAMA_EXTRA_BUFTS={extra!r}: use auto, on or off.")
+    values["llama_extra_bufts"] = extra
     settings = Settings(**values)
     return settings.with_overrides(**overrides)
 

@@ -78,6 +78,18 @@ def test_app_overhead_benchmark(tiny: Any, embedder: Any, tmp_path: Path) -> Non
     assert m.unit == "ms" and 0 < m.details["completion_tokens"] <= 4
 
 
+@pytest.mark.slow
+def test_fair_timing_and_memory_benchmarks(tiny: Any, embedder: Any, tmp_path: Path) -> None:
+    corpus, _, _ = tiny
+    _, kb = cases.ingest(embedder, corpus, tmp_path / "data", reps=Reps(1, 1, warmup=0))
+    fair = cases.fair_timing(kb, corpus.questions[0], max_tokens=4, reps=QUICK, top_k=1)
+    _check(fair)
+    assert fair.unit == "ms" and not fair.higher_is_better
+    mem = cases.memory(kb, corpus.questions[0], max_tokens=4)
+    assert mem.ours > 0 and mem.reference > 0 and mem.ratio == pytest.approx(mem.ours / mem.reference)
+    assert len(mem.details["adapters"]) == 1
+
+
 def test_only_loopback_counts_as_offline() -> None:
     assert _loopback(("127.0.0.1", 80)) and _loopback(("::1", 80, 0, 0)) and _loopback("/tmp/socket")
     assert not _loopback(("52.216.1.1", 443)) and not _loopback(("chroma-onnx-models.s3.amazonaws.com", 443))

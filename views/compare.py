@@ -52,15 +52,18 @@ if st.session_state.pop("compare_autorun", False) and question.strip():
 
 if ask:
     params = GenParams(temperature=temperature, max_tokens=max_tokens)
-    job = Job(lambda on_delta: engine.ask(settings, question, arms, kb, params, top_k, min_score,
-                                          on_delta=on_delta)).start()
+    job = Job(lambda on_delta, on_status: engine.ask(settings, question, arms, kb, params, top_k, min_score,
+                                                     on_delta=on_delta, on_status=on_status),
+              statuses=True).start()
     live = st.empty()
     while not job.done:
-        texts = job.texts()
+        texts, waiting = job.texts(), job.statuses()
         with live.container():
             st.caption(f"Answering… {time.monotonic() - job.started_at:.1f} s")
             for col, arm in zip(st.columns(len(arms)), arms):
                 col.markdown(f"**:{ARM_BADGES[arm]}[{ARMS[arm].label}]**")
+                if waiting.get(arm):
+                    col.caption(waiting[arm])
                 col.text(texts.get(arm, "") + "▌")
         time.sleep(0.15)
     live.empty()
