@@ -2,6 +2,7 @@
 
 import json
 import threading
+import time
 
 import pytest
 
@@ -121,3 +122,27 @@ def test_all_local_costs_say_why_they_are_zero():
     assert "no per-token charge" in fig.layout.annotations[0].text
     priced = charts.cost([_result(cost=0.002)])
     assert not priced.layout.annotations and priced.layout.yaxis.range[1] > 0.002
+
+
+def test_job_reports_what_each_arm_waits_for():
+    """The Compare page shows a waiting arm's place in the local queue until its turn starts."""
+    import threading
+
+    release = threading.Event()
+
+    def work(on_delta, on_status):
+        on_status("rag", "Waiting for the shared local model: 1 request ahead")
+        on_delta("hybrid", "first ")
+        release.wait(5)
+        on_status("rag", "")
+        on_delta("rag", "now answering")
+        return "ok"
+
+    job = Job(work, statuses=True).start()
+    deadline = time.monotonic() + 5
+    while "hybrid" not in job.texts() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert job.statuses() == {"rag": "Waiting for the shared local model: 1 request ahead"}
+    release.set()
+    assert job.wait(5) and job.result == "ok"
+    assert job.statuses() == {} and job.texts()["rag"] == "now answering"
