@@ -3,6 +3,7 @@ ask a question across arms. The CLI and the Streamlit pages are thin layers on t
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -58,6 +59,15 @@ def open_kb(settings: Settings, name: str | None = None, embedder: Embedder | No
                          create)
 
 
+def _turn(embedder: Embedder) -> contextlib.AbstractContextManager[None]:
+    """The local embedder and the local model each use every core: an embedding batch waits for its turn
+    in the machine queue (between answers), so an ingest cannot slow a local arm down 30x, nor the reverse."""
+    from lib.embeddings import MiniLMEmbedder
+    from lib.local_worker import machine_turn
+
+    return machine_turn() if isinstance(embedder, MiniLMEmbedder) else contextlib.nullcontext()
+
+
 def ingest_document(kb: KnowledgeBase, name: str, load: Callable[[], object], size: int, overlap: int,
                     progress: Progress | None = None) -> IngestResult:
     """Load, chunk, embed and store one file; any failure leaves nothing of it behind."""
@@ -77,7 +87,8 @@ def ingest_document(kb: KnowledgeBase, name: str, load: Callable[[], object], si
         report(name, "embedding", 0.1)
         parts = []
         for s in range(0, len(chunks), EMBED_BATCH):
-            parts.append(kb.embedder.embed([c.text for c in chunks[s:s + EMBED_BATCH]]))
+            with _turn(kb.embedder):
+                parts.append(kb.embedder.embed([c.text for c in chunks[s:s + EMBED_BATCH]]))
             report(name, "embedding", 0.1 + 0.8 * min(1.0, (s + EMBED_BATCH) / len(chunks)))
         report(name, "storing", 0.9)
         added = kb.add_document(doc, chunks, np.concatenate(parts) if parts else None)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import codecs
 import collections
+import contextlib
 import itertools
 import os
 import signal
@@ -369,11 +370,13 @@ class LocalQueue:
                 return 0
             return self._position(ticket)
 
-    def leave(self, ticket: Ticket) -> None:
+    def leave(self, ticket: Ticket, record: bool = True) -> None:
+        """Give the turn back; `record` counts its duration in the wait estimates (generation, not ingest)."""
         with self._cond:
             if self._running is ticket:
                 self._running = None
-                self._durations.append(time.monotonic() - self._running_since)
+                if record:
+                    self._durations.append(time.monotonic() - self._running_since)
             elif ticket in self._waiting:
                 self._waiting.remove(ticket)
             self._cond.notify_all()
@@ -384,13 +387,35 @@ class LocalQueue:
             return len(self._waiting) + (1 if self._running else 0)
 
 
+_machine_queue = LocalQueue()
+
+
+def machine_queue() -> LocalQueue:
+    """The one queue for work that uses every core of this machine: local generation (all workers) and the
+    local embedder's batches during ingest, so neither slows the other down unseen."""
+    return _machine_queue
+
+
+@contextlib.contextmanager
+def machine_turn() -> Iterator[None]:
+    """Run a short piece of all-cores work (an embedding batch) in its turn on the machine queue."""
+    queue = machine_queue()
+    ticket = queue.join()
+    try:
+        while queue.wait_turn(ticket, 1.0) > 0:
+            pass
+        yield
+    finally:
+        queue.leave(ticket, record=False)
+
+
 class LocalWorker:
     """Starts the worker process on first use, relays requests, restarts it after a crash."""
 
     def __init__(self, extra_bufts: str = "auto") -> None:
         self.mode = extra_bufts
         self.extra_bufts = resolve_extra_bufts(extra_bufts)
-        self.queue = LocalQueue()
+        self.queue = machine_queue()
         self._proc: subprocess.Popen[bytes] | None = None
         self._send: Any = None
         self._recv: Any = None

@@ -268,3 +268,42 @@ def test_queued_events_become_status_lines(fake_settings):
 def test_worker_module_has_one_process_wide_worker_per_setting():
     assert local_worker.worker("auto") is local_worker.worker("auto")
     assert local_worker.worker("off") is not local_worker.worker("auto")
+
+
+@pytest.mark.slow
+def test_ingest_and_local_generation_take_turns(local_pair, settings, embedder, monkeypatch, tmp_path):
+    """An ingest's embedding batches and a local answer never use the cores at the same time: the answer's
+    reported time is its own, however large the ingest running beside it."""
+    from lib import engine
+    from lib.embeddings import MiniLMEmbedder
+    from lib.providers import Started
+
+    spans: list[tuple[str, float, float]] = []
+    embed = MiniLMEmbedder.embed
+
+    def recording_embed(self, texts):
+        t0 = time.monotonic()
+        try:
+            return embed(self, texts)
+        finally:
+            spans.append(("embed", t0, time.monotonic()))
+
+    monkeypatch.setattr(MiniLMEmbedder, "embed", recording_embed)
+    doc = tmp_path / "long.txt"
+    doc.write_text("\n\n".join(f"Paragraph {i}: the warranty covers seams, zips and buckles for {i} months "
+                               "after purchase, when the product was used as intended." * 3 for i in range(300)))
+    kb = engine.open_kb(settings, "turns", embedder=embedder)
+    ingest = threading.Thread(target=lambda: engine.ingest_paths(kb, [doc]))
+    ingest.start()
+    while not spans:
+        time.sleep(0.01)
+    start = end = 0.0
+    for event in local_pair["base"].stream([{"role": "user", "content": QUESTION}], GenParams(max_tokens=48)):
+        if isinstance(event, Started):
+            start = time.monotonic()
+    end = time.monotonic()
+    ingest.join(300)
+    assert kb.count() > 10 and start > 0
+    batches = [(a, b) for _, a, b in spans]
+    assert any(b <= start for a, b in batches) and any(a >= end for a, b in batches)  # ingest ran on both sides
+    assert not [(a, b) for a, b in batches if a < end and b > start]  # and never during the answer
