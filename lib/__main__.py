@@ -41,12 +41,22 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, default=256)
     _common(p)
 
-    p = sub.add_parser("eval", help="fact accuracy of each arm on a question file (keywords must appear)")
-    p.add_argument("--questions", type=Path, default=Path("sample_docs/questions.jsonl"))
+    p = sub.add_parser("eval", help="accuracy, refusals, fabrication, citations and latency of each arm on a "
+                                    "question set")
+    p.add_argument("--set", dest="question_set", default=None,
+                   help="question set: 'sample' (default) or a JSONL file")
+    p.add_argument("--questions", type=Path, help=argparse.SUPPRESS)  # the earlier name of --set FILE
     p.add_argument("--arms", default=",".join(ARMS))
     p.add_argument("--limit", type=int, help="only the first N questions")
     p.add_argument("--top-k", type=int, default=4)
     p.add_argument("--max-tokens", type=int, default=96)
+    _common(p)
+
+    p = sub.add_parser("grade", help="grade given answers against references (no generation, offline)")
+    p.add_argument("file", type=Path, help="JSONL (or CSV): question, reference, answer, optional keywords, "
+                                           "answerable (default true)")
+    p.add_argument("--no-embedder", action="store_true",
+                   help="rules only: skip the local embedder's similarity for references without numbers")
     _common(p)
 
     p = sub.add_parser("list", help="list the documents of a knowledge base")
@@ -100,15 +110,22 @@ def _print_arm(r: ArmResult) -> None:
 def _evaluate(settings: Any, kb: Any, args: argparse.Namespace, arms: list[str]) -> int:
     from lib import engine, evaluate
 
-    questions = evaluate.load_questions(args.questions)[: args.limit]
+    chosen = args.question_set or (str(args.questions) if args.questions else "sample")
+    path = engine.SAMPLE_QUESTIONS if chosen == "sample" else Path(chosen)
+    if not path.is_file():
+        raise ValueError(f"No question set {chosen!r}: give 'sample' or the path of a JSONL file.")
+    questions = evaluate.load_questions(path)[: args.limit]
     providers = engine.providers_for(settings)
     params = GenParams(temperature=0.0, max_tokens=args.max_tokens)
 
     def progress(i: int, n: int, rows: list[evaluate.Graded]) -> None:
         for g in rows:
             if args.json:
-                _emit({"id": g.question.id, "arm": g.arm, "correct": g.correct, "cites": g.cites,
-                       "house_style": g.house_style, "answer": g.answer, "error": g.error})
+                _emit({"id": g.question.id, "arm": g.arm, "correct": g.correct, "score": g.score,
+                       "refused": g.refused, "fabricated": g.fabricated, "reason": g.reason, "cites": g.cites,
+                       "citation_ok": g.citation_ok, "retrieval_hit": g.retrieval_hit,
+                       "house_style": g.house_style, "answer": g.answer, "error": g.error,
+                       "total_ms": g.total_ms, "cost_usd": g.cost_usd})
         if not args.json:
             marks = " ".join(f"{g.arm}={'ok' if g.correct else '--'}" for g in rows)
             print(f"[{i}/{n}] {rows[0].question.id} {marks}", flush=True)
@@ -119,15 +136,67 @@ def _evaluate(settings: Any, kb: Any, args: argparse.Namespace, arms: list[str])
     if args.json:
         _emit({"summary": summary})
     else:
-        print(f"{'arm':10} {'accuracy':>9} {'cites':>6} {'style':>6} {'errors':>6} {'median ms':>9}")
+        def pct(x: float | None) -> str:
+            return "   -" if x is None else f"{x:4.0%}"
+
+        print(f"{'arm':10} {'accuracy':>9} {'95% CI':>11} {'refused':>7} {'fabric.':>7} {'cites ok':>8} "
+              f"{'style':>5} {'errors':>6} {'p50 ms':>7} {'p95 ms':>7}")
         for arm, s in summary.items():
-            print(f"{arm:10} {s['correct']:>3}/{s['n']:<3} {s['accuracy']:>4.0%} {s['cites']:>5.0%} "
-                  f"{s['house_style']:>5.0%} {s['errors']:>6} {s['median_total_ms'] or 0:>9.0f}")
+            low, high = s["accuracy_ci95"]
+            print(f"{arm:10} {s['correct']:>3}/{s['answerable']:<3} {pct(s['accuracy'])} {low:>5.0%}-{high:<4.0%} "
+                  f"{pct(s['refusal_rate']):>7} {pct(s['fabrication_rate']):>7} {pct(s['citation_accuracy']):>8} "
+                  f"{pct(s['house_style']):>5} {s['errors']:>6} {s['median_total_ms'] or 0:>7.0f} "
+                  f"{s['p95_total_ms'] or 0:>7.0f}")
+        print(evaluate.noise_sentence(max((s["answerable"] for s in summary.values()), default=0)))
     return 0
+
+
+def _grade(args: argparse.Namespace) -> int:
+    """One JSON line per input line: correct, score, refused, reason (and fabricated, method)."""
+    from lib.evalsets import read_grading_file
+    from lib.grading import grade_answer
+
+    rows, problems = read_grading_file(args.file)
+    similarity = None
+    if not args.no_embedder and any(not r.get("keywords") for r in rows):
+        from lib.embeddings import MiniLMEmbedder
+
+        embedder = MiniLMEmbedder()
+
+        def similarity(a: str, b: str) -> float:
+            va, vb = embedder.embed([a, b])
+            return float((va * vb).sum())
+
+    failed = False
+    for row in rows:
+        if "error" in row:
+            failed = True
+            out = {"line": row["line"], "error": row["error"]}
+        else:
+            g = grade_answer(row["question"], row["reference"], row["answer"], row["keywords"], row["answerable"],
+                             similarity)
+            out = {"line": row["line"], "question": row["question"], **g.to_dict()}
+        if args.json:
+            _emit(out)
+        elif "error" in out:
+            print(f"line {out['line']}: error: {out['error']}")
+        else:
+            mark = "PASS" if out["correct"] else ("REFUSED" if out["refused"] else "FAIL")
+            print(f"line {out['line']}: {mark} {out['score']:.2f}  {out['question'][:60]}  ({out['reason']})")
+    for line, message in problems:
+        failed = True
+        _emit({"line": line, "error": message}) if args.json else print(f"line {line}: error: {message}")
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "grade":
+        try:
+            return _grade(args)
+        except (ConfigError, ValueError, OSError) as exc:
+            _emit({"error": str(exc)}) if args.json else print(f"error: {exc}", file=sys.stderr)
+            return 2
     overrides = {"data_dir": args.data_dir, "collection": args.collection}
     try:
         settings = load_settings(**overrides)

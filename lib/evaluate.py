@@ -1,9 +1,10 @@
-"""Fact accuracy of each arm on a question file with reference keywords."""
+"""Accuracy, refusals, fabrication, citations and latency of each arm on a question set, graded by
+lib.grading (offline rules: numbers and units normalised, conflicting values, negation, refusals)."""
 
 from __future__ import annotations
 
 import json
-import re
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +19,9 @@ class Question:
     id: str
     question: str
     keywords: tuple[str, ...]
-    answer: str = ""
-    source: str = ""
+    answer: str = ""  # the reference answer
+    source: str = ""  # the document that answers it
+    answerable: bool = True
 
 
 def load_questions(path: str | Path) -> list[Question]:
@@ -27,22 +29,16 @@ def load_questions(path: str | Path) -> list[Question]:
     for line in Path(path).read_text().splitlines():
         if line.strip():
             q = json.loads(line)
-            out.append(Question(q["id"], q["question"], tuple(q["keywords"]), q.get("answer", ""), q.get("source", "")))
+            out.append(Question(q["id"], q["question"], tuple(q.get("keywords") or ()), q.get("answer", ""),
+                                q.get("source", ""), bool(q.get("answerable", True))))
     return out
 
 
-def _contains(answer: str, keyword: str) -> bool:
-    """Case-insensitive; a keyword that starts or ends with a digit must not be part of a longer number
-    ("12" does not match "120"), and "1,250" matches "1250"."""
-    text = answer.lower().replace(",", "")
-    key = keyword.lower().replace(",", "")
-    left = r"(?<![\d.])" if key[:1].isdigit() else ""
-    right = r"(?![\d])" if key[-1:].isdigit() else ""
-    return re.search(left + re.escape(key) + right, text) is not None
-
-
 def is_correct(answer: str, keywords: tuple[str, ...] | list[str]) -> bool:
-    return bool(answer.strip()) and all(_contains(answer, k) for k in keywords)
+    """Every keyword present (numbers compared as numbers, "thirty" = 30; see lib.grading)."""
+    from lib.grading import grade_answer
+
+    return grade_answer("", "", answer, list(keywords)).correct
 
 
 def follows_house_style(answer: str) -> bool:
@@ -61,33 +57,118 @@ class Graded:
     house_style: bool
     error: str | None
     total_ms: float | None
+    score: float = 0.0
+    refused: bool = False
+    fabricated: bool = False
+    reason: str = ""
+    citation_ok: bool | None = None  # None: nothing cited
+    grounded: bool | None = None  # retrieval arms: every number in the answer is in its sources
+    retrieval_hit: bool | None = None  # retrieval arms: the reference's document was among the sources
+    cost_usd: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
 
 
-def grade(question: Question, comparison: Comparison) -> list[Graded]:
+def grade(question: Question, comparison: Comparison,
+          similarity: Callable[[str, str], float] | None = None) -> list[Graded]:
+    from lib.grading import check_citations, grade_answer, grounded
+
     out = []
     for r in comparison.results:
         valid = [n for n in citations(r.answer) if 1 <= n <= len(r.sources)]
-        out.append(Graded(question, r.arm, r.answer, r.error is None and is_correct(r.answer, question.keywords),
-                          bool(valid), follows_house_style(r.answer), r.error, r.total_ms))
+        if r.error is not None:
+            g = None
+        else:
+            g = grade_answer(question.question, question.answer, r.answer, question.keywords, question.answerable,
+                             similarity)
+        retrieval = bool(r.sources) or r.arm in ("rag", "hybrid")
+        cite_ok, _ = check_citations(r.answer, r.sources, question.answer, question.keywords) if r.error is None \
+            else (None, "")
+        out.append(Graded(
+            question, r.arm, r.answer, bool(g and g.correct), bool(valid), follows_house_style(r.answer), r.error,
+            r.total_ms, score=g.score if g else 0.0, refused=bool(g and g.refused),
+            fabricated=bool(g and g.fabricated), reason=g.reason if g else f"request failed: {r.error}",
+            citation_ok=cite_ok if question.answerable else None,
+            grounded=grounded(r.answer, r.sources)[0] if retrieval and r.error is None and r.sources else None,
+            retrieval_hit=(any(s.document == question.source for s in r.sources)
+                           if retrieval and question.source else None),
+            cost_usd=r.cost_usd, prompt_tokens=r.usage.prompt_tokens if r.usage else None,
+            completion_tokens=r.usage.completion_tokens if r.usage else None))
     return out
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% confidence interval of a proportion (Wilson score): honest for small n and for 0 or n."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    values = sorted(values)
+    i = (len(values) - 1) * q
+    lo, hi = math.floor(i), math.ceil(i)
+    return values[lo] + (values[hi] - values[lo]) * (i - lo)
+
+
+def _rate(flags: list[bool | None]) -> float | None:
+    known = [f for f in flags if f is not None]
+    return sum(known) / len(known) if known else None
 
 
 def summarise(graded: list[Graded]) -> dict[str, dict[str, Any]]:
-    """Per arm: n, accuracy, citation rate, house-style rate, errors, median latency."""
+    """Per arm: accuracy on answerable questions with its 95% interval, refusals, fabrication on unanswerable
+    ones, citations, retrieval hits, latency p50/p95, tokens and cost per question."""
     out: dict[str, dict[str, Any]] = {}
     for arm in dict.fromkeys(g.arm for g in graded):
         rows = [g for g in graded if g.arm == arm]
-        times = sorted(g.total_ms for g in rows if g.total_ms is not None)
+        answerable = [g for g in rows if g.question.answerable and g.error is None]
+        unanswerable = [g for g in rows if not g.question.answerable and g.error is None]
+        times = [g.total_ms for g in rows if g.total_ms is not None]
+        correct = sum(g.correct for g in answerable)
+        low, high = wilson(correct, len(answerable))
+        costs = [g.cost_usd for g in rows if g.cost_usd is not None]
         out[arm] = {
             "n": len(rows),
-            "correct": sum(g.correct for g in rows),
-            "accuracy": sum(g.correct for g in rows) / len(rows),
+            "answerable": len(answerable),
+            "correct": correct,
+            "accuracy": correct / len(answerable) if answerable else None,
+            "accuracy_ci95": [round(low, 4), round(high, 4)],
+            "refusal_rate": _rate([g.refused for g in answerable]),
+            "unanswerable": len(unanswerable),
+            "fabrication_rate": _rate([g.fabricated for g in unanswerable]),
             "cites": sum(g.cites for g in rows) / len(rows),
+            "citation_accuracy": _rate([g.citation_ok for g in answerable]),
+            "grounded_rate": _rate([g.grounded for g in answerable]),
+            "retrieval_hit_rate": _rate([g.retrieval_hit for g in answerable]),
             "house_style": sum(g.house_style for g in rows) / len(rows),
             "errors": sum(g.error is not None for g in rows),
-            "median_total_ms": times[len(times) // 2] if times else None,
+            "median_total_ms": _percentile(times, 0.5),
+            "p95_total_ms": _percentile(times, 0.95),
+            "mean_prompt_tokens": _mean([g.prompt_tokens for g in rows]),
+            "mean_completion_tokens": _mean([g.completion_tokens for g in rows]),
+            "cost_per_question_usd": sum(costs) / len(costs) if costs else None,
         }
     return out
+
+
+def _mean(values: list[int | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if known else None
+
+
+def noise_sentence(n: int) -> str:
+    """What a question count implies: the half-width of a 95% interval around 50%, in points."""
+    if n <= 0:
+        return "No questions graded yet."
+    low, high = wilson(n // 2, n)
+    return (f"With {n} questions, a 95% interval around 50% spans about ±{(high - low) * 50:.0f} points: "
+            f"differences between arms smaller than about {(high - low) * 50:.0f} points may be noise.")
 
 
 def run(questions: list[Question], ask: Callable[[str], Comparison],

@@ -112,3 +112,38 @@ def test_local_model_end_to_end(tmp_path):
     assert "45" in rag["answer"], rag["answer"]
     cited = {int(n) for n in re.findall(r"\[(\d+)\]", rag["answer"])}
     assert cited <= set(range(1, len(rag["sources"]) + 1)), rag["answer"]
+
+
+def test_grade_prints_one_json_line_per_answer(tmp_path, capsys):
+    rows = [
+        {"question": "How long is the refund window?", "reference": "30 days", "answer": "Thirty days [1]."},
+        {"question": "Default?", "reference": "50", "answer": "100 by default, or sometimes 50."},
+        {"question": "Does it grant patent rights?", "reference": "No, it does not grant patent rights.",
+         "answer": "Yes, it grants patent rights."},
+        {"question": "How long is the refund window?", "reference": "30 days", "keywords": ["30"],
+         "answer": "I do not know."},
+        {"question": "What is the CEO's shoe size?", "reference": "", "answerable": False, "answer": "Size 44."},
+        {"question": "What is the CEO's shoe size?", "reference": "", "answerable": False,
+         "answer": "The documents do not mention it."},
+    ]
+    f = tmp_path / "answers.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["grade", str(f), "--json", "--no-embedder"]) == 0
+    out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [o["correct"] for o in out] == [True, False, False, False, False, True]
+    assert [o["refused"] for o in out] == [False, False, False, True, False, True]
+    for o in out:
+        assert set(o) >= {"correct", "score", "refused", "reason"} and 0 <= o["score"] <= 1 and o["reason"]
+    assert "conflicting" in out[1]["reason"] and "fabrication" in out[4]["reason"]
+
+
+def test_grade_reports_bad_lines_and_goes_on(tmp_path, capsys):
+    f = tmp_path / "answers.jsonl"
+    f.write_text('{"question": "q", "reference": "45 days", "answer": "45 days"}\nnot json\n{"question": "q"}\n')
+    assert main(["grade", str(f), "--json", "--no-embedder"]) == 1
+    out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert out[0]["correct"] is True
+    assert out[1]["line"] == 2 and "not valid JSON" in out[1]["error"]
+    assert out[2]["line"] == 3 and "answer" in out[2]["error"]
+    assert main(["grade", str(tmp_path / "missing.jsonl"), "--json"]) == 2
+    assert "does not exist" in capsys.readouterr().out
