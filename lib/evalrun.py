@@ -1,0 +1,196 @@
+"""Evaluation runs: a question set x chosen arms x settings, run with progress, time left,
+cancel and resume, every answer stored with its grade as it completes.
+
+Retrieval runs once per question (shared by its retrieval arms, as on Compare). Hosted arms
+send requests concurrently, up to `concurrency` at a time, with the client's retries (which
+honour the server's Retry-After on a rate limit); local arms go one at a time through the
+shared local model's queue. A run is resumable: answers already stored are not asked again.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from lib.arms import ARMS, Comparison, RetrievalParams, run_arm
+from lib.evaluate import Graded, Question, grade
+from lib.providers import GenParams, Provider
+
+RUN_RECORD_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What a run asks: stored with the run so that runs can be compared later."""
+
+    name: str
+    question_set: str
+    arms: tuple[str, ...]
+    collection: str
+    top_k: int = 4
+    min_score: float = 0.0
+    temperature: float = 0.0
+    max_tokens: int = 96
+    concurrency: int = 8
+    models: dict[str, str] = field(default_factory=dict)  # role -> model label (and adapter)
+    providers: dict[str, str] = field(default_factory=dict)  # role -> provider kind
+    questions: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["arms"] = list(self.arms)
+        return d
+
+
+class RunStore(Protocol):
+    def create_run(self, run_id: str, spec: dict[str, Any], questions: list[dict[str, Any]]) -> None: ...
+
+    def save_answer(self, run_id: str, question_id: str, arm: str, record: dict[str, Any]) -> None: ...
+
+    def answers(self, run_id: str) -> list[dict[str, Any]]: ...
+
+    def update_run(self, run_id: str, **fields: Any) -> None: ...
+
+
+class MemoryRunStore:
+    """A RunStore in memory (tests, and the CLI when nothing should be kept)."""
+
+    def __init__(self) -> None:
+        self.runs: dict[str, dict[str, Any]] = {}
+        self._answers: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+
+    def create_run(self, run_id: str, spec: dict[str, Any], questions: list[dict[str, Any]]) -> None:
+        with self._lock:
+            self.runs[run_id] = {"id": run_id, "spec": spec, "questions": questions, "status": "running"}
+            self._answers[run_id] = {}
+
+    def save_answer(self, run_id: str, question_id: str, arm: str, record: dict[str, Any]) -> None:
+        with self._lock:
+            self._answers[run_id][(question_id, arm)] = record
+
+    def answers(self, run_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._answers.get(run_id, {}).values())
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        with self._lock:
+            self.runs[run_id].update(fields)
+
+
+def answer_record(g: Graded, result: dict[str, Any]) -> dict[str, Any]:
+    """The one stored shape of an evaluated answer: the arm's result and its grade."""
+    return {
+        "version": RUN_RECORD_VERSION, "question_id": g.question.id, "question": g.question.question,
+        "reference": g.question.answer, "answerable": g.question.answerable, "source": g.question.source,
+        "arm": g.arm, "result": result,
+        "grade": {"correct": g.correct, "score": g.score, "refused": g.refused, "fabricated": g.fabricated,
+                  "reason": g.reason, "cites": g.cites, "citation_ok": g.citation_ok, "grounded": g.grounded,
+                  "retrieval_hit": g.retrieval_hit, "house_style": g.house_style},
+    }
+
+
+def graded_from_records(records: list[dict[str, Any]]) -> list[Graded]:
+    """Stored answers back into grades (for summaries and comparisons of stored runs)."""
+    out = []
+    for r in records:
+        if r.get("version") != RUN_RECORD_VERSION:
+            continue
+        q = Question(r["question_id"], r["question"], tuple(r.get("keywords") or ()), r.get("reference", ""),
+                     r.get("source", ""), bool(r.get("answerable", True)))
+        g, res = r["grade"], r["result"]
+        usage = res.get("usage") or {}
+        out.append(Graded(q, r["arm"], res.get("answer", ""), bool(g["correct"]), bool(g["cites"]),
+                          bool(g["house_style"]), res.get("error"), res.get("total_ms"), score=g["score"],
+                          refused=g["refused"], fabricated=g["fabricated"], reason=g["reason"],
+                          citation_ok=g["citation_ok"], grounded=g["grounded"], retrieval_hit=g["retrieval_hit"],
+                          cost_usd=res.get("cost_usd"), prompt_tokens=usage.get("prompt_tokens"),
+                          completion_tokens=usage.get("completion_tokens")))
+    return out
+
+
+@dataclass
+class Progress:
+    total: int
+    done: int = 0
+    skipped: int = 0  # already answered (a resumed run)
+    started_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def seconds_left(self) -> float | None:
+        fresh = self.done - self.skipped
+        if fresh <= 0:
+            return None
+        per = (time.monotonic() - self.started_at) / fresh
+        return per * (self.total - self.done)
+
+
+OnProgress = Callable[[Progress, list[Graded]], None]
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+def execute(run_id: str, spec: RunSpec, questions: list[Question], kb: Any,
+            providers: dict[str, Provider | Exception], store: RunStore,
+            cancel: threading.Event | None = None, on_progress: OnProgress | None = None,
+            similarity: Callable[[str, str], float] | None = None) -> Progress:
+    """Answer and grade every (question, arm) not yet stored for this run; returns the final progress."""
+    from lib.local_worker import machine_turn
+
+    cancel = cancel or threading.Event()
+    arms = [ARMS[a] for a in spec.arms]
+    have = {(r["question_id"], r["arm"]) for r in store.answers(run_id)}
+    todo = [(q, a) for q in questions for a in arms if (q.id, a.key) not in have]
+    progress = Progress(total=len(questions) * len(arms), done=len(have), skipped=len(have))
+    params = GenParams(temperature=spec.temperature, max_tokens=spec.max_tokens)
+    retrieval = RetrievalParams(spec.top_k, spec.min_score)
+    sources: dict[str, tuple[list[Any], float]] = {}
+    sources_lock = threading.Lock()
+    lock = threading.Lock()
+
+    def retrieve(q: Question) -> tuple[list[Any], float]:
+        with sources_lock:
+            if q.id not in sources:
+                t0 = time.monotonic()
+                with machine_turn():
+                    found = kb.query(q.question, retrieval.top_k, retrieval.min_score) if kb is not None else []
+                sources[q.id] = (found, (time.monotonic() - t0) * 1000)
+            return sources[q.id]
+
+    def one(q: Question, arm: Any) -> list[Graded]:
+        if cancel.is_set():
+            return []
+        provider = providers.get(arm.role, KeyError("no model"))
+        found, ms = retrieve(q) if arm.retrieval else (None, 0.0)
+        result = run_arm(arm, provider, q.question, found, params, ms if arm.retrieval else 0.0)
+        comparison = Comparison(run_id, q.question, time.time(), spec.collection, retrieval, params,
+                                tuple(found or ()), ms, (result,))
+        graded = grade(q, comparison, similarity)
+        store.save_answer(run_id, q.id, arm.key, answer_record(graded[0], result.to_dict()))
+        with lock:
+            progress.done += 1
+            if on_progress:
+                on_progress(progress, graded)
+        return graded
+
+    def is_local(arm: Any) -> bool:
+        p = providers.get(arm.role)
+        return getattr(p, "kind", "") == "local"
+
+    local = [(q, a) for q, a in todo if is_local(a)]
+    hosted = [(q, a) for q, a in todo if not is_local(a)]
+    with ThreadPoolExecutor(max_workers=max(1, spec.concurrency), thread_name_prefix="eval-hosted") as pool, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="eval-local") as local_pool:
+        futures = [pool.submit(one, q, a) for q, a in hosted] + [local_pool.submit(one, q, a) for q, a in local]
+        for f in as_completed(futures):
+            f.result()
+    store.update_run(run_id, status="cancelled" if cancel.is_set() and progress.done < progress.total
+                     else "finished", finished_at=time.time())
+    return progress
