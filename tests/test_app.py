@@ -141,17 +141,27 @@ def test_history_persists_and_exports(app, tmp_path, fake_provider):
     table = app.dataframe[0].value
     assert len(table) == 6 and set(table["question"]) == {"Question one?", "Question two?"}
     assert len(app.get("plotly_chart")) == 3
-    saved = (tmp_path / "data" / "history" / "default.jsonl").read_text().splitlines()
-    assert [json.loads(line)["question"] for line in saved] == ["Question one?", "Question two?"]
+    from lib.workspace import Workspace
+
+    saved, skipped = Workspace(tmp_path / "data", "default").comparisons("default")
+    assert [c["question"] for c in saved] == ["Question one?", "Question two?"] and skipped == 0
     assert {b.proto.label for b in app.get("download_button")} == {"Download CSV", "Download JSON"}
 
 
-def test_damaged_history_line_is_skipped_with_a_warning(app, tmp_path):
-    folder = tmp_path / "data" / "history"
-    folder.mkdir(parents=True)
-    (folder / "default.jsonl").write_text('{"broken": \n')
-    _open(app, "views/history.py")
-    assert any("damaged" in w.value for w in app.warning)
+def test_damaged_or_newer_history_records_are_skipped_with_a_warning(app, tmp_path, fake_provider):
+    import sqlite3
+
+    _open(app, "views/compare.py")
+    app.text_input(key="compare_question").input("Question one?").run()
+    app.button(key="compare_ask").click().run()
+    db = tmp_path / "data" / "workspaces" / "default" / "workspace.db"
+    with sqlite3.connect(db) as con:
+        con.execute("INSERT INTO comparisons VALUES ('x1', 1.0, 'default', 'q?', 1, '{\"broken\": ')")
+        con.execute("INSERT INTO comparisons VALUES ('x2', 2.0, 'default', 'q?', 7, '{\"id\": \"x2\"}')")
+    app.switch_page("views/history.py").run()
+    assert not app.exception
+    assert any("2 damaged record(s)" in w.value for w in app.warning)
+    assert app.metric[0].value == "1"  # the good record is still shown
 
 
 def test_settings_never_show_the_key_and_test_connection(app, openai_server):
@@ -226,7 +236,7 @@ def test_finetune_on_openai_from_start_to_registered_model(app, openai_server):
             break
         app.button(key="ft_oai_refresh").click().run()
     assert any("Registered ft:gpt-4.1-mini-2025-04-14:" in s.value for s in app.success)
-    table = app.dataframe[-1].value
+    table = next(d.value for d in app.dataframe if "active" in d.value.columns)
     assert (table["active"] == "✓").sum() == 1 and table[table["active"] == "✓"]["provider"].iloc[0] == "openai"
     uploads = openai_server.requests_to("/files", "POST")
     assert len(uploads) == 1
