@@ -55,9 +55,9 @@ with st.sidebar:
     st.selectbox("Workspace", workspaces, key="workspace",
                  help="A workspace holds its own knowledge bases, history, fine-tuned models and jobs.",
                  on_change=lambda: st.session_state.update(kb_switch=base_settings.collection))
-    with st.popover("New workspace", width="stretch"):
+    with st.popover("New workspace", width="stretch"), st.form("ws_new", clear_on_submit=True, border=False):
         new_name = st.text_input("Name", key="ws_new_name", help=NAME_RULE)
-        if st.button("Create and switch", key="ws_create", disabled=not new_name.strip()):
+        if st.form_submit_button("Create and switch", key="ws_create"):
             try:
                 engine.create_workspace(settings, new_name.strip())
                 st.session_state.workspace_switch = new_name.strip()
