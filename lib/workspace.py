@@ -261,16 +261,17 @@ class Workspace:
 
     def add_comparison(self, record: dict[str, Any]) -> None:
         """Store one comparison record (lib.history.comparison_to_dict) with its per-arm results."""
-        self._insert_comparisons([record])
+        if not self._insert_comparisons([record]):
+            raise WorkspaceError(f"A comparison with id {record['id']!r} is already stored; nothing was changed.")
 
-    def _insert_comparisons(self, records: list[dict[str, Any]], replace: bool = True) -> int:
+    def _insert_comparisons(self, records: list[dict[str, Any]]) -> int:
+        """Insert records whose id is new; returns how many (an existing record is never overwritten)."""
         added = 0
         with self._write() as con:
             for record in records:
                 head = {k: v for k, v in record.items() if k != "results"}
-                verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
                 cur = con.execute(
-                    f"{verb} INTO comparisons (id, created_at, collection, question, version, record) "
+                    "INSERT OR IGNORE INTO comparisons (id, created_at, collection, question, version, record) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     (record["id"], float(record["created_at"]), str(record.get("collection") or ""),
                      str(record["question"]), int(record.get("version", RECORD_VERSION)),
@@ -498,7 +499,7 @@ def import_legacy(ws: Workspace) -> dict[str, Any]:
             item.setdefault("collection", path.stem)
             item.setdefault("version", RECORD_VERSION)
             records.append(item)
-        summary["comparisons"] += ws._insert_comparisons(records, replace=False)
+        summary["comparisons"] += ws._insert_comparisons(records)
         _mark_imported(path)
         summary["files"].append(path.name)
     if models_file.is_file():
