@@ -456,6 +456,23 @@ class Workspace:
         path.write_text(text, encoding="utf-8")
         return path
 
+    def open_job_log(self, job_id: str) -> Any:
+        """The job's log file, opened for appending (binary): a training process writes its output there."""
+        folder = self.job_folder(job_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        return (folder / "log.txt").open("ab")
+
+    def adapter_sidecar(self, job_id: str) -> dict[str, Any] | None:
+        """The JSON sidecar the trainer writes next to a finished adapter, or None if there is no adapter."""
+        adapter = self.adapter_path(job_id)
+        if not adapter.is_file():
+            return None
+        try:
+            data = json.loads(adapter.with_name(adapter.name + ".json").read_text())
+            return data if isinstance(data, dict) else {}
+        except (OSError, json.JSONDecodeError):
+            return {}
+
     def job_progress(self, job_id: str) -> dict[str, Any]:
         """The progress a training job last wrote (step, total, loss, eta), or {} before the first."""
         try:

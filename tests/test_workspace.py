@@ -332,3 +332,27 @@ def test_cli_jobs_follows_a_hosted_job(tmp_path, capsys, monkeypatch, openai_ser
             break
     assert statuses[-1] == "succeeded" and row["result"]["model"].startswith("ft:gpt-4.1-mini-2025-04-14")
     assert Workspace(data, "default").active_model().id == job.id
+
+
+@pytest.mark.slow
+def test_a_local_job_can_be_cancelled_from_anywhere_and_registers_nothing(tmp_path):
+    import time
+
+    from lib import finetune
+    from tests.test_finetune import _many
+    from tests.test_training import needs_training_deps
+
+    needs_training_deps()
+    ws = Workspace(tmp_path, "default")
+    job_id = finetune.start_local_training(ws, _many(), "to-cancel", steps=500, rank=4)
+    with pytest.raises(ConfigError, match="still running"):  # one local job at a time per workspace
+        finetune.start_local_training(ws, _many(), "second", steps=5)
+    deadline = time.time() + 120
+    while time.time() < deadline and Workspace(tmp_path, "default").job(job_id).status == "starting":
+        time.sleep(0.2)
+    finetune.cancel_local_training(Workspace(tmp_path, "default"), job_id)  # another handle: any session
+    while time.time() < deadline and not ws.job(job_id).finished:
+        time.sleep(0.5)
+    job = ws.job(job_id)
+    assert job.status == "cancelled", (job.error, ws.job_log_tail(job_id, 2000))
+    assert not ws.adapter_path(job_id).exists() and [m for m in ws.models() if not m.builtin] == []

@@ -54,7 +54,7 @@ def start_local_training(ws: Workspace, examples: list[Example], name: str, step
     cmd = [sys.executable, "-m", "lib.finetune.runner", "--data-dir", str(ws.data_dir), "--workspace", ws.name,
            "--job", job_id]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    with (ws.job_folder(job_id) / "log.txt").open("ab") as log:
+    with ws.open_job_log(job_id) as log:
         proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)  # not killed with the app's process group
     ws.update_job(job_id, pid=proc.pid)

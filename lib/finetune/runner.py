@@ -6,7 +6,6 @@ browser tab) that started it. SIGTERM cancels it: no adapter is written."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
@@ -26,7 +25,7 @@ def run(ws: Workspace, job_id: str) -> int:
     if job.finished:
         return 0
     p = job.params
-    adapter = Path(p["adapter"])
+    adapter = ws.adapter_path(job_id)
     folder = ws.job_folder(job_id)
     args = ["--data", p["training_file"], "--out", str(adapter), "--steps", str(p["steps"]), "--rank",
             str(p["rank"]), "--lr", str(p["lr"]), "--seed", str(p.get("seed", 42)),
@@ -51,12 +50,11 @@ def run(ws: Workspace, job_id: str) -> int:
     if code == 130:
         ws.update_job(job_id, status="cancelled", error="cancelled; no adapter was written")
         return code
-    if code != 0 or not adapter.is_file():
+    sidecar = ws.adapter_sidecar(job_id)
+    if code != 0 or sidecar is None:
         ws.update_job(job_id, status="failed", error=f"training stopped with exit code {code}. "
                                                      + ws.job_log_tail(job_id, 400))
         return code or 1
-    sidecar_file = adapter.with_name(adapter.name + ".json")
-    sidecar = json.loads(sidecar_file.read_text()) if sidecar_file.is_file() else {}
     model = FineTunedModel(
         id=job_id, name=job.name, provider="local", model=LOCAL_BASE_MODEL, base_model="SmolLM2-135M-Instruct",
         lora=str(adapter), created_at=time.time(), training_file=p["training_file"],
