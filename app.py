@@ -92,4 +92,7 @@ pages = [
     st.Page("views/history.py", title="History", icon="📈"),
     st.Page("views/settings.py", title="Settings", icon="⚙️"),
 ]
-st.navigation(pages).run()
+try:
+    st.navigation(pages).run()
+except ConfigError as exc:  # e.g. a workspace database damaged while in use: say so, never a traceback
+    st.error(str(exc))

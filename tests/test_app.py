@@ -330,3 +330,14 @@ def test_a_training_job_outlives_the_session_that_started_it(tmp_path, monkeypat
     table = next(d.value for d in later.dataframe if "active" in d.value.columns)
     assert table[table["active"] == "✓"]["name"].iloc[0] == "zorblat-codes"
     assert later.session_state["settings"].finetuned.lora == model.lora
+
+
+def test_a_workspace_error_inside_a_page_is_shown_not_a_traceback(app, monkeypatch):
+    from lib.workspace import Workspace, WorkspaceError
+
+    def broken(self, collection=None):
+        raise WorkspaceError(f"The workspace database {self.db_path} could not be read (disk I/O error).")
+
+    monkeypatch.setattr(Workspace, "comparisons", broken)
+    _open(app, "views/history.py")
+    assert any("could not be read (disk I/O error)" in e.value for e in app.error)
