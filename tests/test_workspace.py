@@ -356,3 +356,45 @@ def test_a_local_job_can_be_cancelled_from_anywhere_and_registers_nothing(tmp_pa
     job = ws.job(job_id)
     assert job.status == "cancelled", (job.error, ws.job_log_tail(job_id, 2000))
     assert not ws.adapter_path(job_id).exists() and [m for m in ws.models() if not m.builtin] == []
+
+
+@pytest.fixture
+def chroma_server(tmp_path):
+    """A real Chroma server (`chroma run`, from the chromadb package) on 127.0.0.1."""
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    chroma = ROOT / ".venv" / "bin" / "chroma"
+    proc = subprocess.Popen([str(chroma), "run", "--path", str(tmp_path / "server"), "--host", "127.0.0.1",
+                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=1)
+                break
+            except OSError:
+                if time.time() > deadline or proc.poll() is not None:
+                    pytest.fail("the Chroma server did not start")
+                time.sleep(0.3)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_workspaces_scope_knowledge_bases_on_a_chroma_server_too(fake_settings, embedder, chroma_server):
+    server = replace(fake_settings, chroma_host=chroma_server)
+    alice = replace(server, workspace="alice")
+    engine.create_workspace(alice, "alice")
+    engine.open_kb(alice, "notes", embedder=embedder)
+    engine.open_kb(server, "shared-name", embedder=embedder)
+    assert list_knowledge_bases(engine.client_for(alice)) == ["notes"]
+    assert list_knowledge_bases(engine.client_for(server)) == ["shared-name"]
+    engine.delete_workspace(server, "alice")
+    assert list_knowledge_bases(engine.client_for(replace(server, workspace="alice"))) == []
+    assert list_knowledge_bases(engine.client_for(server)) == ["shared-name"]
