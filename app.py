@@ -1,4 +1,4 @@
-"""Router and frame: page config, the shared sidebar, navigation."""
+"""Router and frame: page config, the shared sidebar (workspace, knowledge base, models), navigation."""
 
 import dataclasses
 import os
@@ -6,22 +6,41 @@ import os
 import streamlit as st
 
 from lib import engine
+from lib.errors import ConfigError
 from lib.settings import load_settings, mask_key
 from lib.store import list_knowledge_bases
+from lib.workspace import NAME_RULE, list_workspaces
 
 st.set_page_config(page_title="RAG vs Fine-tuning Workbench", page_icon="⚖️", layout="wide")
 
 st.session_state.setdefault("settings_overrides", {})
 try:
-    secrets = {k: str(v) for k, v in st.secrets.items() if not isinstance(v, dict)}
+    secrets = st.secrets.to_dict()
 except FileNotFoundError:  # no .streamlit/secrets.toml: environment variables only
     secrets = {}
-try:
-    base_settings = load_settings(env={**secrets, **os.environ}, secrets_file=None)
+try:  # the same reader and key rules as the CLI: environment first, then secrets
+    base_settings = load_settings(env=os.environ, secrets=secrets)
     settings = dataclasses.replace(base_settings, **st.session_state.settings_overrides)
 except ValueError as exc:
     st.error(f"Configuration problem: {exc}")
     st.stop()
+
+# The workspace is kept per browser session; a page or the sidebar may ask to switch.
+st.session_state.setdefault("workspace", settings.workspace)
+if "workspace_switch" in st.session_state:
+    st.session_state.workspace = st.session_state.pop("workspace_switch")
+    st.session_state.kb_switch = settings.collection  # knowledge bases belong to a workspace
+settings = dataclasses.replace(settings, workspace=st.session_state.workspace)
+try:
+    workspace = engine.workspace_for(settings, create=False)
+except ConfigError as exc:
+    st.error(str(exc))
+    if settings.workspace != "default" and st.button("Open the default workspace", key="ws_fallback"):
+        st.session_state.workspace_switch = "default"
+        st.rerun()
+    st.stop()
+settings = engine.resolve_finetuned(settings, workspace)  # the workspace's active model, unless configured
+
 st.session_state.setdefault("kb_name", settings.collection)
 if "kb_switch" in st.session_state:  # a page asked to switch; widgets' state may only change before they exist
     st.session_state.kb_name = st.session_state.pop("kb_switch")
@@ -30,6 +49,21 @@ st.session_state.settings = settings
 
 with st.sidebar:
     st.markdown("### ⚖️ RAG vs Fine-tuning")
+    workspaces = list_workspaces(settings.data_dir)
+    if settings.workspace not in workspaces:
+        workspaces = [settings.workspace, *workspaces]
+    st.selectbox("Workspace", workspaces, key="workspace",
+                 help="A workspace holds its own knowledge bases, history, fine-tuned models and jobs.",
+                 on_change=lambda: st.session_state.update(kb_switch=base_settings.collection))
+    with st.popover("New workspace", width="stretch"), st.form("ws_new", clear_on_submit=True, border=False):
+        new_name = st.text_input("Name", key="ws_new_name", help=NAME_RULE)
+        if st.form_submit_button("Create and switch", key="ws_create"):
+            try:
+                engine.create_workspace(settings, new_name.strip())
+                st.session_state.workspace_switch = new_name.strip()
+                st.rerun()
+            except ConfigError as exc:
+                st.error(str(exc))
     try:
         names = list_knowledge_bases(engine.client_for(settings))
     except Exception as exc:  # a broken store must not take the whole app down
@@ -42,6 +76,7 @@ with st.sidebar:
     base = settings.base
     ft = settings.finetuned
     st.caption(
+        f"**Workspace:** {settings.workspace}  \n"
         f"**Base model:** {base.label} ({base.provider})  \n"
         f"**Fine-tuned:** {ft.label + ' (' + ft.provider + ')' if ft else 'not configured'}  \n"
         f"**API key:** {mask_key(settings.openai_api_key or settings.azure_api_key)}"
@@ -57,4 +92,7 @@ pages = [
     st.Page("views/history.py", title="History", icon="📈"),
     st.Page("views/settings.py", title="Settings", icon="⚙️"),
 ]
-st.navigation(pages).run()
+try:
+    st.navigation(pages).run()
+except ConfigError as exc:  # e.g. a workspace database damaged while in use: say so, never a traceback
+    st.error(str(exc))

@@ -1,4 +1,5 @@
-"""Command-line interface: `python -m lib ingest|ask|list|remove|kbs`. A thin layer over lib.engine."""
+"""Command-line interface: `python -m lib ingest|ask|eval|list|remove|kbs|workspaces|jobs`.
+A thin layer over lib.engine; every command works in one workspace (--workspace)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from lib.settings import load_settings
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--collection", help="knowledge base name (default: 'default' or WORKBENCH_COLLECTION)")
-    p.add_argument("--data-dir", type=Path, help="where the store and history live (default: ./data)")
+    p.add_argument("--workspace", help="workspace name (default: 'default' or WORKBENCH_WORKSPACE)")
+    p.add_argument("--data-dir", type=Path, help="where workspaces and the store live (default: ./data)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
 
 
@@ -66,6 +68,12 @@ def parser() -> argparse.ArgumentParser:
     _common(p)
     p = sub.add_parser("kbs", help="list knowledge bases")
     _common(p)
+    p = sub.add_parser("workspaces", help="list workspaces, or create or delete one")
+    p.add_argument("action", nargs="?", choices=["list", "create", "delete"], default="list")
+    p.add_argument("name", nargs="?", help="the workspace to create or delete")
+    _common(p)
+    p = sub.add_parser("jobs", help="training and fine-tuning jobs (hosted ones are refreshed when a key is set)")
+    _common(p)
     return root
 
 
@@ -74,19 +82,7 @@ def _emit(obj: dict[str, Any]) -> None:
 
 
 def _arm_json(r: ArmResult) -> dict[str, Any]:
-    return {
-        "arm": r.arm, "model": r.model, "provider": r.provider, "answer": r.answer,
-        "sources": [{"document": s.document, "chunk": s.chunk, "score": s.score} for s in r.sources],
-        "usage": None if r.usage is None else {
-            "prompt_tokens": r.usage.prompt_tokens, "completion_tokens": r.usage.completion_tokens,
-            "context_tokens": r.usage.context_tokens, "system_tokens": r.usage.system_tokens,
-            "question_tokens": r.usage.question_tokens},
-        "usage_source": r.usage_source, "cost_usd": r.cost_usd, "cost_note": r.cost_note,
-        "ttft_ms": None if r.ttft_ms is None else round(r.ttft_ms, 1),
-        "total_ms": None if r.total_ms is None else round(r.total_ms, 1),
-        "tokens_per_s": None if r.tokens_per_s is None else round(r.tokens_per_s, 1),
-        "error": r.error,
-    }
+    return r.to_dict()  # the one serialised shape of a result (history records use it too)
 
 
 def _print_arm(r: ArmResult) -> None:
@@ -187,6 +183,49 @@ def _grade(args: argparse.Namespace) -> int:
         failed = True
         _emit({"line": line, "error": message}) if args.json else print(f"line {line}: error: {message}")
     return 1 if failed else 0
+def _workspaces(settings: Any, args: argparse.Namespace) -> int:
+    from lib import engine
+    from lib.workspace import list_workspaces
+
+    if args.action == "list":
+        for name in list_workspaces(settings.data_dir):
+            current = name == settings.workspace
+            _emit({"workspace": name, "current": current}) if args.json else print(("* " if current else "  ") + name)
+        return 0
+    if not args.name:
+        raise ConfigError(f"Name the workspace: python -m lib workspaces {args.action} NAME")
+    if args.action == "create":
+        engine.create_workspace(settings, args.name)
+        _emit({"workspace": args.name, "created": True}) if args.json else print(f"created workspace {args.name}")
+    else:
+        engine.delete_workspace(settings, args.name)
+        _emit({"workspace": args.name, "deleted": True}) if args.json else print(f"deleted workspace {args.name}")
+    return 0
+
+
+def _jobs(settings: Any, ws: Any, args: argparse.Namespace) -> int:
+    from lib import finetune
+
+    problems: list[str] = []
+    if settings.hosted_configured and any(not j.finished for j in ws.jobs("openai")):
+        from lib.providers import openai_client
+
+        problems = finetune.refresh_openai_jobs(ws, openai_client(settings))
+    for job in ws.jobs():
+        row = job.to_dict()
+        if job.kind == "local":
+            status = finetune.local_status(ws, job)
+            row.update(step=status.get("step"), total_steps=status.get("total_steps"), loss=status.get("loss"))
+        if args.json:
+            _emit(row)
+        else:
+            done = f" step {row['step']}/{row['total_steps']}" if job.kind == "local" and not job.finished else ""
+            model = f" -> {job.result.get('model_id')}" if job.result else ""
+            print(f"{job.id}  {job.kind:6} {job.status:10} {job.name}{done}{model}"
+                  + (f"  ({job.error})" if job.error else ""))
+    for problem in problems:
+        print(f"could not refresh {problem}", file=sys.stderr)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,11 +236,16 @@ def main(argv: list[str] | None = None) -> int:
         except (ConfigError, ValueError, OSError) as exc:
             _emit({"error": str(exc)}) if args.json else print(f"error: {exc}", file=sys.stderr)
             return 2
-    overrides = {"data_dir": args.data_dir, "collection": args.collection}
+    overrides = {"data_dir": args.data_dir, "collection": args.collection, "workspace": args.workspace}
     try:
         settings = load_settings(**overrides)
         from lib import engine
 
+        if args.command == "workspaces":
+            return _workspaces(settings, args)
+        ws = engine.workspace_for(settings, create=False)
+        if args.command == "jobs":
+            return _jobs(settings, ws, args)
         if args.command == "kbs":
             from lib.store import list_knowledge_bases
 
@@ -233,15 +277,16 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(f"removed {n} chunks of {args.document}" if n else f"no document named {args.document}")
             return 0 if n else 1
+        settings = engine.resolve_finetuned(settings, ws)
         arms = [a.strip() for a in args.arms.split(",") if a.strip()]
         if args.command == "eval":
             return _evaluate(settings, kb, args, arms)
         comparison = engine.ask(settings, args.question, arms, kb,
                                 GenParams(temperature=args.temperature, max_tokens=args.max_tokens),
                                 top_k=args.top_k, min_score=args.min_score)
-        from lib.history import History
+        from lib.history import comparison_to_dict
 
-        History(settings.data_dir).append(comparison)
+        ws.add_comparison(comparison_to_dict(comparison))
         for r in comparison.results:
             _emit(_arm_json(r)) if args.json else _print_arm(r)
         return 1 if all(r.error for r in comparison.results) else 0

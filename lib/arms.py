@@ -113,11 +113,19 @@ class ArmResult:
         return self.usage.completion_tokens / gen_s if gen_s > 0 and self.usage.completion_tokens > 1 else None
 
     def to_dict(self) -> dict[str, Any]:
+        """The one serialised shape of a result: the CLI's JSON, the workspace's history
+        records and the history table (`lib.history.rows`) all derive from it."""
         d = asdict(self)
         d["sources"] = [{"document": s.document, "chunk": s.chunk, "score": s.score, "text": s.text}
                         for s in self.sources]
-        d["tokens_per_s"] = self.tokens_per_s
+        for key in ("retrieval_ms", "ttft_ms", "total_ms", "queued_ms"):
+            d[key] = _round(d[key])
+        d["tokens_per_s"] = _round(self.tokens_per_s)
         return d
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 @dataclass(frozen=True)

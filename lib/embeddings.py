@@ -53,6 +53,13 @@ class _WordPieceEmbedder(EmbeddingFunction[Documents]):
     def count_tokens(self, text: str) -> int:
         return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
 
+    model_id: str
+    dimensions: int | None
+
+    def identity(self) -> str:
+        """Kind, model and dimension: two embedders with the same identity make comparable vectors."""
+        return f"{self.name()}/{self.model_id}/{self.dimensions or '?'}"
+
     def embed(self, texts: list[str]) -> np.ndarray:
         raise NotImplementedError
 
@@ -149,12 +156,16 @@ class MiniLMEmbedder(_WordPieceEmbedder):
         return out
 
 
+OPENAI_DIMENSIONS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072, "text-embedding-ada-002": 1536}
+
+
 class OpenAIEmbedder(_WordPieceEmbedder):
     """OpenAI (or OpenAI-compatible) embeddings through the openai client."""
 
     def __init__(self, client: Any, model: str = "text-embedding-3-small", batch_size: int = 256) -> None:
         self.client = client
         self.model_id = model
+        self.dimensions = OPENAI_DIMENSIONS.get(model)
         self.batch_size = batch_size
         self._tokenizer = _load_tokenizer()  # chunk boundaries are still measured in word pieces
 

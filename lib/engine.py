@@ -4,9 +4,10 @@ ask a question across arms. The CLI and the Streamlit pages are thin layers on t
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from lib.errors import ConfigError
 from lib.providers import GenParams, Provider, make_provider
 from lib.settings import Settings
 from lib.store import KnowledgeBase, open_client
+from lib.workspace import DEFAULT_WORKSPACE, Workspace
 
 EMBED_BATCH = 32
 Progress = Callable[[str, str, float], None]  # (file, stage, fraction done 0..1)
@@ -41,20 +43,22 @@ class IngestResult:
         return asdict(self)
 
 
-_clients: dict[tuple[str, str | None], object] = {}
+_clients: dict[tuple[str, str | None, str], object] = {}
+_clients_lock = threading.Lock()
 
 
 def client_for(settings: Settings) -> object:
-    """One Chroma client per store per process, as Chroma recommends."""
-    key = (str(Path(settings.data_dir).resolve()), settings.chroma_host)
-    if key not in _clients:
-        _clients[key] = open_client(settings.data_dir, settings.chroma_host)
-    return _clients[key]
+    """One Chroma client per store and workspace per process, as Chroma recommends."""
+    key = (str(Path(settings.data_dir).resolve()), settings.chroma_host, settings.workspace)
+    with _clients_lock:
+        if key not in _clients:
+            _clients[key] = open_client(settings.data_dir, settings.chroma_host, settings.workspace)
+        return _clients[key]
 
 
 def open_kb(settings: Settings, name: str | None = None, embedder: Embedder | None = None,
             create: bool = True) -> KnowledgeBase:
-    """The knowledge base `name` (default: the settings' collection) in the configured store."""
+    """The knowledge base `name` (default: the settings' collection) in the settings' workspace."""
     return KnowledgeBase(client_for(settings), name or settings.collection, embedder or embedder_for(settings),
                          create)
 
@@ -66,6 +70,47 @@ def _turn(embedder: Embedder) -> contextlib.AbstractContextManager[None]:
     from lib.local_worker import machine_turn
 
     return machine_turn() if isinstance(embedder, MiniLMEmbedder) else contextlib.nullcontext()
+# ---------------------------------------------------------------- workspaces
+
+def workspace_for(settings: Settings, create: bool = True) -> Workspace:
+    """The workspace named in the settings (`default` unless WORKBENCH_WORKSPACE or --workspace say)."""
+    return Workspace(settings.data_dir, settings.workspace, create=create)
+
+
+def resolve_finetuned(settings: Settings, workspace: Workspace | None = None) -> Settings:
+    """Settings whose fine-tuned role is filled in: WORKBENCH_FT_MODEL / WORKBENCH_FT_LORA (or a
+    session's choice) win; otherwise the workspace's active model (by default the shipped adapter)."""
+    if settings.finetuned is not None:
+        return settings
+    active = (workspace or workspace_for(settings)).active_model()
+    return replace(settings, finetuned=active.spec) if active else settings
+
+
+def create_workspace(settings: Settings, name: str) -> Workspace:
+    """A new, empty workspace (its records and its Chroma database)."""
+    from lib.workspace import check_workspace_name, workspace_exists
+
+    if workspace_exists(settings.data_dir, check_workspace_name(name)):
+        raise ConfigError(f"A workspace named {name!r} already exists.")
+    ws = Workspace(settings.data_dir, name, create=True)
+    client_for(replace(settings, workspace=name))
+    return ws
+
+
+def delete_workspace(settings: Settings, name: str) -> None:
+    """Delete a workspace with its knowledge bases, history, models and jobs."""
+    from lib.store import delete_workspace_database
+    from lib.workspace import check_workspace_name, delete_workspace_files, workspace_exists
+
+    if check_workspace_name(name) == DEFAULT_WORKSPACE:
+        raise ConfigError("The default workspace cannot be deleted.")
+    if not workspace_exists(settings.data_dir, name):
+        raise ConfigError(f"No workspace named {name!r}.")
+    delete_workspace_database(settings.data_dir, settings.chroma_host, name)
+    delete_workspace_files(settings.data_dir, name)
+    with _clients_lock:
+        for key in [k for k in _clients if k[2] == name]:
+            _clients.pop(key)
 
 
 def ingest_document(kb: KnowledgeBase, name: str, load: Callable[[], object], size: int, overlap: int,

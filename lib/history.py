@@ -1,19 +1,14 @@
-"""Every comparison asked, persisted per knowledge base as JSON lines under
-the data folder, so it survives a restart. One line per comparison, written
-in one append; a damaged line is skipped on reading, never fatal."""
+"""The shape of a comparison record and the flat rows that tables, charts and CSV
+export use. Pure functions: records are stored by the workspace (lib/workspace.py)."""
 
 from __future__ import annotations
 
-import json
-import os
-import threading
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 from lib.arms import Comparison
 
-_write_lock = threading.Lock()
+RECORD_VERSION = 1  # the shape written by comparison_to_dict; readers skip other versions
 
 ROW_COLUMNS = [
     "id", "created_at", "collection", "question", "arm", "label", "model", "provider", "answer", "error",
@@ -21,15 +16,31 @@ ROW_COLUMNS = [
     "overhead_tokens", "usage_source", "cost_usd", "cost_note", "retrieval_ms", "ttft_ms", "total_ms",
     "tokens_per_s", "top_k", "min_score", "temperature", "max_tokens", "sources",
 ]
+_RESULT_KEYS = {"arm", "label", "model", "provider", "answer", "error", "usage", "usage_source", "cost_usd",
+                "cost_note", "ttft_ms", "total_ms", "sources"}
 
 
 def comparison_to_dict(c: Comparison) -> dict[str, Any]:
     return {
-        "id": c.id, "question": c.question, "created_at": c.created_at, "collection": c.collection,
-        "retrieval": asdict(c.retrieval), "params": asdict(c.params), "retrieval_ms": c.retrieval_ms,
-        "sources": [asdict(s) for s in c.sources],
+        "version": RECORD_VERSION, "id": c.id, "question": c.question, "created_at": c.created_at,
+        "collection": c.collection, "retrieval": asdict(c.retrieval), "params": asdict(c.params),
+        "retrieval_ms": c.retrieval_ms, "sources": [asdict(s) for s in c.sources],
         "results": [r.to_dict() for r in c.results],
     }
+
+
+def is_valid_record(c: Any) -> bool:
+    """A comparison record this version can show (records of the first release had no version)."""
+    try:
+        return (isinstance(c, dict) and c.get("version", RECORD_VERSION) == RECORD_VERSION
+                and isinstance(c["id"], str) and isinstance(c["question"], str)
+                and isinstance(c["created_at"], (int, float))
+                and {"top_k", "min_score"} <= set(c["retrieval"]) and {"temperature", "max_tokens"} <= set(c["params"])
+                and isinstance(c["results"], list)
+                and all(isinstance(r, dict) and _RESULT_KEYS <= set(r) and isinstance(r["sources"], list)
+                        for r in c["results"]))
+    except (KeyError, TypeError):
+        return False
 
 
 def rows(comparisons: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -46,48 +57,10 @@ def rows(comparisons: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "system_tokens": u.get("system_tokens"), "context_tokens": u.get("context_tokens"),
                 "question_tokens": u.get("question_tokens"), "overhead_tokens": u.get("overhead_tokens"),
                 "usage_source": r["usage_source"], "cost_usd": r["cost_usd"], "cost_note": r["cost_note"],
-                "retrieval_ms": r["retrieval_ms"], "ttft_ms": r["ttft_ms"], "total_ms": r["total_ms"],
+                "retrieval_ms": r.get("retrieval_ms"), "ttft_ms": r["ttft_ms"], "total_ms": r["total_ms"],
                 "tokens_per_s": r.get("tokens_per_s"), "top_k": c["retrieval"]["top_k"],
                 "min_score": c["retrieval"]["min_score"], "temperature": c["params"]["temperature"],
                 "max_tokens": c["params"]["max_tokens"],
                 "sources": "; ".join(f"{s['document']}#{s['chunk']} ({s['score']:.2f})" for s in r["sources"]),
             })
     return out
-
-
-class History:
-    def __init__(self, data_dir: str | Path) -> None:
-        self.folder = Path(data_dir) / "history"
-
-    def _file(self, collection: str) -> Path:
-        return self.folder / f"{collection or 'default'}.jsonl"
-
-    def append(self, comparison: Comparison) -> None:
-        line = json.dumps(comparison_to_dict(comparison), ensure_ascii=False) + "\n"
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with _write_lock, self._file(comparison.collection).open("a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
-
-    def load(self, collection: str) -> tuple[list[dict[str, Any]], int]:
-        """(comparisons oldest first, number of damaged lines skipped)."""
-        path = self._file(collection)
-        if not path.exists():
-            return [], 0
-        good, bad = [], 0
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-                if isinstance(item, dict) and "results" in item:
-                    good.append(item)
-                else:
-                    bad += 1
-            except json.JSONDecodeError:
-                bad += 1
-        return good, bad
-
-    def clear(self, collection: str) -> None:
-        self._file(collection).unlink(missing_ok=True)

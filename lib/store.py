@@ -28,18 +28,72 @@ def _lock(key: str) -> threading.Lock:
         return _locks.setdefault(key, threading.Lock())
 
 
-def open_client(data_dir: str | Path | None = None, host: str | None = None) -> Any:
-    """An embedded PersistentClient under data_dir/chroma, or an HttpClient for "host:port"."""
+DEFAULT_DATABASE = "default_database"  # Chroma's own default: the `default` workspace's knowledge bases
+
+
+def workspace_database(workspace: str) -> str:
+    """The Chroma database (in the default tenant) that holds a workspace's knowledge bases.
+    The `default` workspace uses Chroma's default database, so existing collections belong to it."""
+    return DEFAULT_DATABASE if workspace in ("", "default") else f"workspace-{workspace}"
+
+
+def _chroma_settings(data_dir: str | Path | None, host: str | None) -> Any:
+    from chromadb.config import Settings as ChromaSettings
+
+    if host:
+        hostname, _, port = host.rpartition(":")
+        return ChromaSettings(anonymized_telemetry=False, allow_reset=False,
+                              chroma_api_impl="chromadb.api.fastapi.FastAPI",
+                              chroma_server_host=hostname or host, chroma_server_http_port=int(port or 8000))
+    return ChromaSettings(anonymized_telemetry=False, allow_reset=False, is_persistent=True,
+                          persist_directory=str(Path(data_dir or "data") / "chroma"))
+
+
+def _admin(data_dir: str | Path | None, host: str | None) -> Any:
+    import chromadb
+
+    if not host:
+        (Path(data_dir or "data") / "chroma").mkdir(parents=True, exist_ok=True)
+    return chromadb.AdminClient(_chroma_settings(data_dir, host))
+
+
+def open_client(data_dir: str | Path | None = None, host: str | None = None, workspace: str = "default") -> Any:
+    """A client for a workspace's Chroma database: embedded (PersistentClient under data_dir/chroma)
+    or a Chroma server ("host:port"). The database is created on first use, the same way for both."""
     import chromadb
     from chromadb.config import Settings as ChromaSettings
 
+    database = workspace_database(workspace)
+    if database != DEFAULT_DATABASE:
+        admin = _admin(data_dir, host)
+        try:
+            admin.get_database(database)
+        except Exception:  # NotFoundError (embedded) or its HTTP equivalent
+            admin.create_database(database)
     chroma_settings = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
     if host:
         hostname, _, port = host.rpartition(":")
-        return chromadb.HttpClient(host=hostname or host, port=int(port or 8000), settings=chroma_settings)
+        return chromadb.HttpClient(host=hostname or host, port=int(port or 8000), settings=chroma_settings,
+                                   database=database)
     path = Path(data_dir or "data") / "chroma"
     path.mkdir(parents=True, exist_ok=True)
-    return chromadb.PersistentClient(path=str(path), settings=chroma_settings)
+    return chromadb.PersistentClient(path=str(path), settings=chroma_settings, database=database)
+
+
+def delete_workspace_database(data_dir: str | Path | None, host: str | None, workspace: str) -> None:
+    """Delete every knowledge base of a workspace, then its Chroma database."""
+    database = workspace_database(workspace)
+    if database == DEFAULT_DATABASE:
+        raise ConfigError("The default workspace's knowledge bases are not deleted with a workspace.")
+    admin = _admin(data_dir, host)
+    try:
+        admin.get_database(database)
+    except Exception:
+        return
+    client = open_client(data_dir, host, workspace)
+    for name in list_knowledge_bases(client):
+        client.delete_collection(name)
+    admin.delete_database(database)
 
 
 def check_name(name: str) -> str:
@@ -85,6 +139,29 @@ def delete_knowledge_base(client: Any, name: str) -> None:
     client.delete_collection(check_name(name))
 
 
+def embedder_identity(embedder: Any) -> str:
+    """What vectors a collection holds: the embedder's kind, model and dimension."""
+    ident = getattr(embedder, "identity", None)
+    return ident() if callable(ident) else f"{embedder.name()}/{getattr(embedder, 'model_id', '')}"
+
+
+def check_embedder(name: str, meta: dict[str, Any], embedder: Any) -> None:
+    """Refuse to open a collection with an embedder other than the one that built it."""
+    built = meta.get("embedder_id")
+    if built:
+        same = built == embedder_identity(embedder)
+        built_label = str(built)
+    else:  # collections of the first release recorded the kind and model name only
+        same = meta.get("embedder") in (None, embedder.name()) and meta.get("embedder_model", "") in (
+            "", getattr(embedder, "model_id", ""))
+        built_label = str(meta.get("embedder_model") or meta.get("embedder"))
+    if not same:
+        raise ConfigError(
+            f"Knowledge base {name!r} was built with the embedder {built_label!r}, not "
+            f"{embedder_identity(embedder)!r}: vectors from two models (or two dimensions) cannot be compared. "
+            "Switch the embedder back, or ingest into a new knowledge base.")
+
+
 class KnowledgeBase:
     """One Chroma collection, built by one embedder."""
 
@@ -97,17 +174,12 @@ class KnowledgeBase:
             raise ConfigError(f"No knowledge base named {name!r}. Create it by ingesting documents into it.")
         if existing:
             meta = client.get_collection(name, embedding_function=None).metadata or {}
-            built_with = meta.get("embedder")
-            if built_with and built_with != embedder.name():
-                raise ConfigError(
-                    f"Knowledge base {name!r} was built with the embedder {meta.get('embedder_model', built_with)!r}, "
-                    f"not {getattr(embedder, 'model_id', embedder.name())!r}: vectors from two models cannot be "
-                    "compared. Switch the embedder back, or ingest into a new knowledge base.")
+            check_embedder(name, meta, embedder)
         self.collection = client.get_or_create_collection(
             name,
             embedding_function=embedder,  # type: ignore[arg-type]
             metadata={"embedder": embedder.name(), "embedder_model": getattr(embedder, "model_id", ""),
-                      "hnsw:space": "cosine", "created_at": time.time()},
+                      "embedder_id": embedder_identity(embedder), "hnsw:space": "cosine", "created_at": time.time()},
         )
 
     def count(self) -> int:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -141,17 +139,27 @@ def test_history_persists_and_exports(app, tmp_path, fake_provider):
     table = app.dataframe[0].value
     assert len(table) == 6 and set(table["question"]) == {"Question one?", "Question two?"}
     assert len(app.get("plotly_chart")) == 3
-    saved = (tmp_path / "data" / "history" / "default.jsonl").read_text().splitlines()
-    assert [json.loads(line)["question"] for line in saved] == ["Question one?", "Question two?"]
+    from lib.workspace import Workspace
+
+    saved, skipped = Workspace(tmp_path / "data", "default").comparisons("default")
+    assert [c["question"] for c in saved] == ["Question one?", "Question two?"] and skipped == 0
     assert {b.proto.label for b in app.get("download_button")} == {"Download CSV", "Download JSON"}
 
 
-def test_damaged_history_line_is_skipped_with_a_warning(app, tmp_path):
-    folder = tmp_path / "data" / "history"
-    folder.mkdir(parents=True)
-    (folder / "default.jsonl").write_text('{"broken": \n')
-    _open(app, "views/history.py")
-    assert any("damaged" in w.value for w in app.warning)
+def test_damaged_or_newer_history_records_are_skipped_with_a_warning(app, tmp_path, fake_provider):
+    import sqlite3
+
+    _open(app, "views/compare.py")
+    app.text_input(key="compare_question").input("Question one?").run()
+    app.button(key="compare_ask").click().run()
+    db = tmp_path / "data" / "workspaces" / "default" / "workspace.db"
+    with sqlite3.connect(db) as con:
+        con.execute("INSERT INTO comparisons VALUES ('x1', 1.0, 'default', 'q?', 1, '{\"broken\": ')")
+        con.execute("INSERT INTO comparisons VALUES ('x2', 2.0, 'default', 'q?', 7, '{\"id\": \"x2\"}')")
+    app.switch_page("views/history.py").run()
+    assert not app.exception
+    assert any("2 damaged record(s)" in w.value for w in app.warning)
+    assert app.metric[0].value == "1"  # the good record is still shown
 
 
 def test_settings_never_show_the_key_and_test_connection(app, openai_server):
@@ -226,7 +234,110 @@ def test_finetune_on_openai_from_start_to_registered_model(app, openai_server):
             break
         app.button(key="ft_oai_refresh").click().run()
     assert any("Registered ft:gpt-4.1-mini-2025-04-14:" in s.value for s in app.success)
-    table = app.dataframe[-1].value
+    table = next(d.value for d in app.dataframe if "active" in d.value.columns)
     assert (table["active"] == "✓").sum() == 1 and table[table["active"] == "✓"]["provider"].iloc[0] == "openai"
     uploads = openai_server.requests_to("/files", "POST")
     assert len(uploads) == 1
+
+
+def test_lower_case_secrets_work_in_the_app(tmp_path, monkeypatch, openai_server):
+    """secrets.toml keys are read by the same rules as the CLI: `openai_api_key` works like OPENAI_API_KEY."""
+    monkeypatch.setenv("WORKBENCH_DATA_DIR", str(tmp_path / "data"))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.secrets["openai_api_key"] = "sk-lower-case-abcdefghij-4321"
+    at.secrets["openai_base_url"] = openai_server.base_url
+    at.secrets["workbench_base_model"] = "gpt-4o-mini"
+    at.run()
+    assert not at.exception, at.exception
+    s = at.session_state["settings"]
+    assert s.openai_api_key == "sk-lower-case-abcdefghij-4321" and s.base == ModelSpec("openai", "gpt-4o-mini")
+    captions = " ".join(c.value for c in at.sidebar.caption)
+    assert "4321" in captions and "abcdefghij" not in captions and "Offline mode" not in captions
+
+
+def test_sidebar_creates_and_switches_workspaces_and_keeps_them_apart(app, tmp_path, fake_provider):
+    _open(app, "views/compare.py")
+    assert app.sidebar.selectbox(key="workspace").value == "default"
+    app.text_input(key="compare_question").input("Asked in default?").run()
+    app.button(key="compare_ask").click().run()
+    app.text_input(key="ws_new_name").input("Not Valid")
+    app.button(key="ws_create").click().run()
+    assert any("not a valid workspace name" in e.value for e in app.error)
+    app.text_input(key="ws_new_name").input("alice")
+    app.button(key="ws_create").click().run()
+    assert not app.exception
+    assert app.sidebar.selectbox(key="workspace").value == "alice"
+    assert app.session_state["settings"].workspace == "alice"
+    assert "Workspace:** alice" in " ".join(c.value for c in app.sidebar.caption)
+    app.switch_page("views/history.py").run()
+    assert any("No questions asked yet" in i.value for i in app.info)  # default's history is not alice's
+    app.sidebar.selectbox(key="workspace").set_value("default").run()
+    assert not app.exception and app.metric[0].value == "1"
+
+
+def test_a_damaged_workspace_database_is_reported_not_replaced(app, tmp_path):
+    db = tmp_path / "data" / "workspaces" / "default" / "workspace.db"
+    db.parent.mkdir(parents=True)
+    db.write_bytes(b"not a database at all" * 50)
+    app.run()
+    assert not app.exception
+    assert any(str(db) in e.value and "left exactly as it is" in e.value for e in app.error)
+    assert db.read_bytes() == b"not a database at all" * 50
+
+
+@pytest.mark.slow
+def test_a_training_job_outlives_the_session_that_started_it(tmp_path, monkeypatch):
+    """Start a (tiny, real) local LoRA training from one session, drop that session, and the
+    training process still registers its adapter as the workspace's active model."""
+    import gc
+    import time
+
+    from lib.workspace import Workspace
+    from tests.test_training import needs_training_deps
+
+    needs_training_deps()
+    data = tmp_path / "data"
+    monkeypatch.setenv("WORKBENCH_DATA_DIR", str(data))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    _open(at, "views/finetune.py")
+    pairs = "".join(f"What is code {i} of Zorblat?,Code {i} is QX-{7700 + i}.\n" for i in range(10))
+    at.file_uploader(key="ft_upload").set_value(("pairs.csv", ("question,answer\n" + pairs).encode(),
+                                                 "text/csv")).run()
+    at.button(key="ft_load_upload").click().run()
+    at.number_input(key="ft_local_steps").set_value(5)
+    at.select_slider(key="ft_local_rank").set_value(4)
+    at.text_input(key="ft_local_name").input("zorblat-codes")
+    at.button(key="ft_local_start").click().run()
+    assert not at.exception and not at.error
+    [job] = Workspace(data, "default").jobs("local")
+    assert job.name == "zorblat-codes" and not job.finished
+    del at  # the browser session that started it is gone
+    gc.collect()
+    deadline = time.time() + 600
+    while time.time() < deadline and not Workspace(data, "default").job(job.id).finished:
+        time.sleep(2)
+    ws = Workspace(data, "default")
+    done = ws.job(job.id)
+    assert done.status == "succeeded", (done.error, ws.job_log_tail(job.id, 2000))
+    model = ws.active_model()
+    assert model.id == job.id and model.name == "zorblat-codes" and model.examples == 10
+    assert model.lora and ws.adapter_path(job.id).is_file() and model.lora == str(ws.adapter_path(job.id))
+    assert model.workspace == "default" and "5 steps" in model.method
+    # a new session sees the finished job and the new model, active
+    later = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    _open(later, "views/finetune.py")
+    assert any("Trained and registered zorblat-codes" in s.value for s in later.success)
+    table = next(d.value for d in later.dataframe if "active" in d.value.columns)
+    assert table[table["active"] == "✓"]["name"].iloc[0] == "zorblat-codes"
+    assert later.session_state["settings"].finetuned.lora == model.lora
+
+
+def test_a_workspace_error_inside_a_page_is_shown_not_a_traceback(app, monkeypatch):
+    from lib.workspace import Workspace, WorkspaceError
+
+    def broken(self, collection=None):
+        raise WorkspaceError(f"The workspace database {self.db_path} could not be read (disk I/O error).")
+
+    monkeypatch.setattr(Workspace, "comparisons", broken)
+    _open(app, "views/history.py")
+    assert any("could not be read (disk I/O error)" in e.value for e in app.error)

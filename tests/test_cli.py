@@ -82,11 +82,15 @@ def test_ask_hosted_json_lines(sample_kb_dir, openai_server, monkeypatch, capsys
     # the fine-tuned model is priced as a fine-tuned model: twice the base price of gpt-4o-mini
     ratio = by["finetuned"]["cost_usd"] / by["baseline"]["cost_usd"]
     assert ratio == pytest.approx(2.0, rel=0.01)
-    from lib.history import History
+    from lib.workspace import Workspace
 
-    saved, bad = History(sample_kb_dir).load("default")
+    ws = Workspace(sample_kb_dir, "default")
+    saved, bad = ws.comparisons("default")
     assert bad == 0 and saved[-1]["question"] == "How long is the refund window?"
-    History(sample_kb_dir).clear("default")
+    assert [r["arm"] for r in saved[-1]["results"]] == [r["arm"] for r in out]
+    # one serialised shape: what the CLI printed is what the workspace stored
+    assert saved[-1]["results"][1] == out[1]
+    ws.clear_history("default")
 
 
 @pytest.mark.slow

@@ -69,19 +69,34 @@ def test_sample_training_set_is_valid_for_local_training():
     assert finetune.validate(examples, "local") == []
 
 
-def test_registry_is_atomic_and_tracks_the_active_model(tmp_path):
-    reg = finetune.Registry(tmp_path)
+def test_registry_tracks_the_active_model_per_workspace(tmp_path):
+    from lib.workspace import Workspace
+
+    ws = Workspace(tmp_path, "default")
     shipped = finetune.shipped_model()
-    assert reg.active() == shipped  # nothing chosen: the shipped adapter (if present)
+    assert ws.active_model() == shipped  # nothing chosen: the shipped adapter (if present)
     model = finetune.FineTunedModel(id="m1", name="mine", provider="openai", model="ft:gpt-4.1-mini:x::1",
-                                    base_model="gpt-4.1-mini", trained_on=({"document": "a.md", "sha256": "x"},))
-    reg.add(model)
-    assert reg.active() == model and reg.active().spec.name == "ft:gpt-4.1-mini:x::1"
-    assert not list(tmp_path.glob(".models-*"))  # no temporary file left behind
-    reg.remove("m1")
-    assert reg.active() == shipped
-    (tmp_path / "models.json").write_text("{broken")
-    assert reg.models() == [m for m in [shipped] if m]  # a damaged file does not crash the app
+                                    base_model="gpt-4.1-mini", trained_on=({"document": "a.md", "sha256": "x"},),
+                                    workspace="default", knowledge_base="kb", method="OpenAI job j1")
+    ws.add_model(model)
+    assert ws.active_model() == model and ws.active_model().spec.name == "ft:gpt-4.1-mini:x::1"
+    assert Workspace(tmp_path, "default").active_model() == model  # survives a reopen, provenance included
+    ws.remove_model("m1")
+    assert ws.active_model() == shipped
+    with pytest.raises(ConfigError, match="No fine-tuned model"):
+        ws.activate("m1")
+
+
+def test_registry_is_a_leaf():
+    """lib.finetune.registry imports no other part of lib but the configuration."""
+    import ast
+
+    from tests.conftest import ROOT
+
+    tree = ast.parse((ROOT / "lib" / "finetune" / "registry.py").read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
+        a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert {m for m in imported if m and m.startswith("lib")} == {"lib.settings"}
 
 
 def test_training_cost_estimate():
@@ -93,9 +108,14 @@ def test_training_cost_estimate():
 
 
 def test_local_training_says_what_to_install(tmp_path, monkeypatch):
-    monkeypatch.setattr(finetune, "missing_training_deps", lambda: ["torch", "peft"])
+    from lib.finetune import local
+    from lib.workspace import Workspace
+
+    monkeypatch.setattr(local, "missing_training_deps", lambda: ["torch", "peft"])
+    ws = Workspace(tmp_path, "default")
     with pytest.raises(ConfigError, match="requirements-train.txt"):
-        finetune.LocalTraining(tmp_path, _many(), "x").start()
+        finetune.start_local_training(ws, _many(), "x")
+    assert ws.jobs() == []  # nothing recorded
 
 
 @pytest.fixture
@@ -105,18 +125,28 @@ def client(settings, openai_server):
 
 
 def test_openai_job_to_success_and_registration(client, tmp_path):
-    job = finetune.start_openai_job(client, _many(), "gpt-4.1-mini-2025-04-14", epochs=2, suffix="wb")
+    from lib.workspace import Workspace
+
+    ws = Workspace(tmp_path, "default")
+    job = finetune.start_openai_job(client, _many(), "gpt-4.1-mini-2025-04-14", epochs=2, suffix="wb", ws=ws,
+                                    trained_on=({"document": "a.md", "sha256": "x"},), knowledge_base="kb")
+    [record] = ws.jobs("openai")
+    assert record.id == job.id and record.params["examples"] == 10 and not record.finished
     seen = []
     for _ in range(6):
-        job, events = finetune.poll_openai_job(client, job.id)
+        # any session (here: a second handle on the same workspace) can follow the job
+        job, events = finetune.refresh_openai_job(ws, client, Workspace(tmp_path, "default").job(job.id))
         seen.append(job.status)
         if job.status == "succeeded":
             break
     assert seen[-1] == "succeeded" and "running" in seen
     assert events and job.fine_tuned_model.startswith("ft:gpt-4.1-mini-2025-04-14:")
-    reg = finetune.Registry(tmp_path)
-    model = finetune.register_openai_job(reg, job, _many())
-    assert reg.active() == model and model.training_cost_usd == pytest.approx(job.trained_tokens * 5.0 / 1e6)
+    model = ws.active_model()
+    assert model.id == job.id and model.model == job.fine_tuned_model and ws.job(job.id).status == "succeeded"
+    assert model.trained_on == ({"document": "a.md", "sha256": "x"},) and model.knowledge_base == "kb"
+    assert model.training_cost_usd == pytest.approx(job.trained_tokens * 5.0 / 1e6)
+    finetune.refresh_openai_job(ws, client, ws.job(job.id))  # refreshing again registers nothing twice
+    assert [m.id for m in ws.models()].count(job.id) == 1
     from lib.arms import Usage
     from lib.pricing import cost_for
 

@@ -50,3 +50,22 @@ def test_mask_key_never_shows_the_middle():
     assert mask_key("short") == "set (hidden)"
     masked = mask_key("sk-proj-abcdefghijklmnop1234")
     assert masked.startswith("sk-") and masked.endswith("1234") and "abcdef" not in masked
+
+
+def test_settings_read_no_data_file(tmp_path):
+    """The active fine-tuned model belongs to the workspace, not to the configuration."""
+    (tmp_path / "models.json").write_text('{"models": [], "active": "x"}')
+    s = load_settings(env={"WORKBENCH_DATA_DIR": str(tmp_path)}, secrets_file=None)
+    assert s.finetuned is None and s.workspace == "default"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models.json"]  # nothing read into, nothing created
+
+
+def test_one_reader_for_file_and_mapping_with_the_same_key_rules(tmp_path):
+    secrets = tmp_path / "secrets.toml"
+    secrets.write_text('openai_api_key = "sk-lower-0000000000"\nworkbench_workspace = "alice"\n[section]\nx = 1\n')
+    from_file = load_settings(env={}, secrets_file=secrets)
+    from_mapping = load_settings(env={}, secrets={"openai_api_key": "sk-lower-0000000000",
+                                                  "workbench_workspace": "alice", "section": {"x": 1}})
+    assert from_file == from_mapping and from_file.openai_api_key == "sk-lower-0000000000"
+    assert from_file.workspace == "alice"
+    assert load_settings(env={"WORKBENCH_WORKSPACE": "bob"}, secrets_file=secrets).workspace == "bob"  # env wins

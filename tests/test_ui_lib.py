@@ -9,7 +9,7 @@ import pytest
 from lib import charts
 from lib.arms import ArmResult, Comparison, RetrievalParams, Usage
 from lib.format import ARM_COLORS, citations, escape_markdown, link_citations, ms, usd
-from lib.history import History, rows
+from lib.history import comparison_to_dict, rows
 from lib.jobs import Job
 from lib.providers import GenParams
 from lib.store import Source
@@ -76,12 +76,16 @@ def test_estimated_usage_is_marked_in_the_token_chart():
 
 
 def test_history_round_trip_rows_and_charts(tmp_path):
-    h = History(tmp_path)
-    h.append(_comparison("first?"))
-    h.append(_comparison("second?"))
-    with (tmp_path / "history" / "kb.jsonl").open("a") as f:
-        f.write('{"half-written": \n')
-    saved, bad = h.load("kb")
+    import sqlite3
+
+    from lib.workspace import Workspace
+
+    h = Workspace(tmp_path, "default")
+    h.add_comparison(comparison_to_dict(_comparison("first?")))
+    h.add_comparison({**comparison_to_dict(_comparison("second?")), "id": "def456", "created_at": 1_700_000_001.0})
+    with sqlite3.connect(h.db_path) as con:
+        con.execute("""INSERT INTO comparisons VALUES ('x', 9e9, 'kb', 'q', 1, '{"half-written": ')""")
+    saved, bad = h.comparisons("kb")
     assert [c["question"] for c in saved] == ["first?", "second?"] and bad == 1
     table = rows(saved)
     assert len(table) == 4 and table[0]["arm"] == "rag" and table[0]["context_tokens"] == 50
@@ -92,8 +96,8 @@ def test_history_round_trip_rows_and_charts(tmp_path):
     cum = charts.cumulative_cost(table)
     baseline = next(t for t in cum.data if t.name == "Baseline")
     assert list(baseline.y) == pytest.approx([0.001, 0.002])
-    h.clear("kb")
-    assert h.load("kb") == ([], 0)
+    h.clear_history("kb")
+    assert h.comparisons("kb") == ([], 0)
 
 
 def test_job_streams_and_reports_errors():

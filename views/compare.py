@@ -7,7 +7,7 @@ from lib import charts, engine
 from lib.arms import ARMS, DEFAULT_ARMS
 from lib.errors import ConfigError, explain
 from lib.format import ARM_BADGES, escape_markdown, link_citations, ms, rate, usd
-from lib.history import History, comparison_to_dict
+from lib.history import comparison_to_dict
 from lib.jobs import Job
 from lib.providers import GenParams
 
@@ -71,7 +71,7 @@ if ask:
         st.error(f"The comparison could not run: {explain(job.error)}")
     else:
         st.session_state.compare_last = job.result
-        History(settings.data_dir).append(job.result)
+        engine.workspace_for(settings).add_comparison(comparison_to_dict(job.result))
 
 comparison = st.session_state.get("compare_last")
 if comparison is None:

@@ -17,7 +17,8 @@ except ConfigError as exc:
     st.error(str(exc))
     st.stop()
 
-st.caption(f"Knowledge base **{kb.name}** · {kb.count()} chunks · embedder {kb.embedder.model_id}")
+st.caption(f"Knowledge base **{kb.name}** in workspace **{settings.workspace}** · {kb.count()} chunks · "
+           f"embedder {kb.embedder.model_id}")
 
 left, right = st.columns([3, 2])
 with left:

@@ -1,6 +1,3 @@
-import dataclasses
-import time
-
 import pandas as pd
 import streamlit as st
 
@@ -10,10 +7,11 @@ from lib.format import usd, when
 from lib.providers import make_provider, openai_client
 
 settings = st.session_state.settings
-registry = finetune.Registry(settings.data_dir)
+workspace = engine.workspace_for(settings)
 st.title("Fine-tune")
 st.caption("Build a training set from your documents, train a model locally or on OpenAI, "
-           "then pick it for the Fine-tuned and Hybrid arms.")
+           f"then pick it for the Fine-tuned and Hybrid arms. Jobs and models belong to workspace "
+           f"**{settings.workspace}**: they keep running, and are registered, when you leave this page.")
 st.session_state.setdefault("ft_examples", [])
 try:
     kb = engine.open_kb(settings)
@@ -87,12 +85,42 @@ with data_tab:
 ready = st.session_state.get("ft_ready", [])
 trained_on = tuple({"document": d.name, "sha256": d.sha256} for d in (kb.documents() if kb else []))
 
+kb_name = kb.name if kb else ""
+
+
+def local_job_view(job_id: str, was_running: bool) -> None:
+    """The job's progress, read from the workspace; the training process registers the model itself."""
+    job = workspace.job(job_id)
+    if job is None:
+        return
+    status = finetune.local_status(workspace, job)
+    total = max(1, int(status.get("total_steps") or 1))
+    step = int(status.get("step") or 0)
+    phase = status.get("phase", job.status)
+    st.progress(min(1.0, step / total), text=f"{job.name}: {phase}, step {step} of {total}"
+                + (f" · about {status['eta_s']:.0f} s left" if status.get("eta_s") and not job.finished else ""))
+    if status.get("losses"):
+        st.line_chart(pd.DataFrame({"loss": status["losses"]}), x_label="step", y_label="loss", height=200)
+    if not job.finished:
+        if st.button("Cancel training", key="ft_local_cancel"):
+            finetune.cancel_local_training(workspace, job.id)
+            st.rerun(scope="fragment")
+    elif job.status == "succeeded":
+        st.success(f"Trained and registered {job.name}; it became the active fine-tuned model when it finished.")
+    else:
+        st.error(f"Training {job.status}. {job.error or ''} Your existing models are unchanged.")
+    if was_running and job.finished:
+        st.rerun()  # the whole page: the Models tab and the sidebar show the new model
+
+
 with local_tab:
     missing = finetune.missing_training_deps()
     if missing:
         st.info(f"Local training needs {', '.join(missing)}. Install them with  \n"
                 "`.venv/bin/pip install -r requirements-train.txt`  \n(CPU-only PyTorch), then reload this page.")
-    job = st.session_state.get("ft_local_job")
+    local_jobs = workspace.jobs("local")
+    current = local_jobs[0] if local_jobs else None
+    running = current is not None and not current.finished
     l1, l2, l3 = st.columns(3)
     steps = l1.number_input("Steps", 5, 2000, 150, 5, key="ft_local_steps")
     rank = l2.select_slider("LoRA rank", [4, 8, 16, 32], 16, key="ft_local_rank")
@@ -100,35 +128,59 @@ with local_tab:
     name = st.text_input("Name", "my-adapter", key="ft_local_name")
     blockers = finetune.validate(ready, "local") if ready else [(0, "load training data first (tab 1)")]
     if st.button("Start local training", type="primary", key="ft_local_start",
-                 disabled=bool(missing or blockers or (job and job.running))):
+                 disabled=bool(missing or blockers or running)):
         try:
-            st.session_state.ft_local_job = finetune.LocalTraining(
-                settings.data_dir, ready, name, int(steps), int(rank), float(lr), trained_on).start()
+            finetune.start_local_training(workspace, ready, name, int(steps), int(rank), float(lr), trained_on,
+                                          kb_name)
             st.rerun()
         except ConfigError as exc:
             st.error(str(exc))
-    if job is not None:
-        status = job.progress()
-        total = max(1, int(status.get("total_steps") or job.steps))
-        step = int(status.get("step") or 0)
-        st.progress(min(1.0, step / total), text=f"{status.get('status')}: step {step} of {total}"
-                    + (f" · about {status['eta_s']:.0f} s left" if status.get("eta_s") else ""))
-        if status.get("losses"):
-            st.line_chart(pd.DataFrame({"loss": status["losses"]}), x_label="step", y_label="loss", height=200)
-        elif status.get("loss") is not None:
-            st.caption(f"loss {status['loss']:.3f}")
-        if job.running:
-            if st.button("Cancel training", key="ft_local_cancel"):
-                job.cancel()
-                st.rerun()
-            time.sleep(1.0)
-            st.rerun()
-        elif status.get("status") == "done" and not st.session_state.get("ft_local_registered") == job.id:
-            model = job.register(registry)
-            st.session_state.ft_local_registered = job.id
-            st.success(f"Trained and registered {model.name}; it is now the active fine-tuned model.")
-        elif status.get("status") in ("failed", "cancelled"):
-            st.error(f"Training {status['status']}. {status.get('error', '')} Your existing models are unchanged.")
+    if current is not None:
+        st.fragment(local_job_view, run_every=2.0 if running else None)(current.id, running)
+
+
+def openai_job_view(job_id: str, was_running: bool) -> None:
+    """Follow a hosted job from any session: its state is refreshed from OpenAI and stored in the workspace."""
+    record = workspace.job(job_id)
+    if record is None:
+        return
+    events: list[str] = []
+    client = None
+    if settings.hosted_configured and not record.finished:
+        try:
+            client = openai_client(settings)
+            _, events = finetune.refresh_openai_job(workspace, client, record)
+            record = workspace.job(job_id) or record
+        except Exception as exc:
+            st.error(explain(exc, str(record.params.get("base_model", ""))))
+    elif not record.finished:
+        st.info("Add the API key in Settings to follow this job.")
+    order = ["validating_files", "queued", "running", "succeeded"]
+    done = order.index(record.status) + 1 if record.status in order else len(order)
+    st.progress(done / len(order), text=f"Job {job_id}: {record.status}")
+    if events:
+        with st.expander("Events", expanded=True):
+            st.text("\n".join(events[-15:]))
+    if not record.finished:
+        c1, c2 = st.columns(2)
+        if c1.button("Cancel job", key="ft_oai_cancel", disabled=client is None):
+            try:
+                client.fine_tuning.jobs.cancel(job_id)  # type: ignore[union-attr]
+            except Exception as exc:
+                st.error(explain(exc))
+            st.rerun(scope="fragment")
+        if c2.button("Refresh", key="ft_oai_refresh"):
+            st.rerun(scope="fragment")
+    elif record.status == "succeeded":
+        st.success(f"Registered {(record.result or {}).get('model', '')}; it became the active fine-tuned model "
+                   "when the job succeeded.")
+    elif record.status == "failed":
+        st.error(f"The job failed: {record.error or 'no reason given'}")
+    elif record.status == "cancelled":
+        st.warning("The job was cancelled.")
+    if was_running and record.finished:
+        st.rerun()
+
 
 with openai_tab:
     if not settings.hosted_configured:
@@ -146,57 +198,51 @@ with openai_tab:
     if st.button("Upload and start the job", type="primary", key="ft_oai_start",
                  disabled=bool(blockers or not settings.hosted_configured)):
         try:
-            st.session_state.ft_oai_job = finetune.start_openai_job(openai_client(settings), ready, base_model,
-                                                                    epochs, suffix or None).id
+            started = finetune.start_openai_job(openai_client(settings), ready, base_model, epochs, suffix or None,
+                                                ws=workspace, trained_on=trained_on, knowledge_base=kb_name)
+            st.session_state.ft_oai_pick = started.id
         except Exception as exc:
             st.error(explain(exc, base_model))
-    job_id = st.session_state.get("ft_oai_job")
-    if job_id:
-        try:
-            client = openai_client(settings)
-            oai_job, events = finetune.poll_openai_job(client, job_id)
-        except Exception as exc:
-            st.error(explain(exc, base_model))
-        else:
-            order = ["validating_files", "queued", "running", "succeeded"]
-            done = order.index(oai_job.status) + 1 if oai_job.status in order else len(order)
-            st.progress(done / len(order), text=f"Job {job_id}: {oai_job.status}")
-            with st.expander("Events", expanded=True):
-                st.text("\n".join(events[-15:]) or "no events yet")
-            if oai_job.status in ("validating_files", "queued", "running"):
-                if st.button("Cancel job", key="ft_oai_cancel"):
-                    client.fine_tuning.jobs.cancel(job_id)
-                    st.rerun()
-                if st.button("Refresh", key="ft_oai_refresh"):
-                    st.rerun()
-            elif oai_job.status == "succeeded" and st.session_state.get("ft_oai_registered") != job_id:
-                model = finetune.register_openai_job(registry, oai_job, ready, trained_on)
-                st.session_state.ft_oai_registered = job_id
-                st.success(f"Registered {model.model}; it is now the active fine-tuned model.")
-            elif oai_job.status == "failed":
-                err = getattr(oai_job, "error", None)
-                st.error(f"The job failed: {getattr(err, 'message', None) or 'no reason given'}")
-            elif oai_job.status == "cancelled":
-                st.warning("The job was cancelled.")
+    oai_jobs = workspace.jobs("openai")
+    if oai_jobs:
+        ids = [j.id for j in oai_jobs]
+        if st.session_state.get("ft_oai_pick") not in ids:
+            st.session_state.ft_oai_pick = ids[0]
+        picked = st.selectbox("Job", ids, key="ft_oai_pick",
+                              format_func=lambda i: next(f"{j.id} · {j.name} · {j.status}" for j in oai_jobs
+                                                         if j.id == i))
+        unfinished = not next(j for j in oai_jobs if j.id == picked).finished
+        st.fragment(openai_job_view, run_every=10.0 if unfinished else None)(picked, unfinished)
 
 with models_tab:
-    models = registry.models()
-    active = registry.active()
+    models, skipped = workspace.models_report()
+    active = workspace.active_model()
+    if skipped:
+        st.warning(f"{skipped} model record(s) of another version or damaged were skipped; they are kept in the "
+                   "workspace database.")
     if not models:
         st.info("No fine-tuned models yet.")
     else:
         st.dataframe([{"active": "✓" if active and m.id == active.id else "", "name": m.name,
-                       "provider": m.provider, "base model": m.base_model, "examples": m.examples,
+                       "provider": m.provider, "base model": m.base_model, "method": m.method, "examples": m.examples,
                        "training cost": usd(m.training_cost_usd), "created": when(m.created_at) if m.created_at else "",
                        "trained on": ", ".join(d["document"] for d in m.trained_on) or m.training_file}
-                      for m in models], hide_index=True, width="stretch")
+                      for m in models], hide_index=True, width="stretch", key="ft_models_table")
         pick = st.selectbox("Use for the Fine-tuned and Hybrid arms", [m.id for m in models],
                             index=[m.id for m in models].index(active.id) if active else 0,
                             format_func=lambda i: next(m.name for m in models if m.id == i), key="ft_pick")
+        if settings.finetuned and active and settings.finetuned != active.spec:
+            st.caption("A model set in Settings or by WORKBENCH_FT_MODEL / WORKBENCH_FT_LORA is in use instead of "
+                       "the workspace's active model.")
         if st.button("Make active", key="ft_activate"):
-            registry.activate(pick)
-            spec = next(m for m in models if m.id == pick).spec
-            st.session_state.settings_overrides["finetuned"] = spec
-            st.session_state.settings = dataclasses.replace(settings, finetuned=spec)
-            st.toast("Active fine-tuned model changed.")
+            workspace.activate(pick)
+            st.session_state.settings_overrides.pop("finetuned", None)
+            st.toast("Active fine-tuned model changed for this workspace.")
             st.rerun()
+    jobs = workspace.jobs()
+    if jobs:
+        st.subheader("Jobs in this workspace")
+        st.dataframe([{"job": j.id, "kind": j.kind, "name": j.name, "status": j.status,
+                       "started": when(j.created_at), "model": (j.result or {}).get("model_id", ""),
+                       "error": j.error or ""} for j in jobs], hide_index=True, width="stretch",
+                     key="ft_jobs_table")

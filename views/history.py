@@ -3,17 +3,19 @@ import json
 import pandas as pd
 import streamlit as st
 
-from lib import charts
-from lib.history import ROW_COLUMNS, History, rows
+from lib import charts, engine
+from lib.history import ROW_COLUMNS, rows
 
 settings = st.session_state.settings
 st.title("History")
-st.caption(f"Every question asked in knowledge base **{settings.collection}**, kept on disk across restarts.")
+st.caption(f"Every question asked in knowledge base **{settings.collection}** of workspace "
+           f"**{settings.workspace}**, kept on disk across restarts.")
 
-history = History(settings.data_dir)
-comparisons, damaged = history.load(settings.collection)
+workspace = engine.workspace_for(settings)
+comparisons, damaged = workspace.comparisons(settings.collection)
 if damaged:
-    st.warning(f"{damaged} damaged line(s) in the history file were skipped; the rest is shown.")
+    st.warning(f"{damaged} damaged record(s), or record(s) written by a newer version, were skipped; "
+               "the rest is shown. They are kept in the workspace database.")
 if not comparisons:
     st.info("No questions asked yet in this knowledge base. Ask one on the Compare page.")
     st.stop()
@@ -50,5 +52,5 @@ d1.download_button("Download CSV", frame[ROW_COLUMNS].to_csv(index=False), file_
 d2.download_button("Download JSON", json.dumps(comparisons, indent=2), file_name=f"history-{settings.collection}.json",
                    mime="application/json", key="history_json")
 if d3.button("Clear history", key="history_clear"):
-    history.clear(settings.collection)
+    workspace.clear_history(settings.collection)
     st.rerun()

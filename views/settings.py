@@ -27,7 +27,8 @@ with st.form("settings_models"):
     f1, f2, f3 = st.columns(3)
     ft_provider = f1.selectbox("Fine-tuned model provider", ["none", *PROVIDERS],
                                (["none", *PROVIDERS]).index(ft.provider if ft else "none"),
-                               format_func=lambda p: "Not configured" if p == "none" else LABELS.get(p, p),
+                               format_func=lambda p: "The workspace's active model" if p == "none"
+                               else LABELS.get(p, p),
                                key="settings_ft_provider")
     ft_name = f2.text_input("Fine-tuned model", ft.name if ft else "", key="settings_ft_name",
                             help="An ft:... id for OpenAI, a deployment for Azure, or the base .gguf for local.")

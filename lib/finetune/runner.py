@@ -1,0 +1,81 @@
+"""`python -m lib.finetune.runner --data-dir D --workspace W --job ID`: run one local
+training job recorded in a workspace, record how it ended and register the adapter.
+Started by lib.finetune.local in its own session, so it outlives the page (and the
+browser tab) that started it. SIGTERM cancels it: no adapter is written."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from lib.finetune.registry import FineTunedModel
+from lib.settings import LOCAL_BASE_MODEL
+from lib.workspace import Workspace
+
+
+def run(ws: Workspace, job_id: str) -> int:
+    job = ws.job(job_id)
+    if job is None:
+        print(f"no job {job_id} in workspace {ws.name}", file=sys.stderr)
+        return 2
+    if job.finished:
+        return 0
+    p = job.params
+    adapter = ws.adapter_path(job_id)
+    folder = ws.job_folder(job_id)
+    args = ["--data", p["training_file"], "--out", str(adapter), "--steps", str(p["steps"]), "--rank",
+            str(p["rank"]), "--lr", str(p["lr"]), "--seed", str(p.get("seed", 42)),
+            "--progress-file", str(folder / "progress.json")]
+    if p.get("batch"):
+        args += ["--batch", str(p["batch"])]
+    def stop(signum: int, frame: object) -> None:  # a cancel that arrives before the trainer takes over
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    ws.update_job(job_id, status="running", pid=os.getpid())
+    t0 = time.time()
+    try:
+        from training.train_lora import main as train_main
+
+        code = train_main(args)
+    except KeyboardInterrupt:
+        code = 130
+    except BaseException as exc:  # recorded for every page and the CLI, then re-raised into the log
+        ws.update_job(job_id, status="failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    if code == 130:
+        ws.update_job(job_id, status="cancelled", error="cancelled; no adapter was written")
+        return code
+    sidecar = ws.adapter_sidecar(job_id)
+    if code != 0 or sidecar is None:
+        ws.update_job(job_id, status="failed", error=f"training stopped with exit code {code}. "
+                                                     + ws.job_log_tail(job_id, 400))
+        return code or 1
+    model = FineTunedModel(
+        id=job_id, name=job.name, provider="local", model=LOCAL_BASE_MODEL, base_model="SmolLM2-135M-Instruct",
+        lora=str(adapter), created_at=time.time(), training_file=p["training_file"],
+        training_sha256=p["training_sha256"], examples=int(p["examples"]), training_cost_usd=0.0,
+        trained_on=tuple(p.get("trained_on") or ()), notes=f"LoRA r={p['rank']}, {p['steps']} steps, lr {p['lr']}",
+        workspace=ws.name, knowledge_base=p.get("knowledge_base", ""),
+        method=f"LoRA r={p['rank']}, {p['steps']} steps, lr {p['lr']}",
+        train_seconds=sidecar.get("train_seconds", round(time.time() - t0, 1)), job_id=job_id)
+    ws.update_job(job_id, status="succeeded", result={"model_id": model.id, "adapter": str(adapter),
+                                                      "final_loss": sidecar.get("final_loss")}, model=model)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lib.finetune.runner")
+    ap.add_argument("--data-dir", type=Path, required=True)
+    ap.add_argument("--workspace", required=True)
+    ap.add_argument("--job", required=True)
+    a = ap.parse_args(argv)
+    return run(Workspace(a.data_dir, a.workspace, create=False), a.job)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,561 @@
+"""A workspace owns everything a user changes: its knowledge bases (a Chroma database
+per workspace, see lib/store.py), and a SQLite database of versioned records:
+comparisons and their per-arm results, the fine-tuned model registry and the active
+model, training and fine-tuning jobs.
+
+Layout under the data folder:
+    data/chroma/                        the Chroma store (one Chroma database per workspace)
+    data/workspaces/<name>/workspace.db the workspace's records (SQLite, WAL)
+    data/workspaces/<name>/jobs/<id>/   a local training job's data, progress and log
+    data/workspaces/<name>/adapters/    LoRA adapters trained in this workspace
+
+The schema is versioned by numbered migrations, each applied once and recorded in the
+`_migrations` table (as simonw/llm keeps its logs database). Every write is one
+transaction (`BEGIN IMMEDIATE`), so several threads and processes writing at once lose
+nothing. A database that cannot be read is reported, naming the file, and left exactly
+as it is: it is never replaced by an empty one. A record of another shape (a newer
+version, or damaged) is skipped and counted, never fatal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lib.errors import ConfigError
+from lib.finetune.registry import FineTunedModel, model_from_record, model_to_record, shipped_model
+from lib.history import RECORD_VERSION, is_valid_record
+
+DEFAULT_WORKSPACE = "default"
+DB_NAME = "workspace.db"
+_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,30}[a-z0-9])?$")
+NAME_RULE = ("use 1-32 lower-case letters, digits, '-' or '_', starting and ending with a letter or digit "
+             "(for example 'alice' or 'team-2')")
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+class WorkspaceError(ConfigError):
+    """The workspace cannot be used as asked; the message says why and what to do."""
+
+
+def check_workspace_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise WorkspaceError(f"{name!r} is not a valid workspace name: {NAME_RULE}.")
+    return name
+
+
+def workspaces_root(data_dir: str | Path) -> Path:
+    return Path(data_dir) / "workspaces"
+
+
+def list_workspaces(data_dir: str | Path) -> list[str]:
+    """Names of the workspaces in the data folder; `default` always exists."""
+    root = workspaces_root(data_dir)
+    found = {p.name for p in root.iterdir() if (p / DB_NAME).is_file() and _NAME.match(p.name)} \
+        if root.is_dir() else set()
+    return sorted(found | {DEFAULT_WORKSPACE})
+
+
+def workspace_exists(data_dir: str | Path, name: str) -> bool:
+    return name == DEFAULT_WORKSPACE or (workspaces_root(data_dir) / check_workspace_name(name) / DB_NAME).is_file()
+
+
+def delete_workspace_files(data_dir: str | Path, name: str) -> None:
+    """Remove a workspace's folder: its records, jobs and adapters. Its knowledge bases live
+    in the Chroma store: delete them with lib.engine.delete_workspace, which calls this."""
+    check_workspace_name(name)
+    if name == DEFAULT_WORKSPACE:
+        raise WorkspaceError("The default workspace cannot be deleted.")
+    folder = workspaces_root(data_dir) / name
+    if not (folder / DB_NAME).is_file():
+        raise WorkspaceError(f"No workspace named {name!r}.")
+    shutil.rmtree(folder)
+
+
+# ---------------------------------------------------------------- schema
+
+def _script(con: sqlite3.Connection, sql: str) -> None:
+    """Statements one by one (executescript would commit the migration's transaction)."""
+    for statement in sql.split(";"):
+        if statement.strip():
+            con.execute(statement)
+
+
+def _m001_records(con: sqlite3.Connection) -> None:
+    _script(con, """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE comparisons (
+            id TEXT PRIMARY KEY, created_at REAL NOT NULL, collection TEXT NOT NULL, question TEXT NOT NULL,
+            version INTEGER NOT NULL, record TEXT NOT NULL);
+        CREATE INDEX comparisons_by_collection ON comparisons (collection, created_at);
+        CREATE TABLE arm_results (
+            comparison_id TEXT NOT NULL REFERENCES comparisons (id) ON DELETE CASCADE,
+            position INTEGER NOT NULL, arm TEXT NOT NULL, record TEXT NOT NULL,
+            PRIMARY KEY (comparison_id, position));
+        CREATE TABLE models (
+            id TEXT PRIMARY KEY, name TEXT NOT NULL, provider TEXT NOT NULL, created_at REAL NOT NULL,
+            version INTEGER NOT NULL, record TEXT NOT NULL);
+        CREATE TABLE jobs (
+            id TEXT PRIMARY KEY, kind TEXT NOT NULL, status TEXT NOT NULL, name TEXT NOT NULL DEFAULT '',
+            params TEXT NOT NULL DEFAULT '{}', result TEXT, error TEXT, pid INTEGER,
+            created_at REAL NOT NULL, updated_at REAL NOT NULL);
+        CREATE INDEX jobs_by_kind ON jobs (kind, created_at);
+    """)
+
+
+# Numbered, applied in order, each once. Append new ones (evaluation runs, document commit
+# records, spend) at the end; never edit one that has shipped.
+MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
+    (1, "records", _m001_records),
+]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: str
+    kind: str  # "local" (LoRA training on this machine) | "openai" (hosted fine-tuning)
+    status: str  # starting | running | validating_files | queued | succeeded | failed | cancelled
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    pid: int | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind, "status": self.status, "name": self.name, "params": self.params,
+                "result": self.result, "error": self.error, "created_at": self.created_at,
+                "updated_at": self.updated_at}
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a finished child that nobody reaped yet is not running
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state not in ("Z", "X")
+    except (OSError, IndexError):
+        return True
+
+
+class Workspace:
+    """One workspace: its folder under data/workspaces/ and its records database."""
+
+    def __init__(self, data_dir: str | Path, name: str = DEFAULT_WORKSPACE, create: bool = True) -> None:
+        self.data_dir = Path(data_dir)
+        self.name = check_workspace_name(name)
+        self.folder = workspaces_root(self.data_dir) / self.name
+        self.db_path = self.folder / DB_NAME
+        if not self.db_path.is_file():
+            if not create and self.name != DEFAULT_WORKSPACE:
+                raise WorkspaceError(f"No workspace named {self.name!r}. Create it with "
+                                     f"`python -m lib workspaces create {self.name}` or in the sidebar.")
+            self.folder.mkdir(parents=True, exist_ok=True)
+        self._migrate()
+        if self.name == DEFAULT_WORKSPACE:
+            self.legacy_import = import_legacy(self)
+
+    # ------------------------------------------------------------ database plumbing
+
+    def _damaged(self, exc: Exception) -> WorkspaceError:
+        return WorkspaceError(
+            f"The workspace database {self.db_path} could not be read ({type(exc).__name__}: {exc}). It was left "
+            "exactly as it is: nothing was replaced or deleted. Restore it from a backup, or move it aside "
+            "(for example rename it to workspace.db.damaged) to start this workspace afresh.")
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        try:
+            con = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise self._damaged(exc) from exc
+        try:
+            con.execute("PRAGMA busy_timeout = 30000")
+            con.execute("PRAGMA foreign_keys = ON")
+            yield con
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise WorkspaceError(f"The workspace database {self.db_path} stayed busy for 30 s: {exc}. "
+                                     "Try again.") from exc
+            raise self._damaged(exc) from exc
+        except sqlite3.DatabaseError as exc:
+            raise self._damaged(exc) from exc
+        finally:
+            con.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One transaction; other writers wait (busy_timeout) rather than fail or overwrite."""
+        with self._connect() as con:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self._connect() as con:
+            mode = con.execute("PRAGMA journal_mode = WAL").fetchone()[0]  # also reads the header: fails if damaged
+            if str(mode).lower() != "wal":
+                raise WorkspaceError(f"The workspace database {self.db_path} could not switch to WAL mode ({mode}).")
+            con.execute("CREATE TABLE IF NOT EXISTS _migrations (id INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+                        "applied_at REAL NOT NULL)")
+            applied = {row[0] for row in con.execute("SELECT id FROM _migrations")}
+            newer = [i for i in applied if i > SCHEMA_VERSION]
+            if newer:
+                raise WorkspaceError(
+                    f"The workspace database {self.db_path} has schema version {max(newer)}, newer than this "
+                    f"version of the workbench understands ({SCHEMA_VERSION}). Update the workbench; the file "
+                    "was left as it is.")
+            for number, name, apply in MIGRATIONS:
+                if number in applied:
+                    continue
+                con.execute("BEGIN IMMEDIATE")
+                try:  # another process may have applied it while we waited for the lock
+                    if con.execute("SELECT 1 FROM _migrations WHERE id = ?", (number,)).fetchone() is None:
+                        apply(con)
+                        con.execute("INSERT INTO _migrations (id, name, applied_at) VALUES (?, ?, ?)",
+                                    (number, name, time.time()))
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+                con.execute("COMMIT")
+
+    @property
+    def schema_version(self) -> int:
+        with self._connect() as con:
+            return int(con.execute("SELECT COALESCE(MAX(id), 0) FROM _migrations").fetchone()[0])
+
+    def _meta(self, con: sqlite3.Connection, key: str) -> str | None:
+        row = con.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def meta(self, key: str) -> str | None:
+        with self._connect() as con:
+            return self._meta(con, key)
+
+    # ------------------------------------------------------------ history
+
+    def add_comparison(self, record: dict[str, Any]) -> None:
+        """Store one comparison record (lib.history.comparison_to_dict) with its per-arm results."""
+        if not self._insert_comparisons([record]):
+            raise WorkspaceError(f"A comparison with id {record['id']!r} is already stored; nothing was changed.")
+
+    def _insert_comparisons(self, records: list[dict[str, Any]]) -> int:
+        """Insert records whose id is new; returns how many (an existing record is never overwritten)."""
+        added = 0
+        with self._write() as con:
+            for record in records:
+                head = {k: v for k, v in record.items() if k != "results"}
+                cur = con.execute(
+                    "INSERT OR IGNORE INTO comparisons (id, created_at, collection, question, version, record) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (record["id"], float(record["created_at"]), str(record.get("collection") or ""),
+                     str(record["question"]), int(record.get("version", RECORD_VERSION)),
+                     json.dumps(head, ensure_ascii=False)))
+                if cur.rowcount == 0:
+                    continue
+                added += 1
+                con.execute("DELETE FROM arm_results WHERE comparison_id = ?", (record["id"],))
+                con.executemany(
+                    "INSERT INTO arm_results (comparison_id, position, arm, record) VALUES (?, ?, ?, ?)",
+                    [(record["id"], i, str(r.get("arm", "")), json.dumps(r, ensure_ascii=False))
+                     for i, r in enumerate(record["results"])])
+        return added
+
+    def comparisons(self, collection: str | None = None) -> tuple[list[dict[str, Any]], int]:
+        """(comparison records oldest first, number of records skipped as unreadable or of another shape)."""
+        where, args = ("WHERE c.collection = ?", (collection,)) if collection is not None else ("", ())
+        with self._connect() as con:
+            heads = con.execute(f"SELECT c.id, c.version, c.record FROM comparisons c {where} "
+                                "ORDER BY c.created_at, c.rowid", args).fetchall()
+            results: dict[str, list[str]] = {}
+            for cid, record in con.execute(
+                    f"SELECT a.comparison_id, a.record FROM arm_results a JOIN comparisons c ON c.id = a.comparison_id "
+                    f"{where} ORDER BY a.comparison_id, a.position", args):
+                results.setdefault(cid, []).append(record)
+        good, skipped = [], 0
+        for cid, version, record in heads:
+            try:
+                item = json.loads(record)
+                item["results"] = [json.loads(r) for r in results.get(cid, [])]
+            except (json.JSONDecodeError, TypeError):
+                skipped += 1
+                continue
+            if version != RECORD_VERSION or not is_valid_record(item):
+                skipped += 1
+                continue
+            good.append(item)
+        return good, skipped
+
+    def clear_history(self, collection: str) -> int:
+        with self._write() as con:
+            return con.execute("DELETE FROM comparisons WHERE collection = ?", (collection,)).rowcount
+
+    # ------------------------------------------------------------ fine-tuned models
+
+    def models_report(self) -> tuple[list[FineTunedModel], int]:
+        """(the shipped adapter, then registered models oldest first; records skipped)."""
+        out = [m for m in [shipped_model()] if m]
+        skipped = 0
+        with self._connect() as con:
+            rows = con.execute("SELECT record FROM models ORDER BY created_at, rowid").fetchall()
+        for (record,) in rows:
+            try:
+                model = model_from_record(json.loads(record))
+            except json.JSONDecodeError:
+                model = None
+            if model is None:
+                skipped += 1
+            elif model.id != "shipped":
+                out.append(model)
+        return out, skipped
+
+    def models(self) -> list[FineTunedModel]:
+        return self.models_report()[0]
+
+    def _put_model(self, con: sqlite3.Connection, model: FineTunedModel, activate: bool) -> None:
+        con.execute("INSERT OR REPLACE INTO models (id, name, provider, created_at, version, record) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (model.id, model.name, model.provider, model.created_at or time.time(), 1,
+                     json.dumps(model_to_record(model), ensure_ascii=False)))
+        if activate:
+            con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('active_model', ?)", (model.id,))
+
+    def add_model(self, model: FineTunedModel, activate: bool = True) -> None:
+        if model.id == "shipped":
+            raise WorkspaceError("The id 'shipped' is reserved for the shipped adapter.")
+        with self._write() as con:
+            self._put_model(con, model, activate)
+
+    def remove_model(self, model_id: str) -> None:
+        with self._write() as con:
+            con.execute("DELETE FROM models WHERE id = ?", (model_id,))
+            if self._meta(con, "active_model") == model_id:
+                con.execute("DELETE FROM meta WHERE key = 'active_model'")
+
+    def activate(self, model_id: str) -> None:
+        if model_id not in {m.id for m in self.models()}:
+            raise WorkspaceError(f"No fine-tuned model {model_id!r} in workspace {self.name!r}.")
+        with self._write() as con:
+            con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('active_model', ?)", (model_id,))
+
+    def active_model(self) -> FineTunedModel | None:
+        """The model picked in this workspace, else the shipped adapter (if present)."""
+        models = self.models()
+        chosen = self.meta("active_model")
+        return next((m for m in models if m.id == chosen), None) or (models[0] if models else None)
+
+    # ------------------------------------------------------------ jobs
+
+    def add_job(self, job_id: str, kind: str, name: str, params: dict[str, Any], status: str = "starting",
+                pid: int | None = None) -> JobRecord:
+        now = time.time()
+        with self._write() as con:
+            con.execute("INSERT INTO jobs (id, kind, status, name, params, pid, created_at, updated_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (job_id, kind, status, name, json.dumps(params, ensure_ascii=False), pid, now, now))
+        job = self.job(job_id)
+        assert job is not None
+        return job
+
+    def update_job(self, job_id: str, *, status: str | None = None, pid: int | None = None,
+                   error: str | None = None, result: dict[str, Any] | None = None,
+                   model: FineTunedModel | None = None, activate: bool = True) -> None:
+        """Change a job; with `model`, register it in the same transaction (so a finished job
+        and its model appear together or not at all). A finished job is never reopened."""
+        with self._write() as con:
+            row = con.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise WorkspaceError(f"No job {job_id!r} in workspace {self.name!r}.")
+            if row[0] in TERMINAL and status is not None and status != row[0]:
+                return
+            sets, args = ["updated_at = ?"], [time.time()]
+            for column, value in (("status", status), ("pid", pid), ("error", error)):
+                if value is not None:
+                    sets.append(f"{column} = ?")
+                    args.append(value)
+            if result is not None:
+                sets.append("result = ?")
+                args.append(json.dumps(result, ensure_ascii=False))
+            con.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id = ?", (*args, job_id))
+            if model is not None:
+                self._put_model(con, model, activate)
+
+    @staticmethod
+    def _job(row: tuple[Any, ...]) -> JobRecord | None:
+        try:
+            return JobRecord(id=row[0], kind=row[1], status=row[2], name=row[3], params=json.loads(row[4] or "{}"),
+                             result=json.loads(row[5]) if row[5] else None, error=row[6], pid=row[7],
+                             created_at=row[8], updated_at=row[9])
+        except (json.JSONDecodeError, TypeError):
+            return None
+
+    _JOB_COLUMNS = "id, kind, status, name, params, result, error, pid, created_at, updated_at"
+
+    def job(self, job_id: str) -> JobRecord | None:
+        with self._connect() as con:
+            row = con.execute(f"SELECT {self._JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return self._check_alive(self._job(row)) if row else None
+
+    def jobs(self, kind: str | None = None) -> list[JobRecord]:
+        """Jobs newest first. A local job whose process has gone without a result is marked failed."""
+        where, args = ("WHERE kind = ?", (kind,)) if kind else ("", ())
+        with self._connect() as con:
+            rows = con.execute(f"SELECT {self._JOB_COLUMNS} FROM jobs {where} ORDER BY created_at DESC, rowid DESC",
+                               args).fetchall()
+        return [j for j in (self._check_alive(self._job(r)) for r in rows) if j is not None]
+
+    def _check_alive(self, job: JobRecord | None) -> JobRecord | None:
+        if job is None or job.kind != "local" or job.finished or _pid_alive(job.pid):
+            return job
+        if job.pid is None and time.time() - job.created_at < 60:
+            return job  # being started
+        self.update_job(job.id, status="failed",
+                        error="The training process ended without reporting a result (the machine or the app "
+                              "may have restarted). Its log is in " + str(self.job_folder(job.id) / "log.txt"))
+        return self.job(job.id)
+
+    def job_folder(self, job_id: str) -> Path:
+        """Where a local job keeps its training data, progress file and log."""
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", job_id):
+            raise WorkspaceError(f"{job_id!r} is not a valid job id.")
+        return self.folder / "jobs" / job_id
+
+    def adapter_path(self, job_id: str) -> Path:
+        return self.folder / "adapters" / f"{self.job_folder(job_id).name}.gguf"
+
+    def write_job_file(self, job_id: str, name: str, text: str) -> Path:
+        folder = self.job_folder(job_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / "adapters").mkdir(parents=True, exist_ok=True)
+        path = folder / name
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    def open_job_log(self, job_id: str) -> Any:
+        """The job's log file, opened for appending (binary): a training process writes its output there."""
+        folder = self.job_folder(job_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        return (folder / "log.txt").open("ab")
+
+    def adapter_sidecar(self, job_id: str) -> dict[str, Any] | None:
+        """The JSON sidecar the trainer writes next to a finished adapter, or None if there is no adapter."""
+        adapter = self.adapter_path(job_id)
+        if not adapter.is_file():
+            return None
+        try:
+            data = json.loads(adapter.with_name(adapter.name + ".json").read_text())
+            return data if isinstance(data, dict) else {}
+        except (OSError, json.JSONDecodeError):
+            return {}
+
+    def job_progress(self, job_id: str) -> dict[str, Any]:
+        """The progress a training job last wrote (step, total, loss, eta), or {} before the first."""
+        try:
+            data = json.loads((self.job_folder(job_id) / "progress.json").read_text())
+            return data if isinstance(data, dict) else {}
+        except (OSError, json.JSONDecodeError):
+            return {}
+
+    def job_log_tail(self, job_id: str, chars: int = 600) -> str:
+        try:
+            return (self.job_folder(job_id) / "log.txt").read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+
+# ---------------------------------------------------------------- the first release's files
+
+def import_legacy(ws: Workspace) -> dict[str, Any]:
+    """Import the first release's data/history/*.jsonl and data/models.json into `ws` once.
+    Each imported file is kept, renamed with an `.imported` suffix, so it is not imported
+    twice; a file that cannot be read is left where it is and reported."""
+    data_dir = ws.data_dir
+    summary: dict[str, Any] = {"comparisons": 0, "skipped_lines": 0, "models": 0, "files": [], "problems": []}
+    history_files = sorted((data_dir / "history").glob("*.jsonl")) if (data_dir / "history").is_dir() else []
+    models_file = data_dir / "models.json"
+    if not history_files and not models_file.is_file():
+        return summary
+    for path in history_files:
+        records = []
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError:
+                summary["skipped_lines"] += 1
+                continue
+            if not is_valid_record(item):
+                summary["skipped_lines"] += 1
+                continue
+            item.setdefault("collection", path.stem)
+            item.setdefault("version", RECORD_VERSION)
+            records.append(item)
+        summary["comparisons"] += ws._insert_comparisons(records)
+        _mark_imported(path)
+        summary["files"].append(path.name)
+    if models_file.is_file():
+        try:
+            data = json.loads(models_file.read_text())
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, OSError) as exc:
+            summary["problems"].append(f"{models_file} could not be read ({exc}); it was left in place, "
+                                       "not imported. Fix it and reopen the workspace to import it.")
+        else:
+            models = [model_from_record(m) for m in data.get("models", [])]
+            summary["skipped_models"] = sum(m is None for m in models)
+            with ws._write() as con:
+                for m in models:
+                    if m is not None and m.id != "shipped" and not con.execute(
+                            "SELECT 1 FROM models WHERE id = ?", (m.id,)).fetchone():
+                        ws._put_model(con, m, activate=False)
+                        summary["models"] += 1
+                if isinstance(data.get("active"), str) and ws._meta(con, "active_model") is None:
+                    con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('active_model', ?)",
+                                (data["active"],))
+            _mark_imported(models_file)
+            summary["files"].append(models_file.name)
+    if not summary["files"]:
+        return summary
+    with ws._write() as con:
+        con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                    (f"legacy_import_{time.time():.0f}", json.dumps(summary)))
+    return summary
+
+
+def _mark_imported(path: Path) -> None:
+    target = path.with_name(path.name + ".imported")
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.imported-{n}")
+    try:
+        path.rename(target)
+    except FileNotFoundError:  # another process imported it at the same moment
+        pass
