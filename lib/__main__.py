@@ -46,10 +46,13 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="accuracy, refusals, fabrication, citations and latency of each arm on a "
                                     "question set")
     p.add_argument("--set", dest="question_set", default=None,
-                   help="question set: 'sample' (default) or a JSONL file")
+                   help="question set: 'sample' (default), a set stored in the workspace, or a JSONL/CSV file")
     p.add_argument("--questions", type=Path, help=argparse.SUPPRESS)  # the earlier name of --set FILE
     p.add_argument("--arms", default=",".join(ARMS))
     p.add_argument("--limit", type=int, help="only the first N questions")
+    p.add_argument("--run-name", help="name the run (stored in the workspace; later commands find it by name)")
+    p.add_argument("--resume", metavar="RUN", help="answer what a stopped run (id or name) has not answered yet")
+    p.add_argument("--concurrency", type=int, default=8, help="hosted requests at once (local arms queue)")
     p.add_argument("--top-k", type=int, default=4)
     p.add_argument("--max-tokens", type=int, default=96)
     _common(p)
@@ -104,37 +107,41 @@ def _print_arm(r: ArmResult) -> None:
 
 
 def _evaluate(settings: Any, kb: Any, args: argparse.Namespace, arms: list[str]) -> int:
-    from lib import engine, evaluate
+    from lib import engine, evalrun, evaluate
 
-    chosen = args.question_set or (str(args.questions) if args.questions else "sample")
-    path = engine.SAMPLE_QUESTIONS if chosen == "sample" else Path(chosen)
-    if not path.is_file():
-        raise ValueError(f"No question set {chosen!r}: give 'sample' or the path of a JSONL file.")
-    questions = evaluate.load_questions(path)[: args.limit]
-    providers = engine.providers_for(settings)
-    params = GenParams(temperature=0.0, max_tokens=args.max_tokens)
+    ws = engine.workspace_for(settings)
+    if args.resume:
+        record = ws.run(args.resume)
+        if record is None:
+            raise ValueError(f"No evaluation run {args.resume!r} in workspace {ws.name!r}.")
+        run_id = record["id"]
+    else:
+        chosen = args.question_set or (str(args.questions) if args.questions else evalrun.SAMPLE_SET)
+        run_id, _, _ = evalrun.start(settings, ws, kb, chosen, arms, args.run_name, args.top_k, 0.0, 0.0,
+                                     args.max_tokens, args.concurrency, args.limit)
 
-    def progress(i: int, n: int, rows: list[evaluate.Graded]) -> None:
+    def progress(p: evalrun.Progress, rows: list[evaluate.Graded]) -> None:
         for g in rows:
             if args.json:
-                _emit({"id": g.question.id, "arm": g.arm, "correct": g.correct, "score": g.score,
+                _emit({"run": run_id, "id": g.question.id, "arm": g.arm, "correct": g.correct, "score": g.score,
                        "refused": g.refused, "fabricated": g.fabricated, "reason": g.reason, "cites": g.cites,
                        "citation_ok": g.citation_ok, "retrieval_hit": g.retrieval_hit,
                        "house_style": g.house_style, "answer": g.answer, "error": g.error,
                        "total_ms": g.total_ms, "cost_usd": g.cost_usd})
-        if not args.json:
-            marks = " ".join(f"{g.arm}={'ok' if g.correct else '--'}" for g in rows)
-            print(f"[{i}/{n}] {rows[0].question.id} {marks}", flush=True)
+            else:
+                left = f", about {p.seconds_left:.0f} s left" if p.seconds_left is not None else ""
+                print(f"[{p.done}/{p.total}{left}] {g.question.id} {g.arm}: {'ok' if g.correct else '--'} "
+                      f"({g.reason})", flush=True)
 
-    graded = evaluate.run(questions, lambda q: engine.ask(settings, q, arms, kb, params, top_k=args.top_k,
-                                                          providers=providers), progress)
-    summary = evaluate.summarise(graded)
+    evalrun.resume(settings, ws, kb, run_id, on_progress=progress)
+    record, summary, _ = evalrun.summary(ws, run_id)
     if args.json:
-        _emit({"summary": summary})
+        _emit({"run": run_id, "name": record["name"], "summary": summary})
     else:
         def pct(x: float | None) -> str:
             return "   -" if x is None else f"{x:4.0%}"
 
+        print(f"run {record['name']} ({run_id}) in workspace {ws.name}")
         print(f"{'arm':10} {'accuracy':>9} {'95% CI':>11} {'refused':>7} {'fabric.':>7} {'cites ok':>8} "
               f"{'style':>5} {'errors':>6} {'p50 ms':>7} {'p95 ms':>7}")
         for arm, s in summary.items():

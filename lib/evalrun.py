@@ -87,7 +87,8 @@ def answer_record(g: Graded, result: dict[str, Any]) -> dict[str, Any]:
     """The one stored shape of an evaluated answer: the arm's result and its grade."""
     return {
         "version": RUN_RECORD_VERSION, "question_id": g.question.id, "question": g.question.question,
-        "reference": g.question.answer, "answerable": g.question.answerable, "source": g.question.source,
+        "reference": g.question.answer, "keywords": list(g.question.keywords), "answerable": g.question.answerable,
+        "source": g.question.source,
         "arm": g.arm, "result": result,
         "grade": {"correct": g.correct, "score": g.score, "refused": g.refused, "fabricated": g.fabricated,
                   "reason": g.reason, "cites": g.cites, "citation_ok": g.citation_ok, "grounded": g.grounded,
@@ -194,3 +195,134 @@ def execute(run_id: str, spec: RunSpec, questions: list[Question], kb: Any,
     store.update_run(run_id, status="cancelled" if cancel.is_set() and progress.done < progress.total
                      else "finished", finished_at=time.time())
     return progress
+
+
+# ---------------------------------------------------------------- the flow the CLI and the Evaluate page call
+
+SAMPLE_SET = "sample"
+
+
+def questions_from_rows(rows: list[dict[str, Any]]) -> list[Question]:
+    return [Question(str(r.get("id") or f"q{i:03d}"), str(r["question"]), tuple(r.get("keywords") or ()),
+                     str(r.get("reference") or r.get("answer") or ""), str(r.get("source") or ""),
+                     bool(r.get("answerable", True))) for i, r in enumerate(rows, 1) if "error" not in r]
+
+
+def rows_from_questions(questions: list[Question]) -> list[dict[str, Any]]:
+    return [{"id": q.id, "question": q.question, "reference": q.answer, "keywords": list(q.keywords),
+             "source": q.source, "answerable": q.answerable} for q in questions]
+
+
+def load_set(workspace: Any, name: str) -> list[Question]:
+    """'sample' (shipped), a question set stored in the workspace, or a JSONL/CSV file."""
+    from pathlib import Path
+
+    from lib.engine import SAMPLE_QUESTIONS
+    from lib.evalsets import read_rows
+    from lib.evaluate import load_questions
+
+    if name == SAMPLE_SET:
+        return load_questions(SAMPLE_QUESTIONS)
+    stored = workspace.question_set(name) if workspace is not None else None
+    if stored is not None:
+        return questions_from_rows(stored)
+    path = Path(name)
+    if path.is_file():
+        rows, problems = read_rows(path.read_bytes(), path.name)
+        bad = [r for r in rows if "error" in r] + [{"line": n, "error": m} for n, m in problems]
+        if bad:
+            raise ValueError(f"{path.name} line {bad[0]['line']}: {bad[0]['error']}")
+        return questions_from_rows(rows)
+    sets = ", ".join([SAMPLE_SET, *(workspace.question_sets() if workspace is not None else [])])
+    raise ValueError(f"No question set {name!r}: use one of {sets}, or the path of a JSONL or CSV file.")
+
+
+def local_similarity(settings: Any) -> Callable[[str, str], float] | None:
+    """Cosine similarity by the offline embedder (for references without numbers or keywords)."""
+    from lib.embeddings import MiniLMEmbedder
+    from lib.engine import embedder_for
+
+    embedder = embedder_for(settings)
+    if not isinstance(embedder, MiniLMEmbedder):
+        embedder = MiniLMEmbedder()
+
+    def similarity(a: str, b: str) -> float:
+        va, vb = embedder.embed([a, b])
+        return float((va * vb).sum())
+
+    return similarity
+
+
+def eval_providers(settings: Any) -> dict[str, Provider | Exception]:
+    """Providers for a run: the hosted client retries more (honouring Retry-After) than on Compare."""
+    from lib.engine import providers_for
+
+    return providers_for(settings.with_overrides(max_retries=max(settings.max_retries, 5)))
+
+
+def start(settings: Any, workspace: Any, kb: Any, set_name: str, arms: list[str], run_name: str | None = None,
+          top_k: int = 4, min_score: float = 0.0, temperature: float = 0.0, max_tokens: int = 96,
+          concurrency: int = 8, limit: int | None = None) -> tuple[str, RunSpec, list[Question]]:
+    """Create a run record (nothing is asked yet): its id, spec and questions."""
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown or not arms:
+        raise ValueError(f"Unknown arm(s) {', '.join(unknown) or '(none)'}: use {', '.join(ARMS)}.")
+    questions = load_set(workspace, set_name)[:limit]
+    if not questions:
+        raise ValueError(f"The question set {set_name!r} has no questions.")
+    run_id = new_run_id()
+    models = {"base": settings.base.label, "finetuned": settings.finetuned.label if settings.finetuned else ""}
+    kinds = {"base": settings.base.provider, "finetuned": settings.finetuned.provider if settings.finetuned else ""}
+    spec = RunSpec(run_name or f"{set_name}-{run_id}", set_name, tuple(arms), kb.name if kb is not None else "",
+                   top_k, min_score, temperature, max_tokens, max(1, concurrency), models, kinds, len(questions))
+    workspace.create_run(run_id, spec.to_dict(), rows_from_questions(questions))
+    return run_id, spec, questions
+
+
+def spec_of(run: dict[str, Any]) -> RunSpec:
+    s = dict(run["spec"])
+    s["arms"] = tuple(s.get("arms", ()))
+    return RunSpec(**{k: v for k, v in s.items() if k in RunSpec.__dataclass_fields__})
+
+
+def resume(settings: Any, workspace: Any, kb: Any, run_id: str, cancel: threading.Event | None = None,
+           on_progress: OnProgress | None = None) -> Progress:
+    """Answer what a run has not answered yet (a new run, or one stopped by a cancel or a restart)."""
+    run = workspace.run(run_id)
+    if run is None:
+        raise ValueError(f"No evaluation run {run_id!r} in workspace {workspace.name!r}.")
+    workspace.update_run(run["id"], status="running")
+    questions = questions_from_rows(run["questions"])
+    try:
+        return execute(run["id"], spec_of(run), questions, kb, eval_providers(settings), workspace, cancel,
+                       on_progress, local_similarity(settings))
+    except BaseException as exc:
+        workspace.update_run(run["id"], status="failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def summary(workspace: Any, run: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]], list[Graded]]:
+    """(the run record, per-arm summary, graded answers) of a stored run, by id or name."""
+    from lib.evaluate import summarise
+
+    record = workspace.run(run)
+    if record is None:
+        raise ValueError(f"No evaluation run {run!r} in workspace {workspace.name!r}: run `python -m lib eval "
+                         "--run-name NAME` first.")
+    graded = graded_from_records(workspace.answers(record["id"]))
+    order = {a: i for i, a in enumerate(record["spec"].get("arms", []))}
+    graded.sort(key=lambda g: order.get(g.arm, 99))
+    return record, summarise(graded), graded
+
+
+def changed_questions(a: list[Graded], b: list[Graded]) -> list[dict[str, Any]]:
+    """Questions whose grade changed between two runs, per arm present in both."""
+    first = {(g.question.id, g.arm): g for g in a}
+    out = []
+    for g in b:
+        before = first.get((g.question.id, g.arm))
+        if before is not None and before.correct != g.correct:
+            out.append({"question_id": g.question.id, "question": g.question.question, "arm": g.arm,
+                        "before": before.correct, "after": g.correct, "before_answer": before.answer,
+                        "after_answer": g.answer})
+    return out

@@ -112,10 +112,27 @@ def _m001_records(con: sqlite3.Connection) -> None:
     """)
 
 
+def _m002_evaluation(con: sqlite3.Connection) -> None:
+    _script(con, """
+        CREATE TABLE question_sets (
+            name TEXT PRIMARY KEY, created_at REAL NOT NULL, source TEXT NOT NULL DEFAULT '',
+            version INTEGER NOT NULL, rows TEXT NOT NULL);
+        CREATE TABLE eval_runs (
+            id TEXT PRIMARY KEY, name TEXT NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL,
+            status TEXT NOT NULL, spec TEXT NOT NULL, questions TEXT NOT NULL, finished_at REAL, error TEXT);
+        CREATE INDEX eval_runs_by_name ON eval_runs (name, created_at);
+        CREATE TABLE eval_answers (
+            run_id TEXT NOT NULL REFERENCES eval_runs (id) ON DELETE CASCADE,
+            question_id TEXT NOT NULL, arm TEXT NOT NULL, created_at REAL NOT NULL, record TEXT NOT NULL,
+            PRIMARY KEY (run_id, question_id, arm));
+    """)
+
+
 # Numbered, applied in order, each once. Append new ones (evaluation runs, document commit
 # records, spend) at the end; never edit one that has shipped.
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (1, "records", _m001_records),
+    (2, "evaluation runs and question sets", _m002_evaluation),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -368,6 +385,96 @@ class Workspace:
         models = self.models()
         chosen = self.meta("active_model")
         return next((m for m in models if m.id == chosen), None) or (models[0] if models else None)
+
+    # ------------------------------------------------------------ evaluation
+
+    def save_question_set(self, name: str, rows: list[dict[str, Any]], source: str = "") -> None:
+        """Store (or replace) a question set of this workspace under `name`."""
+        if not name.strip():
+            raise WorkspaceError("Name the question set.")
+        with self._write() as con:
+            con.execute("INSERT OR REPLACE INTO question_sets (name, created_at, source, version, rows) "
+                        "VALUES (?, ?, ?, 1, ?)", (name.strip(), time.time(), source,
+                                                    json.dumps(rows, ensure_ascii=False)))
+
+    def question_sets(self) -> list[str]:
+        with self._connect() as con:
+            return [r[0] for r in con.execute("SELECT name FROM question_sets ORDER BY created_at")]
+
+    def question_set(self, name: str) -> list[dict[str, Any]] | None:
+        with self._connect() as con:
+            row = con.execute("SELECT rows FROM question_sets WHERE name = ?", (name,)).fetchone()
+        return None if row is None else list(json.loads(row[0]))
+
+    def delete_question_set(self, name: str) -> None:
+        with self._write() as con:
+            con.execute("DELETE FROM question_sets WHERE name = ?", (name,))
+
+    def create_run(self, run_id: str, spec: dict[str, Any], questions: list[dict[str, Any]]) -> None:
+        now = time.time()
+        with self._write() as con:
+            con.execute("INSERT INTO eval_runs (id, name, created_at, updated_at, status, spec, questions) "
+                        "VALUES (?, ?, ?, ?, 'running', ?, ?)",
+                        (run_id, str(spec.get("name") or run_id), now, now, json.dumps(spec, ensure_ascii=False),
+                         json.dumps(questions, ensure_ascii=False)))
+
+    def save_answer(self, run_id: str, question_id: str, arm: str, record: dict[str, Any]) -> None:
+        with self._write() as con:
+            con.execute("INSERT OR REPLACE INTO eval_answers (run_id, question_id, arm, created_at, record) "
+                        "VALUES (?, ?, ?, ?, ?)", (run_id, question_id, arm, time.time(),
+                                                   json.dumps(record, ensure_ascii=False)))
+            con.execute("UPDATE eval_runs SET updated_at = ? WHERE id = ?", (time.time(), run_id))
+
+    def answers(self, run_id: str) -> list[dict[str, Any]]:
+        """A run's stored answers in the order they were stored; unreadable records are skipped."""
+        out = []
+        with self._connect() as con:
+            for (record,) in con.execute("SELECT record FROM eval_answers WHERE run_id = ? ORDER BY rowid",
+                                         (run_id,)):
+                try:
+                    item = json.loads(record)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(item, dict) and "grade" in item and "result" in item:
+                    out.append(item)
+        return out
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        allowed = {"status", "finished_at", "error"}
+        sets = {k: v for k, v in fields.items() if k in allowed}
+        if not sets:
+            return
+        with self._write() as con:
+            con.execute(f"UPDATE eval_runs SET {', '.join(f'{k} = ?' for k in sets)}, updated_at = ? WHERE id = ?",
+                        (*sets.values(), time.time(), run_id))
+
+    def _run_row(self, row: tuple[Any, ...]) -> dict[str, Any]:
+        rid, name, created, updated, status, spec, questions, finished, error, answered = row
+        return {"id": rid, "name": name, "created_at": created, "updated_at": updated, "status": status,
+                "spec": json.loads(spec), "questions": json.loads(questions), "finished_at": finished,
+                "error": error, "answered": answered}
+
+    _RUN_COLUMNS = ("r.id, r.name, r.created_at, r.updated_at, r.status, r.spec, r.questions, r.finished_at, r.error, "
+                    "(SELECT COUNT(*) FROM eval_answers a WHERE a.run_id = r.id)")
+
+    def runs(self) -> list[dict[str, Any]]:
+        """Every evaluation run of the workspace, newest first."""
+        with self._connect() as con:
+            rows = con.execute(f"SELECT {self._RUN_COLUMNS} FROM eval_runs r ORDER BY r.created_at DESC").fetchall()
+        return [self._run_row(r) for r in rows]
+
+    def run(self, run: str) -> dict[str, Any] | None:
+        """A run by id, or the latest run of that name."""
+        with self._connect() as con:
+            row = con.execute(f"SELECT {self._RUN_COLUMNS} FROM eval_runs r WHERE r.id = ?", (run,)).fetchone() \
+                or con.execute(f"SELECT {self._RUN_COLUMNS} FROM eval_runs r WHERE r.name = ? "
+                               "ORDER BY r.created_at DESC LIMIT 1", (run,)).fetchone()
+        return None if row is None else self._run_row(row)
+
+    def delete_run(self, run_id: str) -> None:
+        with self._write() as con:
+            con.execute("DELETE FROM eval_answers WHERE run_id = ?", (run_id,))
+            con.execute("DELETE FROM eval_runs WHERE id = ?", (run_id,))
 
     # ------------------------------------------------------------ jobs
 

@@ -1,0 +1,120 @@
+"""Evaluation runs: stored per answer in the workspace, concurrent hosted arms, cancel and resume."""
+
+import json
+import threading
+import time
+
+import pytest
+
+from lib import engine, evalrun
+from lib.__main__ import main
+from lib.settings import ModelSpec
+
+
+@pytest.fixture
+def hosted_settings(settings, openai_server):
+    return settings.with_overrides(openai_api_key="sk-test-eval", openai_base_url=openai_server.base_url,
+                                   base=ModelSpec("openai", "gpt-4o-mini"),
+                                   finetuned=ModelSpec("openai", "ft:gpt-4o-mini-2024-07-18:acme::x"), max_retries=0)
+
+
+def _reply(body):
+    prompt = body["messages"][-1]["content"]
+    if "Revenue" in prompt or "revenue" in prompt:
+        return "I do not know."
+    return "45 days [1]." if "Sources:" in prompt else "Thirty days."
+
+
+def test_a_run_is_stored_per_answer_and_summarised(hosted_settings, openai_server, sample_kb_dir, embedder):
+    openai_server.reply_fn = _reply
+    s = hosted_settings.with_overrides(data_dir=sample_kb_dir)
+    ws = engine.workspace_for(s)
+    kb = engine.open_kb(s, embedder=embedder)
+    run_id, spec, questions = evalrun.start(s, ws, kb, "sample", ["baseline", "rag"], "first", limit=3)
+    assert ws.run("first")["id"] == run_id and ws.run(run_id)["status"] == "running"
+    progress = evalrun.resume(s, ws, kb, run_id)
+    assert progress.done == progress.total == 6
+    record, summary, graded = evalrun.summary(ws, "first")
+    assert record["status"] == "finished" and record["spec"]["arms"] == ["baseline", "rag"]
+    assert record["spec"]["models"]["base"] == "gpt-4o-mini" and record["spec"]["top_k"] == 4
+    assert summary["rag"]["accuracy"] == 1 / 3 and summary["rag"]["n"] == 3  # "45 days" is right for q01 only
+    assert summary["baseline"]["correct"] == 0
+    stored = ws.answers(run_id)
+    assert len(stored) == 6 and all(a["result"]["usage"]["prompt_tokens"] > 0 for a in stored)
+    assert all(a["grade"]["reason"] for a in stored)
+
+
+def test_cancel_then_resume_answers_only_what_is_missing(hosted_settings, openai_server, sample_kb_dir, embedder):
+    openai_server.reply_fn = _reply
+    s = hosted_settings.with_overrides(data_dir=sample_kb_dir)
+    ws = engine.workspace_for(s)
+    kb = engine.open_kb(s, embedder=embedder)
+    run_id, _, _ = evalrun.start(s, ws, kb, "sample", ["rag"], "resumable", limit=6, concurrency=1)
+    cancel = threading.Event()
+
+    def stop_after_two(p, rows):
+        if p.done >= 2:
+            cancel.set()
+
+    first = evalrun.resume(s, ws, kb, run_id, cancel=cancel, on_progress=stop_after_two)
+    assert ws.run(run_id)["status"] == "cancelled" and 2 <= first.done < 6
+    asked = len(openai_server.requests)
+    second = evalrun.resume(s, ws, kb, run_id)  # e.g. after a restart: a new process, the same workspace
+    assert second.skipped == first.done and second.done == 6
+    assert len(openai_server.requests) - asked == 6 - first.done  # nothing asked twice
+    assert ws.run(run_id)["status"] == "finished" and len(ws.answers(run_id)) == 6
+
+
+def test_hosted_requests_run_concurrently_up_to_the_limit(hosted_settings, openai_server, sample_kb_dir, embedder):
+    openai_server.first_token_delay = 0.3
+    s = hosted_settings.with_overrides(data_dir=sample_kb_dir)
+    ws = engine.workspace_for(s)
+    kb = engine.open_kb(s, embedder=embedder)
+    run_id, _, _ = evalrun.start(s, ws, kb, "sample", ["baseline", "finetuned"], limit=8, concurrency=8)
+    t0 = time.monotonic()
+    evalrun.resume(s, ws, kb, run_id)
+    wall = time.monotonic() - t0
+    assert len(ws.answers(run_id)) == 16
+    assert wall < 16 * 0.3 / 2  # serial would take at least 4.8 s; 8 at a time about 0.6 s
+
+
+def test_set_from_a_file_and_from_the_workspace(tmp_path, settings):
+    ws = engine.workspace_for(settings)
+    f = tmp_path / "mine.csv"
+    f.write_text("question,reference,keywords,answerable\nHow long?,30 days,30,true\nRevenue?,,,false\n")
+    qs = evalrun.load_set(ws, str(f))
+    assert [q.answerable for q in qs] == [True, False] and qs[0].keywords == ("30",)
+    ws.save_question_set("mine", evalrun.rows_from_questions(qs))
+    assert evalrun.load_set(ws, "mine") == qs
+    with pytest.raises(ValueError, match="sample, mine"):
+        evalrun.load_set(ws, "nope")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "q", "answerable": true}\n')
+    with pytest.raises(ValueError, match="line 1"):
+        evalrun.load_set(ws, str(bad))
+
+
+def test_eval_cli_stores_a_named_run_and_compares(hosted_settings, openai_server, sample_kb_dir, monkeypatch,
+                                                 capsys):
+    openai_server.reply_fn = _reply
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-eval")
+    monkeypatch.setenv("OPENAI_BASE_URL", openai_server.base_url)
+    monkeypatch.setenv("WORKBENCH_FT_MODEL", "ft:gpt-4o-mini-2024-07-18:acme::x")
+    argv = ["eval", "--set", "sample", "--limit", "2", "--arms", "rag,finetuned", "--run-name", "cli-run",
+            "--data-dir", str(sample_kb_dir), "--json"]
+    assert main(argv) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 5 and lines[-1]["name"] == "cli-run"
+    assert {x["arm"] for x in lines[:-1]} == {"rag", "finetuned"}
+    assert all({"correct", "score", "refused", "reason"} <= set(x) for x in lines[:-1])
+    ws = engine.workspace_for(hosted_settings.with_overrides(data_dir=sample_kb_dir))
+    assert ws.run("cli-run")["status"] == "finished"
+    openai_server.reply_fn = lambda body: "45 days [1]."
+    assert main(argv) == 0
+    capsys.readouterr()
+    runs = [r for r in ws.runs() if r["name"] == "cli-run"]
+    assert len(runs) == 2
+    _, _, before = evalrun.summary(ws, runs[1]["id"])
+    _, _, after = evalrun.summary(ws, runs[0]["id"])
+    changed = evalrun.changed_questions(before, after)
+    assert {(c["question_id"], c["arm"]) for c in changed} == {("q01", "finetuned")}
