@@ -81,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         results.append(cases.fair_timing(kb, question, args.max_tokens, plan.fair))
         log("prompt processing with and without llama.cpp's extra buffer types ...")
         results.append(cases.extra_buffer_types(kb, question, plan.bufts))
+        log("evaluation: 30 questions x 4 hosted arms against a 300 ms test server, 8 at a time ...")
+        results.append(cases.eval_concurrency(kb))
         log("memory: local worker with four arms vs the base model alone ...")
         results.append(cases.memory(kb, question, args.max_tokens))
     elapsed = time.perf_counter() - t0

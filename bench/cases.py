@@ -284,3 +284,44 @@ def extra_buffer_types(kb: KnowledgeBase, question: str, reps: Reps, top_k: int 
     m.details["note"] = ("auto mode keeps them on where the CPU has no AMX; a ratio below 1 here would mean "
                          "they cost speed on this CPU")
     return m
+
+
+def eval_concurrency(kb: KnowledgeBase, questions: int = 30, delay_s: float = 0.3, concurrency: int = 8
+                     ) -> Measurement:
+    """An evaluation of `questions` x 4 arms against the OpenAI-compatible test server (on 127.0.0.1) adding
+    `delay_s` to each request, `concurrency` at a time: wall time against the summed request time / concurrency."""
+    import time as _time
+
+    from lib import evalrun
+    from lib.evaluate import load_questions
+    from lib.settings import ModelSpec, load_settings
+    from tests.openai_server import FakeOpenAIServer
+
+    server = FakeOpenAIServer().start()
+    try:
+        server.first_token_delay = delay_s
+        server.reply = "45 days [1]."
+        settings = load_settings(env={}, secrets_file=None).with_overrides(
+            openai_api_key="sk-bench", openai_base_url=server.base_url, base=ModelSpec("openai", "gpt-4o-mini"),
+            finetuned=ModelSpec("openai", "ft:gpt-4o-mini-2024-07-18:bench::x"))
+        qs = load_questions(SAMPLE_QUESTIONS)[:questions]
+        spec = evalrun.RunSpec("bench", "sample", ("baseline", "rag", "finetuned", "hybrid"), kb.name,
+                               concurrency=concurrency)
+        store = evalrun.MemoryRunStore()
+        store.create_run("bench", spec.to_dict(), [])
+        t0 = _time.perf_counter()
+        evalrun.execute("bench", spec, qs, kb, evalrun.eval_providers(settings), store)
+        wall = _time.perf_counter() - t0
+        answers = store.answers("bench")
+        if len(answers) != len(qs) * 4 or any(a["result"]["error"] for a in answers):
+            raise RuntimeError("the evaluation did not answer every question")
+        summed = sum((a["result"]["total_ms"] - a["result"]["retrieval_ms"]) / 1000 for a in answers)
+    finally:
+        server.stop()
+    ideal = summed / concurrency
+    m = Measurement("eval_concurrency", f"Evaluation, {len(qs)} questions x 4 hosted arms, {concurrency} at a time",
+                    wall, ideal, "s", wall / ideal, 1.3, False, "evalrun.execute wall time",
+                    f"summed request time / {concurrency}", 1,
+                    {"requests": len(answers), "summed_request_s": round(summed, 2), "delay_s": delay_s,
+                     "note": f"{len(answers)} requests of >= {delay_s * 1000:.0f} ms each against the test server"})
+    return m

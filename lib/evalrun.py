@@ -185,6 +185,15 @@ def execute(run_id: str, spec: RunSpec, questions: list[Question], kb: Any,
         p = providers.get(arm.role)
         return getattr(p, "kind", "") == "local"
 
+    from lib.arms import Usage
+    from lib.pricing import cost_for
+
+    for p in {id(p): p for p in providers.values() if not isinstance(p, Exception)}.values():
+        try:  # load tokenizers and price tables once, before the threads that need them start
+            p.count_tokens("warm up")
+            cost_for(p.spec, Usage(1, 1, 0, 0, 0, 1))
+        except Exception:
+            pass
     local = [(q, a) for q, a in todo if is_local(a)]
     hosted = [(q, a) for q, a in todo if not is_local(a)]
     with ThreadPoolExecutor(max_workers=max(1, spec.concurrency), thread_name_prefix="eval-hosted") as pool, \

@@ -11,6 +11,7 @@ import functools
 import gzip
 import importlib.resources
 import re
+import threading
 from typing import Any
 
 # model prefix -> encoding (first match wins; fine-tuned ids are mapped to their base first)
@@ -62,9 +63,17 @@ def _ranks(name: str) -> dict[bytes, int]:
     return ranks
 
 
-@functools.lru_cache(maxsize=4)
+_encoding_lock = threading.Lock()
+
+
 def encoding(name: str) -> Any:
-    """A tiktoken Encoding built from shipped files, with tiktoken's own pattern and special tokens."""
+    """A tiktoken Encoding built from shipped files, loaded once even when many threads ask at once."""
+    with _encoding_lock:
+        return _encoding(name)
+
+
+@functools.lru_cache(maxsize=4)
+def _encoding(name: str) -> Any:
     import tiktoken
     from tiktoken_ext import openai_public
 
