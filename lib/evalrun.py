@@ -335,3 +335,61 @@ def changed_questions(a: list[Graded], b: list[Graded]) -> list[dict[str, Any]]:
                         "before": before.correct, "after": g.correct, "before_answer": before.answer,
                         "after_answer": g.answer})
     return out
+
+
+# ---------------------------------------------------------------- runs that outlive the browser tab
+
+@dataclass
+class RunningEval:
+    """A run answering in a background thread of this server process; any session can follow or cancel it."""
+
+    workspace: str
+    run_id: str
+    cancel: threading.Event = field(default_factory=threading.Event)
+    progress: Progress | None = None
+    error: str | None = None
+    thread: threading.Thread | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+
+_running: dict[tuple[str, str], RunningEval] = {}
+_running_lock = threading.Lock()
+
+
+def run_in_background(settings: Any, workspace: Any, kb: Any, run_id: str) -> RunningEval:
+    """Start (or resume) a run in a daemon thread; a second call for the same run returns the same handle."""
+    key = (f"{workspace.data_dir}:{workspace.name}", run_id)
+    with _running_lock:
+        current = _running.get(key)
+        if current is not None and current.alive:
+            return current
+        handle = RunningEval(workspace.name, run_id)
+
+        def on_progress(p: Progress, _rows: list[Graded]) -> None:
+            handle.progress = p
+
+        def work() -> None:
+            try:
+                handle.progress = resume(settings, workspace, kb, run_id, handle.cancel, on_progress)
+            except Exception as exc:  # recorded on the run by resume(); shown by the page
+                handle.error = f"{type(exc).__name__}: {exc}"
+
+        handle.thread = threading.Thread(target=work, name=f"eval-{run_id}", daemon=True)
+        _running[key] = handle
+        handle.thread.start()
+        return handle
+
+
+def running(workspace: Any, run_id: str) -> RunningEval | None:
+    """The live handle of a run in this process, if it is answering now."""
+    handle = _running.get((f"{workspace.data_dir}:{workspace.name}", run_id))
+    return handle if handle is not None and handle.alive else None
+
+
+def interrupted(workspace: Any) -> list[dict[str, Any]]:
+    """Runs recorded as running that no thread of this process is answering (stopped by a restart):
+    they can be resumed."""
+    return [r for r in workspace.runs() if r["status"] == "running" and running(workspace, r["id"]) is None]

@@ -118,3 +118,25 @@ def test_eval_cli_stores_a_named_run_and_compares(hosted_settings, openai_server
     _, _, after = evalrun.summary(ws, runs[0]["id"])
     changed = evalrun.changed_questions(before, after)
     assert {(c["question_id"], c["arm"]) for c in changed} == {("q01", "finetuned")}
+
+
+def test_a_background_run_can_be_followed_cancelled_and_resumed(hosted_settings, openai_server, sample_kb_dir,
+                                                               embedder):
+    openai_server.first_token_delay = 0.2
+    s = hosted_settings.with_overrides(data_dir=sample_kb_dir)
+    ws = engine.workspace_for(s)
+    kb = engine.open_kb(s, embedder=embedder)
+    run_id, _, _ = evalrun.start(s, ws, kb, "sample", ["baseline"], "background", limit=12, concurrency=1)
+    handle = evalrun.run_in_background(s, ws, kb, run_id)
+    assert evalrun.run_in_background(s, ws, kb, run_id) is handle  # a second session attaches to the same run
+    while handle.progress is None or handle.progress.done < 2:
+        time.sleep(0.05)
+    handle.cancel.set()
+    handle.thread.join(10)
+    assert not handle.alive and ws.run(run_id)["status"] == "cancelled"
+    assert evalrun.running(ws, run_id) is None
+    ws.update_run(run_id, status="running")  # as a server restart mid-run leaves it
+    assert [r["id"] for r in evalrun.interrupted(ws)] == [run_id]
+    again = evalrun.run_in_background(s, ws, kb, run_id)
+    again.thread.join(30)
+    assert again.error is None and ws.run(run_id)["status"] == "finished" and len(ws.answers(run_id)) == 12
