@@ -55,7 +55,7 @@ def test_first_visit_offers_one_click_start_and_answers(app, fake_provider):
 
 def test_documents_upload_preview_remove(app):
     _open(app, "views/documents.py")
-    app.file_uploader(key="docs_uploader").set_value([
+    app.file_uploader[0].set_value([
         ("notes.md", b"# Notes\n\nThe office parrot is called Juniper.", "text/markdown"),
         ("empty.txt", b"", "text/plain"),
         ("page.html", b"<html><body><p>Hours: <b>9-17</b></p><script>x()</script></body></html>", "text/html"),
@@ -67,11 +67,23 @@ def test_documents_upload_preview_remove(app):
     assert len(app.success) == 2
     table = app.dataframe[0].value
     assert sorted(table["document"]) == ["notes.md", "page.html"]
+    # right after the add: the counts include the new chunks, and the uploader is empty again
+    chunks = int(table["chunks"].sum())
+    assert chunks > 0 and any(f"· {chunks} chunks ·" in c.value for c in app.caption)
+    assert not app.file_uploader[0].value and app.button(key="docs_add").disabled
     app.selectbox(key="docs_selected").set_value("page.html").run()
     texts = [t.value for t in app.text]
     assert any("Hours:" in t and "9-17" in t for t in texts) and not any("x()" in t for t in texts)
+    # removing asks first; Cancel keeps the document
     app.button(key="docs_remove").click().run()
+    assert any("page.html" in w.value.replace("\\", "") and "cannot be undone" in w.value for w in app.warning)
+    assert sorted(app.dataframe[0].value["document"]) == ["notes.md", "page.html"]
+    app.button(key="docs_remove_cancel").click().run()
+    assert not app.warning and len(app.dataframe[0].value) == 2
+    app.button(key="docs_remove").click().run()
+    app.button(key="docs_remove_confirm").click().run()
     assert list(app.dataframe[0].value["document"]) == ["notes.md"]
+    assert any(f"· {chunks - 1} chunks ·" in c.value for c in app.caption)
 
 
 def _kbs(at):
