@@ -20,6 +20,7 @@ LOCAL_ZERO = "$0: local models have no per-token charge"
 
 def _all_zero(fig: go.Figure, message: str = LOCAL_ZERO) -> go.Figure:
     """A cost chart whose every value is $0: the message instead of empty axes."""
+    fig.update_traces(visible=False)
     fig.update_layout(xaxis={"visible": False}, yaxis={"visible": False}, showlegend=False)
     fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper",
                        font={"size": 15})
@@ -71,8 +72,8 @@ def cost(results: list[ArmResult] | tuple[ArmResult, ...]) -> go.Figure:
     ok = [r for r in _ok(results) if r.cost_usd is not None]
     text = [("$0 (local)" if r.cost_usd == 0 else usd(r.cost_usd)) +
             (" est." if r.usage_source == "estimate" else "") for r in ok]
-    fig = go.Figure(go.Bar(x=[r.label for r in ok], y=[r.cost_usd for r in ok], text=text, textposition="auto",
-                           marker_color=[ARM_COLORS[r.arm] for r in ok]))
+    fig = go.Figure(go.Bar(x=[r.label for r in ok], y=[r.cost_usd for r in ok], text=text, textposition="outside",
+                           cliponaxis=False, marker_color=[ARM_COLORS[r.arm] for r in ok]))
     missing = [r.label for r in _ok(results) if r.cost_usd is None]
     title = "Cost per arm (USD)" + (f" — no price known for {', '.join(missing)}" if missing else "")
     top = max((r.cost_usd or 0.0 for r in ok), default=0.0)

@@ -5,7 +5,7 @@ import streamlit as st
 from lib import engine
 from lib.chunking import DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP_TOKENS, MAX_CHUNK_TOKENS
 from lib.errors import ConfigError
-from lib.format import escape_markdown, when
+from lib.format import escape_markdown, one_line, when
 from lib.store import delete_knowledge_base
 
 settings = st.session_state.settings
@@ -76,7 +76,7 @@ else:
                        "tokens": st.column_config.NumberColumn(format="%d")})
     chosen = st.selectbox("Document", [d.name for d in docs], key="docs_selected")
     p1, p2 = st.columns([4, 1])
-    with p1.expander(f"Preview the chunks of {escape_markdown(chosen)}"):
+    with p1.expander(f"Preview the chunks of {escape_markdown(one_line(chosen))}"):
         for chunk in kb.chunks_of(chosen):
             st.caption(f"Chunk {chunk.chunk}")
             st.text(chunk.text)
@@ -91,7 +91,7 @@ else:
             removed = kb.remove_document(chosen)
             st.session_state.docs_last_results = []
             st.session_state.pop("docs_remove_pending", None)
-            st.toast(f"Removed {escape_markdown(chosen)} ({removed} chunks).")
+            st.toast(f"Removed {escape_markdown(one_line(chosen))} ({removed} chunks).")
             st.rerun()
         if n.button("Cancel", key="docs_remove_cancel"):
             st.session_state.pop("docs_remove_pending", None)
