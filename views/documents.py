@@ -56,12 +56,13 @@ if add or sample:
 if st.session_state.get("docs_last_results"):
     for r in st.session_state.docs_last_results:
         if r["status"] == "error":
-            st.error(f"**{escape_markdown(r['file'])}**: {escape_markdown(r['error'] or '')}", icon="⚠️")
+            st.error(f"**{escape_markdown(one_line(r['file']))}**: {escape_markdown(r['error'] or '')}", icon="⚠️")
         elif r["status"] == "unchanged":
-            st.info(f"**{escape_markdown(r['file'])}**: already in the knowledge base ({r['chunks']} chunks), "
-                    "nothing added.")
+            st.info(f"**{escape_markdown(one_line(r['file']))}**: already in the knowledge base "
+                    f"({r['chunks']} chunks), nothing added.")
         else:
-            st.success(f"**{escape_markdown(r['file'])}**: {r['status']}, {r['chunks']} chunks, {r['tokens']} tokens.")
+            st.success(f"**{escape_markdown(one_line(r['file']))}**: {r['status']}, {r['chunks']} chunks, "
+                       f"{r['tokens']} tokens.")
 
 st.subheader("In this knowledge base")
 docs = kb.documents()
