@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import plotly.graph_objects as go
@@ -94,20 +95,25 @@ def source_scores(sources: Any) -> go.Figure:
         idx = [n for n, s in enumerate(sources, 1) if s.document == doc]
         fig.add_bar(name=_short(doc, 40), x=[names[n - 1] for n in idx], y=[sources[n - 1].score for n in idx],
                     marker_color=palette[i % len(palette)],
-                    hovertext=[f"{' '.join(doc.split())} · chunk {sources[n - 1].chunk}" for n in idx])
+                    hovertext=[f"{_plain(doc)} · chunk {sources[n - 1].chunk}" for n in idx])
     fig.update_layout(title="Retrieved sources by score", yaxis_title="cosine similarity", yaxis_range=[0, 1],
                       xaxis={"categoryorder": "array", "categoryarray": names}, **_LAYOUT)
     return fig
 
 
+def _plain(text: str) -> str:
+    """Untrusted text for a Plotly label: Plotly reads <a href>, <b>, <br>... in labels, so < > & are entities."""
+    return html.escape(" ".join(str(text).split()), quote=False)
+
+
 def _short(text: str, width: int) -> str:
     text = " ".join(text.split())
-    return text if len(text) <= width else text[:width - 1] + "…"
+    return _plain(text if len(text) <= width else text[:width - 1] + "…")
 
 
 def source_label(n: int, source: Any) -> str:
-    """An axis label for source n: its number and (the start of) its document's name."""
-    return f"[{n}] {_short(source.document, 24)} #{source.chunk}"
+    """An axis label for source n: its number and (the start of) its document's name, over two lines."""
+    return f"[{n}] {_short(source.document, 20)}<br>#{source.chunk}"
 
 
 # ---------------------------------------------------------------- across questions (history rows)
@@ -119,7 +125,7 @@ def cost_vs_latency(rows: list[dict[str, Any]]) -> go.Figure:
         if pts:
             fig.add_scatter(name=pts[0]["label"], x=[p["total_ms"] for p in pts], y=[p["cost_usd"] for p in pts],
                             mode="markers", marker={"color": color, "size": 10},
-                            hovertext=[p["question"][:80] for p in pts])
+                            hovertext=[_plain(p["question"][:80]) for p in pts])
     fig.update_layout(title="Cost vs latency, every question", xaxis_title="total ms",
                       yaxis={"title": "USD", **_USD_AXIS}, **_LAYOUT)
     costs = [r["cost_usd"] for r in rows if r["cost_usd"] is not None]

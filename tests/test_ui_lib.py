@@ -67,7 +67,7 @@ def test_per_question_charts_use_the_arm_colours():
     assert list(cost.data[0].x) == ["RAG"] and "no price known for Baseline" in cost.layout.title.text
     src = charts.source_scores(SOURCES)
     assert [t.name for t in src.data] == ["refund_policy.md", "faq.md"]
-    assert list(src.data[0].x) == ["[1] refund_policy.md #2", "[3] refund_policy.md #3"]  # names, not only [n]
+    assert list(src.data[0].x) == ["[1] refund_policy.md<br>#2", "[3] refund_policy.md<br>#3"]  # names, not only [n]
 
 
 def test_estimated_usage_is_marked_in_the_token_chart():
@@ -164,3 +164,10 @@ def test_token_chart_stacks_to_the_prompt_total():
     fig = charts.tokens([r])
     assert list(fig.data[0].x) == ["RAG (parts est.)"]
     assert sum(t.y[0] for t in fig.data if t.name != "completion") == 673
+
+
+def test_chart_labels_cannot_form_links():
+    evil = (Source('<a href="http://e.example">x</a>\n\nname.md', 0, 0.5, "t"),)
+    fig = charts.source_scores(evil)
+    shown = [fig.data[0].name, *fig.data[0].x, *fig.data[0].hovertext]
+    assert all("<a" not in t and "&lt;a href" in t for t in shown), shown
