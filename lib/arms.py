@@ -78,8 +78,18 @@ class Usage:
     system_tokens: int
     context_tokens: int
     question_tokens: int
-    overhead_tokens: int  # chat template / message framing: prompt minus the three parts
+    overhead_tokens: int  # chat template / message framing: prompt minus the three parts, never negative
     cached_tokens: int = 0
+    # True when the four parts above are estimates scaled to `prompt_tokens`: the provider's reported prompt
+    # total differed from our own count of the prompt (its tokenizer is not ours). They still sum exactly.
+    parts_estimated: bool = False
+    counted_prompt_tokens: int | None = None  # our own count of the whole prompt, when it differed
+
+    @property
+    def parts(self) -> dict[str, int]:
+        """The prompt by part; the values always sum to `prompt_tokens`."""
+        return {"system": self.system_tokens, "context": self.context_tokens, "question": self.question_tokens,
+                "overhead": self.overhead_tokens}
 
     @property
     def total_tokens(self) -> int:
@@ -152,19 +162,50 @@ def queue_status(event: Queued) -> str:
     return f"Waiting for the shared local model: {ahead}{eta}"
 
 
+def apportion(total: int, weights: list[int]) -> list[int]:
+    """`total` split in proportion to `weights` as non-negative integers that sum to `total` exactly
+    (largest remainder); with no weight at all, everything goes to the last part."""
+    if total <= 0:
+        return [0] * len(weights)
+    whole = sum(max(0, w) for w in weights)
+    if whole == 0:
+        return [0] * (len(weights) - 1) + [total]
+    exact = [max(0, w) * total / whole for w in weights]
+    out = [int(x) for x in exact]
+    for i in sorted(range(len(weights)), key=lambda i: exact[i] - out[i], reverse=True)[:total - sum(out)]:
+        out[i] += 1
+    return out
+
+
 def _usage(provider: Provider, parts: PromptParts, done: Done, answer: str) -> tuple[Usage, str]:
+    """Prompt and completion tokens, and the prompt split into system, context, question and chat template.
+
+    The parts are counted with the provider's tokenizer as we know it. When the provider reports a prompt
+    total that differs from our own count of the whole prompt (a server whose tokenizer is not tiktoken's),
+    the parts (and our estimate of the chat template) are scaled to the reported total and flagged
+    `parts_estimated`: they always sum exactly to `prompt_tokens`, and none is negative."""
     from lib.tokens import count_chat
 
     system = provider.count_tokens(parts.system)
     context = provider.count_tokens(parts.context) if parts.context else 0
     question = provider.count_tokens(parts.question)
-    if done.prompt_tokens is not None and done.completion_tokens is not None:
-        prompt, completion, source = done.prompt_tokens, done.completion_tokens, "provider"
+    counted = system + context + question
+    reported = done.prompt_tokens is not None and done.completion_tokens is not None
+    if reported:
+        prompt, completion, source = int(done.prompt_tokens or 0), int(done.completion_tokens or 0), "provider"
     else:
         prompt = count_chat(parts.messages(), getattr(provider.spec, "name", ""))
         completion, source = provider.count_tokens(answer), "estimate"
-    overhead = prompt - system - context - question
-    return Usage(prompt, completion, system, context, question, overhead, done.cached_tokens), source
+    if not reported or provider.kind == "local":
+        ours = prompt  # the same tokenizer counted the parts and the whole (llama.cpp's own, or ours)
+    else:
+        ours = count_chat(parts.messages(), getattr(provider.spec, "name", ""))
+    if ours == prompt and counted <= prompt:
+        return Usage(prompt, completion, system, context, question, prompt - counted, done.cached_tokens), source
+    template = max(0, ours - counted)
+    s, c, q, t = apportion(prompt, [system, context, question, template])
+    return Usage(prompt, completion, s, c, q, t, done.cached_tokens, parts_estimated=True,
+                 counted_prompt_tokens=max(ours, counted)), source
 
 
 def run_arm(arm: Arm, provider: Provider | Exception, question: str, sources: list[Source] | None,

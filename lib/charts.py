@@ -2,16 +2,35 @@
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import plotly.graph_objects as go
 
 from lib.arms import ArmResult
-from lib.format import ARM_COLORS, PART_COLORS
+from lib.format import ARM_COLORS, PART_COLORS, usd
 
-_LAYOUT: dict[str, Any] = {"margin": {"l": 10, "r": 10, "t": 60, "b": 10}, "height": 320,
-                           "legend": {"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 0},
+# The legend sits under the plot, so it never runs into the title however many entries it has.
+_LAYOUT: dict[str, Any] = {"margin": {"l": 10, "r": 10, "t": 50, "b": 10}, "height": 340,
+                           "legend": {"orientation": "h", "y": -0.18, "yanchor": "top", "x": 0},
                            "template": "plotly_white"}
+# Dollars as $0.0003 or $1.25 (never "100µ"): up to 6 decimals, trailing zeros trimmed.
+_USD_AXIS: dict[str, Any] = {"tickformat": "$,.6~f", "rangemode": "tozero"}
+LOCAL_ZERO = "$0: local models have no per-token charge"
+
+
+def _all_zero(fig: go.Figure, message: str = LOCAL_ZERO) -> go.Figure:
+    """A cost chart whose every value is $0: the message instead of empty axes."""
+    fig.update_traces(visible=False)
+    fig.update_layout(xaxis={"visible": False}, yaxis={"visible": False}, showlegend=False)
+    fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper",
+                       font={"size": 15})
+    return fig
+
+
+def _count_axis(n: int) -> dict[str, Any]:
+    """An axis of whole counts 1..n: integer ticks only."""
+    return {"tickmode": "linear", "tick0": 1, "dtick": max(1, -(-n // 10)), "tickformat": "d"}
 
 
 def _ok(results: list[ArmResult] | tuple[ArmResult, ...]) -> list[ArmResult]:
@@ -37,35 +56,32 @@ def latency(results: list[ArmResult] | tuple[ArmResult, ...]) -> go.Figure:
 def tokens(results: list[ArmResult] | tuple[ArmResult, ...]) -> go.Figure:
     """Per arm: prompt tokens by part (system, context, question, template) and completion."""
     ok = [r for r in _ok(results) if r.usage]
-    labels = [r.label + (" (est.)" if r.usage_source == "estimate" else "") for r in ok]
-    parts = {
-        "system": [r.usage.system_tokens for r in ok],  # type: ignore[union-attr]
-        "context": [r.usage.context_tokens for r in ok],  # type: ignore[union-attr]
-        "question": [r.usage.question_tokens for r in ok],  # type: ignore[union-attr]
-        "overhead": [max(0, r.usage.overhead_tokens) for r in ok],  # type: ignore[union-attr]
-        "completion": [r.usage.completion_tokens for r in ok],  # type: ignore[union-attr]
-    }
+    labels = [r.label + (" (est.)" if r.usage_source == "estimate" else " (parts est.)"
+                         if r.usage.parts_estimated else "") for r in ok]  # type: ignore[union-attr]
+    parts = {k: [r.usage.parts[k] for r in ok] for k in ("system", "context", "question", "overhead")}  # type: ignore[union-attr]
+    parts["completion"] = [r.usage.completion_tokens for r in ok]  # type: ignore[union-attr]
     names = {"overhead": "chat template", "completion": "completion"}
     fig = go.Figure([go.Bar(name=names.get(k, k), x=labels, y=v, marker_color=PART_COLORS[k])
                      for k, v in parts.items()])
-    fig.update_layout(barmode="stack", title="Tokens per arm", yaxis_title="tokens", **_LAYOUT)
+    fig.update_layout(barmode="stack", title="Tokens per arm (prompt by part, then completion)",
+                      yaxis={"title": "tokens", "tickformat": ",d"}, **_LAYOUT)
     return fig
 
 
 def cost(results: list[ArmResult] | tuple[ArmResult, ...]) -> go.Figure:
     """Per arm: cost in USD; unknown prices are left out and said so."""
     ok = [r for r in _ok(results) if r.cost_usd is not None]
-    text = [("$0 (local)" if r.cost_usd == 0 else f"${r.cost_usd:.6f}") +
+    text = [("$0 (local)" if r.cost_usd == 0 else usd(r.cost_usd)) +
             (" est." if r.usage_source == "estimate" else "") for r in ok]
-    fig = go.Figure(go.Bar(x=[r.label for r in ok], y=[r.cost_usd for r in ok], text=text, textposition="auto",
-                           marker_color=[ARM_COLORS[r.arm] for r in ok]))
+    fig = go.Figure(go.Bar(x=[r.label for r in ok], y=[r.cost_usd for r in ok], text=text, textposition="outside",
+                           cliponaxis=False, marker_color=[ARM_COLORS[r.arm] for r in ok]))
     missing = [r.label for r in _ok(results) if r.cost_usd is None]
     title = "Cost per arm (USD)" + (f" — no price known for {', '.join(missing)}" if missing else "")
     top = max((r.cost_usd or 0.0 for r in ok), default=0.0)
-    fig.update_layout(title=title, yaxis_title="USD", yaxis_range=[0, top * 1.25 if top > 0 else 1], **_LAYOUT)
+    fig.update_layout(title=title, yaxis={"title": "USD", **_USD_AXIS, "range": [0, top * 1.25 if top else 1]},
+                      **_LAYOUT)
     if ok and top == 0:
-        fig.add_annotation(text="$0 for every arm: local models have no per-token charge", showarrow=False,
-                           x=0.5, y=0.5, xref="paper", yref="paper", font={"size": 14})
+        _all_zero(fig)
     return fig
 
 
@@ -73,16 +89,31 @@ def source_scores(sources: Any) -> go.Figure:
     """Retrieved sources [1..k] by similarity score, coloured by document."""
     palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
     docs = list(dict.fromkeys(s.document for s in sources))
+    names = [source_label(n, s) for n, s in enumerate(sources, 1)]
     fig = go.Figure()
     for i, doc in enumerate(docs):
         idx = [n for n, s in enumerate(sources, 1) if s.document == doc]
-        fig.add_bar(name=doc, x=[f"[{n}]" for n in idx], y=[sources[n - 1].score for n in idx],
+        fig.add_bar(name=_short(doc, 40), x=[names[n - 1] for n in idx], y=[sources[n - 1].score for n in idx],
                     marker_color=palette[i % len(palette)],
-                    hovertext=[f"{doc} · chunk {sources[n - 1].chunk}" for n in idx])
+                    hovertext=[f"{_plain(doc)} · chunk {sources[n - 1].chunk}" for n in idx])
     fig.update_layout(title="Retrieved sources by score", yaxis_title="cosine similarity", yaxis_range=[0, 1],
-                      xaxis={"categoryorder": "array", "categoryarray": [f"[{n}]" for n in range(1, len(sources) + 1)]},
-                      **_LAYOUT)
+                      xaxis={"categoryorder": "array", "categoryarray": names}, **_LAYOUT)
     return fig
+
+
+def _plain(text: str) -> str:
+    """Untrusted text for a Plotly label: Plotly reads <a href>, <b>, <br>... in labels, so < > & are entities."""
+    return html.escape(" ".join(str(text).split()), quote=False)
+
+
+def _short(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return _plain(text if len(text) <= width else text[:width - 1] + "…")
+
+
+def source_label(n: int, source: Any) -> str:
+    """An axis label for source n: its number and (the start of) its document's name, over two lines."""
+    return f"[{n}] {_short(source.document, 20)}<br>#{source.chunk}"
 
 
 # ---------------------------------------------------------------- across questions (history rows)
@@ -94,8 +125,12 @@ def cost_vs_latency(rows: list[dict[str, Any]]) -> go.Figure:
         if pts:
             fig.add_scatter(name=pts[0]["label"], x=[p["total_ms"] for p in pts], y=[p["cost_usd"] for p in pts],
                             mode="markers", marker={"color": color, "size": 10},
-                            hovertext=[p["question"][:80] for p in pts])
-    fig.update_layout(title="Cost vs latency, every question", xaxis_title="total ms", yaxis_title="USD", **_LAYOUT)
+                            hovertext=[_plain(p["question"][:80]) for p in pts])
+    fig.update_layout(title="Cost vs latency, every question", xaxis_title="total ms",
+                      yaxis={"title": "USD", **_USD_AXIS}, **_LAYOUT)
+    costs = [r["cost_usd"] for r in rows if r["cost_usd"] is not None]
+    if costs and not any(costs):
+        _all_zero(fig, LOCAL_ZERO + " (latency per arm: see the chart beside)")
     return fig
 
 
@@ -113,9 +148,11 @@ def latency_distribution(rows: list[dict[str, Any]]) -> go.Figure:
 
 def cumulative_cost(rows: list[dict[str, Any]]) -> go.Figure:
     fig = go.Figure()
+    longest = 0
     for arm, color in ARM_COLORS.items():
         pts = sorted((r for r in rows if r["arm"] == arm and r["cost_usd"] is not None),
                      key=lambda r: r["created_at"])
+        longest = max(longest, len(pts))
         if pts:
             total, ys = 0.0, []
             for p in pts:
@@ -123,5 +160,9 @@ def cumulative_cost(rows: list[dict[str, Any]]) -> go.Figure:
                 ys.append(total)
             fig.add_scatter(name=pts[0]["label"], x=list(range(1, len(ys) + 1)), y=ys, mode="lines+markers",
                             line={"color": color})
-    fig.update_layout(title="Cumulative cost", xaxis_title="questions asked", yaxis_title="USD", **_LAYOUT)
+    fig.update_layout(title="Cumulative cost", xaxis={"title": "questions asked", **_count_axis(longest)},
+                      yaxis={"title": "USD", **_USD_AXIS}, **_LAYOUT)
+    costs = [r["cost_usd"] for r in rows if r["cost_usd"] is not None]
+    if costs and not any(costs):
+        _all_zero(fig)
     return fig

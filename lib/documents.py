@@ -104,14 +104,73 @@ def _docx_text(name: str, data: bytes) -> tuple[str, str | None]:
     return "\n".join(parts), (document.core_properties.title or None)
 
 
+# Elements that start a new line in a browser (CSS display: block, list-item, table-row...); everything else
+# is inline and joins its neighbours, as a browser shows it ("nas@debian.org", not "nas / @ / debian").
+_HTML_BLOCKS = {
+    "address", "article", "aside", "blockquote", "body", "caption", "center", "dd", "details", "dialog", "div",
+    "dl", "dt", "fieldset", "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6",
+    "header", "hgroup", "hr", "html", "legend", "li", "main", "menu", "ol", "p", "pre", "section", "summary",
+    "table", "tbody", "thead", "tfoot", "tr", "ul", "title",
+}
+_HTML_PARAGRAPHS = {"p", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "blockquote", "table", "ul", "ol", "dl",
+                    "section", "article", "figure", "hr"}
+_HTML_DROPPED = ["script", "style", "noscript", "template", "head", "nav", "svg", "button", "select", "iframe",
+                 "object", "canvas"]
+# Permalink anchors next to headings (Sphinx's "¶", GitHub's and MkDocs' "#", "🔗").
+_PERMALINK_TEXT = {"¶", "#", "🔗", "§", "\uf0c1"}
+
+
+def _is_navigation(tag: object) -> bool:
+    from bs4 import Tag
+
+    if not isinstance(tag, Tag) or tag.attrs is None:
+        return False
+    role = str(tag.get("role") or "").lower()
+    classes = {str(c).lower() for c in (tag.get("class") or [])}
+    if role in ("navigation", "search", "menubar", "menu") or classes & {"headerlink", "sphinxsidebar", "related",
+                                                                       "navbar", "breadcrumbs", "skip-link"}:
+        return True
+    href = str(tag.get("href") or "")
+    return tag.name == "a" and href.startswith("#") and tag.get_text(strip=True) in _PERMALINK_TEXT
+
+
 def _html_text(name: str, data: bytes) -> tuple[str, str | None]:
-    from bs4 import BeautifulSoup
+    """The text of a web page as a browser shows it: inline elements joined, one paragraph per block,
+    scripts, styles, navigation menus and permalink anchors ("¶") dropped, <pre> kept as written."""
+    from bs4 import BeautifulSoup, NavigableString, Tag
+    from bs4.element import Comment, Declaration, Doctype, ProcessingInstruction
 
     soup = BeautifulSoup(_decode_text(name, data), "html.parser")
-    title = soup.title.get_text(strip=True) if soup.title else None
-    for tag in soup(["script", "style", "noscript", "template", "head"]):
+    title = soup.title.get_text(" ", strip=True) if soup.title else None
+    for tag in soup(_HTML_DROPPED):
         tag.decompose()
-    return soup.get_text("\n"), title
+    for tag in soup.find_all(_is_navigation):
+        tag.decompose()
+    out: list[str] = []
+
+    def walk(node: Tag, pre: bool) -> None:
+        for child in node.children:
+            if isinstance(child, (Comment, Declaration, Doctype, ProcessingInstruction)):
+                continue
+            if isinstance(child, NavigableString):
+                out.append(str(child) if pre else re.sub(r"\s+", " ", str(child)))
+            elif isinstance(child, Tag):
+                tag = child.name.lower()
+                if tag == "br":
+                    out.append("\n")
+                    continue
+                block = tag in _HTML_BLOCKS
+                if block:
+                    out.append("\n\n" if tag in _HTML_PARAGRAPHS else "\n")
+                elif tag in ("td", "th") and child.find_previous_sibling(["td", "th"]) is not None:
+                    out.append(" | ")
+                walk(child, pre or tag in ("pre", "textarea"))
+                if block and tag not in ("li", "tr", "dt", "dd"):  # list items and rows: one per line
+                    out.append("\n\n" if tag in _HTML_PARAGRAPHS else "\n")
+
+    walk(soup, False)
+    lines = [line.strip() if line.strip() else "" for line in "".join(out).split("\n")]
+    return "\n".join(lines), title
 
 
 def _tidy(text: str) -> str:

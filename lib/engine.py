@@ -195,6 +195,7 @@ def ask(settings: Settings, question: str, arms: list[str] | tuple[str, ...], kb
 
 SAMPLE_DOCS = Path(__file__).resolve().parent.parent / "sample_docs"
 SAMPLE_QUESTIONS = SAMPLE_DOCS / "questions.jsonl"
+SAMPLE_KB = "sample"  # the knowledge base the Start page's one-click sample goes into
 _embedders: dict[str, Embedder] = {}
 
 

@@ -67,24 +67,67 @@ def citations(answer: str) -> list[int]:
     return seen
 
 
+# U+2060 WORD JOINER: invisible, and it keeps GFM's autolink-literal pass (which runs on the text after
+# backslash escapes are resolved) from turning www.x, http://x or a@b.c into a link.
+_JOINER = "\u2060"
+_AUTOLINK = re.compile(r"(?i)(?<=www)(?=\.)|(?<=:)(?=//)|(?<=@)(?=\w)")
+
+
 def escape_markdown(text: str) -> str:
-    """Text shown through a Markdown renderer exactly as written."""
-    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$])", r"\\\1", text)
+    """Untrusted text (document names, answers, errors, questions) for a Markdown renderer: shown exactly as
+    written, and unable to form a link, load an image or any remote content, or break out of its place.
+    Markdown and HTML characters are backslash-escaped; bare URLs, www. addresses and e-mail addresses get an
+    invisible word joiner so that no autolink forms."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$=&:])", r"\\\1", _AUTOLINK.sub(_JOINER, text))
+
+
+def one_line(text: str) -> str:
+    """Text for a place that holds a single line (a link title, a heading, a label): whitespace runs,
+    blank lines included, become one space."""
+    return " ".join(str(text).split())
 
 
 def link_citations(answer: str, sources: Any, anchor: str) -> str:
-    """Markdown for an answer: its text escaped, each valid [n] a link to the
-    sources (`#anchor`) whose tooltip names the document, chunk and score of source n."""
+    """Markdown for an answer: its text escaped, each valid [n] a link to source n (`#{anchor}-{n}`) whose
+    tooltip names the document, chunk and score of source n (on one line, quotes and backslashes escaped,
+    so a document name cannot break out of the link)."""
     out, last = [], 0
     for m in _CITATION.finditer(answer):
         n = int(m.group(1))
         out.append(escape_markdown(answer[last:m.start()]))
         if 1 <= n <= len(sources):
             s = sources[n - 1]
-            title = f"{s.document}, chunk {s.chunk}, score {s.score:.2f}".replace('"', "'")
-            out.append(f'[\\[{n}\\]](#{anchor} "{title}")')
+            title = one_line(f"{s.document}, chunk {s.chunk}, score {s.score:.2f}")
+            title = title.replace("\\", "\\\\").replace('"', '\\"')
+            out.append(f'[\\[{n}\\]](#{anchor}-{n} "{title}")')
         else:
             out.append(escape_markdown(m.group(0)))
         last = m.end()
     out.append(escape_markdown(answer[last:]))
     return "".join(out)
+
+
+# Sources as HTML <details> (for st.html, which sanitises with DOMPurify; every value here is escaped too).
+# A citation link [n] points at `#{anchor}-{n}`, an element inside source n's <details>: following it opens
+# the <details> (the browser's ancestor-revealing step of fragment navigation) and `:target` highlights it.
+SOURCES_CSS = """<style>
+details.wb-source { border: 1px solid rgba(49, 51, 63, 0.2); border-radius: 0.5rem; margin: 0 0 0.5rem 0;
+  padding: 0.4rem 0.75rem; }
+details.wb-source > summary { cursor: pointer; }
+details.wb-source .wb-source-text { white-space: pre-wrap; font-family: monospace; font-size: 0.85rem;
+  margin-top: 0.4rem; scroll-margin-top: 6rem; }
+details.wb-source:has(.wb-source-text:target) { outline: 3px solid #f0b400; background: rgba(255, 214, 0, 0.15); }
+</style>"""
+
+
+def sources_html(sources: Any, anchor: str) -> str:
+    """Retrieved sources as collapsible blocks, source n's text under the id `{anchor}-{n}`."""
+    import html
+
+    blocks = []
+    for n, s in enumerate(sources, 1):
+        label = html.escape(f"[{n}] {one_line(s.document)} #{s.chunk} ({s.score:.2f})")
+        blocks.append(f'<details class="wb-source" data-source="{n}"><summary>{label}</summary>'
+                      f'<div class="wb-source-text" id="{html.escape(anchor)}-{n}">{html.escape(s.text)}</div>'
+                      "</details>")
+    return "".join(blocks)

@@ -43,6 +43,39 @@ class ModelSpec:
         return self.name
 
 
+def proposed_model(provider: str, role: str = "base") -> str:
+    """The model name to propose when a role's provider is switched: the bundled model for local, OpenAI's
+    default for the base role on OpenAI; empty where only the user knows it (an ft: id, an Azure deployment)."""
+    if provider == "local":
+        return LOCAL_BASE_MODEL
+    return DEFAULT_HOSTED_MODEL if provider == "openai" and role == "base" else ""
+
+
+def model_problem(spec: ModelSpec, openai_base_url: str | None = None, azure_endpoint: str | None = None) -> str | None:
+    """Why `spec` cannot work (a sentence saying what to do), or None. Catches the impossible combinations a
+    form allows: a hosted provider asked for the bundled local model, a local provider asked for a hosted id."""
+    name = spec.name.strip()
+    if spec.provider == "local":
+        if name == LOCAL_BASE_MODEL:
+            return None
+        if not name.endswith(".gguf"):
+            return (f"'{name}' is not a local model: use '{LOCAL_BASE_MODEL}' (bundled) or the path of a .gguf "
+                    "file, or switch the provider to OpenAI or Azure for a hosted model.")
+        if not Path(name).is_file():
+            return f"The local model file {name} does not exist."
+        return None
+    where = "Azure OpenAI" if spec.provider == "azure" else "OpenAI"
+    if not name:
+        return (f"Name the {where} {'deployment' if spec.provider == 'azure' else 'model'} "
+                f"(for example '{DEFAULT_HOSTED_MODEL}').")
+    if name.endswith(".gguf") or (name == LOCAL_BASE_MODEL and not (spec.provider == "openai" and openai_base_url)):
+        return (f"'{name}' is the bundled local model; {where} does not serve it. Switch the provider to Local, "
+                f"or name a hosted model such as '{DEFAULT_HOSTED_MODEL}'.")
+    if spec.provider == "azure" and not azure_endpoint:
+        return "Azure OpenAI needs its endpoint (https://YOUR-RESOURCE.openai.azure.com)."
+    return None
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path = DEFAULT_DATA_DIR

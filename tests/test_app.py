@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import re
+
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from lib.history import comparison_to_dict
 from lib.settings import ModelSpec
+from lib.workspace import Workspace
 from tests.conftest import ROOT
 
 PAGES = ["views/home.py", "views/documents.py", "views/compare.py", "views/finetune.py", "views/history.py",
@@ -53,7 +59,7 @@ def test_first_visit_offers_one_click_start_and_answers(app, fake_provider):
 
 def test_documents_upload_preview_remove(app):
     _open(app, "views/documents.py")
-    app.file_uploader(key="docs_uploader").set_value([
+    app.file_uploader[0].set_value([
         ("notes.md", b"# Notes\n\nThe office parrot is called Juniper.", "text/markdown"),
         ("empty.txt", b"", "text/plain"),
         ("page.html", b"<html><body><p>Hours: <b>9-17</b></p><script>x()</script></body></html>", "text/html"),
@@ -65,11 +71,23 @@ def test_documents_upload_preview_remove(app):
     assert len(app.success) == 2
     table = app.dataframe[0].value
     assert sorted(table["document"]) == ["notes.md", "page.html"]
+    # right after the add: the counts include the new chunks, and the uploader is empty again
+    chunks = int(table["chunks"].sum())
+    assert chunks > 0 and any(f"· {chunks} chunks ·" in c.value for c in app.caption)
+    assert not app.file_uploader[0].value and app.button(key="docs_add").disabled
     app.selectbox(key="docs_selected").set_value("page.html").run()
     texts = [t.value for t in app.text]
     assert any("Hours:" in t and "9-17" in t for t in texts) and not any("x()" in t for t in texts)
+    # removing asks first; Cancel keeps the document
     app.button(key="docs_remove").click().run()
+    assert any("page.html" in w.value.replace("\\", "") and "cannot be undone" in w.value for w in app.warning)
+    assert sorted(app.dataframe[0].value["document"]) == ["notes.md", "page.html"]
+    app.button(key="docs_remove_cancel").click().run()
+    assert not app.warning and len(app.dataframe[0].value) == 2
+    app.button(key="docs_remove").click().run()
+    app.button(key="docs_remove_confirm").click().run()
     assert list(app.dataframe[0].value["document"]) == ["notes.md"]
+    assert any(f"· {chunks - 1} chunks ·" in c.value for c in app.caption)
 
 
 def _kbs(at):
@@ -341,3 +359,198 @@ def test_a_workspace_error_inside_a_page_is_shown_not_a_traceback(app, monkeypat
     monkeypatch.setattr(Workspace, "comparisons", broken)
     _open(app, "views/history.py")
     assert any("could not be read (disk I/O error)" in e.value for e in app.error)
+# ---------------------------------------------------------------- issue 10: what a new user trips over
+
+
+def _docs_in(at, name):
+    from lib import engine
+
+    return {d.name for d in engine.open_kb(at.session_state["settings"], name).documents()}
+
+
+def test_one_click_sample_goes_into_its_own_knowledge_base(app, fake_provider):
+    app.session_state["kb_switch"] = "scratch"
+    _open(app, "views/home.py")
+    assert app.sidebar.selectbox(key="kb_name").value == "scratch"
+    app.button(key="home_start").click().run()
+    assert not app.exception
+    assert app.title[0].value == "Compare"
+    assert app.sidebar.selectbox(key="kb_name").value == "sample"  # switched, visibly
+    assert app.session_state["settings"].collection == "sample"
+    assert any("Switched to knowledge base **sample**" in i.value and "scratch" in i.value for i in app.info)
+    assert _docs_in(app, "scratch") == set()  # the user's knowledge base is untouched
+    assert {"refund_policy.md", "warranty.pdf"} <= _docs_in(app, "sample")
+    assert any("says hello" in m.value for m in app.markdown)
+
+
+def test_compare_answer_stays_with_its_knowledge_base_and_inputs_survive_pages(app, fake_provider):
+    _open(app, "views/compare.py")
+    app.text_input(key="compare_question").input("What is the refund window?").run()
+    app.toggle(key="compare_baseline").set_value(True).run()
+    app.slider(key="compare_top_k").set_value(6).run()
+    app.button(key="compare_ask").click().run()
+    assert any("says hello" in m.value for m in app.markdown)
+    # another page and back: question, toggles and settings are as they were, the answer too
+    app.switch_page("views/history.py").run()
+    app.switch_page("views/compare.py").run()
+    assert not app.exception
+    assert app.text_input(key="compare_question").value == "What is the refund window?"
+    assert app.toggle(key="compare_baseline").value is True
+    assert app.slider(key="compare_top_k").value == 6
+    assert any("says hello" in m.value for m in app.markdown)
+    # another knowledge base: the answer (and its sources) is not shown there
+    app.session_state["kb_switch"] = "other-kb"
+    app.run()
+    assert not app.exception
+    assert not any("says hello" in m.value for m in app.markdown)
+    assert not app.get("plotly_chart") and not any(m.value.startswith("#### ") for m in app.markdown)
+    app.session_state["kb_switch"] = "default"
+    app.run()
+    assert any("says hello" in m.value for m in app.markdown)  # back where it was asked: shown again
+
+
+def test_arm_pills_have_short_labels_and_the_blurbs_as_help(app):
+    _open(app, "views/compare.py")
+    pills = app.get("button_group")[-1]
+    assert [o.content for o in pills.proto.options] == ["RAG", "Fine-tuned", "Hybrid"]
+    assert "fine-tuned model + retrieved sources" in pills.proto.help
+
+
+def test_settings_form_shows_what_is_in_force_and_refuses_impossible_models(app):
+    app.session_state["settings_overrides"] = {}
+    _open(app, "views/settings.py")
+    assert app.selectbox(key="settings_base_provider").value == "local"
+    # a provider switch proposes that provider's model
+    app.selectbox(key="settings_base_provider").set_value("openai").run()
+    assert app.text_input(key="settings_base_name").value == "gpt-4.1-mini"
+    # an impossible combination is refused with a message, and nothing is applied
+    app.text_input(key="settings_base_name").input("smollm2-135m-instruct").run()
+    app.button(key="settings_apply").click().run()
+    assert any("bundled local model" in e.value and "Not applied" in e.value for e in app.error)
+    assert app.session_state["settings"].base.provider == "local"
+    app.text_input(key="settings_base_name").input("gpt-4o-mini").run()
+    app.text_input(key="settings_base_url").input("http://127.0.0.1:9/v1").run()
+    app.button(key="settings_apply").click().run()
+    assert app.session_state["settings"].base.provider == "openai"
+    # Reset: the form shows the defaults again, not the old provider, model and URL
+    app.button(key="settings_reset").click().run()
+    assert not app.exception
+    assert app.session_state["settings"].base.provider == "local"
+    assert app.selectbox(key="settings_base_provider").value == "local"
+    assert app.text_input(key="settings_base_name").value == "smollm2-135m-instruct"
+    assert app.text_input(key="settings_base_url").value == ""
+
+
+def test_settings_connection_tests_keep_their_own_results(app, openai_server):
+    app.session_state["settings_overrides"] = {
+        "base": ModelSpec("openai", "gpt-4o-mini"), "finetuned": ModelSpec("openai", "missing-model"),
+        "openai_api_key": "sk-test-two", "openai_base_url": openai_server.base_url}
+    _open(app, "views/settings.py")
+    app.button(key="settings_test_base").click().run()
+    app.button(key="settings_test_finetuned").click().run()
+    assert not app.exception
+    assert len(app.success) == 1 and "answered" in app.success[0].value
+    assert len(app.error) == 1 and "missing" in app.error[0].value.replace("\\", "")
+
+
+def test_token_parts_add_up_when_the_server_counts_differently(app, openai_server):
+    """The test server counts prompt tokens as words, unlike tiktoken: parts are scaled and labelled."""
+    app.session_state["settings_overrides"] = {"base": ModelSpec("openai", "gpt-4o-mini"),
+                                              "openai_api_key": "sk-test-tok", "openai_base_url": openai_server.base_url}
+    _open(app, "views/compare.py")
+    app.text_input(key="compare_question").input("What is the refund window?").run()
+    app.toggle(key="compare_baseline").set_value(True).run()
+    app.pills(key="compare_arms").set_value(["rag"]).run()
+    app.button(key="compare_ask").click().run()
+    assert not app.exception
+    comparison = app.session_state["compare_last"]
+    for r in comparison.results:
+        u = r.usage
+        assert u.parts_estimated and u.counted_prompt_tokens != u.prompt_tokens
+        assert min(u.parts.values()) >= 0 and sum(u.parts.values()) == u.prompt_tokens
+    numbers = " ".join(m.value for m in app.markdown if m.value.startswith("First token"))
+    assert "parts estimated" in numbers and " -" not in numbers
+    spec = json.loads(app.get("plotly_chart")[1].proto.spec)
+    prompt_parts = [t for t in spec["data"] if t["name"] != "completion"]
+    for i, r in enumerate(comparison.results):
+        assert sum(t["y"][i] for t in prompt_parts) == r.usage.prompt_tokens
+
+
+def test_local_only_cost_charts_say_so(app, tmp_path):
+    from tests.test_ui_lib import _comparison, _result
+
+    local = [_result(), _result("baseline", "Baseline", cost=0.0)]
+    for question in ("one?", "two?", "three?"):
+        Workspace(tmp_path / "data", "default").add_comparison(
+            comparison_to_dict(dataclasses.replace(_comparison(question, local), id=question, collection="default")))
+    _open(app, "views/history.py")
+    assert not app.exception and app.metric[0].value == "3"
+    scatter, _, cumulative = (json.loads(c.proto.spec) for c in app.get("plotly_chart"))
+    for spec in (scatter, cumulative):
+        assert "$0: local models" in spec["layout"]["annotations"][0]["text"]
+        assert spec["layout"]["yaxis"]["visible"] is False  # no axis running from -1 to 1 dollars
+    assert cumulative["layout"]["xaxis"]["dtick"] == 1 and cumulative["layout"]["xaxis"]["tickformat"] == "d"
+
+
+def test_history_clear_asks_first(app, fake_provider):
+    _open(app, "views/compare.py")
+    app.text_input(key="compare_question").input("Question one?").run()
+    app.button(key="compare_ask").click().run()
+    app.switch_page("views/history.py").run()
+    app.button(key="history_clear").click().run()
+    assert any("cannot be undone" in w.value for w in app.warning) and app.metric[0].value == "1"
+    app.button(key="history_clear_cancel").click().run()
+    assert app.metric[0].value == "1"
+    app.button(key="history_clear").click().run()
+    app.button(key="history_clear_confirm").click().run()
+    assert any("No questions asked yet" in i.value for i in app.info)
+
+
+def test_finetune_says_why_training_cannot_start_and_how_long_it_takes(app, monkeypatch):
+    from lib import finetune
+
+    monkeypatch.setattr(finetune, "missing_training_deps", lambda: [])
+    _open(app, "views/finetune.py")
+    assert app.button(key="ft_local_start").disabled
+    assert any("Training cannot start yet" in c.value and "load training data first" in c.value for c in app.caption)
+    recipe = json.loads((ROOT / "assets/adapters/quillmere-smollm2-lora.gguf.json").read_text())
+    assert app.number_input(key="ft_local_steps").value == recipe["steps"] == 125
+    assert app.select_slider(key="ft_local_lr").value == recipe["lr"] == 3e-3
+    minutes = round(125 * recipe["seconds_per_step"] / 60)
+    assert any(f"about **{minutes} min** for 125 steps" in i.value for i in app.info)
+    app.number_input(key="ft_local_steps").set_value(250).run()
+    assert any(f"about **{round(250 * recipe['seconds_per_step'] / 60)} min**" in i.value for i in app.info)
+    app.radio(key="ft_source").set_value("The sample training set").run()
+    app.button(key="ft_load_sample").click().run()
+    assert not app.button(key="ft_local_start").disabled
+    assert not any("Training cannot start yet" in c.value for c in app.caption)
+
+
+def test_untrusted_text_cannot_form_links_or_load_images(app, fake_provider, embedder, tmp_path):
+    """A document name with blank lines and Markdown, an answer with an image and a www. address, a question
+    and an error with images: all shown as text (issue 9, item 12)."""
+    from lib import engine
+    from lib.settings import load_settings
+
+    name = "notes\n\n![x](http://127.0.0.1:9/doc.png) www.evil.example [a](http://e.example).md"
+    kb = engine.open_kb(load_settings(env={}, secrets_file=None, data_dir=tmp_path / "data"), embedder=embedder)
+    assert engine.ingest_upload(kb, name, b"The refund window is 45 days.").status == "ingested"
+    fake_provider.enqueue("It is 45 days [1]. See www.evil.example or ![i](http://127.0.0.1:9/a.png) <img src=x>")
+    fake_provider.fail_with["tuned-model"] = RuntimeError("bad ![e](http://127.0.0.1:9/e.png) www.err.example")
+    _open(app, "views/compare.py")
+    app.text_input(key="compare_question").input("Refund? ![q](http://127.0.0.1:9/q.png)").run()
+    app.pills(key="compare_arms").set_value(["rag", "finetuned"]).run()
+    app.button(key="compare_ask").click().run()
+    assert not app.exception
+    shown = [m.value for m in app.markdown] + [e.value for e in app.error]
+    shown = [re.sub(r'\]\(#sources-rag-\d+ "(?:[^"\\\\]|\\\\.)*"\)', "](#link)", md) for md in shown]  # titles: tooltips
+    for md in shown:  # Markdown source: every image, link or tag character is backslash-escaped
+        assert not re.search(r"(?<!\\)!\[|\]\(http|(?<!\\)<img", md), md
+        assert not re.search(r"www\\?\.", md), md  # a word joiner after "www" stops GFM's autolinks
+    assert sum(md.count("](#link)") for md in shown) == 1  # the one real link: the citation
+    answer = next(m.value for m in app.markdown if "45 days" in m.value)
+    assert answer.count("](#sources-rag-1 ") == 1  # the one real link: the citation
+    title = answer.split('](#sources-rag-1 "')[1].split('")')[0]
+    assert "\n" not in title
+    html = " ".join(h.proto.body for h in app.get("html"))
+    assert 'id="sources-rag-1"' in html and "<img" not in html and "<a " not in html

@@ -128,3 +128,61 @@ def test_provider_factory_errors_become_arm_errors(settings):
     assert isinstance(providers["base"], ConfigError)
     r = engine.ask(s, "q?", ["baseline"], None, providers=providers).results[0]
     assert "does not exist" in r.error
+
+
+class _Reports:
+    """A provider that counts with tiktoken (like OpenAICompatible) and reports a fixed prompt total."""
+
+    def __init__(self, kind, prompt_tokens, count=None):
+        self.spec = ModelSpec(kind, "gpt-4o-mini")
+        self.kind = kind
+        self.prompt_tokens = prompt_tokens
+        self.count = count
+
+    def count_tokens(self, text):
+        from lib.tokens import count_openai
+
+        return self.count(text) if self.count else count_openai(text, "gpt-4o-mini")
+
+    def stream(self, messages, params):
+        yield Started()
+        yield Delta("Forty-five days [1].")
+        yield Done("stop", self.prompt_tokens, 5)
+
+
+SRC = [Source("refund_policy.md", 0, 0.8, "Refunds are accepted within 45 days of delivery. " * 20)]
+
+
+@pytest.mark.parametrize("reported", [40, 200, 5000])
+def test_token_parts_never_negative_and_sum_to_the_reported_total(reported):
+    """A server whose tokenizer differs from ours (fewer or more tokens than we count): the parts are scaled."""
+    u = run_arm(ARMS["rag"], _Reports("openai", reported), "How long?", SRC, GenParams()).usage
+    assert u.prompt_tokens == reported and sum(u.parts.values()) == reported
+    assert min(u.parts.values()) >= 0 and u.parts_estimated
+    assert u.counted_prompt_tokens > 200 and u.context_tokens > u.system_tokens  # proportions kept
+
+
+def test_token_parts_are_exact_when_the_totals_agree():
+    from lib.tokens import count_chat
+
+    ours = count_chat(build_prompt("How long?", SRC).messages(), "gpt-4o-mini")
+    u = run_arm(ARMS["rag"], _Reports("openai", ours), "How long?", SRC, GenParams()).usage
+    assert not u.parts_estimated and u.counted_prompt_tokens is None
+    assert u.overhead_tokens == ours - u.system_tokens - u.context_tokens - u.question_tokens > 0
+
+
+def test_local_model_template_is_what_remains_and_parts_scale_only_if_they_overshoot():
+    u = run_arm(ARMS["rag"], _Reports("local", 600, count=lambda t: len(t.split())), "How long?", SRC,
+                GenParams()).usage
+    assert not u.parts_estimated and u.overhead_tokens == 600 - u.system_tokens - u.context_tokens - u.question_tokens
+    u = run_arm(ARMS["rag"], _Reports("local", 100, count=lambda t: len(t.split())), "How long?", SRC,
+                GenParams()).usage
+    assert u.parts_estimated and sum(u.parts.values()) == 100 and min(u.parts.values()) >= 0
+
+
+def test_apportion_sums_exactly():
+    from lib.arms import apportion
+
+    assert sorted(apportion(10, [1, 1, 1])) == [3, 3, 4]
+    assert apportion(7, [0, 0, 0]) == [0, 0, 7] and apportion(0, [5, 5]) == [0, 0]
+    assert sum(apportion(673, [40, 820, 12, 24])) == 673

@@ -138,3 +138,19 @@ def test_every_sample_document_loads():
     kinds = {load_path(f).kind for f, _ in files}
     assert {"pdf", "docx", "html"} <= kinds
     assert 10 <= len(files) <= 20
+
+
+def test_html_joins_inline_text_and_drops_navigation_and_permalinks():
+    html = (b"<html><head><title>Policy</title></head><body>"
+            b"<nav><a href='/'>Home</a> <a href='/docs'>Docs</a></nav>"
+            b"<div class='sphinxsidebar' role='navigation'><h3>Table of Contents</h3><ul><li>Intro</li></ul></div>"
+            b"<h1>Copyright<a class='headerlink' href='#copyright' title='Permalink'>\xc2\xb6</a></h1>"
+            b"<p>Written by Neil &lt;<a href='mailto:x'>nas<span>@</span>debian<span>.</span>org</a>&gt; and\n"
+            b"   <em>others</em>.</p>"
+            b"<h2 id='x'>Scope <a href='#x'>#</a></h2><ul><li>one <b>bold</b> item</li><li>two</li></ul>"
+            b"<pre>keep   this\n  as written</pre><table><tr><th>key</th><th>value</th></tr></table></body></html>")
+    text = load_bytes("policy.html", html).text
+    assert "Neil <nas@debian.org> and others." in text  # inline elements joined, as a browser shows them
+    assert "¶" not in text and "Home" not in text and "Table of Contents" not in text
+    assert text.startswith("Copyright\n\nWritten by") and "Scope\n\none bold item\ntwo" in text
+    assert "keep   this" in text and "key | value" in text

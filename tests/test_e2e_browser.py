@@ -19,6 +19,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Error, Locator, Page, expect, sync_playwright
@@ -234,9 +235,7 @@ def test_upload_compare_and_screenshot(page: Page, tmp_path: Path) -> None:
         expect(column).to_contain_text("First token")
         expect(column).to_contain_text("Cost")
 
-    # an expander's summary also holds its icon's ligature text ("keyboard_arrow_right"): read the label only
-    sources = arm_column(page, "RAG").get_by_test_id("stExpander").locator("summary").get_by_test_id(
-        "stMarkdownContainer")
+    sources = arm_column(page, "RAG").locator("details.wb-source > summary")
     expect(sources.first).to_have_text(re.compile(r"^\[1\] "))
     expect(sources.first).to_contain_text("refund_policy.md")
 
@@ -277,8 +276,11 @@ def test_one_click_start_asks_a_first_question(page: Page) -> None:
     expect(page.get_by_role("heading", name="Compare", level=1, exact=True)).to_be_visible(timeout=INGEST_MS)
     expect(page.get_by_label("Question", exact=True)).to_have_value(QUESTION)
     expect(page.get_by_role("heading", name=QUESTION, level=4)).to_be_visible(timeout=ANSWER_MS)
+    # the samples went into their own knowledge base, and the sidebar shows it
+    expect(page.get_by_role("combobox", name="Knowledge base")).to_have_value("sample")
+    expect(alert(page, "Switched to knowledge base sample")).to_be_visible()
     rag = arm_column(page, "RAG")
-    expect(rag.get_by_test_id("stExpander").first).to_be_visible()
+    expect(rag.locator("details.wb-source").first).to_be_visible()
     expect(rag.get_by_test_id("stAlert")).to_have_count(0)
     assert rag.get_by_test_id("stMarkdown").nth(2).inner_text().strip()
     expect(arm_column(page, "Baseline")).to_have_count(0)  # the baseline is off by default
@@ -296,5 +298,81 @@ def test_deep_link_on_a_fresh_server(browser: Browser, tmp_path: Path) -> None:
             expect(title.or_(crash).first).to_be_visible(timeout=APP_START_MS)
             expect(crash).to_have_count(0)
             expect(title).to_be_visible()
+        finally:
+            context.close()
+
+
+def test_citations_open_their_source_and_untrusted_text_stays_inert(browser: Browser, tmp_path: Path,
+                                                                    openai_server: Any, embedder: Any) -> None:
+    """Clicking [n] opens and highlights source n (issue 10, item 8). A document name with blank lines and
+    Markdown, an answer with an image and a www. address, a question and an error with images: nothing forms a
+    link and the browser requests nothing but the app itself (issue 9, item 12). The models are served by the
+    OpenAI-compatible test server, so no local model runs."""
+    from lib import engine
+    from lib.settings import load_settings
+    from tests.openai_server import ApiError
+
+    data = tmp_path / "data"
+    kb = engine.open_kb(load_settings(env={}, secrets_file=None, data_dir=data), embedder=embedder)
+    evil = "notes\n\n![x](http://127.0.0.1:9/doc.png) www.evil.example.md"
+    for name, text in ((evil, b"The refund window is 45 days from delivery."),
+                       ("shipping.md", b"Refunds of shipping costs take 3 to 5 working days.")):
+        assert engine.ingest_upload(kb, name, text).status == "ingested"
+
+    def reply(body: dict[str, Any]) -> str:
+        if body["model"] == "ft:evil":
+            raise ApiError(400, "bad ![e](http://127.0.0.1:9/e.png) www.err.example")
+        return "It is 45 days [1], see also [2]. Visit www.evil.example or ![i](http://127.0.0.1:9/a.png)"
+
+    openai_server.reply_fn = reply
+    env = {"OPENAI_API_KEY": "sk-test-browser", "OPENAI_BASE_URL": openai_server.base_url,
+           "WORKBENCH_FT_MODEL": "openai:ft:evil"}
+    with StreamlitServer(data, tmp_path / "streamlit.log", extra_env=env) as server:
+        context = browser.new_context(viewport=VIEWPORT)
+        elsewhere: list[str] = []
+        context.on("request", lambda r: None if r.url.startswith(server.url) else elsewhere.append(r.url))
+        try:
+            pg = context.new_page()
+            pg.set_default_timeout(30 * S)
+            pg.goto(f"{server.url}/compare")
+            question = pg.get_by_label("Question", exact=True)
+            expect(question).to_be_visible(timeout=APP_START_MS)
+            question.fill("How long is the refund window? ![q](http://127.0.0.1:9/q.png) www.q.example")
+            question.press("Enter")
+            ask = pg.get_by_role("button", name="Ask", exact=True)
+            expect(ask).to_be_enabled()
+            ask.click()
+            expect(pg.get_by_role("button", name="Download this comparison (JSON)")).to_be_visible(timeout=60 * S)
+
+            rag = arm_column(pg, "RAG")
+
+            def shown(locator: Locator) -> str:  # as read: the invisible word joiners (no autolinks) left out
+                return locator.inner_text().replace("\u2060", "")
+
+            assert "Visit www.evil.example or ![i](http://127.0.0.1:9/a.png)" in shown(rag)
+            assert "bad ![e](http://127.0.0.1:9/e.png) www.err.example" in shown(arm_column(pg, "Fine-tuned"))
+            assert "![q](http://127.0.0.1:9/q.png) www.q.example" in shown(pg.get_by_role("heading", level=4))
+            main = pg.get_by_test_id("stMain")
+            assert main.locator("img").count() == 0
+            links = main.locator("a[href]:not([href^='#'])")  # only in-page links (citations, heading anchors)
+            assert links.count() == 0, [a.evaluate("e => e.outerHTML") for a in links.all()]
+            sources = rag.locator("details.wb-source")
+            expect(sources).to_have_count(2)
+            expect(sources.nth(0).locator("summary")).to_contain_text("notes ![x](http://127.0.0.1:9/doc.png)")
+
+            # [1] opens and highlights source 1; then [2] opens source 2, which takes the highlight
+            for n, other in ((1, 2), (2, 1)):
+                source, text = sources.nth(n - 1), rag.locator(f"#sources-rag-{n}")
+                expect(text).not_to_be_visible()
+                rag.get_by_role("link", name=f"[{n}]", exact=True).click()
+                expect(source).to_have_attribute("open", "")
+                expect(text).to_be_visible()
+                expect(text).to_be_in_viewport()
+                expect(source).to_have_css("outline-style", "solid")
+                expect(sources.nth(other - 1)).not_to_have_css("outline-style", "solid")
+                if n == 1:
+                    sources.nth(0).locator("summary").click()  # close it again by hand
+                    expect(text).not_to_be_visible()
+            assert not elsewhere, f"the page requested outside the app: {elsewhere}"
         finally:
             context.close()

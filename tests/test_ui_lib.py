@@ -1,5 +1,6 @@
 """lib modules behind the pages: formatting, charts, background jobs, history."""
 
+import dataclasses
 import json
 import threading
 import time
@@ -47,8 +48,8 @@ def test_estimated_cost_is_labelled():
 def test_citations_link_only_to_real_sources_and_text_is_escaped():
     assert citations("a [2] b [1] c [2]") == [2, 1]
     md = link_citations("<b>45</b> days [1], see [9]", SOURCES, "sources-rag")
-    assert '[\\[1\\]](#sources-rag "refund_policy.md, chunk 2, score 0.81")' in md
-    assert "\\[9\\]" in md and "(#sources-rag" in md and md.count("](#") == 1
+    assert '[\\[1\\]](#sources-rag-1 "refund_policy.md, chunk 2, score 0.81")' in md
+    assert "\\[9\\]" in md and "(#sources-rag-1" in md and md.count("](#") == 1
     assert "\\<b\\>" in md  # raw HTML is shown as text, never rendered
     assert escape_markdown("*x*") == "\\*x\\*"
 
@@ -67,7 +68,7 @@ def test_per_question_charts_use_the_arm_colours():
     assert list(cost.data[0].x) == ["RAG"] and "no price known for Baseline" in cost.layout.title.text
     src = charts.source_scores(SOURCES)
     assert [t.name for t in src.data] == ["refund_policy.md", "faq.md"]
-    assert list(src.data[0].x) == ["[1]", "[3]"]
+    assert list(src.data[0].x) == ["[1] refund_policy.md<br>#2", "[3] refund_policy.md<br>#3"]  # names, not only [n]
 
 
 def test_estimated_usage_is_marked_in_the_token_chart():
@@ -150,3 +151,50 @@ def test_job_reports_what_each_arm_waits_for():
     release.set()
     assert job.wait(5) and job.result == "ok"
     assert job.statuses() == {} and job.texts()["rag"] == "now answering"
+def test_untrusted_text_is_inert_markdown():
+    text = "a\n\n![x](http://h/x.png) <img src=x> www.evil.example https://e.example a@b.org :red[x]\n==="
+    md = escape_markdown(text)
+    assert "\\!\\[x\\]\\(" in md and "\\<img" in md and "\\=\\=\\=" in md and "\\:red\\[x\\]" in md
+    assert "www\u2060\\." in md and "https\\:\u2060//" in md and "@\u2060b" in md  # no autolink can form
+    assert md.replace("\u2060", "").replace("\\", "") == text  # shown exactly as written
+
+
+def test_a_document_name_cannot_break_out_of_a_citation_link():
+    evil = Source('x"\n\n[a](http://e.example) \\', 0, 0.5, "t")
+    md = link_citations("See [1].", (evil,), "sources-rag")
+    link = md[md.index("](#"):]
+    assert "\n" not in md and link.startswith('](#sources-rag-1 "x\\" [a](http://e.example) \\\\, chunk 0')
+
+
+def test_sources_html_escapes_everything_and_anchors_each_source():
+    from lib.format import sources_html
+
+    html = sources_html((Source("<b>a</b>.md", 1, 0.5, "<img src=x onerror=y>\n\nline"),) + SOURCES[:1], "s-rag")
+    assert "<img" not in html and "<b>" not in html and "&lt;img src=x onerror=y&gt;" in html
+    assert html.count("<details") == 2 and 'id="s-rag-1"' in html and 'id="s-rag-2"' in html
+
+
+def test_charts_are_readable():
+    results = [_result(cost=0.0003), _result("baseline", "Baseline", cost=0.0001)]
+    cost = charts.cost(results)
+    assert cost.layout.yaxis.tickformat == "$,.6~f" and list(cost.data[0].text) == ["$0.00030", "$0.00010"]
+    for fig in (cost, charts.tokens(results), charts.latency(results), charts.source_scores(SOURCES)):
+        assert fig.layout.legend.yanchor == "top" and fig.layout.legend.y < 0  # under the plot, not the title
+    zero = charts.cost([_result(cost=0.0)])
+    assert zero.layout.annotations[0].text.startswith("$0: local models") and zero.layout.yaxis.visible is False
+    assert charts.tokens(results).layout.yaxis.tickformat == ",d"
+
+
+def test_token_chart_stacks_to_the_prompt_total():
+    usage = Usage(673, 20, 30, 600, 10, 33, parts_estimated=True, counted_prompt_tokens=918)
+    r = dataclasses.replace(_result(), usage=usage)
+    fig = charts.tokens([r])
+    assert list(fig.data[0].x) == ["RAG (parts est.)"]
+    assert sum(t.y[0] for t in fig.data if t.name != "completion") == 673
+
+
+def test_chart_labels_cannot_form_links():
+    evil = (Source('<a href="http://e.example">x</a>\n\nname.md', 0, 0.5, "t"),)
+    fig = charts.source_scores(evil)
+    shown = [fig.data[0].name, *fig.data[0].x, *fig.data[0].hovertext]
+    assert all("<a" not in t and "&lt;a href" in t for t in shown), shown

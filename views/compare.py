@@ -6,7 +6,7 @@ import streamlit as st
 from lib import charts, engine
 from lib.arms import ARMS, DEFAULT_ARMS
 from lib.errors import ConfigError, explain
-from lib.format import ARM_BADGES, escape_markdown, link_citations, ms, rate, usd
+from lib.format import ARM_BADGES, SOURCES_CSS, escape_markdown, link_citations, ms, one_line, rate, sources_html, usd
 from lib.history import comparison_to_dict
 from lib.jobs import Job
 from lib.providers import GenParams
@@ -20,7 +20,15 @@ except ConfigError as exc:
     st.error(str(exc))
     st.stop()
 
-st.session_state.setdefault("compare_question", "")
+# Streamlit forgets the state of widgets that a run does not draw (another page), so the values are also
+# kept under keys of their own and put back when Compare is opened again.
+KEPT = {"compare_question": "", "compare_arms": list(DEFAULT_ARMS), "compare_baseline": False, "compare_top_k": 4,
+        "compare_min_score": 0.0, "compare_temperature": 0.0, "compare_max_tokens": 256}
+for key, default in KEPT.items():
+    if key not in st.session_state:
+        st.session_state[key] = st.session_state.get(f"kept_{key}", default)
+if "compare_notice" in st.session_state:
+    st.info(st.session_state.pop("compare_notice"), icon="🔀")
 if kb.count() == 0:
     st.info("This knowledge base has no documents, so the retrieval arms (RAG, Hybrid) will have no sources. "
             "Add documents on the Documents page, or load the sample documents on the Start page.")
@@ -33,18 +41,21 @@ elif engine.has_sample_corpus(kb):
 
 question = st.text_input("Question", key="compare_question", placeholder="Ask something your documents answer")
 c1, c2 = st.columns([3, 1])
-chosen = c1.pills("Arms", [k for k in ARMS if k != "baseline"], default=list(DEFAULT_ARMS), selection_mode="multi",
-                  format_func=lambda k: f"{ARMS[k].label}: {ARMS[k].blurb}", key="compare_arms")
-baseline = c2.toggle("Include baseline", value=False, key="compare_baseline",
+chosen = c1.pills("Arms", [k for k in ARMS if k != "baseline"], selection_mode="multi",
+                  format_func=lambda k: ARMS[k].label, key="compare_arms",
+                  help="  \n".join(f"**{ARMS[k].label}**: {ARMS[k].blurb}" for k in ARMS if k != "baseline"))
+baseline = c2.toggle("Include baseline", key="compare_baseline",
                      help="The base model with no retrieval: shows what retrieval and training each add.")
 arms = (["baseline"] if baseline else []) + [k for k in ARMS if k in (chosen or [])]
 with st.expander("Settings shared by every arm"):
     s1, s2, s3, s4 = st.columns(4)
-    top_k = s1.slider("Top-k sources", 1, 10, 4, key="compare_top_k")
-    min_score = s2.slider("Minimum score", 0.0, 1.0, 0.0, 0.05, key="compare_min_score",
+    top_k = s1.slider("Top-k sources", 1, 10, key="compare_top_k")
+    min_score = s2.slider("Minimum score", 0.0, 1.0, step=0.05, key="compare_min_score",
                           help="Sources less similar than this are left out.")
-    temperature = s3.slider("Temperature", 0.0, 1.5, 0.0, 0.1, key="compare_temperature")
-    max_tokens = s4.slider("Max tokens", 16, 1024, 256, 16, key="compare_max_tokens")
+    temperature = s3.slider("Temperature", 0.0, 1.5, step=0.1, key="compare_temperature")
+    max_tokens = s4.slider("Max tokens", 16, 1024, step=16, key="compare_max_tokens")
+for key in KEPT:
+    st.session_state[f"kept_{key}"] = st.session_state[key]
 
 ask = st.button("Ask", type="primary", disabled=not (question.strip() and arms), key="compare_ask")
 if st.session_state.pop("compare_autorun", False) and question.strip():
@@ -68,43 +79,48 @@ if ask:
         time.sleep(0.15)
     live.empty()
     if job.error is not None:
-        st.error(f"The comparison could not run: {explain(job.error)}")
+        st.error(f"The comparison could not run: {escape_markdown(explain(job.error))}")
     else:
         st.session_state.compare_last = job.result
         engine.workspace_for(settings).add_comparison(comparison_to_dict(job.result))
 
 comparison = st.session_state.get("compare_last")
-if comparison is None:
+if comparison is None or comparison.collection != kb.name:  # an answer is shown only with its knowledge base
     st.stop()
 
 st.divider()
-st.markdown(f"#### {comparison.question}")
+st.markdown(f"#### {escape_markdown(one_line(comparison.question))}")
+st.html(SOURCES_CSS)
 for col, r in zip(st.columns(len(comparison.results)), comparison.results):
     with col:
         st.markdown(f"### :{ARM_BADGES[r.arm]}[{r.label}]")
-        st.caption(f"{r.model or 'no model'} · {ARMS[r.arm].blurb}")
+        st.caption(f"{escape_markdown(r.model) or 'no model'} · {ARMS[r.arm].blurb}")
         if r.error:
-            st.error(r.error, icon="⚠️")
+            st.error(escape_markdown(r.error), icon="⚠️")
             continue
         st.markdown(link_citations(r.answer, r.sources, f"sources-{r.arm}") or "_(empty answer)_")
         u = r.usage
         est = " (estimated)" if r.usage_source == "estimate" else ""
+        if u and u.parts_estimated:
+            split = (f"parts estimated{' and' if est else ','} scaled to the {'estimated' if est else 'reported'} "
+                     f"total (our tokenizer counted {u.counted_prompt_tokens}): ~")
+        else:
+            split = ""
         st.markdown(
             f"First token **{ms(r.ttft_ms)}** · total **{ms(r.total_ms)}** · {rate(r.tokens_per_s)}  \n"
-            + (f"Prompt **{u.prompt_tokens}** tokens{est}: system {u.system_tokens} · context {u.context_tokens} · "
-               f"question {u.question_tokens} · template {u.overhead_tokens}  \nCompletion **{u.completion_tokens}**"
-               f" tokens{est}  \n" if u else "")
+            + (f"Prompt **{u.prompt_tokens}** tokens{est}: {split}system {u.system_tokens} · context "
+               f"{u.context_tokens} · question {u.question_tokens} · template {u.overhead_tokens}  \n"
+               f"Completion **{u.completion_tokens}** tokens{est}  \n" if u else "")
             + f"Cost **{usd(r.cost_usd, r.usage_source == 'estimate')}**"
         )
-        st.caption(r.cost_note + (f" · waited {ms(r.queued_ms)} for the shared local model" if r.queued_ms > 50
-                                  else ""))
+        st.caption(escape_markdown(r.cost_note) + (f" · waited {ms(r.queued_ms)} for the shared local model"
+                                                   if r.queued_ms > 50 else ""))
         if ARMS[r.arm].retrieval:
             st.subheader("Sources", anchor=f"sources-{r.arm}", divider=ARM_BADGES[r.arm])
             if not r.sources:
                 st.caption("No source scored above the minimum.")
-            for n, s in enumerate(r.sources, 1):
-                with st.expander(f"\\[{n}\\] {escape_markdown(s.document)} #{s.chunk} ({s.score:.2f})"):
-                    st.text(s.text)
+            else:
+                st.html(sources_html(r.sources, f"sources-{r.arm}"))
 
 ok = [r for r in comparison.results if r.error is None]
 if ok:

@@ -5,7 +5,7 @@ import streamlit as st
 from lib import engine
 from lib.chunking import DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP_TOKENS, MAX_CHUNK_TOKENS
 from lib.errors import ConfigError
-from lib.format import escape_markdown, when
+from lib.format import escape_markdown, one_line, when
 from lib.store import delete_knowledge_base
 
 settings = st.session_state.settings
@@ -17,13 +17,14 @@ except ConfigError as exc:
     st.error(str(exc))
     st.stop()
 
-st.caption(f"Knowledge base **{kb.name}** in workspace **{settings.workspace}** · {kb.count()} chunks · "
-           f"embedder {kb.embedder.model_id}")
+summary = st.empty()  # filled at the end of the run, so the counts include what this run added or removed
 
 left, right = st.columns([3, 2])
 with left:
+    # A new key after a successful add empties the uploader (its files cannot be cleared through session state).
+    st.session_state.setdefault("docs_uploader_round", 0)
     uploads = st.file_uploader("Add documents", type=["txt", "md", "pdf", "docx", "html", "htm"],
-                               accept_multiple_files=True, key="docs_uploader",
+                               accept_multiple_files=True, key=f"docs_uploader_{st.session_state.docs_uploader_round}",
                                help=f"Up to {settings.max_upload_mb} MB per file.")
 with right:
     size = st.slider("Chunk size (tokens)", 32, MAX_CHUNK_TOKENS, DEFAULT_CHUNK_TOKENS, 8, key="docs_chunk_size",
@@ -48,16 +49,20 @@ if add or sample:
         results = engine.load_sample_corpus(
             kb, progress=lambda name, stage, f: bar.progress(f, text=f"{name}: {stage}"))
     st.session_state.docs_last_results = [r.to_dict() for r in results]
+    if add:  # every file got its result (shown below): empty the uploader, so "Add" cannot run them twice
+        st.session_state.docs_uploader_round += 1
+        st.rerun()
 
 if st.session_state.get("docs_last_results"):
     for r in st.session_state.docs_last_results:
         if r["status"] == "error":
-            st.error(f"**{escape_markdown(r['file'])}**: {escape_markdown(r['error'] or '')}", icon="⚠️")
+            st.error(f"**{escape_markdown(one_line(r['file']))}**: {escape_markdown(r['error'] or '')}", icon="⚠️")
         elif r["status"] == "unchanged":
-            st.info(f"**{escape_markdown(r['file'])}**: already in the knowledge base ({r['chunks']} chunks), "
-                    "nothing added.")
+            st.info(f"**{escape_markdown(one_line(r['file']))}**: already in the knowledge base "
+                    f"({r['chunks']} chunks), nothing added.")
         else:
-            st.success(f"**{escape_markdown(r['file'])}**: {r['status']}, {r['chunks']} chunks, {r['tokens']} tokens.")
+            st.success(f"**{escape_markdown(one_line(r['file']))}**: {r['status']}, {r['chunks']} chunks, "
+                       f"{r['tokens']} tokens.")
 
 st.subheader("In this knowledge base")
 docs = kb.documents()
@@ -72,15 +77,26 @@ else:
                        "tokens": st.column_config.NumberColumn(format="%d")})
     chosen = st.selectbox("Document", [d.name for d in docs], key="docs_selected")
     p1, p2 = st.columns([4, 1])
-    with p1.expander(f"Preview the chunks of {escape_markdown(chosen)}"):
+    with p1.expander(f"Preview the chunks of {escape_markdown(one_line(chosen))}"):
         for chunk in kb.chunks_of(chosen):
             st.caption(f"Chunk {chunk.chunk}")
             st.text(chunk.text)
     if p2.button("Remove document", key="docs_remove"):
-        removed = kb.remove_document(chosen)
-        st.session_state.docs_last_results = []
-        st.toast(f"Removed {escape_markdown(chosen)} ({removed} chunks).")
-        st.rerun()
+        st.session_state.docs_remove_pending = chosen
+    if st.session_state.get("docs_remove_pending") == chosen:
+        n_chunks = next(d.chunks for d in docs if d.name == chosen)
+        st.warning(f"Remove **{escape_markdown(chosen)}** and its {n_chunks} chunks from **{escape_markdown(kb.name)}**? "
+                   "This cannot be undone.")
+        y, n = st.columns([1, 4])
+        if y.button("Yes, remove it", type="primary", key="docs_remove_confirm"):
+            removed = kb.remove_document(chosen)
+            st.session_state.docs_last_results = []
+            st.session_state.pop("docs_remove_pending", None)
+            st.toast(f"Removed {escape_markdown(one_line(chosen))} ({removed} chunks).")
+            st.rerun()
+        if n.button("Cancel", key="docs_remove_cancel"):
+            st.session_state.pop("docs_remove_pending", None)
+            st.rerun()
 
 st.subheader("Knowledge bases")
 k1, k2 = st.columns(2)
@@ -103,3 +119,7 @@ with k2:
         st.session_state.settings = dataclasses.replace(settings, collection="default")
         st.session_state.docs_last_results = []
         st.rerun()
+
+summary.caption(f"Knowledge base **{escape_markdown(kb.name)}** in workspace **{escape_markdown(settings.workspace)}** · "
+                f"{kb.count()} chunks · "
+                f"embedder {escape_markdown(kb.embedder.model_id)}")

@@ -1,9 +1,12 @@
+import json
+import os
+
 import pandas as pd
 import streamlit as st
 
 from lib import engine, finetune
 from lib.errors import ConfigError, explain
-from lib.format import usd, when
+from lib.format import escape_markdown, usd, when
 from lib.providers import make_provider, openai_client
 
 settings = st.session_state.settings
@@ -121,20 +124,40 @@ with local_tab:
     local_jobs = workspace.jobs("local")
     current = local_jobs[0] if local_jobs else None
     running = current is not None and not current.finished
+    try:  # the shipped adapter's recipe and measured speed, from its provenance sidecar
+        recipe = json.loads(finetune.SHIPPED_ADAPTER.with_name(finetune.SHIPPED_ADAPTER.name + ".json").read_text())
+    except (OSError, ValueError):
+        recipe = {}
+    rates = [1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 3e-3, 5e-3]
     l1, l2, l3 = st.columns(3)
-    steps = l1.number_input("Steps", 5, 2000, 150, 5, key="ft_local_steps")
-    rank = l2.select_slider("LoRA rank", [4, 8, 16, 32], 16, key="ft_local_rank")
-    lr = l3.select_slider("Learning rate", [1e-4, 2e-4, 5e-4, 1e-3, 2e-3], 1e-3, key="ft_local_lr")
+    steps = l1.number_input("Steps", 5, 2000, int(recipe.get("steps", 125)), 5, key="ft_local_steps")
+    rank = l2.select_slider("LoRA rank", [4, 8, 16, 32], int(recipe.get("rank", 16)), key="ft_local_rank")
+    lr = l3.select_slider("Learning rate", rates, recipe.get("lr") if recipe.get("lr") in rates else 3e-3,
+                          key="ft_local_lr")
+    if recipe:
+        st.caption(f"Defaults: the shipped adapter's recipe ({recipe.get('steps')} steps, learning rate "
+                   f"{recipe.get('lr')}, rank {recipe.get('rank')}, batch {recipe.get('batch')}; see the README).")
     name = st.text_input("Name", "my-adapter", key="ft_local_name")
+    if recipe.get("seconds_per_step"):
+        per_step = float(recipe["seconds_per_step"])
+        minutes = steps * per_step / 60
+        st.info(f"Estimated training time: about **{minutes:.0f} min** for {steps} steps, at the "
+                f"{per_step:.1f} s per step measured for the shipped adapter on {recipe.get('threads', '?')} CPU cores "
+                f"(batch {recipe.get('batch')}, examples up to {recipe.get('max_len')} tokens). This machine has "
+                f"{os.cpu_count()} cores; longer examples or a busy machine take longer.", icon="⏱️")
     blockers = finetune.validate(ready, "local") if ready else [(0, "load training data first (tab 1)")]
-    if st.button("Start local training", type="primary", key="ft_local_start",
-                 disabled=bool(missing or blockers or running)):
+    reasons = ([f"install {', '.join(missing)} (see above)"] if missing else []) + [p for _, p in blockers[:3]] \
+        + (["a training is running"] if running else [])
+    if st.button("Start local training", type="primary", key="ft_local_start", disabled=bool(reasons)):
         try:
             finetune.start_local_training(workspace, ready, name, int(steps), int(rank), float(lr), trained_on,
                                           kb_name)
             st.rerun()
         except ConfigError as exc:
             st.error(str(exc))
+    if reasons:
+        st.caption("Training cannot start yet: " + "; ".join(escape_markdown(r) for r in reasons)
+                   + (f" (and {len(blockers) - 3} more problems in tab 1)" if len(blockers) > 3 else "") + ".")
     if current is not None:
         st.fragment(local_job_view, run_every=2.0 if running else None)(current.id, running)
 

@@ -4,12 +4,13 @@ import pandas as pd
 import streamlit as st
 
 from lib import charts, engine
+from lib.format import escape_markdown
 from lib.history import ROW_COLUMNS, rows
 
 settings = st.session_state.settings
 st.title("History")
-st.caption(f"Every question asked in knowledge base **{settings.collection}** of workspace "
-           f"**{settings.workspace}**, kept on disk across restarts.")
+st.caption(f"Every question asked in knowledge base **{escape_markdown(settings.collection)}** of workspace "
+           f"**{escape_markdown(settings.workspace)}**, kept on disk across restarts.")
 
 workspace = engine.workspace_for(settings)
 comparisons, damaged = workspace.comparisons(settings.collection)
@@ -52,5 +53,15 @@ d1.download_button("Download CSV", frame[ROW_COLUMNS].to_csv(index=False), file_
 d2.download_button("Download JSON", json.dumps(comparisons, indent=2), file_name=f"history-{settings.collection}.json",
                    mime="application/json", key="history_json")
 if d3.button("Clear history", key="history_clear"):
-    workspace.clear_history(settings.collection)
-    st.rerun()
+    st.session_state.history_clear_pending = settings.collection
+if st.session_state.get("history_clear_pending") == settings.collection:
+    st.warning(f"Delete all {len(comparisons)} questions asked in **{escape_markdown(settings.collection)}** from the "
+               "history? Download them first if you may need them; this cannot be undone.")
+    y, n = st.columns([1, 4])
+    if y.button("Yes, clear the history", type="primary", key="history_clear_confirm"):
+        workspace.clear_history(settings.collection)
+        st.session_state.pop("history_clear_pending", None)
+        st.rerun()
+    if n.button("Cancel", key="history_clear_cancel"):
+        st.session_state.pop("history_clear_pending", None)
+        st.rerun()

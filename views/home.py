@@ -1,6 +1,7 @@
 import streamlit as st
 
 from lib import engine
+from lib.format import escape_markdown
 
 settings = st.session_state.settings
 
@@ -14,8 +15,10 @@ st.markdown(
 st.subheader("Try it in one click")
 st.write("Load a small sample knowledge base (a fictional outdoor-gear company: policies, product sheets, "
          "a PDF, a Word file and a web page) and ask it a first question on the local models.")
+st.caption(f"The samples go into a knowledge base of their own, **{engine.SAMPLE_KB}**; your knowledge bases "
+           "are left as they are.")
 if st.button("Load the sample documents and ask a first question", type="primary", key="home_start"):
-    kb = engine.open_kb(settings)
+    kb = engine.open_kb(settings, engine.SAMPLE_KB)
     bar = st.progress(0.0, text="Loading the sample documents…")
     files = {}
 
@@ -26,9 +29,15 @@ if st.button("Load the sample documents and ask a first question", type="primary
     results = engine.load_sample_corpus(kb, progress)
     failed = [r for r in results if r.status == "error"]
     if failed:
-        st.error("Some sample documents could not be loaded: " + "; ".join(r.error or "" for r in failed))
+        st.error("Some sample documents could not be loaded: "
+                 + "; ".join(escape_markdown(r.error or "") for r in failed))
     st.session_state.compare_question = "How long is the refund window?"
     st.session_state.compare_autorun = True
+    if settings.collection != engine.SAMPLE_KB:
+        st.session_state.kb_switch = engine.SAMPLE_KB  # the router applies it before the sidebar is drawn
+        st.session_state.compare_notice = (f"Switched to knowledge base **{engine.SAMPLE_KB}** (the sample "
+                                           f"documents); **{escape_markdown(settings.collection)}** is unchanged. "
+                                           "Switch back in the sidebar.")
     st.switch_page("views/compare.py")
 
 st.subheader("What you are comparing")
