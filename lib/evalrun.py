@@ -393,3 +393,25 @@ def interrupted(workspace: Any) -> list[dict[str, Any]]:
     """Runs recorded as running that no thread of this process is answering (stopped by a restart):
     they can be resumed."""
     return [r for r in workspace.runs() if r["status"] == "running" and running(workspace, r["id"]) is None]
+
+
+def reference_for(question: str, workspace: Any = None) -> Question | None:
+    """The question with a reference answer that matches `question` (the sample set, then the workspace's sets)."""
+    wanted = " ".join(question.lower().split())
+    candidates: list[Question] = []
+    try:
+        candidates += load_set(None, SAMPLE_SET)
+    except (OSError, ValueError):
+        pass
+    if workspace is not None:
+        for name in workspace.question_sets():
+            try:
+                candidates += load_set(workspace, name)
+            except ValueError:
+                continue
+    return next((q for q in candidates if " ".join(q.question.lower().split()) == wanted), None)
+
+
+def grade_comparison(question: Question, comparison: Comparison) -> dict[str, Graded]:
+    """Each arm's grade against the reference (as an evaluation run grades it), by arm key."""
+    return {g.arm: g for g in grade(question, comparison)}

@@ -554,3 +554,20 @@ def test_untrusted_text_cannot_form_links_or_load_images(app, fake_provider, emb
     assert "\n" not in title
     html = " ".join(h.proto.body for h in app.get("html"))
     assert 'id="sources-rag-1"' in html and "<img" not in html and "<a " not in html
+
+
+def test_compare_shows_the_reference_and_each_arms_grade_for_a_set_question(app, fake_provider):
+    fake_provider.enqueue("The refund window is forty-five days [1].", "I do not know.")
+    _open(app, "views/compare.py")
+    app.text_input(key="compare_question").input("How long is the refund window?").run()
+    app.pills(key="compare_arms").set_value(["rag", "finetuned"])
+    app.button(key="compare_ask").click().run()
+    assert not app.exception
+    captions = " ".join(c.value for c in app.caption)
+    assert "Reference answer (from the question set): 45 days from the delivery date" in captions
+    grades = [m.value for m in app.markdown if "Grade:" in m.value]
+    assert len(grades) == 2
+    assert any("Grade: correct" in g for g in grades) and any("Grade: refused" in g for g in grades)
+    app.text_input(key="compare_question").input("A question of my own?").run()
+    app.button(key="compare_ask").click().run()
+    assert not [m.value for m in app.markdown if "Grade:" in m.value]  # no reference, no grade

@@ -3,7 +3,7 @@ import time
 
 import streamlit as st
 
-from lib import charts, engine
+from lib import charts, engine, evalrun
 from lib.arms import ARMS, DEFAULT_ARMS
 from lib.errors import ConfigError, explain
 from lib.format import ARM_BADGES, SOURCES_CSS, escape_markdown, link_citations, ms, one_line, rate, sources_html, usd
@@ -90,6 +90,12 @@ if comparison is None or comparison.collection != kb.name:  # an answer is shown
 
 st.divider()
 st.markdown(f"#### {escape_markdown(one_line(comparison.question))}")
+reference = evalrun.reference_for(comparison.question, engine.workspace_for(settings))
+grades = evalrun.grade_comparison(reference, comparison) if reference else {}
+if reference is not None:
+    st.caption("Reference answer (from the question set): " + (escape_markdown(reference.answer) if reference.answerable
+               else "_the documents do not answer this; the right answer is to say so_")
+               + " · graded offline: numbers and units normalised, conflicting values, negation and refusals checked")
 st.html(SOURCES_CSS)
 for col, r in zip(st.columns(len(comparison.results)), comparison.results):
     with col:
@@ -99,6 +105,11 @@ for col, r in zip(st.columns(len(comparison.results)), comparison.results):
             st.error(escape_markdown(r.error), icon="⚠️")
             continue
         st.markdown(link_citations(r.answer, r.sources, f"sources-{r.arm}") or "_(empty answer)_")
+        if r.arm in grades:
+            g = grades[r.arm]
+            verdict = "correct" if g.correct else ("refused" if g.refused else "wrong")
+            icon = "✅" if g.correct else "❌"
+            st.markdown(f"{icon} **Grade: {verdict}** ({g.score:.2f}) · {escape_markdown(g.reason)}")
         u = r.usage
         est = " (estimated)" if r.usage_source == "estimate" else ""
         if u and u.parts_estimated:
