@@ -64,6 +64,30 @@ def parser() -> argparse.ArgumentParser:
                    help="rules only: skip the local embedder's similarity for references without numbers")
     _common(p)
 
+    p = sub.add_parser("project", help="monthly cost per arm at a volume, from an evaluation run")
+    p.add_argument("--run", required=True, help="a run's name (as given with eval --run-name; the latest of that "
+                                                "name) or id")
+    p.add_argument("--per-day", type=int, default=10_000, help="questions a day (default 10,000)")
+    p.add_argument("--months", type=int, default=12, help="months for the break-even (default 12)")
+    p.add_argument("--hardware-usd-per-hour", type=float, help="what the machine running local models costs an hour")
+    p.add_argument("--cached-input", action="store_true", help="price the repeated prompt prefix as cached input")
+    p.add_argument("--changes", choices=["daily", "weekly", "monthly", "quarterly", "rarely"], default="rarely",
+                   help="how often the documents change (retraining that often)")
+    p.add_argument("--amortise-months", type=int, default=12, help="spread one training's cost over this many months")
+    _common(p)
+
+    p = sub.add_parser("decide", help="a recommendation with its reasons, from an evaluation run")
+    p.add_argument("--run", required=True, help="a run's name or id")
+    p.add_argument("--changes", choices=["daily", "weekly", "monthly", "quarterly", "rarely"])
+    p.add_argument("--latency-ms", type=float, help="p95 latency target in milliseconds")
+    p.add_argument("--citations", choices=["yes", "no"])
+    p.add_argument("--format", dest="format_matters", choices=["yes", "no"],
+                   help="answers must follow a predictable format")
+    p.add_argument("--training-examples", choices=["yes", "no"], help="quality training examples are available")
+    p.add_argument("--per-day", type=int, default=10_000, help="questions a day, for the cost comparison")
+    p.add_argument("--hardware-usd-per-hour", type=float)
+    _common(p)
+
     p = sub.add_parser("list", help="list the documents of a knowledge base")
     _common(p)
     p = sub.add_parser("remove", help="remove a document (all its chunks)")
@@ -151,6 +175,63 @@ def _evaluate(settings: Any, kb: Any, args: argparse.Namespace, arms: list[str])
                   f"{pct(s['house_style']):>5} {s['errors']:>6} {s['median_total_ms'] or 0:>7.0f} "
                   f"{s['p95_total_ms'] or 0:>7.0f}")
         print(evaluate.noise_sentence(max((s["answerable"] for s in summary.values()), default=0)))
+    return 0
+
+
+def _project(settings: Any, args: argparse.Namespace) -> int:
+    from lib import engine, projection
+
+    ws = engine.workspace_for(settings)
+    a = projection.Assumptions(per_day=args.per_day, months=args.months, cached_input=args.cached_input,
+                               hardware_usd_per_hour=args.hardware_usd_per_hour, changes=args.changes,
+                               amortise_months=args.amortise_months)
+    record, _, projections = projection.from_run(ws, args.run, a)
+    for p in projections:
+        row = {"arm": p.arm, "model": p.model, "questions": p.questions,
+               "cost_per_question_usd": p.cost_per_question_usd, "monthly_inference_usd": p.monthly_inference_usd,
+               "training_usd": p.training_usd, "monthly_total_usd": p.monthly_total_usd, "priced": p.priced,
+               "monthly_training_usd": p.monthly_training_usd, "note": p.note, "run": record["id"]}
+        if args.json:
+            _emit(row)
+        else:
+            def money(x: float | None) -> str:
+                return "unknown" if x is None else f"${x:,.2f}"
+
+            print(f"{p.arm:10} {money(p.monthly_total_usd):>12} a month at {args.per_day:,} questions a day "
+                  f"(inference {money(p.monthly_inference_usd)}, training {money(p.monthly_training_usd)}); {p.note}")
+    if not args.json:
+        for c in projection.crossings(projections, args.months, a):
+            print(f"break-even: {c['arms'][0]} and {c['arms'][1]} cross at month {c['month']:.1f}; "
+                  f"{c['cheaper_after']} is cheaper after")
+    return 0
+
+
+def _decide(settings: Any, args: argparse.Namespace) -> int:
+    from lib import decision, engine, evalrun, projection
+
+    ws = engine.workspace_for(settings)
+    record, summary, _ = evalrun.summary(ws, args.run)
+    yes_no = {"yes": True, "no": False, None: None}
+    situation = decision.Situation(changes=args.changes, citations=yes_no[args.citations],
+                                   latency_ms=args.latency_ms, format_matters=yes_no[args.format_matters],
+                                   training_examples=yes_no[args.training_examples])
+    a = projection.Assumptions(per_day=args.per_day, hardware_usd_per_hour=args.hardware_usd_per_hour,
+                               changes=args.changes or "rarely")
+    _, _, projections = projection.from_run(ws, record["id"], a)
+    freshness = ws.meta(f"freshness:{record['id']}")
+    small = "local" in (record["spec"].get("providers") or {}).values()
+    r = decision.decide(summary, situation, json.loads(freshness) if freshness else None,
+                        {p.arm: p.monthly_total_usd for p in projections}, small_model=small)
+    if args.json:
+        _emit({"run": record["id"], **r.to_dict()})
+    else:
+        print(f"Recommendation: {r.label}")
+        for reason in r.reasons:
+            print(f"  because: {reason}")
+        for change in r.would_change:
+            print(f"  would change: {change}")
+        if r.caveat:
+            print(f"  caveat: {r.caveat}")
     return 0
 
 
@@ -253,6 +334,10 @@ def main(argv: list[str] | None = None) -> int:
         ws = engine.workspace_for(settings, create=False)
         if args.command == "jobs":
             return _jobs(settings, ws, args)
+        if args.command == "project":
+            return _project(settings, args)
+        if args.command == "decide":
+            return _decide(settings, args)
         if args.command == "kbs":
             from lib.store import list_knowledge_bases
 

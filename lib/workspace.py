@@ -274,6 +274,10 @@ class Workspace:
         with self._connect() as con:
             return self._meta(con, key)
 
+    def set_meta(self, key: str, value: str) -> None:
+        with self._write() as con:
+            con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
     # ------------------------------------------------------------ history
 
     def add_comparison(self, record: dict[str, Any]) -> None:

@@ -1,0 +1,230 @@
+"""Cost at scale, from an evaluation run's measured tokens per question: monthly cost per arm at
+N questions a day, training amortised, retraining as often as the documents change, and the
+break-even between arms. Pure functions: run records in, numbers out.
+
+Hosted arms are priced from their tokens by the price library (lib.pricing): the fine-tuned
+price for fine-tuned models, and, as an option, the provider's cached-input price for the part
+of the prompt every question repeats (see `cached_prefix_tokens`). Local or self-hosted models
+cost what their hardware costs: `hardware_usd_per_hour` x the measured seconds per question.
+Until the user gives that figure their cost is unknown, never $0.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+DAYS_PER_MONTH = 30
+RETRAINS_PER_MONTH = {"daily": 30.0, "weekly": 52 / 12, "monthly": 1.0, "quarterly": 1 / 3, "rarely": 0.0}
+# OpenAI caches a prompt prefix automatically once the prompt reaches 1,024 tokens (in steps of 128).
+CACHE_MIN_PROMPT = 1024
+
+
+@dataclass(frozen=True)
+class ArmUsage:
+    """What one arm used per question in a run (answered questions only)."""
+
+    arm: str
+    model: str
+    provider: str
+    questions: int
+    prompt_mean: float
+    prompt_p95: float
+    completion_mean: float
+    completion_p95: float
+    context_mean: float
+    prefix_mean: float  # system prompt + chat template: the part every question repeats
+    seconds_mean: float  # the arm's own time per question (retrieval + generation, no queue)
+    cost_per_question_usd: float | None  # mean measured cost; None when a price was unknown
+    top_k: int
+
+
+def _p95(values: Sequence[float]) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    i = 0.95 * (len(ordered) - 1)
+    lo = int(i)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (i - lo)
+
+
+def arm_usage(answers: list[dict[str, Any]], top_k: int = 4) -> list[ArmUsage]:
+    """Per arm, from a run's stored answers (lib.evalrun answer records), in the run's arm order."""
+    by_arm: dict[str, list[dict[str, Any]]] = {}
+    for a in answers:
+        res = a.get("result") or {}
+        if res.get("error") or not res.get("usage"):
+            continue
+        by_arm.setdefault(str(a["arm"]), []).append(res)
+    out = []
+    for arm, rows in by_arm.items():
+        usages = [r["usage"] for r in rows]
+        costs = [r.get("cost_usd") for r in rows]
+        known = [c for c in costs if c is not None]
+        out.append(ArmUsage(
+            arm=arm, model=str(rows[0].get("model") or ""), provider=str(rows[0].get("provider") or ""),
+            questions=len(rows),
+            prompt_mean=statistics.fmean(u["prompt_tokens"] for u in usages),
+            prompt_p95=_p95([u["prompt_tokens"] for u in usages]),
+            completion_mean=statistics.fmean(u["completion_tokens"] for u in usages),
+            completion_p95=_p95([u["completion_tokens"] for u in usages]),
+            context_mean=statistics.fmean(u.get("context_tokens", 0) for u in usages),
+            prefix_mean=statistics.fmean(u.get("system_tokens", 0) + u.get("overhead_tokens", 0) for u in usages),
+            seconds_mean=statistics.fmean((r.get("total_ms") or 0) / 1000 for r in rows),
+            cost_per_question_usd=statistics.fmean(known) if known and len(known) == len(costs) else None,
+            top_k=top_k))
+    return out
+
+
+@dataclass(frozen=True)
+class Assumptions:
+    per_day: int = 10_000
+    months: int = 12
+    cached_input: bool = False  # price the repeated prompt prefix at the provider's cached-input rate
+    hardware_usd_per_hour: float | None = None  # for local / self-hosted models; None = unknown
+    amortise_months: int = 12  # training cost spread over this many months
+    changes: str = "rarely"  # how often the documents change: daily | weekly | monthly | quarterly | rarely
+    training_usd: dict[str, float | None] | None = None  # per arm (fine-tuned arms): one training run
+    top_k: int | None = None  # re-price with this many sources (None: as measured)
+
+
+@dataclass(frozen=True)
+class Projection:
+    arm: str
+    model: str
+    questions: int
+    cost_per_question_usd: float | None
+    monthly_inference_usd: float | None
+    training_usd: float | None
+    monthly_training_usd: float | None  # amortised first training + retraining as often as documents change
+    monthly_total_usd: float | None
+    priced: bool
+    note: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _fine_tuned(arm: str) -> bool:
+    return arm in ("finetuned", "hybrid")
+
+
+def per_question(u: ArmUsage, a: Assumptions) -> tuple[float | None, str]:
+    """(USD per question, how it was priced) under the assumptions."""
+    from lib.pricing import price_tokens
+
+    if u.provider == "local":
+        if a.hardware_usd_per_hour is None:
+            return None, "local model: cost unknown until you give the hardware's cost per hour"
+        return (a.hardware_usd_per_hour * u.seconds_mean / 3600,
+                f"${a.hardware_usd_per_hour:g}/h x {u.seconds_mean:.2f} s per question measured on this machine")
+    prompt = u.prompt_mean
+    if a.top_k is not None and u.top_k and u.context_mean:
+        prompt += u.context_mean * (a.top_k / u.top_k - 1)  # context tokens scale with the number of sources
+    cached = u.prefix_mean if a.cached_input and prompt >= CACHE_MIN_PROMPT else 0.0
+    if not a.cached_input and a.top_k is None and u.cost_per_question_usd is not None:
+        return u.cost_per_question_usd, "mean measured cost per question"
+    usd, note = price_tokens(u.model, round(prompt), round(u.completion_mean), round(cached))
+    if cached:
+        note += f"; {cached:.0f} repeated prefix tokens at the cached-input price"
+    elif a.cached_input:
+        note += f"; no caching: prompts under {CACHE_MIN_PROMPT} tokens are not cached"
+    return usd, note
+
+
+def project(usages: list[ArmUsage], a: Assumptions) -> list[Projection]:
+    out = []
+    retrains = RETRAINS_PER_MONTH.get(a.changes, 0.0)
+    for u in usages:
+        cpq, note = per_question(u, a)
+        monthly = None if cpq is None else cpq * a.per_day * DAYS_PER_MONTH
+        training = (a.training_usd or {}).get(u.arm) if _fine_tuned(u.arm) else 0.0
+        if _fine_tuned(u.arm) and training is None:
+            monthly_training = None
+            note += "; training cost unknown"
+        elif _fine_tuned(u.arm):
+            monthly_training = (training or 0.0) / max(1, a.amortise_months) + (training or 0.0) * retrains
+        else:
+            monthly_training = 0.0
+        total = None if monthly is None or monthly_training is None else monthly + monthly_training
+        out.append(Projection(u.arm, u.model, u.questions, cpq, monthly, training, monthly_training, total,
+                              total is not None, note))
+    return out
+
+
+def cumulative(p: Projection, months: int, a: Assumptions) -> list[float | None]:
+    """Cost to date at the end of each month 0..months: training paid up front, then inference and retraining."""
+    if p.monthly_inference_usd is None or (_fine_tuned(p.arm) and p.training_usd is None):
+        return [None] * (months + 1)
+    upfront = p.training_usd or 0.0
+    retrain = upfront * RETRAINS_PER_MONTH.get(a.changes, 0.0) if _fine_tuned(p.arm) else 0.0
+    return [upfront + m * (p.monthly_inference_usd + retrain) for m in range(months + 1)]
+
+
+def crossings(projections: list[Projection], months: int, a: Assumptions) -> list[dict[str, Any]]:
+    """Where one arm's cumulative cost overtakes another's (the month, linearly interpolated)."""
+    curves = {p.arm: cumulative(p, months, a) for p in projections}
+    out = []
+    arms = [k for k, v in curves.items() if v[0] is not None]
+    for i, x in enumerate(arms):
+        for y in arms[i + 1:]:
+            cx, cy = curves[x], curves[y]
+            for m in range(months):
+                d0 = cx[m] - cy[m]  # type: ignore[operator]
+                d1 = cx[m + 1] - cy[m + 1]  # type: ignore[operator]
+                if d0 == 0 or d0 * d1 >= 0:
+                    continue
+                t = m + d0 / (d0 - d1)
+                cost = cx[m] + (cx[m + 1] - cx[m]) * (t - m)  # type: ignore[operator]
+                cheaper_after = x if d1 < 0 else y
+                out.append({"arms": (x, y), "month": round(t, 2), "usd": cost, "cheaper_after": cheaper_after})
+    return out
+
+
+def sensitivity_per_day(usages: list[ArmUsage], a: Assumptions, per_day: Sequence[int]) -> dict[str, list[float | None]]:
+    from dataclasses import replace
+
+    return {u.arm: [project([u], replace(a, per_day=n))[0].monthly_total_usd for n in per_day] for u in usages}
+
+
+def sensitivity_top_k(usages: list[ArmUsage], a: Assumptions, top_ks: Sequence[int]) -> dict[str, list[float | None]]:
+    from dataclasses import replace
+
+    return {u.arm: [project([u], replace(a, top_k=k))[0].monthly_total_usd for k in top_ks]
+            for u in usages if u.context_mean > 0}
+
+
+# ---------------------------------------------------------------- from a stored run
+
+def training_costs(workspace: Any, run: dict[str, Any], hardware_usd_per_hour: float | None) -> dict[str, float | None]:
+    """One training run's cost for the fine-tuned arms of a run: a hosted job's recorded cost; a local LoRA's
+    training time x the hardware's cost per hour (unknown without it)."""
+    label = (run.get("spec") or {}).get("models", {}).get("finetuned", "")
+    model = next((m for m in workspace.models() if m.spec.label == label), None)
+    if model is None:
+        cost = None
+    elif model.provider == "local":
+        seconds = model.train_seconds
+        cost = None if hardware_usd_per_hour is None or seconds is None else hardware_usd_per_hour * seconds / 3600
+    else:
+        cost = model.training_cost_usd
+    return {"finetuned": cost, "hybrid": cost}
+
+
+def from_run(workspace: Any, run: str, a: Assumptions) -> tuple[dict[str, Any], list[ArmUsage], list[Projection]]:
+    """(the run record, per-arm usage, projections) for a stored run, by id or name."""
+    from dataclasses import replace
+
+    record = workspace.run(run)
+    if record is None:
+        raise ValueError(f"No evaluation run {run!r} in workspace {workspace.name!r}: run `python -m lib eval "
+                         "--run-name NAME` first.")
+    order = {arm: i for i, arm in enumerate(record["spec"].get("arms") or [])}
+    usages = sorted(arm_usage(workspace.answers(record["id"]), int(record["spec"].get("top_k") or 0)),
+                    key=lambda u: order.get(u.arm, 99))
+    if a.training_usd is None:
+        a = replace(a, training_usd=training_costs(workspace, record, a.hardware_usd_per_hour))
+    return record, usages, project(usages, a)
