@@ -88,6 +88,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--hardware-usd-per-hour", type=float)
     _common(p)
 
+    p = sub.add_parser("freshness", help="change a fact in a copy of the knowledge base and see which arms follow")
+    p.add_argument("--document", required=True, help="the document to edit (its name in the knowledge base)")
+    p.add_argument("--find", required=True, help="the text or number to change (e.g. 45)")
+    p.add_argument("--replace", required=True, help="what to put in its place (e.g. 60)")
+    p.add_argument("--question", required=True, help="a question whose answer is that fact")
+    p.add_argument("--arms", default="rag,finetuned,hybrid")
+    p.add_argument("--top-k", type=int, default=4)
+    p.add_argument("--max-tokens", type=int, default=96)
+    _common(p)
+
     p = sub.add_parser("list", help="list the documents of a knowledge base")
     _common(p)
     p = sub.add_parser("remove", help="remove a document (all its chunks)")
@@ -218,7 +228,7 @@ def _decide(settings: Any, args: argparse.Namespace) -> int:
     a = projection.Assumptions(per_day=args.per_day, hardware_usd_per_hour=args.hardware_usd_per_hour,
                                changes=args.changes or "rarely")
     _, _, projections = projection.from_run(ws, record["id"], a)
-    freshness = ws.meta(f"freshness:{record['id']}")
+    freshness = ws.meta(f"freshness:{record['spec'].get('collection', '')}")
     small = "local" in (record["spec"].get("providers") or {}).values()
     r = decision.decide(summary, situation, json.loads(freshness) if freshness else None,
                         {p.arm: p.monthly_total_usd for p in projections}, small_model=small)
@@ -232,6 +242,33 @@ def _decide(settings: Any, args: argparse.Namespace) -> int:
             print(f"  would change: {change}")
         if r.caveat:
             print(f"  caveat: {r.caveat}")
+    return 0
+
+
+def _freshness(settings: Any, kb: Any, args: argparse.Namespace, arms: list[str]) -> int:
+    from lib import engine, freshness
+
+    ws = engine.workspace_for(settings)
+    settings = engine.resolve_finetuned(settings, ws)
+    result = freshness.run(settings, kb, args.document, args.find, args.replace, args.question, arms,
+                           args.max_tokens, args.top_k, freshness.retrain_seconds(ws, settings))
+    ws.set_meta(f"freshness:{kb.name}", json.dumps(result.by_arm()))
+    for a in result.arms:
+        row = {"arm": a.arm, "answer": a.answer, "follows_change": a.follows_change, "keeps_old": a.keeps_old,
+               "error": a.error}
+        if args.json:
+            _emit(row)
+        else:
+            verdict = "follows the change" if a.follows_change else ("keeps the old value" if a.keeps_old
+                                                                     else "gives neither value")
+            print(f"{a.arm:10} {verdict}: {a.error or a.answer}")
+    final = {"reindex_s": round(result.reindex_s, 3), "retrain_s": result.retrain_s, "document": result.document,
+             "replacements": result.replacements}
+    if args.json:
+        _emit(final)
+    else:
+        retrain = f"; retraining the fine-tuned model took {result.retrain_s:.0f} s" if result.retrain_s else ""
+        print(f"re-indexing the edited document took {result.reindex_s:.2f} s{retrain}")
     return 0
 
 
@@ -373,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
         arms = [a.strip() for a in args.arms.split(",") if a.strip()]
         if args.command == "eval":
             return _evaluate(settings, kb, args, arms)
+        if args.command == "freshness":
+            return _freshness(settings, kb, args, arms)
         comparison = engine.ask(settings, args.question, arms, kb,
                                 GenParams(temperature=args.temperature, max_tokens=args.max_tokens),
                                 top_k=args.top_k, min_score=args.min_score)

@@ -266,3 +266,34 @@ class KnowledgeBase:
             if score >= min_score:
                 out.append(Source(str(meta["document"]), int(meta["chunk"]), score, doc))  # type: ignore[arg-type]
         return out
+
+
+def document_text(kb: KnowledgeBase, name: str) -> str:
+    """A stored document's text, stitched back from its chunks' character spans (chunks overlap)."""
+    got = kb.collection.get(where={"document": name}, include=["documents", "metadatas"])
+    rows = sorted(zip(got["metadatas"] or [], got["documents"] or []), key=lambda r: int(r[0]["start_char"]))
+    if not rows:
+        raise ConfigError(f"No document named {name!r} in knowledge base {kb.name!r}.")
+    text, end = "", 0
+    for meta, chunk in rows:
+        start, stop = int(meta["start_char"]), int(meta["end_char"])
+        if stop <= end:
+            continue
+        text += chunk[max(0, end - start):]
+        end = stop
+    return text
+
+
+def copy_knowledge_base(kb: KnowledgeBase, new_name: str) -> KnowledgeBase:
+    """A new knowledge base holding exactly the records of `kb` (texts, metadata and vectors; nothing re-embedded)."""
+    if new_name in list_knowledge_bases(kb.client):
+        raise ConfigError(f"A knowledge base named {new_name!r} already exists.")
+    copy = KnowledgeBase(kb.client, new_name, kb.embedder, create=True)
+    got = kb.collection.get(include=["documents", "metadatas", "embeddings"])
+    ids = list(got["ids"])
+    step = max(1, int(kb.client.get_max_batch_size()))
+    for s in range(0, len(ids), step):
+        copy.collection.add(ids=ids[s:s + step], documents=list(got["documents"][s:s + step]),  # type: ignore[index]
+                            metadatas=list(got["metadatas"][s:s + step]),  # type: ignore[index]
+                            embeddings=[v for v in got["embeddings"][s:s + step]])  # type: ignore[index]
+    return copy
