@@ -98,6 +98,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, default=96)
     _common(p)
 
+    p = sub.add_parser("report", help="a report to take to a meeting (self-contained HTML, or Markdown)")
+    p.add_argument("--run", required=True, help="a run's name or id")
+    p.add_argument("--per-day", type=int, default=10_000)
+    p.add_argument("--out", required=True, type=Path, help="FILE.html (charts embedded, opens offline) or FILE.md")
+    p.add_argument("--months", type=int, default=12)
+    p.add_argument("--hardware-usd-per-hour", type=float)
+    p.add_argument("--cached-input", action="store_true")
+    p.add_argument("--changes", choices=["daily", "weekly", "monthly", "quarterly", "rarely"])
+    p.add_argument("--latency-ms", type=float)
+    p.add_argument("--citations", choices=["yes", "no"])
+    _common(p)
+
     p = sub.add_parser("list", help="list the documents of a knowledge base")
     _common(p)
     p = sub.add_parser("remove", help="remove a document (all its chunks)")
@@ -272,6 +284,26 @@ def _freshness(settings: Any, kb: Any, args: argparse.Namespace, arms: list[str]
     return 0
 
 
+def _report(settings: Any, args: argparse.Namespace) -> int:
+    from lib import decision, engine, projection, report
+
+    ws = engine.workspace_for(settings)
+    a = projection.Assumptions(per_day=args.per_day, months=args.months, cached_input=args.cached_input,
+                               hardware_usd_per_hour=args.hardware_usd_per_hour, changes=args.changes or "rarely")
+    situation = decision.Situation(changes=args.changes, latency_ms=args.latency_ms,
+                                   citations={"yes": True, "no": False, None: None}[args.citations])
+    d = report.build(ws, args.run, a, situation)
+    text = report.markdown(d) if args.out.suffix.lower() == ".md" else report.html_report(d)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_name(args.out.name + ".part")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(args.out)  # never a half-written report
+    row = {"out": str(args.out), "bytes": len(text.encode()), "recommendation": d.recommendation.choice,
+           "run": d.run["id"]}
+    _emit(row) if args.json else print(f"wrote {args.out} ({row['bytes']:,} bytes): {d.recommendation.label}")
+    return 0
+
+
 def _grade(args: argparse.Namespace) -> int:
     """One JSON line per input line: correct, score, refused, reason (and fabricated, method)."""
     from lib.evalsets import read_grading_file
@@ -375,6 +407,8 @@ def main(argv: list[str] | None = None) -> int:
             return _project(settings, args)
         if args.command == "decide":
             return _decide(settings, args)
+        if args.command == "report":
+            return _report(settings, args)
         if args.command == "kbs":
             from lib.store import list_knowledge_bases
 

@@ -166,3 +166,51 @@ def cumulative_cost(rows: list[dict[str, Any]]) -> go.Figure:
     if costs and not any(costs):
         _all_zero(fig)
     return fig
+
+
+# ---------------------------------------------------------------- decide: cost at scale
+
+_ARM_NAMES = {"baseline": "Baseline", "rag": "RAG", "finetuned": "Fine-tuned", "hybrid": "Hybrid"}
+UNKNOWN_COST = "Cost unknown: give the hardware's cost per hour for local models"
+
+
+def break_even(curves: dict[str, list[float | None]], crossings: list[dict[str, Any]]) -> go.Figure:
+    """Cumulative cost per arm over the months (training up front), with the crossings marked."""
+    fig = go.Figure()
+    known = {arm: ys for arm, ys in curves.items() if ys and ys[0] is not None}
+    for arm, ys in known.items():
+        fig.add_trace(go.Scatter(x=list(range(len(ys))), y=ys, mode="lines+markers", name=_ARM_NAMES.get(arm, arm),
+                                 line={"color": ARM_COLORS.get(arm, "#888")}))
+    for c in crossings:
+        a, b = c["arms"]
+        fig.add_trace(go.Scatter(x=[c["month"]], y=[c["usd"]], mode="markers+text", showlegend=False,
+                                 marker={"size": 12, "symbol": "x", "color": "#d62728"},
+                                 text=[f"{_ARM_NAMES.get(a, a)} = {_ARM_NAMES.get(b, b)} at month {c['month']:.1f}"],
+                                 textposition="top center"))
+    fig.update_layout(title="Cumulative cost (training paid up front)", xaxis_title="month",
+                      yaxis_title="cost to date", **_LAYOUT)
+    fig.update_xaxes(tickmode="linear", dtick=1, tickformat="d")
+    fig.update_yaxes(tickformat="$,.2f", rangemode="tozero")
+    if not known:
+        return _all_zero(fig, UNKNOWN_COST)
+    if all(v == 0 for ys in known.values() for v in ys if v is not None):
+        return _all_zero(fig)
+    return fig
+
+
+def sensitivity(xs: list[int | float], series: dict[str, list[float | None]], x_title: str,
+                title: str) -> go.Figure:
+    """Monthly cost per arm against one assumption (questions a day, or top-k)."""
+    fig = go.Figure()
+    shown = 0
+    for arm, ys in series.items():
+        if all(y is None for y in ys):
+            continue
+        shown += 1
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=_ARM_NAMES.get(arm, arm),
+                                 line={"color": ARM_COLORS.get(arm, "#888")}))
+    fig.update_layout(title=title, xaxis_title=x_title, yaxis_title="per month", **_LAYOUT)
+    fig.update_yaxes(tickformat="$,.2f", rangemode="tozero")
+    if not shown:
+        return _all_zero(fig, UNKNOWN_COST)
+    return fig

@@ -161,3 +161,70 @@ def test_project_and_decide_cli_from_a_stored_run(settings, openai_server, sampl
     assert out["choice"] == "rag" and out["reasons"] and len(out["matrix"]) == 6
     assert main(["project", "--run", "no-such-run", *common]) == 2
     assert "No evaluation run" in capsys.readouterr().out
+
+
+@pytest.fixture
+def stored_run(openai_server, sample_kb_dir, monkeypatch, capsys):
+    from lib.__main__ import main
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-report")
+    monkeypatch.setenv("OPENAI_BASE_URL", openai_server.base_url)
+    monkeypatch.setenv("WORKBENCH_FT_MODEL", FT)
+    openai_server.reply_fn = lambda body: "45 days [1]."
+    assert main(["eval", "--limit", "3", "--arms", "rag,finetuned,hybrid", "--run-name", "for-report",
+                 "--data-dir", str(sample_kb_dir), "--json"]) == 0
+    capsys.readouterr()
+    return sample_kb_dir
+
+
+def test_report_cli_writes_markdown_and_self_contained_html(stored_run, tmp_path, capsys):
+    import json
+
+    from lib.__main__ import main
+
+    md, page = tmp_path / "r.md", tmp_path / "r.html"
+    for out in (md, page):
+        assert main(["report", "--run", "for-report", "--per-day", "5000", "--out", str(out), "--citations", "yes",
+                     "--data-dir", str(stored_run), "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["recommendation"] in ("rag", "hybrid")
+    text = md.read_text()
+    assert "## Recommendation" in text and "| RAG |" in text and "5,000 questions a day" in text
+    assert "not needing citations" in text
+    doc = page.read_text()
+    assert doc.count('class="plotly-graph-div"') == 3 and "Cumulative cost" in doc
+    from html.parser import HTMLParser
+
+    class Tags(HTMLParser):
+        external: list = []
+
+        def handle_starttag(self, tag, attrs):
+            if any(k in ("src", "href") and v and not v.startswith(("data:", "#")) for k, v in attrs):
+                self.external.append((tag, attrs))
+
+    Tags().feed(doc)
+    assert Tags.external == []  # plotly.js and everything else inline: it opens offline
+    assert "Content-Security-Policy" in doc and "default-src 'none'" in doc
+    assert not list(tmp_path.glob("*.part"))
+
+
+@pytest.mark.browser
+def test_report_opens_offline_in_the_browser_with_its_charts(stored_run, tmp_path, capsys):
+    from playwright.sync_api import sync_playwright
+
+    from lib.__main__ import main
+    from tests.test_e2e_browser import CHROMIUM_ARGS, chromium_path
+
+    page_file = tmp_path / "report.html"
+    assert main(["report", "--run", "for-report", "--out", str(page_file), "--data-dir", str(stored_run)]) == 0
+    requests: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page()
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(page_file.as_uri())
+        page.wait_for_selector(".plotly-graph-div .main-svg", timeout=30_000)
+        assert page.locator(".plotly-graph-div").count() == 3
+        assert page.locator(".plotly-graph-div .main-svg").count() >= 3
+        assert "Recommendation" in page.inner_text("body")
+        browser.close()
+    assert all(u.startswith(("file:", "data:", "blob:", "about:")) for u in requests), requests
