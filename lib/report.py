@@ -66,7 +66,7 @@ def _pct(x: float | None) -> str:
     return "–" if x is None else f"{x:.0%}"
 
 
-def _arm_rows(d: Decision) -> list[list[str]]:
+def arm_rows(d: Decision) -> list[list[str]]:
     rows = []
     for arm, s in d.summary.items():
         low, high = s.get("accuracy_ci95") or (0, 0)
@@ -84,7 +84,7 @@ COST_HEADER = ["arm", "model", "cost per question", "inference per month", "trai
                "training per month", "total per month", "how it is priced"]
 
 
-def _cost_rows(d: Decision) -> list[list[str]]:
+def cost_rows(d: Decision) -> list[list[str]]:
     return [[LABELS.get(p.arm, p.arm), p.model, _money(p.cost_per_question_usd), _money(p.monthly_inference_usd),
              _money(p.training_usd), _money(p.monthly_training_usd), _money(p.monthly_total_usd), p.note]
             for p in d.projections]
@@ -127,8 +127,8 @@ def markdown(d: Decision) -> str:
     parts += [f"- {x}" for x in r.would_change] + ["", "## The decision matrix", ""]
     parts += [table(["question", "answer", "answered by", "favours"],
                     [[q.question, q.answer, q.source, q.favours] for q in r.matrix]), ""]
-    parts += ["## Measurements", "", _settings_line(d), "", table(ARM_HEADER, _arm_rows(d)), ""]
-    parts += ["## Cost at scale", "", "Assumptions: " + _assumptions_line(d), "", table(COST_HEADER, _cost_rows(d)), ""]
+    parts += ["## Measurements", "", _settings_line(d), "", table(ARM_HEADER, arm_rows(d)), ""]
+    parts += ["## Cost at scale", "", "Assumptions: " + _assumptions_line(d), "", table(COST_HEADER, cost_rows(d)), ""]
     if d.crossings:
         parts += [f"- Break-even: {LABELS.get(c['arms'][0])} and {LABELS.get(c['arms'][1])} cross at month "
                   f"{c['month']:.1f}; {LABELS.get(c['cheaper_after'])} is cheaper after." for c in d.crossings] + [""]
@@ -180,8 +180,8 @@ def html_report(d: Decision) -> str:
 <h2>What would change it</h2><ul>{''.join(f'<li>{e(x)}</li>' for x in r.would_change)}</ul>
 <h2>The decision matrix</h2>{table(['question', 'answer', 'answered by', 'favours'],
                                    [[q.question, q.answer, q.source, q.favours] for q in r.matrix])}
-<h2>Measurements</h2><p>{e(_settings_line(d).replace('**', ''))}</p>{table(ARM_HEADER, _arm_rows(d))}
-<h2>Cost at scale</h2><p>Assumptions: {e(_assumptions_line(d))}</p>{table(COST_HEADER, _cost_rows(d))}
+<h2>Measurements</h2><p>{e(_settings_line(d).replace('**', ''))}</p>{table(ARM_HEADER, arm_rows(d))}
+<h2>Cost at scale</h2><p>Assumptions: {e(_assumptions_line(d))}</p>{table(COST_HEADER, cost_rows(d))}
 <ul>{crossings}</ul>
 <div class="charts">{chart_html}</div>
 <h2>Freshness</h2>{fresh}

@@ -14,8 +14,8 @@ from lib.settings import ModelSpec
 from lib.workspace import Workspace
 from tests.conftest import ROOT
 
-PAGES = ["views/home.py", "views/documents.py", "views/compare.py", "views/finetune.py", "views/history.py",
-         "views/settings.py"]
+PAGES = ["views/home.py", "views/documents.py", "views/compare.py", "views/decide.py", "views/finetune.py",
+         "views/history.py", "views/settings.py"]
 
 
 @pytest.fixture
@@ -571,3 +571,41 @@ def test_compare_shows_the_reference_and_each_arms_grade_for_a_set_question(app,
     app.text_input(key="compare_question").input("A question of my own?").run()
     app.button(key="compare_ask").click().run()
     assert not [m.value for m in app.markdown if "Grade:" in m.value]  # no reference, no grade
+
+
+def test_decide_page_recommends_projects_costs_and_runs_the_freshness_test(tmp_path, monkeypatch, openai_server,
+                                                                          sample_kb_dir):
+    """From a stored run: a recommendation with reasons, the cost table and charts, the freshness test on a copy
+    of the knowledge base (the real one unchanged), and both report downloads."""
+    import shutil
+
+    from lib.__main__ import main
+
+    data = tmp_path / "data"
+    shutil.copytree(sample_kb_dir, data)
+    for var, value in {"OPENAI_API_KEY": "sk-test-decide-page", "OPENAI_BASE_URL": openai_server.base_url,
+                       "WORKBENCH_FT_MODEL": "ft:gpt-4o-mini-2024-07-18:acme::x", "WORKBENCH_DATA_DIR": str(data)}.items():
+        monkeypatch.setenv(var, value)
+
+    def reply(body):
+        prompt = body["messages"][-1]["content"]
+        return "60 days [1]." if "60 days" in prompt else "45 days [1]."
+
+    openai_server.reply_fn = reply
+    assert main(["eval", "--limit", "3", "--arms", "rag,finetuned", "--run-name", "page-run", "--json"]) == 0
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    _open(at, "views/decide.py")
+    assert not at.error, [e.value for e in at.error]
+    assert any(h.value.startswith("Recommendation: ") for h in at.subheader)
+    assert any("Why" in m.value for m in at.markdown)
+    assert len(at.get("plotly_chart")) == 3
+    at.selectbox(key="decide_citations").set_value("yes").run()
+    assert any(h.value == "Recommendation: RAG" for h in at.subheader)
+    assert at.text_input(key="decide_fresh_find").value == "45"
+    assert at.text_input(key="decide_fresh_replace").value == "60"
+    at.button(key="decide_fresh_run").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    table = at.dataframe[-1].value
+    assert list(table["follows the change"]) == [True, False]  # RAG follows the edit, fine-tuned does not
+    assert any("Re-indexing the edited document took" in c.value for c in at.caption)
+    assert len(at.get("download_button")) == 2

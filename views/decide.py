@@ -1,0 +1,134 @@
+import json
+
+import pandas as pd
+import streamlit as st
+
+from lib import engine, evalrun, freshness, projection, report
+from lib.decision import LABELS, Situation
+from lib.errors import ConfigError, explain
+from lib.format import escape_markdown
+
+settings = st.session_state.settings
+st.title("Decide")
+st.caption("From an evaluation run: what each arm costs a month at your volume, when fine-tuning pays back, which "
+           "arm keeps up when documents change, and a recommendation with the reasons that drove it.")
+
+try:
+    workspace = engine.workspace_for(settings)
+    runs = [r for r in workspace.runs() if r["answered"]]
+except ConfigError as exc:
+    st.error(escape_markdown(str(exc)))
+    st.stop()
+if not runs:
+    st.info("No evaluation run in this workspace yet. Run one on the Evaluate page (or `python -m lib eval "
+            "--run-name NAME`), then come back.")
+    st.stop()
+
+labels = {r["id"]: f"{r['name']} · {r['spec'].get('question_set')} · {r['answered']} answers · {r['status']}"
+          for r in runs}
+run_id = st.selectbox("Evaluation run", list(labels), format_func=lambda k: labels[k], key="decide_run")
+
+with st.expander("Your situation and cost assumptions", expanded=True):
+    c1, c2, c3 = st.columns(3)
+    per_day = c1.number_input("Questions a day", 1, 100_000_000, 10_000, 1000, key="decide_per_day")
+    months = c2.slider("Months for the break-even", 3, 36, 12, key="decide_months")
+    amortise = c3.slider("Spread one training's cost over (months)", 1, 36, 12, key="decide_amortise")
+    d1, d2, d3 = st.columns(3)
+    changes = d1.selectbox("How often do the documents change?", ["not sure", "daily", "weekly", "monthly",
+                                                                   "quarterly", "rarely"], key="decide_changes")
+    citations = d2.selectbox("Do answers need citations?", ["not sure", "yes", "no"], key="decide_citations")
+    latency = d3.number_input("p95 latency target (ms, 0 = none)", 0, 600_000, 0, 500, key="decide_latency")
+    e1, e2, e3 = st.columns(3)
+    fmt = e1.selectbox("Must answers follow a fixed format?", ["not sure", "yes", "no"], key="decide_format")
+    examples = e2.selectbox("Do you have quality training examples?", ["not sure", "yes", "no"],
+                            key="decide_examples")
+    hw = e3.text_input("Hardware cost per hour for local models ($)", "", key="decide_hw",
+                       help="What the machine that runs the local model costs you an hour. There is no default: "
+                            "until you give it, local models' cost is shown as unknown, never $0.")
+    cached = st.toggle("Price the repeated prompt prefix at the cached-input rate", key="decide_cached",
+                       help="OpenAI caches a repeated prompt prefix (system prompt and template) once a prompt "
+                            "reaches 1,024 tokens; shorter prompts are never cached.")
+
+try:
+    hardware = float(hw) if hw.strip() else None
+except ValueError:
+    st.error("The hardware cost must be a number of dollars per hour, e.g. 0.45.")
+    st.stop()
+yes_no = {"yes": True, "no": False, "not sure": None}
+situation = Situation(changes=None if changes == "not sure" else changes, citations=yes_no[citations],
+                      latency_ms=float(latency) or None, format_matters=yes_no[fmt],
+                      training_examples=yes_no[examples])
+assumptions = projection.Assumptions(per_day=int(per_day), months=int(months), cached_input=cached,
+                                     hardware_usd_per_hour=hardware, amortise_months=int(amortise),
+                                     changes=situation.changes or "rarely")
+try:
+    d = report.build(workspace, run_id, assumptions, situation)
+except (ValueError, ConfigError) as exc:
+    st.error(escape_markdown(str(exc)))
+    st.stop()
+
+r = d.recommendation
+st.subheader(f"Recommendation: {r.label}")
+if r.caveat:
+    st.warning(r.caveat, icon="⚠️")
+st.markdown("**Why**\n" + "\n".join(f"- {escape_markdown(x)}" for x in r.reasons))
+st.markdown("**What would change it**\n" + "\n".join(f"- {escape_markdown(x)}" for x in r.would_change))
+st.dataframe(pd.DataFrame([{"question": q.question, "answer": q.answer, "answered by": q.source,
+                            "favours": q.favours} for q in r.matrix]), hide_index=True, width="stretch")
+
+st.subheader("Cost at scale")
+st.dataframe(pd.DataFrame(report.cost_rows(d), columns=report.COST_HEADER), hide_index=True, width="stretch")
+for c in d.crossings:
+    st.caption(f"Break-even: {LABELS.get(c['arms'][0])} and {LABELS.get(c['arms'][1])} cross at month "
+               f"{c['month']:.1f}; {LABELS.get(c['cheaper_after'])} is cheaper after.")
+figs = report.figures(d)
+st.plotly_chart(figs[0], key="decide_chart_break_even")
+s1, s2 = st.columns(2)
+s1.plotly_chart(figs[1], key="decide_chart_per_day")
+s2.plotly_chart(figs[2], key="decide_chart_top_k")
+
+st.subheader("Freshness test")
+st.caption("Change one fact in one document, in a temporary copy of the knowledge base (yours is never touched), "
+           "and see which arms follow. Retrieval follows as soon as the document is re-indexed; a fine-tuned model "
+           "only after retraining.")
+try:
+    kb = engine.open_kb(settings, d.run["spec"].get("collection") or None, create=False)
+    docs = [doc.name for doc in kb.documents()]
+except ConfigError as exc:
+    kb, docs = None, []
+    st.info(f"The run's knowledge base cannot be opened: {escape_markdown(str(exc))}")
+if kb is not None and docs:
+    guess = freshness.suggest(evalrun.questions_from_rows(d.run["questions"]), docs)
+    f1, f2, f3 = st.columns([2, 1, 1])
+    document = f1.selectbox("Document", docs, index=docs.index(guess[0].source) if guess else 0,
+                            key="decide_fresh_doc")
+    find = f2.text_input("Find", guess[1] if guess else "", key="decide_fresh_find")
+    new = f3.text_input("Replace with", guess[2] if guess else "", key="decide_fresh_replace")
+    question = st.text_input("Question", guess[0].question if guess else "", key="decide_fresh_question")
+    arms = [a for a in d.run["spec"].get("arms", []) if a in ("rag", "finetuned", "hybrid")] or ["rag"]
+    if st.button("Run the freshness test", key="decide_fresh_run", disabled=not (find and new and question)):
+        with st.spinner("Copying the knowledge base, re-indexing the edited document and asking the arms…"):
+            try:
+                resolved = engine.resolve_finetuned(settings, workspace)
+                result = freshness.run(resolved, kb, document, find, new, question, arms,
+                                       retrain_s=freshness.retrain_seconds(workspace, resolved))
+                workspace.set_meta(f"freshness:{kb.name}", json.dumps(result.by_arm()))
+                st.session_state.decide_fresh_result = result
+                st.rerun()
+            except (ValueError, ConfigError, RuntimeError) as exc:
+                st.error(escape_markdown(explain(exc)))
+    result = st.session_state.get("decide_fresh_result")
+    if result is not None:
+        st.dataframe(pd.DataFrame([{"arm": LABELS.get(a.arm, a.arm), "follows the change": a.follows_change,
+                                    "keeps the old value": a.keeps_old, "answer": a.error or a.answer}
+                                   for a in result.arms]), hide_index=True, width="stretch")
+        retrain = (f"; retraining the fine-tuned model took {result.retrain_s / 60:.0f} min when it was trained"
+                   if result.retrain_s else "")
+        st.caption(f"Re-indexing the edited document took {result.reindex_s:.2f} s{retrain}.")
+
+st.subheader("Take it to the meeting")
+r1, r2 = st.columns(2)
+r1.download_button("Download the report (HTML, opens offline)", report.html_report(d),
+                   file_name=f"decision-{d.run['name']}.html", mime="text/html", key="decide_download_html")
+r2.download_button("Download the report (Markdown)", report.markdown(d), file_name=f"decision-{d.run['name']}.md",
+                   mime="text/markdown", key="decide_download_md")
