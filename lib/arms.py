@@ -114,6 +114,10 @@ class ArmResult:
     queued_ms: float  # time spent waiting for a shared local model
     finish_reason: str | None
     error: str | None
+    # Things the reader should know about this answer (e.g. the fine-tuned model was trained on other documents).
+    warnings: tuple[str, ...] = ()
+    # What a fine-tuned model was trained on (lib.provenance.trained_on); None for a base model.
+    trained_on: dict[str, Any] | None = None
 
     @property
     def tokens_per_s(self) -> float | None:
@@ -131,6 +135,7 @@ class ArmResult:
         for key in ("retrieval_ms", "ttft_ms", "total_ms", "queued_ms"):
             d[key] = _round(d[key])
         d["tokens_per_s"] = _round(self.tokens_per_s)
+        d["warnings"] = list(self.warnings)
         return d
 
 

@@ -187,8 +187,30 @@ def ask(settings: Settings, question: str, arms: list[str] | tuple[str, ...], kb
         on_status: Callable[[str, str], None] | None = None) -> Comparison:
     from lib.arms import RetrievalParams
 
-    return compare(question, arms, kb, providers if providers is not None else providers_for(settings),
-                   params, RetrievalParams(top_k, min_score), on_delta, on_status)
+    comparison = compare(question, arms, kb, providers if providers is not None else providers_for(settings),
+                         params, RetrievalParams(top_k, min_score), on_delta, on_status)
+    return with_provenance(settings, comparison, kb)
+
+
+def with_provenance(settings: Settings, comparison: Comparison, kb: KnowledgeBase | None) -> Comparison:
+    """Fine-tuned arms' answers carry what the model was trained on, and warnings when this knowledge base is
+    not what it was trained on (or changed since)."""
+    from lib import provenance
+    from lib.arms import ARMS
+
+    tuned = [r for r in comparison.results if ARMS[r.arm].role == "finetuned" and r.model]
+    if not tuned or settings.finetuned is None:
+        return comparison
+    try:
+        model = provenance.find_model(workspace_for(settings, create=False), settings.finetuned)
+    except ConfigError:
+        model = None
+    documents = kb.documents() if kb is not None else []
+    notes = provenance.warnings(model, kb.name if kb is not None else None, documents)
+    card = provenance.trained_on(model) if model is not None else None
+    results = tuple(replace(r, warnings=(*r.warnings, *notes), trained_on=card) if r in tuned else r
+                    for r in comparison.results)
+    return replace(comparison, results=results)
 
 
 # ---------------------------------------------------------------- helpers the pages call

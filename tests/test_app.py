@@ -609,3 +609,24 @@ def test_decide_page_recommends_projects_costs_and_runs_the_freshness_test(tmp_p
     assert list(table["follows the change"]) == [True, False]  # RAG follows the edit, fine-tuned does not
     assert any("Re-indexing the edited document took" in c.value for c in at.caption)
     assert len(at.get("download_button")) == 2
+
+
+def test_fine_tuned_columns_show_the_model_card_and_warn_about_another_knowledge_base(app, tmp_path,
+                                                                                      fake_provider, monkeypatch):
+    from lib.finetune import registry
+    from lib.finetune.registry import FineTunedModel
+
+    monkeypatch.setattr(registry, "PROVIDER_KINDS", registry.PROVIDER_KINDS | {"fake"})
+    ws = Workspace(tmp_path / "data", "default")
+    ws.add_model(FineTunedModel(id="lic", name="license-adapter", provider="fake", model="tuned-model",
+                                base_model="SmolLM2-135M-Instruct", knowledge_base="licenses", workspace="default",
+                                trained_on=({"name": "mit.txt", "sha256": "aaa"},), method="LoRA r=16, 40 steps",
+                                train_seconds=300.0, created_at=1_700_000_000))
+    _open(app, "views/compare.py")
+    app.text_input(key="compare_question").input("What does the licence allow?").run()
+    app.button(key="compare_ask").click().run()
+    assert not app.exception
+    cards = [c.value for c in app.caption if c.value.startswith("Model card: ")]
+    assert len(cards) == 2 and all("license\\-adapter" in c or "license-adapter" in c for c in cards)
+    warnings = [w.value for w in app.warning]
+    assert len(warnings) == 2 and all("not on knowledge base 'default'" in w.replace("\\", "") for w in warnings)

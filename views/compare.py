@@ -3,7 +3,7 @@ import time
 
 import streamlit as st
 
-from lib import charts, engine, evalrun
+from lib import charts, engine, evalrun, provenance
 from lib.arms import ARMS, DEFAULT_ARMS
 from lib.errors import ConfigError, explain
 from lib.format import ARM_BADGES, SOURCES_CSS, escape_markdown, link_citations, ms, one_line, rate, sources_html, usd
@@ -101,6 +101,10 @@ for col, r in zip(st.columns(len(comparison.results)), comparison.results):
     with col:
         st.markdown(f"### :{ARM_BADGES[r.arm]}[{r.label}]")
         st.caption(f"{escape_markdown(r.model) or 'no model'} · {ARMS[r.arm].blurb}")
+        if r.trained_on:
+            st.caption("Model card: " + escape_markdown(provenance.card_line(r.trained_on)))
+        for note in r.warnings:
+            st.warning(escape_markdown(note), icon="⚠️")
         if r.error:
             st.error(escape_markdown(r.error), icon="⚠️")
             continue

@@ -48,6 +48,9 @@ def model_to_record(model: FineTunedModel) -> dict[str, Any]:
     return {"version": MODEL_RECORD_VERSION, **asdict(model), "trained_on": list(model.trained_on)}
 
 
+PROVIDER_KINDS = {"local", "openai", "azure"}  # tests add their fake provider here, as to lib.providers.PROVIDERS
+
+
 def model_from_record(record: Any) -> FineTunedModel | None:
     """The model a stored record describes, or None for a record of another shape (newer or damaged)."""
     if not isinstance(record, dict) or record.get("version", MODEL_RECORD_VERSION) != MODEL_RECORD_VERSION:
@@ -60,7 +63,7 @@ def model_from_record(record: Any) -> FineTunedModel | None:
     except (TypeError, ValueError):
         return None
     ok = all(isinstance(getattr(model, k), str) for k in ("id", "name", "provider", "model"))
-    return model if ok and model.id and model.provider in ("local", "openai", "azure") else None
+    return model if ok and model.id and model.provider in PROVIDER_KINDS else None
 
 
 def shipped_model() -> FineTunedModel | None:

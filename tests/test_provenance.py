@@ -1,0 +1,67 @@
+"""A fine-tuned arm says what it was trained on, and warns when this knowledge base is something else."""
+
+import json
+from dataclasses import replace
+
+from lib import provenance
+from lib.finetune.registry import FineTunedModel, shipped_model
+from lib.store import DocumentInfo
+
+
+def _doc(name, sha):
+    return DocumentInfo(name, sha, "md", 3, 100, 0.0)
+
+
+MODEL = FineTunedModel(id="m1", name="my-adapter", provider="local", model="smollm2-135m-instruct",
+                       base_model="SmolLM2-135M-Instruct", lora="/tmp/a.gguf", created_at=1_700_000_000,
+                       examples=40, training_cost_usd=0.0, workspace="alice", knowledge_base="licenses",
+                       trained_on=({"name": "mit.txt", "sha256": "aaa"}, {"name": "gpl.txt", "sha256": "bbb"}),
+                       method="LoRA r=16, 40 steps, lr 0.003", train_seconds=300.0)
+
+
+def test_no_warning_on_the_documents_it_was_trained_on():
+    assert provenance.warnings(MODEL, "licenses", [_doc("mit.txt", "aaa"), _doc("gpl.txt", "bbb")]) == []
+
+
+def test_another_knowledge_base_is_named_plainly():
+    [w] = provenance.warnings(MODEL, "specs", [_doc("spec.pdf", "ccc")])
+    assert "knowledge base 'licenses'" in w and "not on knowledge base 'specs'" in w
+
+
+def test_added_removed_and_edited_documents_are_named():
+    [w] = provenance.warnings(MODEL, "licenses", [_doc("mit.txt", "zzz"), _doc("apache.txt", "ddd")])
+    assert "edited mit.txt" in w and "added apache.txt" in w and "removed gpl.txt" in w
+
+
+def test_an_unregistered_model_says_nothing_is_known():
+    [w] = provenance.warnings(None, "licenses", [])
+    assert "Nothing is recorded" in w
+
+
+def test_the_shipped_adapter_says_it_was_trained_on_the_sample_company():
+    shipped = shipped_model()
+    info = provenance.trained_on(shipped)
+    assert info["knowledge_base"] == "sample" and "sample company" in info["description"]
+    assert {d["name"] for d in info["documents"]} >= {"refund_policy.md", "warranty.pdf"}
+    card = provenance.model_card(shipped)
+    assert "fine-tuned on the sample company" in card and "125 steps" in card and "14 min" in card
+    sample = [_doc(d["name"], d["sha256"]) for d in info["documents"]]
+    assert provenance.warnings(shipped, "sample", sample) == []
+    assert provenance.warnings(shipped, "default", sample) == [
+        f"Fine-tuned on {provenance.SAMPLE_DESCRIPTION}; knowledge base 'default' holds the same documents."]
+    edited = [replace(d, sha256="changed") if d.name == "refund_policy.md" else d for d in sample]
+    [w] = provenance.warnings(shipped, "sample", edited)
+    assert "edited refund_policy.md" in w
+
+
+def test_ask_json_carries_warnings_and_trained_on(sample_kb_dir, openai_server, monkeypatch, capsys):
+    from lib.__main__ import main
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-provenance")
+    monkeypatch.setenv("OPENAI_BASE_URL", openai_server.base_url)
+    monkeypatch.setenv("WORKBENCH_FT_MODEL", "ft:gpt-4o-mini-2024-07-18:acme::unregistered")
+    assert main(["ask", "How long is the refund window?", "--arms", "rag,finetuned", "--data-dir",
+                 str(sample_kb_dir), "--json"]) == 0
+    rows = {r["arm"]: r for r in (json.loads(x) for x in capsys.readouterr().out.splitlines())}
+    assert rows["rag"]["warnings"] == [] and rows["rag"]["trained_on"] is None
+    assert rows["finetuned"]["trained_on"] is None and "Nothing is recorded" in rows["finetuned"]["warnings"][0]
