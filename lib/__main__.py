@@ -110,6 +110,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--citations", choices=["yes", "no"])
     _common(p)
 
+    p = sub.add_parser("finetune", help="fine-tune the local model on a knowledge base, no pairs written by hand")
+    p.add_argument("--kb", required=True, help="the knowledge base to train on")
+    p.add_argument("--steps", type=int, default=125, help="training steps (default 125, the shipped recipe)")
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--rank", type=int, default=16)
+    p.add_argument("--name", help="the model's name (default: the knowledge base's name + '-lora')")
+    p.add_argument("--offline", action="store_true",
+                   help="build the training set without a model even when a hosted model is configured")
+    p.add_argument("--no-wait", action="store_true", help="start the job and return (follow it with `jobs`)")
+    _common(p)
+
     p = sub.add_parser("list", help="list the documents of a knowledge base")
     _common(p)
     p = sub.add_parser("remove", help="remove a document (all its chunks)")
@@ -304,6 +315,64 @@ def _report(settings: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+def _finetune(settings: Any, args: argparse.Namespace) -> int:
+    import time
+
+    from lib import engine, finetune, provenance
+    from lib.finetune import from_kb
+
+    ws = engine.workspace_for(settings)
+    kb = engine.open_kb(settings, args.kb, create=False)
+    if kb.count() == 0:
+        raise ValueError(f"Knowledge base {args.kb!r} has no documents to train on.")
+    if settings.hosted_configured and not args.offline:
+        from lib.providers import make_provider
+
+        chunks = [c for d in kb.documents() for c in kb.chunks_of(d.name)][:60]
+        examples, problems = finetune.generate_pairs(chunks, make_provider(settings.base, settings))
+        method = f"{len(examples)} question/answer pairs written by {settings.base.label} from {len(chunks)} chunks"
+        kinds = {"generated_pairs": len(examples), "problems": len(problems)}
+    else:
+        examples, kinds = from_kb.offline_examples(kb)
+        method = (f"offline: {kinds['document_text']} document-text examples + {kinds['house_style_sentences']} "
+                  "house-style sentences")
+    if not examples:
+        raise ValueError("No training examples could be made from this knowledge base.")
+    estimate = from_kb.estimate(ws, args.steps)
+    head = {"knowledge_base": kb.name, "examples": len(examples), "kinds": kinds, "method": method,
+            "estimate": estimate, "can_and_cannot": from_kb.CAN_AND_CANNOT}
+    if args.json:
+        _emit(head)
+    else:
+        print(f"{len(examples)} examples from {kb.name} ({method}). Expected: about {estimate['seconds'] / 60:.0f} min "
+              f"for {args.steps} steps at {estimate['seconds_per_step']:.1f} s per step, measured in "
+              f"{estimate['source']}; {estimate['note']}.\n{from_kb.CAN_AND_CANNOT}", flush=True)
+    job_id = finetune.start_local_training(ws, examples, args.name or f"{kb.name}-lora", args.steps, args.rank,
+                                           args.lr, from_kb.trained_on(kb), kb.name, method)
+    if args.no_wait:
+        _emit({"job": job_id, "status": "started"}) if args.json else print(f"started job {job_id}")
+        return 0
+    last = None
+    while True:
+        job = ws.job(job_id)
+        if job is None or job.finished:
+            break
+        status = finetune.local_status(ws, job)
+        if not args.json and status.get("step") != last:
+            last = status.get("step")
+            print(f"step {status.get('step')}/{status.get('total_steps')} loss {status.get('loss')}", flush=True)
+        time.sleep(2)
+    job = ws.job(job_id)
+    model = next((m for m in ws.models() if m.id == job_id), None) if job else None
+    out = {"job": job_id, "status": job.status if job else "missing", "error": job.error if job else None,
+           "model": provenance.trained_on(model) if model else None}
+    if args.json:
+        _emit(out)
+    else:
+        print(f"{out['status']}: " + (provenance.model_card(model) if model else str(out["error"])))
+    return 0 if model else 1
+
+
 def _grade(args: argparse.Namespace) -> int:
     """One JSON line per input line: correct, score, refused, reason (and fabricated, method)."""
     from lib.evalsets import read_grading_file
@@ -409,6 +478,8 @@ def main(argv: list[str] | None = None) -> int:
             return _decide(settings, args)
         if args.command == "report":
             return _report(settings, args)
+        if args.command == "finetune":
+            return _finetune(settings, args)
         if args.command == "kbs":
             from lib.store import list_knowledge_bases
 

@@ -3,6 +3,8 @@
 import json
 from dataclasses import replace
 
+import pytest
+
 from lib import provenance
 from lib.finetune.registry import FineTunedModel, shipped_model
 from lib.store import DocumentInfo
@@ -65,3 +67,52 @@ def test_ask_json_carries_warnings_and_trained_on(sample_kb_dir, openai_server, 
     rows = {r["arm"]: r for r in (json.loads(x) for x in capsys.readouterr().out.splitlines())}
     assert rows["rag"]["warnings"] == [] and rows["rag"]["trained_on"] is None
     assert rows["finetuned"]["trained_on"] is None and "Nothing is recorded" in rows["finetuned"]["warnings"][0]
+
+
+def test_offline_examples_are_built_from_the_documents_without_a_model(settings, embedder, tmp_path):
+    from lib import engine
+    from lib.finetune import from_kb
+
+    doc = tmp_path / "zorblat.md"
+    doc.write_text("# Zorblat policy\n\nThe Zorblat warranty lasts 7 years from purchase. Repairs are free.\n\n"
+                   "Zorblat units weigh 12 kg and ship within 3 business days.\n")
+    kb = engine.open_kb(settings, "zorblat", embedder=embedder)
+    engine.ingest_paths(kb, [doc])
+    examples, kinds = from_kb.offline_examples(kb)
+    assert kinds["document_text"] == 1 and kinds["house_style_sentences"] == 2
+    answers = [e["messages"][-1]["content"] for e in examples]
+    assert any("7 years" in a and "\nReason: the zorblat.md states this." in a for a in answers)
+    assert any("Zorblat units weigh 12 kg" in a for a in answers)
+    assert from_kb.trained_on(kb) == ({"name": "zorblat.md", "sha256": kb.documents()[0].sha256},)
+    est = from_kb.estimate(engine.workspace_for(settings), 10)
+    assert est["seconds"] == pytest.approx(10 * est["seconds_per_step"]) and est["source"]
+
+
+@pytest.mark.slow
+def test_finetune_cli_trains_offline_on_a_knowledge_base_and_registers_provenance(tmp_path, capsys):
+    from lib import engine
+    from lib.__main__ import main
+    from lib.settings import load_settings
+    from tests.test_training import needs_training_deps
+
+    needs_training_deps()
+    doc = tmp_path / "zorblat.md"
+    doc.write_text("# Zorblat policy\n\nThe Zorblat warranty lasts 7 years from purchase.\n\n"
+                   "Zorblat units weigh 12 kg and ship within 3 business days.\n")
+    common = ["--data-dir", str(tmp_path / "data"), "--json"]
+    assert main(["ingest", str(doc), "--collection", "zorblat", *common]) == 0
+    capsys.readouterr()
+    assert main(["finetune", "--kb", "zorblat", "--steps", "3", "--rank", "4", *common]) == 0
+    head, done = (json.loads(x) for x in capsys.readouterr().out.splitlines())
+    assert head["examples"] == 3 and head["estimate"]["seconds"] > 0 and "not taught" in head["can_and_cannot"]
+    assert done["status"] == "succeeded"
+    info = done["model"]
+    assert info["knowledge_base"] == "zorblat" and [d["name"] for d in info["documents"]] == ["zorblat.md"]
+    assert "3 steps" in info["method"] and "offline" in info["method"] and info["train_seconds"] > 0
+    s = load_settings(env={}, secrets_file=None, data_dir=tmp_path / "data")
+    ws = engine.workspace_for(s)
+    assert ws.active_model().id == done["job"]  # registered and selected
+    tuned = engine.resolve_finetuned(s, ws)
+    kb = engine.open_kb(tuned, "zorblat")
+    c = engine.ask(tuned, "How long is the Zorblat warranty?", ["finetuned"], kb)
+    assert c.results[0].warnings == () and c.results[0].trained_on["knowledge_base"] == "zorblat"

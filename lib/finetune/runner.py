@@ -61,7 +61,8 @@ def run(ws: Workspace, job_id: str) -> int:
         training_sha256=p["training_sha256"], examples=int(p["examples"]), training_cost_usd=0.0,
         trained_on=tuple(p.get("trained_on") or ()), notes=f"LoRA r={p['rank']}, {p['steps']} steps, lr {p['lr']}",
         workspace=ws.name, knowledge_base=p.get("knowledge_base", ""),
-        method=f"LoRA r={p['rank']}, {p['steps']} steps, lr {p['lr']}",
+        method=f"LoRA r={p['rank']}, {p['steps']} steps, lr {p['lr']}"
+               + (f"; {p['data_method']}" if p.get("data_method") else ""),
         train_seconds=sidecar.get("train_seconds", round(time.time() - t0, 1)), job_id=job_id)
     ws.update_job(job_id, status="succeeded", result={"model_id": model.id, "adapter": str(adapter),
                                                       "final_loss": sidecar.get("final_loss")}, model=model)
