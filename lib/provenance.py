@@ -51,7 +51,8 @@ def trained_on(model: FineTunedModel) -> dict[str, Any]:
         "workspace": model.workspace or ("(shipped)" if model.builtin else ""),
         "knowledge_base": model.knowledge_base,
         "description": SAMPLE_DESCRIPTION if model.builtin else "",
-        "documents": [dict(d) for d in model.trained_on],
+        "documents": [{"name": d.get("name") or d.get("document", ""), "sha256": d.get("sha256", "")}
+                      for d in model.trained_on],
         "training_file": model.training_file, "examples": model.examples, "method": model.method or model.notes,
         "created_at": model.created_at, "train_seconds": model.train_seconds,
         "training_cost_usd": model.training_cost_usd,
@@ -69,7 +70,7 @@ def warnings(model: FineTunedModel | None, kb_name: str | None, documents: Seque
         return ["Nothing is recorded about what this fine-tuned model was trained on (it is not in this "
                 "workspace's registry): compare it with care."]
     model = with_shipped_provenance(model)
-    trained = {d["name"]: d.get("sha256", "") for d in model.trained_on}
+    trained = {d.get("name") or d.get("document", ""): d.get("sha256", "") for d in model.trained_on}
     origin = SAMPLE_DESCRIPTION if model.builtin else f"knowledge base '{model.knowledge_base}'"
     if not trained and not model.knowledge_base:
         return [f"{model.name} has no record of the documents it was trained on: compare it with care."]

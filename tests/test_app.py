@@ -630,3 +630,30 @@ def test_fine_tuned_columns_show_the_model_card_and_warn_about_another_knowledge
     assert len(cards) == 2 and all("license\\-adapter" in c or "license-adapter" in c for c in cards)
     warnings = [w.value for w in app.warning]
     assert len(warnings) == 2 and all("not on knowledge base 'default'" in w.replace("\\", "") for w in warnings)
+
+
+def test_fine_tune_on_this_knowledge_base_shows_its_duration_and_records_provenance(app, tmp_path, embedder):
+    from lib import engine, finetune
+    from lib.settings import load_settings
+    from tests.test_training import needs_training_deps
+
+    needs_training_deps()
+    doc = tmp_path / "zorblat.md"
+    doc.write_text("The Zorblat warranty lasts 7 years from purchase.\n\nZorblat units weigh 12 kg.\n")
+    s = load_settings(env={}, secrets_file=None, data_dir=tmp_path / "data")
+    engine.ingest_paths(engine.open_kb(s, "default", embedder=embedder), [doc])
+    _open(app, "views/finetune.py")
+    assert any("Expected duration: about" in i.value and "s per step" in i.value for i in app.info)
+    assert any("not taught to answer questions" in c.value for c in app.caption)
+    app.number_input(key="ft_kb_steps").set_value(5)
+    app.button(key="ft_kb_start").click().run()
+    assert not app.exception and not app.error
+    ws = engine.workspace_for(s)
+    [job] = ws.jobs("local")
+    try:
+        assert job.params["knowledge_base"] == "default" and job.params["steps"] == 5
+        assert job.params["trained_on"] == [{"name": "zorblat.md", "sha256": ws and
+                                             engine.open_kb(s).documents()[0].sha256}]
+        assert "offline" in job.params["data_method"]
+    finally:
+        finetune.cancel_local_training(ws, job.id)

@@ -123,3 +123,6 @@ with k2:
 summary.caption(f"Knowledge base **{escape_markdown(kb.name)}** in workspace **{escape_markdown(settings.workspace)}** · "
                 f"{kb.count()} chunks · "
                 f"embedder {escape_markdown(kb.embedder.model_id)}")
+if kb.count():
+    st.page_link("views/finetune.py", label="Fine-tune the local model on this knowledge base (Fine-tune page, tab 2a)",
+                 icon="🎯")

@@ -4,8 +4,9 @@ import os
 import pandas as pd
 import streamlit as st
 
-from lib import engine, finetune
+from lib import engine, finetune, provenance
 from lib.errors import ConfigError, explain
+from lib.finetune import from_kb
 from lib.format import escape_markdown, usd, when
 from lib.providers import make_provider, openai_client
 
@@ -86,7 +87,7 @@ with data_tab:
                            mime="application/jsonl", key="ft_export")
 
 ready = st.session_state.get("ft_ready", [])
-trained_on = tuple({"document": d.name, "sha256": d.sha256} for d in (kb.documents() if kb else []))
+trained_on = tuple({"name": d.name, "sha256": d.sha256} for d in (kb.documents() if kb else []))
 
 kb_name = kb.name if kb else ""
 
@@ -124,6 +125,29 @@ with local_tab:
     local_jobs = workspace.jobs("local")
     current = local_jobs[0] if local_jobs else None
     running = current is not None and not current.finished
+    if kb is not None and kb.count():
+        st.markdown(f"#### Fine-tune on knowledge base **{escape_markdown(kb.name)}** in one click")
+        st.caption(from_kb.CAN_AND_CANNOT)
+        k1, k2 = st.columns([1, 2])
+        kb_steps = k1.number_input("Steps", 5, 2000, 125, 5, key="ft_kb_steps",
+                                   help="125 is the shipped adapter's recipe; fewer steps finish sooner and learn less.")
+        guess = from_kb.estimate(workspace, int(kb_steps))
+        k2.info(f"Expected duration: about **{guess['seconds'] / 60:.0f} min** ({guess['seconds_per_step']:.1f} s per "
+                f"step, measured in {guess['source']}); {guess['note']}.", icon="⏱️")
+        if st.button(f"Fine-tune on {kb.name}", key="ft_kb_start", disabled=bool(missing or running),
+                     help="Builds a training set from this knowledge base's own text (no model needed) and trains a "
+                          "LoRA adapter; it is registered with what it was trained on and becomes the active model."):
+            examples, kinds = from_kb.offline_examples(kb)
+            method = (f"offline: {kinds['document_text']} document-text examples + "
+                      f"{kinds['house_style_sentences']} house-style sentences")
+            try:
+                finetune.start_local_training(workspace, examples, f"{kb.name}-lora", int(kb_steps), 16, 3e-3,
+                                              from_kb.trained_on(kb), kb.name, method)
+                st.rerun()
+            except ConfigError as exc:
+                st.error(escape_markdown(str(exc)))
+        st.divider()
+        st.markdown("#### Or train on the training set from tab 1")
     try:  # the shipped adapter's recipe and measured speed, from its provenance sidecar
         recipe = json.loads(finetune.SHIPPED_ADAPTER.with_name(finetune.SHIPPED_ADAPTER.name + ".json").read_text())
     except (OSError, ValueError):
@@ -249,7 +273,7 @@ with models_tab:
         st.dataframe([{"active": "✓" if active and m.id == active.id else "", "name": m.name,
                        "provider": m.provider, "base model": m.base_model, "method": m.method, "examples": m.examples,
                        "training cost": usd(m.training_cost_usd), "created": when(m.created_at) if m.created_at else "",
-                       "trained on": ", ".join(d["document"] for d in m.trained_on) or m.training_file}
+                       "trained on": provenance.card_line(provenance.trained_on(m))}
                       for m in models], hide_index=True, width="stretch", key="ft_models_table")
         pick = st.selectbox("Use for the Fine-tuned and Hybrid arms", [m.id for m in models],
                             index=[m.id for m in models].index(active.id) if active else 0,

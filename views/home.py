@@ -45,9 +45,14 @@ cols = st.columns(4)
 for col, (name, text) in zip(cols, [
     ("Baseline", "The base model alone: what it knows without help."),
     ("RAG", "The base model plus passages retrieved from your documents; cites its sources."),
-    ("Fine-tuned", "A model trained on your data: consistent style, no retrieval step."),
+    ("Fine-tuned", "A model trained on example answers: consistent style, no retrieval step. Out of the box it is "
+                   "the shipped LoRA adapter, fine-tuned on the sample company."),
     ("Hybrid", "The fine-tuned model plus retrieval: what most production systems ship."),
 ]):
     col.markdown(f"**{name}**  \n{text}")
 st.caption("Conventional wisdom: RAG wins when knowledge changes and answers need citations; fine-tuning wins on "
            "style, format and latency; most systems combine both. Measure it on your own data.")
+st.info("The shipped fine-tuned model was **fine-tuned on the sample company** (Quillmere's 15 documents). On the "
+        "sample knowledge base the Fine-tuned and Hybrid arms are a fair comparison; on your own documents they "
+        "answer from the sample company and say so. To compare fairly there, fine-tune on your knowledge base "
+        "(Fine-tune page, *Fine-tune on this knowledge base*, or `python -m lib finetune --kb NAME`).", icon="ℹ️")
