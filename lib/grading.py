@@ -81,7 +81,7 @@ def _words_to_number(words: str) -> int | None:
 
 def normalise(text: str) -> str:
     """Lower case, thousands separators dropped, number words as digits, 'percent' as '%'."""
-    t = text.lower().replace("\u2019", "'")
+    t = " ".join(text.lower().replace("\u2019", "'").split())  # one space for any run of whitespace
     t = re.sub(r"(?<=\d),(?=\d{3}\b)", "", t)
 
     def spell(m: re.Match[str]) -> str:
