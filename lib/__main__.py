@@ -53,6 +53,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--run-name", help="name the run (stored in the workspace; later commands find it by name)")
     p.add_argument("--resume", metavar="RUN", help="answer what a stopped run (id or name) has not answered yet")
     p.add_argument("--concurrency", type=int, default=8, help="hosted requests at once (local arms queue)")
+    p.add_argument("--judge", action="store_true",
+                   help="also grade every answer with the hosted base model as an LLM judge, and report its "
+                        "agreement with the offline grader")
     p.add_argument("--top-k", type=int, default=4)
     p.add_argument("--max-tokens", type=int, default=96)
     _common(p)
@@ -175,7 +178,7 @@ def _evaluate(settings: Any, kb: Any, args: argparse.Namespace, arms: list[str])
     else:
         chosen = args.question_set or (str(args.questions) if args.questions else evalrun.SAMPLE_SET)
         run_id, _, _ = evalrun.start(settings, ws, kb, chosen, arms, args.run_name, args.top_k, 0.0, 0.0,
-                                     args.max_tokens, args.concurrency, args.limit)
+                                     args.max_tokens, args.concurrency, args.limit, args.judge)
 
     def progress(p: evalrun.Progress, rows: list[evaluate.Graded]) -> None:
         for g in rows:

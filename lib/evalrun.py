@@ -40,6 +40,7 @@ class RunSpec:
     models: dict[str, str] = field(default_factory=dict)  # role -> model label (and adapter)
     providers: dict[str, str] = field(default_factory=dict)  # role -> provider kind
     questions: int = 0
+    judge: str = ""  # a hosted model that also grades every answer (empty: offline rules only)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -141,7 +142,7 @@ def new_run_id() -> str:
 def execute(run_id: str, spec: RunSpec, questions: list[Question], kb: Any,
             providers: dict[str, Provider | Exception], store: RunStore,
             cancel: threading.Event | None = None, on_progress: OnProgress | None = None,
-            similarity: Callable[[str, str], float] | None = None) -> Progress:
+            similarity: Callable[[str, str], float] | None = None, judge: Provider | None = None) -> Progress:
     """Answer and grade every (question, arm) not yet stored for this run; returns the final progress."""
     from lib.local_worker import machine_turn
 
@@ -174,7 +175,17 @@ def execute(run_id: str, spec: RunSpec, questions: list[Question], kb: Any,
         comparison = Comparison(run_id, q.question, time.time(), spec.collection, retrieval, params,
                                 tuple(found or ()), ms, (result,))
         graded = grade(q, comparison, similarity)
-        store.save_answer(run_id, q.id, arm.key, answer_record(graded[0], result.to_dict()))
+        record = answer_record(graded[0], result.to_dict())
+        if judge is not None and result.error is None:
+            from lib.errors import explain
+            from lib.judge import judge as ask_judge
+
+            try:
+                verdict = ask_judge(q.question, q.answer, result.answer, judge, q.answerable)
+                record["judge"] = {"correct": verdict.correct, "reason": verdict.reason}
+            except Exception as exc:  # the judge failing is recorded; the offline grade stands
+                record["judge"] = {"error": explain(exc)}
+        store.save_answer(run_id, q.id, arm.key, record)
         with lock:
             progress.done += 1
             if on_progress:
@@ -271,7 +282,7 @@ def eval_providers(settings: Any) -> dict[str, Provider | Exception]:
 
 def start(settings: Any, workspace: Any, kb: Any, set_name: str, arms: list[str], run_name: str | None = None,
           top_k: int = 4, min_score: float = 0.0, temperature: float = 0.0, max_tokens: int = 96,
-          concurrency: int = 8, limit: int | None = None) -> tuple[str, RunSpec, list[Question]]:
+          concurrency: int = 8, limit: int | None = None, judge: bool = False) -> tuple[str, RunSpec, list[Question]]:
     """Create a run record (nothing is asked yet): its id, spec and questions."""
     unknown = [a for a in arms if a not in ARMS]
     if unknown or not arms:
@@ -282,8 +293,11 @@ def start(settings: Any, workspace: Any, kb: Any, set_name: str, arms: list[str]
     run_id = new_run_id()
     models = {"base": settings.base.label, "finetuned": settings.finetuned.label if settings.finetuned else ""}
     kinds = {"base": settings.base.provider, "finetuned": settings.finetuned.provider if settings.finetuned else ""}
+    if judge and (not settings.hosted_configured or settings.base.provider == "local"):
+        raise ValueError("The LLM judge is a hosted model: configure one (API key or base URL) as the base model.")
     spec = RunSpec(run_name or f"{set_name}-{run_id}", set_name, tuple(arms), kb.name if kb is not None else "",
-                   top_k, min_score, temperature, max_tokens, max(1, concurrency), models, kinds, len(questions))
+                   top_k, min_score, temperature, max_tokens, max(1, concurrency), models, kinds, len(questions),
+                   settings.base.name if judge else "")
     workspace.create_run(run_id, spec.to_dict(), rows_from_questions(questions))
     return run_id, spec, questions
 
@@ -302,9 +316,19 @@ def resume(settings: Any, workspace: Any, kb: Any, run_id: str, cancel: threadin
         raise ValueError(f"No evaluation run {run_id!r} in workspace {workspace.name!r}.")
     workspace.update_run(run["id"], status="running")
     questions = questions_from_rows(run["questions"])
+    spec = spec_of(run)
+    judge = None
+    if spec.judge:
+        from lib.providers import make_provider
+        from lib.settings import ModelSpec
+
+        if not settings.hosted_configured:
+            raise ValueError("This run asks an LLM judge, which needs a hosted model: set an API key or base URL.")
+        judge = make_provider(ModelSpec(settings.base.provider if settings.base.provider != "local" else "openai",
+                                        spec.judge), settings.with_overrides(max_retries=max(settings.max_retries, 5)))
     try:
-        return execute(run["id"], spec_of(run), questions, kb, eval_providers(settings), workspace, cancel,
-                       on_progress, local_similarity(settings))
+        return execute(run["id"], spec, questions, kb, eval_providers(settings), workspace, cancel,
+                       on_progress, local_similarity(settings), judge)
     except BaseException as exc:
         workspace.update_run(run["id"], status="failed", error=f"{type(exc).__name__}: {exc}")
         raise
@@ -318,10 +342,23 @@ def summary(workspace: Any, run: str) -> tuple[dict[str, Any], dict[str, dict[st
     if record is None:
         raise ValueError(f"No evaluation run {run!r} in workspace {workspace.name!r}: run `python -m lib eval "
                          "--run-name NAME` first.")
-    graded = graded_from_records(workspace.answers(record["id"]))
+    answers = workspace.answers(record["id"])
+    graded = graded_from_records(answers)
     order = {a: i for i, a in enumerate(record["spec"].get("arms", []))}
     graded.sort(key=lambda g: order.get(g.arm, 99))
-    return record, summarise(graded), graded
+    per_arm = summarise(graded)
+    if record["spec"].get("judge"):
+        from lib.judge import agreement
+
+        for arm, s in per_arm.items():
+            pairs = [(bool(a["grade"]["correct"]), bool(a["judge"]["correct"])) for a in answers
+                     if a["arm"] == arm and "correct" in (a.get("judge") or {})]
+            agree = agreement(pairs)
+            s["judge_accuracy"] = sum(j for _, j in pairs) / len(pairs) if pairs else None
+            s["judge_agreement"] = agree["agreement"]
+            s["judge_kappa"] = agree["kappa"]
+            s["judge_errors"] = sum(1 for a in answers if a["arm"] == arm and "error" in (a.get("judge") or {}))
+    return record, per_arm, graded
 
 
 def changed_questions(a: list[Graded], b: list[Graded]) -> list[dict[str, Any]]:

@@ -140,3 +140,37 @@ def test_a_background_run_can_be_followed_cancelled_and_resumed(hosted_settings,
     again = evalrun.run_in_background(s, ws, kb, run_id)
     again.thread.join(30)
     assert again.error is None and ws.run(run_id)["status"] == "finished" and len(ws.answers(run_id)) == 12
+
+
+def test_llm_judge_grades_in_random_order_and_its_agreement_is_reported(hosted_settings, openai_server,
+                                                                       sample_kb_dir, embedder):
+    from lib.judge import agreement
+
+    def reply(body):
+        prompt = body["messages"][-1]["content"]
+        if "You grade an answer" in prompt:
+            assert prompt.index("REFERENCE:") != prompt.index("CANDIDATE:")
+            order = "ref-first" if prompt.index("REFERENCE:") < prompt.index("CANDIDATE:") else "cand-first"
+            judge_replies.append(order)
+            return '{"correct": true, "reason": "same facts"}'
+        return "45 days [1]."
+
+    judge_replies: list[str] = []
+    openai_server.reply_fn = reply
+    s = hosted_settings.with_overrides(data_dir=sample_kb_dir)
+    ws = engine.workspace_for(s)
+    kb = engine.open_kb(s, embedder=embedder)
+    run_id, spec, _ = evalrun.start(s, ws, kb, "sample", ["rag"], "judged", limit=6, judge=True)
+    assert spec.judge == "gpt-4o-mini"
+    evalrun.resume(s, ws, kb, run_id)
+    _, summary, _ = evalrun.summary(ws, run_id)
+    assert len(judge_replies) == 6 and set(judge_replies) == {"ref-first", "cand-first"}
+    rag = summary["rag"]
+    assert rag["judge_accuracy"] == 1.0 and rag["judge_agreement"] == rag["accuracy"]  # the rules pass q01 only
+    assert agreement([(True, True), (False, False), (True, False), (False, True)]) == \
+        {"n": 4, "agreement": 0.5, "kappa": 0.0}
+    from lib.settings import load_settings
+
+    offline = load_settings(env={}, secrets_file=None, data_dir=sample_kb_dir)
+    with pytest.raises(ValueError, match="hosted"):
+        evalrun.start(offline, ws, kb, "sample", ["rag"], "no-judge", limit=1, judge=True)
