@@ -37,7 +37,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("question")
     p.add_argument("--arms", default=",".join(("baseline", *DEFAULT_ARMS)),
                    help=f"comma-separated, from {','.join(ARMS)}")
-    p.add_argument("--top-k", type=int, default=4)
+    p.add_argument("--top-k", type=int, default=None,
+                   help="sources per question (default: 1 with the local model, 4 with hosted models)")
     p.add_argument("--min-score", type=float, default=0.0)
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--max-tokens", type=int, default=256)
@@ -56,7 +57,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--judge", action="store_true",
                    help="also grade every answer with the hosted base model as an LLM judge, and report its "
                         "agreement with the offline grader")
-    p.add_argument("--top-k", type=int, default=4)
+    p.add_argument("--top-k", type=int, default=None,
+                   help="sources per question (default: 1 with the local model, 4 with hosted models)")
     p.add_argument("--max-tokens", type=int, default=96)
     _common(p)
 
@@ -97,7 +99,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--replace", required=True, help="what to put in its place (e.g. 60)")
     p.add_argument("--question", required=True, help="a question whose answer is that fact")
     p.add_argument("--arms", default="rag,finetuned,hybrid")
-    p.add_argument("--top-k", type=int, default=4)
+    p.add_argument("--top-k", type=int, default=None,
+                   help="sources per question (default: 1 with the local model, 4 with hosted models)")
     p.add_argument("--max-tokens", type=int, default=96)
     _common(p)
 
@@ -468,6 +471,8 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {"data_dir": args.data_dir, "collection": args.collection, "workspace": args.workspace}
     try:
         settings = load_settings(**overrides)
+        if getattr(args, "top_k", 0) is None:
+            args.top_k = settings.default_top_k
         from lib import engine
 
         if args.command == "workspaces":

@@ -69,3 +69,11 @@ def test_one_reader_for_file_and_mapping_with_the_same_key_rules(tmp_path):
     assert from_file == from_mapping and from_file.openai_api_key == "sk-lower-0000000000"
     assert from_file.workspace == "alice"
     assert load_settings(env={"WORKBENCH_WORKSPACE": "bob"}, secrets_file=secrets).workspace == "bob"  # env wins
+
+
+def test_default_top_k_serves_the_model_in_use():
+    from lib.settings import load_settings
+
+    assert load_settings(env={}, secrets_file=None).default_top_k == 1  # the 135M local model: one source
+    hosted = load_settings(env={"OPENAI_API_KEY": "sk-x"}, secrets_file=None)
+    assert hosted.base.provider == "openai" and hosted.default_top_k == 4

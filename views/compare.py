@@ -22,7 +22,8 @@ except ConfigError as exc:
 
 # Streamlit forgets the state of widgets that a run does not draw (another page), so the values are also
 # kept under keys of their own and put back when Compare is opened again.
-KEPT = {"compare_question": "", "compare_arms": list(DEFAULT_ARMS), "compare_baseline": False, "compare_top_k": 4,
+KEPT = {"compare_question": "", "compare_arms": list(DEFAULT_ARMS), "compare_baseline": False,
+        "compare_top_k": settings.default_top_k,
         "compare_min_score": 0.0, "compare_temperature": 0.0, "compare_max_tokens": 256}
 for key, default in KEPT.items():
     if key not in st.session_state:
