@@ -53,6 +53,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="only the first N questions")
     p.add_argument("--run-name", help="name the run (stored in the workspace; later commands find it by name)")
     p.add_argument("--resume", metavar="RUN", help="answer what a stopped run (id or name) has not answered yet")
+    p.add_argument("--regrade", metavar="RUN", help="grade a stored run's answers again with the current grader "
+                                                    "(asks no model) and print its summary")
     p.add_argument("--concurrency", type=int, default=8, help="hosted requests at once (local arms queue)")
     p.add_argument("--judge", action="store_true",
                    help="also grade every answer with the hosted base model as an LLM judge, and report its "
@@ -173,7 +175,13 @@ def _evaluate(settings: Any, kb: Any, args: argparse.Namespace, arms: list[str])
     from lib import engine, evalrun, evaluate
 
     ws = engine.workspace_for(settings)
-    if args.resume:
+    if args.regrade:
+        record = ws.run(args.regrade)
+        if record is None:
+            raise ValueError(f"No evaluation run {args.regrade!r} in workspace {ws.name!r}.")
+        run_id = record["id"]
+        evalrun.regrade(ws, run_id, evalrun.local_similarity(settings))
+    elif args.resume:
         record = ws.run(args.resume)
         if record is None:
             raise ValueError(f"No evaluation run {args.resume!r} in workspace {ws.name!r}.")
@@ -196,7 +204,8 @@ def _evaluate(settings: Any, kb: Any, args: argparse.Namespace, arms: list[str])
                 print(f"[{p.done}/{p.total}{left}] {g.question.id} {g.arm}: {'ok' if g.correct else '--'} "
                       f"({g.reason})", flush=True)
 
-    evalrun.resume(settings, ws, kb, run_id, on_progress=progress)
+    if not args.regrade:
+        evalrun.resume(settings, ws, kb, run_id, on_progress=progress)
     record, summary, _ = evalrun.summary(ws, run_id)
     if args.json:
         _emit({"run": run_id, "name": record["name"], "summary": summary})

@@ -452,3 +452,38 @@ def reference_for(question: str, workspace: Any = None) -> Question | None:
 def grade_comparison(question: Question, comparison: Comparison) -> dict[str, Graded]:
     """Each arm's grade against the reference (as an evaluation run grades it), by arm key."""
     return {g.arm: g for g in grade(question, comparison)}
+
+
+def regrade(workspace: Any, run: str, similarity: Callable[[str, str], float] | None = None) -> int:
+    """Grade a stored run's answers again with the current grader (no model is asked); returns how many."""
+    from types import SimpleNamespace
+
+    from lib.evaluate import follows_house_style
+    from lib.format import citations
+    from lib.grading import check_citations, grade_answer, grounded
+
+    record = workspace.run(run)
+    if record is None:
+        raise ValueError(f"No evaluation run {run!r} in workspace {workspace.name!r}.")
+    count = 0
+    for a in workspace.answers(record["id"]):
+        res = a["result"]
+        if res.get("error"):
+            continue
+        sources = [SimpleNamespace(**s) for s in res.get("sources") or []]
+        answer, keywords = res.get("answer", ""), a.get("keywords") or []
+        g = grade_answer(a["question"], a.get("reference", ""), answer, keywords, a.get("answerable", True),
+                         similarity)
+        cite_ok, _ = check_citations(answer, sources, a.get("reference", ""), keywords)
+        retrieval = bool(sources) or a["arm"] in ("rag", "hybrid")
+        a["grade"] = {
+            "correct": g.correct, "score": g.score, "refused": g.refused, "fabricated": g.fabricated,
+            "reason": g.reason, "cites": bool([n for n in citations(answer) if 1 <= n <= len(sources)]),
+            "citation_ok": cite_ok if a.get("answerable", True) else None,
+            "grounded": grounded(answer, sources)[0] if retrieval and sources else None,
+            "retrieval_hit": (any(s.document == a.get("source") for s in sources)
+                              if retrieval and a.get("source") else None),
+            "house_style": follows_house_style(answer)}
+        workspace.save_answer(record["id"], a["question_id"], a["arm"], a)
+        count += 1
+    return count

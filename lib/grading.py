@@ -140,6 +140,10 @@ def quantities(text: str, normalised: bool = False) -> list[Quantity]:
     return out
 
 
+def _is_year(q: Quantity) -> bool:
+    return q.unit is None and q.value == int(q.value) and 1900 <= q.value <= 2100 and "." not in q.text
+
+
 def _same_value(a: float, b: float) -> bool:
     return abs(a - b) < 1e-9 * max(1.0, abs(a), abs(b))
 
@@ -289,8 +293,10 @@ def grade_answer(question: str, reference: str, answer: str, keywords: Sequence[
     if facts_numeric and got:
         matching = [a for a in got if any(_number_matches(r, a) for r in facts_numeric)]
         kinds = {q.dimension for q in facts_numeric} | {a.dimension for a in matching}
+        years = any(_is_year(r) for r in facts_numeric)
         others = sorted({a.text for a in got if a.dimension in kinds
-                         and not any(_same_value(a.value, r.value) for r in facts_numeric)})
+                         and not any(_same_value(a.value, r.value) for r in facts_numeric)
+                         and (years or not _is_year(a))})  # "in 2025" is a date, not a rival value
         matched = bool(matching)
         if others and matched:
             problems.append(f"offers conflicting values ({', '.join(others)} besides the reference's)")

@@ -174,3 +174,20 @@ def test_llm_judge_grades_in_random_order_and_its_agreement_is_reported(hosted_s
     offline = load_settings(env={}, secrets_file=None, data_dir=sample_kb_dir)
     with pytest.raises(ValueError, match="hosted"):
         evalrun.start(offline, ws, kb, "sample", ["rag"], "no-judge", limit=1, judge=True)
+
+
+def test_a_stored_run_can_be_regraded_without_asking_any_model(hosted_settings, openai_server, sample_kb_dir,
+                                                              embedder, capsys):
+    openai_server.reply_fn = lambda body: "45 days [1]."
+    s = hosted_settings.with_overrides(data_dir=sample_kb_dir)
+    ws = engine.workspace_for(s)
+    kb = engine.open_kb(s, embedder=embedder)
+    run_id, _, _ = evalrun.start(s, ws, kb, "sample", ["rag"], "to-regrade", limit=2)
+    evalrun.resume(s, ws, kb, run_id)
+    answers = ws.answers(run_id)
+    answers[0]["grade"]["correct"] = not answers[0]["grade"]["correct"]  # as an older grader might have said
+    ws.save_answer(run_id, answers[0]["question_id"], "rag", answers[0])
+    asked = len(openai_server.requests)
+    assert evalrun.regrade(ws, run_id) == 2
+    assert len(openai_server.requests) == asked
+    assert {a["question_id"]: a["grade"]["correct"] for a in ws.answers(run_id)} == {"q01": True, "q02": False}

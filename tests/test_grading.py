@@ -28,6 +28,9 @@ def test_an_answer_with_conflicting_values_is_not_correct():
     # a different kind of number beside the right one is no conflict
     fine = grade_answer("How long is the refund window?", "45 days", "45 days, with a 13% restocking fee.")
     assert fine.correct
+    assert grade_answer("Which version?", "4.0", "Version 4.0, released in 2025.", keywords=["4.0"]).correct
+    assert not grade_answer("Which version?", "4.0", "Version 3.4 or 4.0.", keywords=["4.0"]).correct
+    assert not grade_answer("Founded when?", "2014", "In 2014, or maybe 2016.").correct  # years rival years
 
 
 def test_the_wrong_unit_does_not_match():
