@@ -11,7 +11,7 @@ from typing import Any
 
 from lib.arms import ARMS, DEFAULT_ARMS, ArmResult
 from lib.chunking import DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP_TOKENS
-from lib.errors import ConfigError
+from lib.errors import ConfigError, redact
 from lib.providers import GenParams
 from lib.settings import load_settings
 
@@ -475,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return _grade(args)
         except (ConfigError, ValueError, OSError) as exc:
-            _emit({"error": str(exc)}) if args.json else print(f"error: {exc}", file=sys.stderr)
+            _emit({"error": redact(str(exc))}) if args.json else print(f"error: {redact(str(exc))}", file=sys.stderr)
             return 2
     overrides = {"data_dir": args.data_dir, "collection": args.collection, "workspace": args.workspace}
     try:
@@ -545,9 +545,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if all(r.error for r in comparison.results) else 0
     except (ConfigError, ValueError) as exc:
         if args.json:
-            _emit({"error": str(exc)})
+            _emit({"error": redact(str(exc))})
         else:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {redact(str(exc))}", file=sys.stderr)
         return 2
 
 

@@ -14,6 +14,10 @@ DEFAULT_CHUNK_TOKENS = 200
 DEFAULT_OVERLAP_TOKENS = 40
 
 Spans = Callable[[str], list[tuple[int, int]]]
+# A word piece tokenizer turns a "word" longer than 100 characters into one unknown token, whatever its length:
+# 5 MB without a break would be one token and one chunk. Such runs are cut into pieces of this many characters,
+# each counted as a token, so no chunk is longer than size x this, whatever the text.
+MAX_PIECE_CHARS = 16
 
 
 @dataclass(frozen=True)
@@ -56,12 +60,25 @@ def _word_start(text: str, spans: list[tuple[int, int]], i: int, limit: int) -> 
     return i
 
 
+def bounded(spans: list[tuple[int, int]], width: int = MAX_PIECE_CHARS) -> list[tuple[int, int]]:
+    """Token spans with any span longer than `width` characters cut into `width`-character pieces."""
+    if all(b - a <= width for a, b in spans):
+        return spans
+    out: list[tuple[int, int]] = []
+    for a, b in spans:
+        while b - a > width:
+            out.append((a, a + width))
+            a += width
+        out.append((a, b))
+    return out
+
+
 def chunk_text(text: str, spans_of: Spans, size: int = DEFAULT_CHUNK_TOKENS,
                overlap: int = DEFAULT_OVERLAP_TOKENS) -> list[Chunk]:
     """Split text into chunks of at most `size` tokens, consecutive chunks sharing
     about `overlap` tokens, preferring to end at paragraph, then sentence, then line breaks."""
     validate(size, overlap)
-    spans = spans_of(text)
+    spans = bounded(spans_of(text))
     n = len(spans)
     chunks: list[Chunk] = []
     start = 0

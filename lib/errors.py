@@ -2,9 +2,33 @@
 
 from __future__ import annotations
 
+import re
+
 
 class ConfigError(Exception):
     """Something is not set up; the message says how to set it up."""
+
+
+_SECRETS = [
+    (re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]{6,}"), r"\1 [REDACTED]"),
+    (re.compile(r"\b(sk|rk|pk)-[A-Za-z0-9_-]{6,}"), "[REDACTED KEY]"),
+    (re.compile(r"(?i)((?:api[-_]?key|x-api-key|access[-_]?token|token|key|sig|signature|password|secret)\s*[=:]\s*)"
+                r"[^\s&;,'\"]{4,}"), r"\1[REDACTED]"),
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s:@]+:[^/\s@]+@"), r"\1[REDACTED]@"),
+]
+
+
+def redact(text: str, secrets: tuple[str | None, ...] = ()) -> str:
+    """The text with API keys, bearer tokens and URL credentials replaced by [REDACTED]. Every message,
+    record and export that may carry a server's words goes through this."""
+    if not text:
+        return text
+    for secret in secrets:
+        if secret and len(secret) >= 6:
+            text = text.replace(secret, "[REDACTED]")
+    for pattern, replacement in _SECRETS:
+        text = pattern.sub(replacement, text)
+    return text
 
 
 class LocalModelError(Exception):
@@ -13,6 +37,10 @@ class LocalModelError(Exception):
 
 def explain(exc: BaseException, model: str = "", where: str = "") -> str:
     """What happened and what to do, without a traceback and without any key."""
+    return redact(_explain(exc, model, redact(where)))
+
+
+def _explain(exc: BaseException, model: str = "", where: str = "") -> str:
     import openai
 
     server = f" at {where}" if where else ""

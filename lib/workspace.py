@@ -446,6 +446,10 @@ class Workspace:
     def update_run(self, run_id: str, **fields: Any) -> None:
         allowed = {"status", "finished_at", "error"}
         sets = {k: v for k, v in fields.items() if k in allowed}
+        if sets.get("error"):
+            from lib.errors import redact
+
+            sets["error"] = redact(str(sets["error"]))
         if not sets:
             return
         with self._write() as con:
@@ -498,6 +502,10 @@ class Workspace:
                    model: FineTunedModel | None = None, activate: bool = True) -> None:
         """Change a job; with `model`, register it in the same transaction (so a finished job
         and its model appear together or not at all). A finished job is never reopened."""
+        if error:
+            from lib.errors import redact
+
+            error = redact(error)
         with self._write() as con:
             row = con.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:

@@ -10,6 +10,7 @@ Errors are injected by model name:
 - "rate-limited":  429 with `Retry-After: 0` (counted in `rate_limit_hits`)
 - "slow-model":    waits `slow_seconds` before answering
 - "server-error":  500
+- "echo-auth":     400 whose message repeats the Authorization header and the URL it was sent
 - "stream-error":  streams the first words, then an SSE error event
 
 Usage::
@@ -414,6 +415,11 @@ class _Handler(BaseHTTPRequestHandler):
         if not model or not isinstance(messages, list):
             raise ApiError(400, "`model` and `messages` are required.", param="messages")
         self.fake.check_model(model)
+        if model == "echo-auth":  # a careless server that echoes the credentials it was sent
+            with self.fake.lock:
+                sent = self.fake.requests[-1]["headers"]
+            raise ApiError(400, f"Invalid request. Headers received: Authorization: {sent.get('authorization', '')}; "
+                                f"api-key: {sent.get('api-key', '')}; url: {self.path}")
         words = re.findall(r"\s*\S+", self.fake.reply_text(body))
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
         finish_reason = "stop"

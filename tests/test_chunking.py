@@ -57,3 +57,18 @@ def test_real_tokenizer_chunks_fit_the_embedding_window(embedder):
         # re-tokenising the chunk's text gives the same count: it never starts or ends mid-word
         assert embedder.count_tokens(c.text) == c.tokens
         assert c.text == text[c.start_char:c.end_char]
+
+
+def test_a_run_without_word_breaks_is_split_to_the_chunk_size(embedder):
+    from lib.chunking import MAX_PIECE_CHARS
+
+    text = "Intro paragraph.\n\n" + "a" * 200_000 + "\n\nOutro."
+    chunks = chunk_text(text, embedder.spans, 200, 40)
+    assert len(chunks) > 60
+    assert max(c.tokens for c in chunks) <= 200
+    assert max(len(c.text) for c in chunks) <= 200 * MAX_PIECE_CHARS
+    assert chunks[0].text.startswith("Intro") and chunks[-1].text.endswith("Outro.")
+    # nothing is lost: the chunks cover the text end to end
+    assert chunks[0].start_char == 0 and chunks[-1].end_char == len(text)
+    for a, b in zip(chunks, chunks[1:]):
+        assert b.start_char <= a.end_char
