@@ -253,13 +253,17 @@ def run_arm(arm: Arm, provider: Provider | Exception, question: str, sources: li
                          explain(exc, provider.spec.name, getattr(provider, "where", "")))
     end = time.monotonic()
     answer = "".join(pieces).strip()
+    notes: tuple[str, ...] = ()
+    if kind != "local" and (done is None or done.finish_reason is None):
+        notes = ("The stream ended without a finish reason: the answer may be cut off.",)
     usage, usage_source = _usage(provider, parts, done or Done(None, None, None), answer)
     cost, note = cost_for(provider.spec, usage)
     return ArmResult(
         arm=arm.key, label=arm.label, model=model, provider=kind, answer=answer, sources=shown, usage=usage,
         usage_source=usage_source, cost_usd=cost, cost_note=note, retrieval_ms=retrieval_ms,
         ttft_ms=retrieval_ms + ((first or end) - started) * 1000, total_ms=retrieval_ms + (end - started) * 1000,
-        queued_ms=(started - asked) * 1000, finish_reason=done.finish_reason if done else None, error=None)
+        queued_ms=(started - asked) * 1000, finish_reason=done.finish_reason if done else None, error=None,
+        warnings=notes)
 
 
 def compare(question: str, arm_keys: list[str] | tuple[str, ...], kb: KnowledgeBase | None,

@@ -31,6 +31,14 @@ def redact(text: str, secrets: tuple[str | None, ...] = ()) -> str:
     return text
 
 
+class DeadlineExceeded(Exception):
+    """An arm ran past its total time limit; the message names the limit."""
+
+
+class StreamProblem(Exception):
+    """A hosted answer that is not a complete answer (cut, empty, not a stream); the message says which."""
+
+
 class LocalModelError(Exception):
     """The local model (its worker process) could not answer; the message says what happened and what to do."""
 
@@ -45,6 +53,8 @@ def _explain(exc: BaseException, model: str = "", where: str = "") -> str:
 
     server = f" at {where}" if where else ""
     if isinstance(exc, ConfigError):
+        return str(exc)
+    if isinstance(exc, (DeadlineExceeded, StreamProblem)):
         return str(exc)
     if isinstance(exc, LocalModelError):
         text = str(exc)

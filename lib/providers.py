@@ -228,10 +228,22 @@ def _reasoning_model(model: str) -> bool:
 
 
 class OpenAICompatible:
-    def __init__(self, spec: ModelSpec, client: Any) -> None:
+    """A hosted model. Every answer has a total deadline (`deadline_s`, WORKBENCH_ARM_DEADLINE) that covers the
+    retries too; `read_timeout_s` (WORKBENCH_TIMEOUT) bounds each wait for the server. A stream that is cut, empty,
+    not a stream at all, or ends without a finish reason is never taken for a complete answer."""
+
+    RETRYABLE = ("RateLimitError", "InternalServerError", "APIConnectionError", "APITimeoutError")
+
+    def __init__(self, spec: ModelSpec, client: Any, deadline_s: float = 120.0, read_timeout_s: float | None = None,
+                 retries: int | None = None) -> None:
         self.spec = spec
         self.kind = spec.provider
         self.client = client
+        self.deadline_s = deadline_s
+        own = getattr(client, "timeout", None)  # by default, the client's own timeout and retries
+        self.read_timeout_s = read_timeout_s if read_timeout_s is not None else \
+            (float(own) if isinstance(own, int | float) else 60.0)
+        self.retries = retries if retries is not None else int(getattr(client, "max_retries", 2) or 0)
 
     @property
     def where(self) -> str:
@@ -242,7 +254,35 @@ class OpenAICompatible:
 
         return count_openai(text, self.spec.name)
 
+    def _open(self, kwargs: dict[str, Any], deadline: float) -> Any:
+        """Create the streaming request, retrying retryable failures while the deadline allows."""
+        import time
+
+        from lib.errors import DeadlineExceeded
+
+        attempt = 0
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise DeadlineExceeded(f"{self.spec.name} gave no answer within the {self.deadline_s:g} s limit for one "
+                                       f"answer (WORKBENCH_ARM_DEADLINE), after {attempt} attempt(s); nothing arrived. "
+                                       "Try again, or raise the limit.")
+            try:
+                client = self.client.with_options(max_retries=0, timeout=min(self.read_timeout_s, left))
+                return client.chat.completions.create(**kwargs)
+            except Exception as exc:
+                if type(exc).__name__ not in self.RETRYABLE or attempt >= self.retries:
+                    raise
+                attempt += 1
+                wait = _retry_after(exc) if _retry_after(exc) is not None else min(8.0, 0.5 * 2 ** attempt)
+                time.sleep(max(0.0, min(wait, deadline - time.monotonic() - 0.05)))
+
     def stream(self, messages: list[Message], params: GenParams) -> Iterator[Event]:
+        import threading
+        import time
+
+        from lib.errors import DeadlineExceeded, StreamProblem
+
         kwargs: dict[str, Any] = {"model": self.spec.name, "messages": messages, "stream": True,
                                   "stream_options": {"include_usage": True}, "seed": params.seed}
         if _reasoning_model(self.spec.name):  # these take neither temperature nor stop
@@ -253,22 +293,71 @@ class OpenAICompatible:
             if params.stop:
                 kwargs["stop"] = list(params.stop)
         yield Started()
-        response = self.client.chat.completions.create(**kwargs)
+        deadline = time.monotonic() + self.deadline_s
+        response = self._open(kwargs, deadline)
+        http = getattr(response, "response", None)
+        ctype = str(http.headers.get("content-type", "")) if http is not None else "text/event-stream"
+        if "event-stream" not in ctype:
+            response.close()
+            raise StreamProblem(f"{self.spec.name} answered with {ctype or 'no content type'} instead of a stream "
+                                "of tokens: the server does not stream, or is not an OpenAI-compatible endpoint. "
+                                "Check the base URL.")
+        # A server that trickles or never ends is stopped at the deadline, even inside a blocking read.
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            response.close()
+
+        timer = threading.Timer(max(0.0, deadline - time.monotonic()), expire)
+        timer.daemon = True
+        timer.start()
         finish = None
         usage = None
-        for chunk in response:
-            if chunk.usage is not None:
-                usage = chunk.usage
-            for choice in chunk.choices or []:
-                if choice.delta and choice.delta.content:
-                    yield Delta(choice.delta.content)
-                finish = choice.finish_reason or finish
+        received = 0
+        try:
+            for chunk in response:
+                if chunk.usage is not None:
+                    usage = chunk.usage
+                for choice in chunk.choices or []:
+                    if choice.delta and choice.delta.content:
+                        received += len(choice.delta.content)
+                        yield Delta(choice.delta.content)
+                    finish = choice.finish_reason or finish
+                if expired.is_set():
+                    break
+        except Exception as exc:
+            if expired.is_set():
+                pass
+            elif received:
+                raise StreamProblem(f"The stream from {self.spec.name} was cut after {received} characters of the "
+                                    f"answer ({type(exc).__name__}); what arrived is incomplete. Ask again.") from exc
+            else:
+                raise
+        finally:
+            timer.cancel()
+        if expired.is_set():
+            raise DeadlineExceeded(f"{self.spec.name} was stopped at the {self.deadline_s:g} s limit for one answer "
+                                   f"(WORKBENCH_ARM_DEADLINE) after {received} characters: the server was still "
+                                   "streaming. Lower max tokens, or raise the limit.")
+        if finish is None and received == 0:
+            raise StreamProblem(f"{self.spec.name} sent an empty answer (no text and no finish reason). The server "
+                                "may have failed silently; try again.")
         if usage is None:
             yield Done(finish, None, None)
         else:
             details = getattr(usage, "prompt_tokens_details", None)
             cached = int(getattr(details, "cached_tokens", 0) or 0) if details else 0
             yield Done(finish, usage.prompt_tokens, usage.completion_tokens, cached)
+
+
+def _retry_after(exc: Exception) -> float | None:
+    response = getattr(exc, "response", None)
+    value = response.headers.get("retry-after") if response is not None else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 # ---------------------------------------------------------------- registry
@@ -278,7 +367,8 @@ def _local(spec: ModelSpec, settings: Settings) -> Provider:
 
 
 def _hosted(spec: ModelSpec, settings: Settings) -> Provider:
-    return OpenAICompatible(spec, openai_client(settings))
+    return OpenAICompatible(spec, openai_client(settings), settings.arm_deadline_s, settings.request_timeout_s,
+                            settings.max_retries)
 
 
 PROVIDERS: dict[str, Callable[[ModelSpec, Settings], Provider]] = {

@@ -92,7 +92,8 @@ class Settings:
     azure_endpoint: str | None = None
     azure_api_version: str = "2024-10-21"
     azure_api_key: str | None = field(default=None, repr=False)
-    request_timeout_s: float = 60.0
+    request_timeout_s: float = 60.0  # each wait for a hosted server (WORKBENCH_TIMEOUT)
+    arm_deadline_s: float = 120.0  # one hosted answer in all, retries included (WORKBENCH_ARM_DEADLINE)
     max_retries: int = 2
     max_upload_mb: int = 20
     n_threads: int | None = None  # llama.cpp threads; None = all cores
@@ -202,6 +203,8 @@ def load_settings(
         values["azure_api_version"] = get("OPENAI_API_VERSION")
     if get("WORKBENCH_TIMEOUT"):
         values["request_timeout_s"] = float(get("WORKBENCH_TIMEOUT") or 60)
+    if get("WORKBENCH_ARM_DEADLINE"):
+        values["arm_deadline_s"] = float(get("WORKBENCH_ARM_DEADLINE") or 120)
     if get("WORKBENCH_THREADS"):
         values["n_threads"] = int(get("WORKBENCH_THREADS") or 0) or None
     extra = (get("WORKBENCH_LLAMA_EXTRA_BUFTS") or "auto").lower()

@@ -10,6 +10,10 @@ Errors are injected by model name:
 - "rate-limited":  429 with `Retry-After: 0` (counted in `rate_limit_hits`)
 - "slow-model":    waits `slow_seconds` before answering
 - "server-error":  500
+- "trickle-model": streams one word every `trickle_seconds`, for ever
+- "cut-short":     the stream stops after two words, with no finish reason and no usage
+- "json-instead":  answers a streaming request with a plain (non-stream) JSON completion
+- "empty-200":     200 with an empty body;  "plain-text": 200 with a text/plain body
 - "echo-auth":     400 whose message repeats the Authorization header and the URL it was sent
 - "stream-error":  streams the first words, then an SSE error event
 
@@ -152,6 +156,7 @@ class FakeOpenAIServer:
             self.models = []
             self.slow_seconds = 5.0
             self.first_token_delay = 0.0
+            self.trickle_seconds = 0.5
             self.embedding_dim = 16
             self.fail_jobs = False
             self.requests.clear()
@@ -431,7 +436,13 @@ class _Handler(BaseHTTPRequestHandler):
                          "completion_tokens_details": {"reasoning_tokens": 0}}
         base = {"id": new_id("chatcmpl-"), "created": int(time.time()), "model": model,
                 "system_fingerprint": "fp_fake"}
-        if not body.get("stream"):
+        if model == "trickle-model":  # one word every trickle_seconds, for ever (until the client gives up)
+            words = [f" word{i}" for i in range(100_000)]
+        if model == "empty-200":
+            return self._send_bytes(200, b"", "application/json")
+        if model == "plain-text":
+            return self._send_bytes(200, b"The refund window is 45 days.", "text/plain")
+        if not body.get("stream") or model == "json-instead":
             return self._send_json(200, {
                 **base, "object": "chat.completion",
                 "choices": [{"index": 0, "finish_reason": finish_reason, "logprobs": None,
@@ -452,6 +463,10 @@ class _Handler(BaseHTTPRequestHandler):
 
         yield chunk({"role": "assistant", "content": "", "refusal": None})
         for i, word in enumerate(words):
+            if model == "trickle-model" and i:
+                self.fake.sleep(self.fake.trickle_seconds)
+            if model == "cut-short" and i == 2:
+                return  # the stream ends early: no finish reason, no usage
             if model == "stream-error" and i == 2:
                 yield {"error": {"message": "The server had an error while streaming.", "type": "server_error",
                                  "param": None, "code": None}}

@@ -101,7 +101,7 @@ def test_local_model_end_to_end(tmp_path):
                                     cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     ingest = run("ingest", str(SAMPLE_DOCS))
     assert ingest.returncode == 0, ingest.stderr
-    ask = run("ask", "How long is the refund window?", "--arms", "baseline,rag", "--max-tokens", "80")
+    ask = run("ask", "How long is the refund window?", "--arms", "baseline,rag", "--max-tokens", "80", "--top-k", "4")
     assert ask.returncode == 0, ask.stderr
     by = {r["arm"]: r for r in map(json.loads, ask.stdout.splitlines())}
     for r in by.values():

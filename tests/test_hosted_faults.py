@@ -1,0 +1,83 @@
+"""Hosted arms: a total deadline that covers retries and says which limit was hit; truncated, empty or
+non-stream answers are flagged, never a silent success (issue 9, items 8, 9 and 13)."""
+
+import time
+
+import pytest
+
+from lib.arms import ARMS, run_arm
+from lib.providers import GenParams, OpenAICompatible, openai_client
+from lib.settings import ModelSpec
+
+
+@pytest.fixture
+def hosted(settings, openai_server):
+    openai_server.reply = "The refund window is 45 days from delivery, as the policy says [1]."
+    return settings.with_overrides(openai_api_key="sk-test-faults", openai_base_url=openai_server.base_url,
+                                   max_retries=2)
+
+
+def _arm(settings, model, deadline=3.0, read_timeout=2.0, retries=2):
+    provider = OpenAICompatible(ModelSpec("openai", model), openai_client(settings), deadline, read_timeout, retries)
+    t0 = time.monotonic()
+    result = run_arm(ARMS["baseline"], provider, "How long is the refund window?", None, GenParams(max_tokens=64))
+    return result, time.monotonic() - t0
+
+
+def test_a_server_that_trickles_for_ever_is_stopped_at_the_deadline(hosted, openai_server):
+    openai_server.trickle_seconds = 0.4  # each wait is short, so the per-read timeout never fires
+    r, took = _arm(hosted, "trickle-model", deadline=2.5, read_timeout=2.0)
+    assert r.error and "2.5 s limit for one answer" in r.error and "WORKBENCH_ARM_DEADLINE" in r.error
+    assert "characters" in r.error and 2.4 < took < 4.5
+
+
+def test_retries_are_part_of_the_deadline(hosted, openai_server):
+    openai_server.slow_seconds = 10  # "slow-model" sleeps before answering: each attempt times out
+    r, took = _arm(hosted, "slow-model", deadline=3.0, read_timeout=1.0, retries=5)
+    assert r.error and took < 5.0  # not 6 attempts x 1 s plus back-off
+    assert "limit for one answer" in r.error or "did not answer in time" in r.error
+
+
+def test_a_per_read_timeout_is_named_as_such(hosted, openai_server):
+    openai_server.slow_seconds = 10
+    r, _ = _arm(hosted, "slow-model", deadline=30.0, read_timeout=1.0, retries=0)
+    assert r.error and "WORKBENCH_TIMEOUT" in r.error
+
+
+def test_a_rate_limit_is_retried_within_the_deadline(hosted, openai_server):
+    r, _ = _arm(hosted, "rate-limited", deadline=3.0, retries=2)
+    assert r.error and "Rate limit" in r.error and openai_server.rate_limit_hits == 3  # 1 + 2 retries
+
+
+@pytest.mark.parametrize(("model", "fragment"), [
+    ("json-instead", "instead of a stream"),
+    ("plain-text", "instead of a stream"),
+    ("empty-200", "instead of a stream"),
+])
+def test_answers_that_are_not_streams_are_errors(hosted, model, fragment):
+    r, _ = _arm(hosted, model)
+    assert r.error and fragment in r.error and r.answer == ""
+
+
+def test_a_stream_that_ends_early_is_flagged(hosted):
+    r, _ = _arm(hosted, "cut-short")
+    assert r.error is None and r.answer == "The refund"
+    assert r.finish_reason is None and any("may be cut off" in w for w in r.warnings)
+    assert r.usage_source == "estimate"
+
+
+def test_a_complete_answer_has_no_warning(hosted):
+    r, _ = _arm(hosted, "gpt-4o-mini")
+    assert r.error is None and r.finish_reason == "stop" and r.warnings == ()
+
+
+def test_a_stream_cut_mid_way_says_so_not_could_not_connect(hosted):
+    r, _ = _arm(hosted, "stream-error")
+    assert r.error and "Could not connect" not in r.error
+
+
+def test_the_deadline_is_a_setting():
+    from lib.settings import load_settings
+
+    assert load_settings(env={}, secrets_file=None).arm_deadline_s == 120.0
+    assert load_settings(env={"WORKBENCH_ARM_DEADLINE": "30"}, secrets_file=None).arm_deadline_s == 30.0
