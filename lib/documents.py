@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import re
 import zipfile
 from dataclasses import dataclass
@@ -13,6 +14,10 @@ from pathlib import Path
 SUPPORTED = {".txt": "text", ".md": "markdown", ".markdown": "markdown",
              ".pdf": "pdf", ".docx": "docx", ".html": "html", ".htm": "html"}
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
+# What one document may expand to (a shared server must survive a decompression bomb): a .docx's members
+# unpacked, and the text extracted from any file. Environment variables override them.
+MAX_EXPANDED_BYTES = int(float(os.environ.get("WORKBENCH_MAX_EXPANDED_MB", "64")) * 1024 * 1024)
+MAX_TEXT_CHARS = int(os.environ.get("WORKBENCH_MAX_TEXT_CHARS", "5000000"))
 # Files a folder scan passes over without complaint (the sample corpus's question file).
 IGNORED_NAMES = {"questions.jsonl"}
 
@@ -88,13 +93,33 @@ def _pdf_text(name: str, data: bytes) -> tuple[str, int, str | None]:
     return text, len(pages), title
 
 
+def check_archive(name: str, data: bytes, limit: int | None = None) -> None:
+    """Refuse a zip-based file (.docx) that would expand past `limit` bytes, before anything is parsed:
+    the members' sizes are read from the archive's directory, not by inflating them."""
+    limit = MAX_EXPANDED_BYTES if limit is None else limit
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise DocumentError(f"{name} is damaged or not a Word (.docx) file. "
+                            "Open it in Word and save it again as .docx.") from exc
+    total = sum(m.file_size for m in members)
+    biggest = max(members, key=lambda m: m.file_size, default=None)
+    if total > limit:
+        raise DocumentError(f"{name} expands to {_human(total)} when unpacked ({biggest.filename if biggest else ''} "
+                            f"alone is {_human(biggest.file_size if biggest else 0)}); the limit is {_human(limit)} "
+                            "(WORKBENCH_MAX_EXPANDED_MB). Split the document, or remove large embedded files.")
+
+
 def _docx_text(name: str, data: bytes) -> tuple[str, str | None]:
     import docx
     from docx.opc.exceptions import PackageNotFoundError
+    from lxml.etree import XMLSyntaxError
 
+    check_archive(name, data)
     try:
         document = docx.Document(io.BytesIO(data))
-    except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError) as exc:
+    except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError, XMLSyntaxError) as exc:
         raise DocumentError(f"{name} is damaged or not a Word (.docx) file. "
                             "Open it in Word and save it again as .docx.") from exc
     parts = [p.text for p in document.paragraphs]
@@ -179,8 +204,14 @@ def _tidy(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 
+def safe_name(name: str) -> str:
+    """A document name that is valid text: bytes that were not UTF-8 (surrogates) become U+FFFD."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def load_bytes(name: str, data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> Document:
     """Turn a file's bytes into a Document, or raise DocumentError."""
+    name = safe_name(name)
     suffix = Path(name).suffix.lower()
     kind = SUPPORTED.get(suffix)
     if kind is None:
@@ -201,6 +232,10 @@ def load_bytes(name: str, data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> Do
         text, title = _html_text(name, data)
     else:
         text = _decode_text(name, data)
+    if len(text) > MAX_TEXT_CHARS:
+        raise DocumentError(f"{name} holds {len(text) / 1e6:.1f} million characters of text; the limit is "
+                            f"{MAX_TEXT_CHARS / 1e6:g} million per document (WORKBENCH_MAX_TEXT_CHARS; about "
+                            f"{MAX_TEXT_CHARS // 4 // 1000:,}k tokens). Split it into smaller files.")
     text = _tidy(text)
     if not text:
         raise DocumentError(f"{name} contains no text.")
@@ -235,7 +270,7 @@ def expand_paths(paths: list[str | Path]) -> tuple[list[tuple[Path, str]], list[
                 if any(part.startswith(".") for part in child.relative_to(path).parts):
                     continue
                 if child.suffix.lower() in SUPPORTED and child.name not in IGNORED_NAMES:
-                    files.append((child, child.relative_to(path).as_posix()))
+                    files.append((child, safe_name(child.relative_to(path).as_posix())))
                 else:
                     skipped.append(child)
         else:

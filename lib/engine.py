@@ -23,6 +23,7 @@ from lib.store import KnowledgeBase, open_client
 from lib.workspace import DEFAULT_WORKSPACE, Workspace
 
 EMBED_BATCH = 32
+MAX_CHUNKS_PER_DOCUMENT = 20_000
 Progress = Callable[[str, str, float], None]  # (file, stage, fraction done 0..1)
 
 NO_FINETUNED = ConfigError(
@@ -129,6 +130,9 @@ def ingest_document(kb: KnowledgeBase, name: str, load: Callable[[], object], si
             report(name, "unchanged", 1.0)
             return IngestResult(name, "unchanged", same.chunks, same.tokens, ms=(time.monotonic() - t0) * 1000)
         chunks = chunk_text(doc.text, kb.embedder.spans, size, overlap)
+        if len(chunks) > MAX_CHUNKS_PER_DOCUMENT:
+            raise ValueError(f"{name} makes {len(chunks):,} chunks; the limit is {MAX_CHUNKS_PER_DOCUMENT:,} per "
+                             "document. Split it into smaller files, or use a larger chunk size.")
         report(name, "embedding", 0.1)
         parts = []
         for s in range(0, len(chunks), EMBED_BATCH):

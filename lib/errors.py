@@ -56,6 +56,11 @@ def _explain(exc: BaseException, model: str = "", where: str = "") -> str:
         return str(exc)
     if isinstance(exc, (DeadlineExceeded, StreamProblem)):
         return str(exc)
+    import json
+
+    if isinstance(exc, json.JSONDecodeError):
+        return (f"The answer from{server or ' the server'} was not valid JSON ({exc.msg} at position {exc.pos}): "
+                "it may not be an OpenAI-compatible endpoint. Check the base URL.")
     if isinstance(exc, LocalModelError):
         text = str(exc)
         return text[:1].upper() + text[1:]

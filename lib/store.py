@@ -18,7 +18,7 @@ from lib.documents import Document
 from lib.embeddings import Embedder
 from lib.errors import ConfigError
 
-_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,62}[a-zA-Z0-9]$")
+_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,61}[a-zA-Z0-9]$")
 _locks: dict[str, threading.Lock] = {}  # per collection: one writer at a time in this process
 _locks_guard = threading.Lock()
 
@@ -97,9 +97,11 @@ def delete_workspace_database(data_dir: str | Path | None, host: str | None, wor
 
 
 def check_name(name: str) -> str:
-    if not _NAME.match(name or ""):
-        raise ConfigError(f"{name!r} is not a valid knowledge base name: use 3-64 letters, digits, '.', '_' "
-                          "or '-', starting and ending with a letter or digit.")
+    """Chroma's rules for a collection name, checked here so the message says the rule, not a traceback."""
+    rule = ("use 3-63 letters, digits, '.', '_' or '-', starting and ending with a letter or digit, with no '..', "
+            "and not an IP address")
+    if not _NAME.match(name or "") or ".." in name or re.fullmatch(r"\d{1,3}(\.\d{1,3}){3}", name):
+        raise ConfigError(f"{name!r} is not a valid knowledge base name: {rule}.")
     return name
 
 
