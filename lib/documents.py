@@ -18,6 +18,9 @@ DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 # unpacked, and the text extracted from any file. Environment variables override them.
 MAX_EXPANDED_BYTES = int(float(os.environ.get("WORKBENCH_MAX_EXPANDED_MB", "64")) * 1024 * 1024)
 MAX_TEXT_CHARS = int(os.environ.get("WORKBENCH_MAX_TEXT_CHARS", "5000000"))
+# Parsing XML takes about 60 times its size in memory (python-docx on a 64 MB document.xml took 4.3 GB), so the
+# XML a .docx holds gets its own, smaller limit: 10 MB is several hundred pages of text.
+MAX_XML_BYTES = int(float(os.environ.get("WORKBENCH_MAX_DOCX_XML_MB", "10")) * 1024 * 1024)
 # Files a folder scan passes over without complaint (the sample corpus's question file).
 IGNORED_NAMES = {"questions.jsonl"}
 
@@ -105,6 +108,10 @@ def check_archive(name: str, data: bytes, limit: int | None = None) -> None:
                             "Open it in Word and save it again as .docx.") from exc
     total = sum(m.file_size for m in members)
     biggest = max(members, key=lambda m: m.file_size, default=None)
+    xml = sum(m.file_size for m in members if m.filename.endswith((".xml", ".rels")))
+    if xml > MAX_XML_BYTES:
+        raise DocumentError(f"{name} holds {_human(xml)} of XML when unpacked; the limit is {_human(MAX_XML_BYTES)} "
+                            "(WORKBENCH_MAX_DOCX_XML_MB), to keep parsing it within memory. Split the document.")
     if total > limit:
         raise DocumentError(f"{name} expands to {_human(total)} when unpacked ({biggest.filename if biggest else ''} "
                             f"alone is {_human(biggest.file_size if biggest else 0)}); the limit is {_human(limit)} "

@@ -31,6 +31,15 @@ def test_a_docx_that_would_expand_past_the_limit_is_refused_before_parsing():
         load_bytes("bomb.docx", bomb)
 
 
+def test_a_docx_whose_xml_would_take_gigabytes_to_parse_is_refused():
+    paragraphs = b"<w:p><w:r><w:t>lorem ipsum dolor sit amet</w:t></w:r></w:p>" * 300_000  # 18 MB of XML
+    big = _docx_with("word/document.xml", b"<w:document><w:body>" + paragraphs + b"</w:body></w:document>")
+    assert len(big) < 1024 * 1024
+    with pytest.raises(DocumentError, match=r"of XML when unpacked; the limit is 10\.0 MB"):
+        load_bytes("paragraphs.docx", big)
+    assert load_bytes("ok.docx", (SAMPLE_DOCS / "employee_travel_policy.docx").read_bytes()).text
+
+
 def test_a_docx_with_damaged_xml_gets_a_plain_message():
     broken = _docx_with("word/document.xml", b"<w:document><w:body><w:p>unterminated")
     with pytest.raises(DocumentError, match="damaged or not a Word") as info:
