@@ -18,12 +18,21 @@ _SECRETS = [
 ]
 
 
+_KNOWN: set[str] = set()
+
+
+def remember_secret(value: str | None) -> None:
+    """A configured key (whatever its shape): redacted verbatim from then on, in this process."""
+    if value and len(value) >= 6:
+        _KNOWN.add(value)
+
+
 def redact(text: str, secrets: tuple[str | None, ...] = ()) -> str:
     """The text with API keys, bearer tokens and URL credentials replaced by [REDACTED]. Every message,
     record and export that may carry a server's words goes through this."""
     if not text:
         return text
-    for secret in secrets:
+    for secret in (*secrets, *_KNOWN):
         if secret and len(secret) >= 6:
             text = text.replace(secret, "[REDACTED]")
     for pattern, replacement in _SECRETS:

@@ -204,6 +204,10 @@ def openai_client(settings: Settings, timeout: float | None = None) -> Any:
     """OpenAI, Azure OpenAI or any OpenAI-compatible server, from the settings."""
     import openai
 
+    from lib.errors import remember_secret
+
+    for secret in (settings.openai_api_key, settings.azure_api_key):
+        remember_secret(secret)
     timeout = timeout or settings.request_timeout_s
     if settings.azure_endpoint:
         key = settings.azure_api_key or settings.openai_api_key

@@ -19,6 +19,10 @@ def test_redact_covers_keys_tokens_and_url_credentials():
     assert "x=1" in out and "api.example/v1" in out
     assert redact("The refund window is 45 days [1].") == "The refund window is 45 days [1]."
     assert redact("uses my-secret-value here", ("my-secret-value",)) == "uses [REDACTED] here"
+    from lib.errors import remember_secret
+
+    remember_secret("azure0123456789plainkey")  # a configured key of any shape is redacted verbatim
+    assert redact("the server said: azure0123456789plainkey is wrong") == "the server said: [REDACTED] is wrong"
 
 
 @pytest.mark.parametrize(("model", "base_url_fmt"), [
