@@ -145,3 +145,27 @@ def test_two_processes_replacing_one_document_do_not_mix_versions(settings, embe
     got = [s.text for s in kb.chunks_of("shared.txt")]
     assert got in (versions["alpha"], versions["beta"])
     assert _raw_count(kb) == len(got) and [d.name for d in kb.documents()] == ["shared.txt"]
+
+
+def test_a_knowledge_base_stored_before_commit_records_is_adopted_and_repaired(settings, embedder):
+    """Chunks without an ingest id (the first releases) are recorded as committed when the knowledge base is
+    opened; of a name left with two versions mixed (the old bug), the newest whole version is kept."""
+    client = engine.client_for(settings)
+    collection = client.create_collection(KB, embedding_function=embedder, metadata={"hnsw:space": "cosine"})
+
+    def put(name, text, added_at):
+        doc = load_bytes(name, text.encode())
+        chunks = chunk_text(doc.text, embedder.spans, SIZE, OVERLAP)
+        collection.add(ids=[f"{doc.sha256[:24]}-{c.index:05d}" for c in chunks], documents=[c.text for c in chunks],
+                       metadatas=[{"document": name, "chunk": c.index, "doc_sha": doc.sha256, "chunk_sha": c.sha256,
+                                   "tokens": c.tokens, "kind": doc.kind, "added_at": added_at} for c in chunks])
+        return [c.text for c in chunks]
+
+    keep = put("keep.md", _text("keep", 10), 1.0)
+    put("mixed.md", _text("older", 12), 2.0)
+    newer = put("mixed.md", _text("newer", 10), 3.0)
+    kb = engine.open_kb(settings, KB, embedder=embedder)
+    assert [(d.name, d.chunks) for d in kb.documents()] == [("keep.md", len(keep)), ("mixed.md", len(newer))]
+    assert [s.text for s in kb.chunks_of("mixed.md")] == newer and [s.text for s in kb.chunks_of("keep.md")] == keep
+    assert _raw_count(kb) == len(keep) + len(newer) and len(kb.query("value of item 2", 100)) == len(keep) + len(newer)
+    assert engine.ingest_upload(kb, "keep.md", _text("keep", 10).encode(), SIZE, OVERLAP).status == "unchanged"
