@@ -98,14 +98,19 @@ WRITER = textwrap.dedent("""
     from lib.workspace import Workspace
 
     data, tag, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    failed = []
     def work(t):
-        ws = Workspace(data, "default")
-        for i in range(n):
-            ws.add_comparison(comparison_to_dict(_comparison(f"{{tag}}-{{t}}-{{i}}")))
-            ws.add_model(_model(f"{{tag}}-{{t}}-{{i}}"))
+        try:
+            ws = Workspace(data, "default")
+            for i in range(n):
+                ws.add_comparison(comparison_to_dict(_comparison(f"{{tag}}-{{t}}-{{i}}")))
+                ws.add_model(_model(f"{{tag}}-{{t}}-{{i}}"))
+        except BaseException as exc:  # a thread's error would otherwise vanish, and the process exit 0
+            failed.append(f"thread {{t}}: {{type(exc).__name__}}: {{exc}}")
     threads = [threading.Thread(target=work, args=(t,)) for t in range(3)]
     [t.start() for t in threads]
     [t.join() for t in threads]
+    sys.exit("; ".join(failed) if failed else 0)
 """)
 
 
