@@ -61,7 +61,7 @@ def open_kb(settings: Settings, name: str | None = None, embedder: Embedder | No
             create: bool = True) -> KnowledgeBase:
     """The knowledge base `name` (default: the settings' collection) in the settings' workspace."""
     return KnowledgeBase(client_for(settings), name or settings.collection, embedder or embedder_for(settings),
-                         create)
+                         create, workspace=workspace_for(settings))
 
 
 def _turn(embedder: Embedder) -> contextlib.AbstractContextManager[None]:
@@ -125,8 +125,8 @@ def ingest_document(kb: KnowledgeBase, name: str, load: Callable[[], object], si
         from lib.documents import Document
 
         assert isinstance(doc, Document)
-        same = kb.find(sha256=doc.sha256)
-        if same is not None:
+        same = kb.find(name=doc.name)  # "unchanged" only for this name with this content, stored complete
+        if same is not None and same.sha256 == doc.sha256 and kb.complete(doc.name):
             report(name, "unchanged", 1.0)
             return IngestResult(name, "unchanged", same.chunks, same.tokens, ms=(time.monotonic() - t0) * 1000)
         chunks = chunk_text(doc.text, kb.embedder.spans, size, overlap)

@@ -4,12 +4,13 @@ list, preview, remove and query."""
 
 from __future__ import annotations
 
+import contextlib
 import re
-import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,16 +19,10 @@ from lib.documents import Document
 from lib.embeddings import Embedder
 from lib.errors import ConfigError
 
+if TYPE_CHECKING:
+    from lib.workspace import Workspace
+
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,61}[a-zA-Z0-9]$")
-_locks: dict[str, threading.Lock] = {}  # per collection: one writer at a time in this process
-_locks_guard = threading.Lock()
-
-
-def _lock(key: str) -> threading.Lock:
-    with _locks_guard:
-        return _locks.setdefault(key, threading.Lock())
-
-
 DEFAULT_DATABASE = "default_database"  # Chroma's own default: the `default` workspace's knowledge bases
 
 
@@ -127,7 +122,7 @@ class Source:
 
 @dataclass(frozen=True)
 class AddResult:
-    status: str  # "ingested" | "unchanged" | "replaced"
+    status: str  # "ingested" | "unchanged" (this name, this content, stored complete) | "replaced"
     chunks: int
     tokens: int
     existing_name: str | None = None
@@ -164,10 +159,37 @@ def check_embedder(name: str, meta: dict[str, Any], embedder: Any) -> None:
             "Switch the embedder back, or ingest into a new knowledge base.")
 
 
-class KnowledgeBase:
-    """One Chroma collection, built by one embedder."""
+def _batch_size(client: Any) -> int:
+    """How many records one Chroma `add` takes (about 5,461 for the embedded store)."""
+    return max(1, int(client.get_max_batch_size()))
 
-    def __init__(self, client: Any, name: str, embedder: Embedder, create: bool = True) -> None:
+
+def _workspace_of(client: Any) -> Workspace:
+    """The workspace of an embedded client (its data folder and Chroma database); a server's client
+    cannot say which data folder holds the commit records, so pass the workspace."""
+    from lib.workspace import DEFAULT_WORKSPACE, Workspace
+
+    settings = client.get_settings()
+    if not getattr(settings, "is_persistent", False) or not settings.persist_directory:
+        raise ConfigError("A knowledge base on a Chroma server needs its workspace: open it with lib.engine.open_kb.")
+    database = str(getattr(client, "database", DEFAULT_DATABASE))
+    name = DEFAULT_WORKSPACE if database == DEFAULT_DATABASE else database.removeprefix("workspace-")
+    return Workspace(Path(settings.persist_directory).parent, name)
+
+
+class KnowledgeBase:
+    """One Chroma collection, built by one embedder.
+
+    Every document version is written under a fresh ingest id (in each chunk's metadata) and recorded in
+    the workspace database: `writing` while its chunks go in (in batches of at most the store's batch size),
+    `committed` in one transaction after the last chunk, which also marks the version it replaces
+    `superseded`. Readers (documents, find, chunks_of, count, query) see committed versions only, so a
+    document is visible only when complete and a replacement switches at once. Opening a knowledge base
+    deletes the chunks of versions left `writing` by a dead writer and of `superseded` versions. A
+    per-document lock (held across processes) lets one writer at a time replace a document."""
+
+    def __init__(self, client: Any, name: str, embedder: Embedder, create: bool = True,
+                 workspace: Workspace | None = None) -> None:
         self.client = client
         self.name = check_name(name)
         self.embedder = embedder
@@ -183,84 +205,166 @@ class KnowledgeBase:
             metadata={"embedder": embedder.name(), "embedder_model": getattr(embedder, "model_id", ""),
                       "embedder_id": embedder_identity(embedder), "hnsw:space": "cosine", "created_at": time.time()},
         )
+        self.workspace = workspace or _workspace_of(client)
+        self.key = str(self.collection.id)
+        self._adopt()
+        self.recover()
 
-    def count(self) -> int:
-        return int(self.collection.count())
+    # ------------------------------------------------------------ commit records
 
-    def _metadatas(self, where: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        got = self.collection.get(where=where, include=["metadatas"])
-        return [dict(m) for m in (got["metadatas"] or [])]
+    def _adopt(self) -> None:
+        """A knowledge base stored before commit records existed: record its documents as committed (the
+        newest version of each name; chunks of an older version left beside it are deleted)."""
+        from lib.workspace import DocumentVersion
 
-    def find(self, *, name: str | None = None, sha256: str | None = None) -> DocumentInfo | None:
-        where = {"document": name} if name else {"doc_sha": sha256}
-        docs = self._summarise(self._metadatas(where))
-        return docs[0] if docs else None
+        if self.workspace.collection_adopted(self.key):
+            return
+        with self.workspace.document_lock(self.key, "\0adopt"):
+            if self.workspace.collection_adopted(self.key):
+                return
+            got = self.collection.get(include=["metadatas"]) if self.collection.count() else {"ids": []}
+            groups: dict[tuple[str, str], list[tuple[str, dict[str, Any]]]] = {}
+            for cid, m in zip(got["ids"], got.get("metadatas") or []):
+                if m and "ingest" not in m:
+                    groups.setdefault((str(m["document"]), str(m["doc_sha"])), []).append((cid, dict(m)))
+            newest: dict[str, tuple[float, str]] = {}
+            for (doc, sha), rows in groups.items():
+                added = max(float(m.get("added_at", 0.0)) for _, m in rows)
+                if doc not in newest or added > newest[doc][0]:
+                    newest[doc] = (added, sha)
+            versions, stale = [], []
+            for (doc, sha), rows in groups.items():
+                if newest[doc][1] != sha:
+                    stale += [cid for cid, _ in rows]
+                    continue
+                ingest = f"legacy-{uuid.uuid4().hex[:16]}"
+                step = _batch_size(self.client)
+                for s in range(0, len(rows), step):
+                    part = rows[s:s + step]
+                    self.collection.update(ids=[cid for cid, _ in part],
+                                           metadatas=[{**m, "ingest": ingest} for _, m in part])  # type: ignore[misc]
+                added = newest[doc][0]
+                versions.append(DocumentVersion(self.key, ingest, doc, sha, str(rows[0][1].get("kind", "")),
+                                                len(rows), sum(int(m.get("tokens", 0)) for _, m in rows),
+                                                "committed", None, added, added))
+            if stale:
+                self.collection.delete(ids=stale)
+            self.workspace.adopt_collection(self.key, versions)
+
+    def _delete_version(self, ingest: str) -> None:
+        self.collection.delete(where={"ingest": ingest})
+        self.workspace.drop_version(self.key, ingest)
+
+    def recover(self) -> int:
+        """Delete what a crashed or failed writer left: versions still `writing` whose writer is gone (its
+        document lock is free) and `superseded` versions. Returns how many versions were cleaned up."""
+        cleaned = 0
+        for v in self.workspace.document_versions(self.key, "superseded"):
+            self._delete_version(v.ingest)
+            cleaned += 1
+        for v in self.workspace.document_versions(self.key, "writing"):
+            with self.workspace.document_lock(self.key, v.name, wait=False) as held:
+                still = [w for w in self.workspace.document_versions(self.key, "writing", v.name)
+                         if w.ingest == v.ingest]
+                if held and still:  # nobody is writing this document now: the writer died
+                    self._delete_version(v.ingest)
+                    cleaned += 1
+        return cleaned
+
+    def _committed(self) -> dict[str, Any]:
+        return {v.name: v for v in self.workspace.document_versions(self.key, "committed")}
 
     @staticmethod
-    def _summarise(metas: list[dict[str, Any]]) -> list[DocumentInfo]:
-        by_name: dict[str, dict[str, Any]] = {}
-        for m in metas:
-            d = by_name.setdefault(m["document"], {"sha": m["doc_sha"], "kind": m.get("kind", ""), "chunks": 0,
-                                                   "tokens": 0, "added_at": m.get("added_at", 0.0)})
-            d["chunks"] += 1
-            d["tokens"] += int(m.get("tokens", 0))
-        return [DocumentInfo(name, d["sha"], d["kind"], d["chunks"], d["tokens"], float(d["added_at"]))
-                for name, d in sorted(by_name.items())]
+    def _info(v: Any) -> DocumentInfo:
+        return DocumentInfo(v.name, v.sha256, v.kind, v.chunks, v.tokens, float(v.committed_at or v.created_at))
+
+    # ------------------------------------------------------------ readers: committed versions only
+
+    def count(self) -> int:
+        """Chunks of committed documents."""
+        return sum(v.chunks for v in self._committed().values())
+
+    def find(self, *, name: str | None = None, sha256: str | None = None) -> DocumentInfo | None:
+        docs = self._committed().values()
+        found = [v for v in docs if (v.name == name if name is not None else v.sha256 == sha256)]
+        return self._info(found[0]) if found else None
 
     def documents(self) -> list[DocumentInfo]:
-        return self._summarise(self._metadatas())
+        return [self._info(v) for v in sorted(self._committed().values(), key=lambda v: v.name)]
 
     def chunks_of(self, name: str) -> list[Source]:
-        got = self.collection.get(where={"document": name}, include=["documents", "metadatas"])
+        v = self._committed().get(name)
+        if v is None:
+            return []
+        got = self.collection.get(where={"ingest": v.ingest}, include=["documents", "metadatas"])
         rows = sorted(zip(got["metadatas"] or [], got["documents"] or []), key=lambda r: int(r[0]["chunk"]))
         return [Source(name, int(m["chunk"]), 1.0, text) for m, text in rows]
 
+    def complete(self, name: str) -> bool:
+        """Whether the committed version of `name` has all its chunks in the store."""
+        v = self._committed().get(name)
+        return v is not None and self._stored_chunks(v.ingest) == v.chunks
+
+    def _stored_chunks(self, ingest: str) -> int:
+        return len(self.collection.get(where={"ingest": ingest}, include=[])["ids"])
+
+    # ------------------------------------------------------------ writers
+
     def add_document(self, doc: Document, chunks: list[Chunk], vectors: np.ndarray | None = None) -> AddResult:
-        """Store a document's chunks, all or nothing. The same content (by hash) is
-        stored once; a new version under the same name replaces the old one."""
+        """Store a document's chunks under its name, all or nothing (see the class). The same content under
+        the same name, stored complete, is `unchanged`; the same content under another name is stored under
+        this name too; a new version under an existing name replaces the old one atomically."""
         tokens = sum(c.tokens for c in chunks)
-        with _lock(f"{id(self.client)}:{self.name}"):
-            same = self.find(sha256=doc.sha256)
-            if same is not None:
-                return AddResult("unchanged", same.chunks, same.tokens, existing_name=same.name)
+        with self.workspace.document_lock(self.key, doc.name):
+            current = self._committed().get(doc.name)
+            if current is not None and current.sha256 == doc.sha256 and \
+                    self._stored_chunks(current.ingest) == current.chunks:
+                return AddResult("unchanged", current.chunks, current.tokens, existing_name=current.name)
             if not chunks:
                 raise ValueError(f"{doc.name} produced no chunks.")
             if vectors is None:
                 vectors = self.embedder.embed([c.text for c in chunks])
-            old = self.collection.get(where={"document": doc.name}, include=[])["ids"]
+            ingest = uuid.uuid4().hex[:20]
             now = time.time()
-            ids = [f"{doc.sha256[:24]}-{c.index:05d}" for c in chunks]
+            ids = [f"{ingest}-{c.index:05d}" for c in chunks]
             metas: list[dict[str, Any]] = [
                 {"document": doc.name, "chunk": c.index, "doc_sha": doc.sha256, "chunk_sha": c.sha256,
                  "tokens": c.tokens, "start_char": c.start_char, "end_char": c.end_char, "kind": doc.kind,
-                 "added_at": now} for c in chunks]
-            step = max(1, int(self.client.get_max_batch_size()))
+                 "added_at": now, "ingest": ingest} for c in chunks]
+            self.workspace.begin_version(self.key, ingest, doc.name, doc.sha256, doc.kind, len(chunks), tokens)
+            step = _batch_size(self.client)
             try:
                 for s in range(0, len(ids), step):
                     self.collection.add(ids=ids[s:s + step], documents=[c.text for c in chunks[s:s + step]],
                                         metadatas=metas[s:s + step],  # type: ignore[arg-type]
                                         embeddings=[v for v in vectors[s:s + step]])
+                old = self.workspace.commit_version(self.key, ingest)
             except BaseException:
-                self.collection.delete(ids=ids)  # leave nothing of this file behind
+                with contextlib.suppress(Exception):  # else the next open cleans it up
+                    self._delete_version(ingest)
                 raise
-            if old:
-                self.collection.delete(ids=old)
+            for previous in old:  # a failure here leaves it `superseded`: hidden, deleted on the next open
+                with contextlib.suppress(Exception):
+                    self._delete_version(previous)
             return AddResult("replaced" if old else "ingested", len(chunks), tokens)
 
     def remove_document(self, name: str) -> int:
-        with _lock(f"{id(self.client)}:{self.name}"):
-            ids = self.collection.get(where={"document": name}, include=[])["ids"]
-            if ids:
-                self.collection.delete(ids=ids)
-            return len(ids)
+        with self.workspace.document_lock(self.key, name):
+            current = self._committed().get(name)
+            for ingest in self.workspace.supersede(self.key, name):
+                self._delete_version(ingest)
+            return current.chunks if current else 0
 
     def query(self, text: str, k: int = 4, min_score: float = 0.0) -> list[Source]:
         """The k most similar chunks scoring at least min_score, best first."""
-        n = self.count()
+        committed = list(self._committed().values())
+        n = sum(v.chunks for v in committed)
         if n == 0 or k <= 0:
             return []
         vector = self.embedder.embed([text])
-        got = self.collection.query(query_embeddings=[vector[0]], n_results=min(k, n),
+        ingests = [v.ingest for v in committed]
+        where = {"ingest": ingests[0]} if len(ingests) == 1 else {"ingest": {"$in": ingests}}
+        got = self.collection.query(query_embeddings=[vector[0]], n_results=min(k, n), where=where,
                                     include=["documents", "metadatas", "distances"])
         out = []
         for meta, doc, dist in zip(got["metadatas"][0], got["documents"][0], got["distances"][0]):  # type: ignore[index]
@@ -271,11 +375,12 @@ class KnowledgeBase:
 
 
 def document_text(kb: KnowledgeBase, name: str) -> str:
-    """A stored document's text, stitched back from its chunks' character spans (chunks overlap)."""
-    got = kb.collection.get(where={"document": name}, include=["documents", "metadatas"])
-    rows = sorted(zip(got["metadatas"] or [], got["documents"] or []), key=lambda r: int(r[0]["start_char"]))
-    if not rows:
+    """A stored document's text (its committed version), stitched back from its chunks' character spans."""
+    version = kb._committed().get(name)
+    if version is None:
         raise ConfigError(f"No document named {name!r} in knowledge base {kb.name!r}.")
+    got = kb.collection.get(where={"ingest": version.ingest}, include=["documents", "metadatas"])
+    rows = sorted(zip(got["metadatas"] or [], got["documents"] or []), key=lambda r: int(r[0]["start_char"]))
     text, end = "", 0
     for meta, chunk in rows:
         start, stop = int(meta["start_char"]), int(meta["end_char"])
@@ -287,15 +392,21 @@ def document_text(kb: KnowledgeBase, name: str) -> str:
 
 
 def copy_knowledge_base(kb: KnowledgeBase, new_name: str) -> KnowledgeBase:
-    """A new knowledge base holding exactly the records of `kb` (texts, metadata and vectors; nothing re-embedded)."""
+    """A new knowledge base holding the committed documents of `kb` (texts, metadata and vectors; nothing
+    re-embedded), each committed in the copy as it is in the original."""
     if new_name in list_knowledge_bases(kb.client):
         raise ConfigError(f"A knowledge base named {new_name!r} already exists.")
-    copy = KnowledgeBase(kb.client, new_name, kb.embedder, create=True)
-    got = kb.collection.get(include=["documents", "metadatas", "embeddings"])
-    ids = list(got["ids"])
-    step = max(1, int(kb.client.get_max_batch_size()))
-    for s in range(0, len(ids), step):
-        copy.collection.add(ids=ids[s:s + step], documents=list(got["documents"][s:s + step]),  # type: ignore[index]
-                            metadatas=list(got["metadatas"][s:s + step]),  # type: ignore[index]
-                            embeddings=[v for v in got["embeddings"][s:s + step]])  # type: ignore[index]
+    copy = KnowledgeBase(kb.client, new_name, kb.embedder, create=True, workspace=kb.workspace)
+    step = _batch_size(kb.client)
+    for v in kb._committed().values():
+        got = kb.collection.get(where={"ingest": v.ingest}, include=["documents", "metadatas", "embeddings"])
+        ingest = uuid.uuid4().hex[:20]
+        ids = [f"{ingest}-{int(m['chunk']):05d}" for m in got["metadatas"]]  # type: ignore[union-attr]
+        metas = [{**m, "ingest": ingest} for m in got["metadatas"]]  # type: ignore[union-attr]
+        copy.workspace.begin_version(copy.key, ingest, v.name, v.sha256, v.kind, v.chunks, v.tokens)
+        for s in range(0, len(ids), step):
+            copy.collection.add(ids=ids[s:s + step], documents=list(got["documents"][s:s + step]),  # type: ignore[index]
+                                metadatas=metas[s:s + step],  # type: ignore[arg-type]
+                                embeddings=[e for e in got["embeddings"][s:s + step]])  # type: ignore[index]
+        copy.workspace.commit_version(copy.key, ingest)
     return copy

@@ -128,11 +128,51 @@ def _m002_evaluation(con: sqlite3.Connection) -> None:
     """)
 
 
+def _m003_document_versions(con: sqlite3.Connection) -> None:
+    """The commit records of documents in knowledge bases (lib/store.py). A version is `writing` while its
+    chunks are stored, `committed` (the one readers see, at most one per name) once the last chunk is in,
+    and `superseded` from the moment a newer version is committed until its chunks are deleted.
+    `collection` is the Chroma collection's id, so a knowledge base deleted and made again starts afresh."""
+    _script(con, """
+        CREATE TABLE document_versions (
+            collection TEXT NOT NULL, ingest TEXT NOT NULL, name TEXT NOT NULL, sha256 TEXT NOT NULL,
+            kind TEXT NOT NULL DEFAULT '', chunks INTEGER NOT NULL DEFAULT 0, tokens INTEGER NOT NULL DEFAULT 0,
+            status TEXT NOT NULL, pid INTEGER, created_at REAL NOT NULL, committed_at REAL,
+            PRIMARY KEY (collection, ingest));
+        CREATE INDEX document_versions_by_name ON document_versions (collection, name, status);
+        CREATE UNIQUE INDEX document_versions_one_committed ON document_versions (collection, name)
+            WHERE status = 'committed';
+        CREATE TABLE adopted_collections (collection TEXT PRIMARY KEY, adopted_at REAL NOT NULL)
+    """)
+
+
+@dataclass(frozen=True)
+class DocumentVersion:
+    """One stored version of a document in a knowledge base (see _m003_document_versions)."""
+
+    collection: str
+    ingest: str  # the id every chunk of this version carries in its metadata
+    name: str
+    sha256: str
+    kind: str
+    chunks: int
+    tokens: int
+    status: str  # writing | committed | superseded
+    pid: int | None
+    created_at: float
+    committed_at: float | None
+
+
+_VERSION_COLUMNS = ("collection, ingest, name, sha256, kind, chunks, tokens, status, pid, created_at, "
+                    "committed_at")
+
+
 # Numbered, applied in order, each once. Append new ones (evaluation runs, document commit
 # records, spend) at the end; never edit one that has shipped.
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (1, "records", _m001_records),
     (2, "evaluation runs and question sets", _m002_evaluation),
+    (3, "document versions", _m003_document_versions),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -277,6 +317,100 @@ class Workspace:
     def set_meta(self, key: str, value: str) -> None:
         with self._write() as con:
             con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+    # ------------------------------------------------------------ document versions (lib/store.py)
+
+    @contextmanager
+    def document_lock(self, collection: str, name: str, wait: bool = True) -> Iterator[bool]:
+        """Hold the lock on one document of a knowledge base, across threads and processes (an fcntl lock
+        on a file under the workspace folder: the system releases it when its holder dies, even by kill -9).
+        Yields True once held; with wait=False yields False at once if somebody else holds it."""
+        import fcntl
+        import hashlib
+
+        folder = self.folder / "locks"
+        folder.mkdir(parents=True, exist_ok=True)
+        key = hashlib.sha256(f"{collection}\0{name}".encode()).hexdigest()[:32]
+        fd = os.open(folder / f"{key}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def document_versions(self, collection: str, status: str | None = None,
+                          name: str | None = None) -> list[DocumentVersion]:
+        sql = f"SELECT {_VERSION_COLUMNS} FROM document_versions WHERE collection = ?"
+        args: list[Any] = [collection]
+        if status:
+            sql, args = sql + " AND status = ?", [*args, status]
+        if name is not None:
+            sql, args = sql + " AND name = ?", [*args, name]
+        with self._connect() as con:
+            return [DocumentVersion(*row) for row in con.execute(sql + " ORDER BY name, created_at", args)]
+
+    def begin_version(self, collection: str, ingest: str, name: str, sha256: str, kind: str, chunks: int,
+                      tokens: int) -> None:
+        """Record a version about to be written (invisible to readers until commit_version)."""
+        with self._write() as con:
+            con.execute(f"INSERT INTO document_versions ({_VERSION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                        (collection, ingest, name, sha256, kind, chunks, tokens, "writing", os.getpid(),
+                         time.time(), None))
+
+    def commit_version(self, collection: str, ingest: str) -> list[str]:
+        """In one transaction: the version becomes the one readers see and the name's previous committed
+        version becomes `superseded`. Returns the superseded versions' ingest ids (their chunks to delete)."""
+        with self._write() as con:
+            row = con.execute("SELECT name FROM document_versions WHERE collection = ? AND ingest = ? AND "
+                              "status = 'writing'", (collection, ingest)).fetchone()
+            if row is None:
+                raise WorkspaceError(f"Document version {ingest} is not being written; nothing was committed.")
+            old = [r[0] for r in con.execute(
+                "SELECT ingest FROM document_versions WHERE collection = ? AND name = ? AND status = 'committed'",
+                (collection, row[0]))]
+            con.execute("UPDATE document_versions SET status = 'superseded' WHERE collection = ? AND name = ? "
+                        "AND status = 'committed'", (collection, row[0]))
+            con.execute("UPDATE document_versions SET status = 'committed', committed_at = ? WHERE "
+                        "collection = ? AND ingest = ?", (time.time(), collection, ingest))
+        return old
+
+    def supersede(self, collection: str, name: str) -> list[str]:
+        """Hide a document's committed version (removal): returns its ingest ids, whose chunks to delete."""
+        with self._write() as con:
+            old = [r[0] for r in con.execute(
+                "SELECT ingest FROM document_versions WHERE collection = ? AND name = ? AND status = 'committed'",
+                (collection, name))]
+            con.execute("UPDATE document_versions SET status = 'superseded' WHERE collection = ? AND name = ? "
+                        "AND status = 'committed'", (collection, name))
+        return old
+
+    def drop_version(self, collection: str, ingest: str) -> None:
+        """Forget a version whose chunks were deleted."""
+        with self._write() as con:
+            con.execute("DELETE FROM document_versions WHERE collection = ? AND ingest = ? AND status != "
+                        "'committed'", (collection, ingest))
+
+    def collection_adopted(self, collection: str) -> bool:
+        with self._connect() as con:
+            return con.execute("SELECT 1 FROM adopted_collections WHERE collection = ?",
+                               (collection,)).fetchone() is not None
+
+    def adopt_collection(self, collection: str, versions: list[DocumentVersion]) -> None:
+        """Record the documents of a knowledge base stored before commit records existed, as committed."""
+        with self._write() as con:
+            for v in versions:
+                con.execute(f"INSERT OR IGNORE INTO document_versions ({_VERSION_COLUMNS}) "
+                            "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                            (collection, v.ingest, v.name, v.sha256, v.kind, v.chunks, v.tokens, "committed",
+                             None, v.created_at, v.committed_at))
+            con.execute("INSERT OR IGNORE INTO adopted_collections (collection, adopted_at) VALUES (?, ?)",
+                        (collection, time.time()))
 
     # ------------------------------------------------------------ history
 

@@ -36,12 +36,32 @@ def test_same_content_twice_adds_nothing_and_new_version_replaces(settings, embe
     doc = _doc("a.md", "Alpha facts. The answer is 42.")
     chunks = chunk_text(doc.text, embedder.spans)
     assert kb.add_document(doc, chunks).status == "ingested"
-    again = kb.add_document(_doc("copy-of-a.md", "Alpha facts. The answer is 42."), chunks)
-    assert again.status == "unchanged" and again.existing_name == "a.md"
+    assert kb.add_document(doc, chunks).status == "unchanged"  # the same name with the same content
     v2 = _doc("a.md", "Alpha facts. The answer is 43.")
     assert kb.add_document(v2, chunk_text(v2.text, embedder.spans)).status == "replaced"
     [info] = kb.documents()
     assert info.sha256 == v2.sha256 and kb.count() == 1
+
+
+def test_same_content_under_another_name_is_stored_under_that_name_too(settings, embedder):
+    """Issue 9 item 5: a copy under a new name is findable by that name; a new version of a name whose
+    content another document already has replaces that name's old text (never `unchanged`)."""
+    kb = engine.open_kb(settings, "kb5", embedder=embedder)
+    a, b = _doc("a.md", "Alpha facts. The answer is 42."), _doc("b.md", "Beta facts. The colour is teal.")
+    for d in (a, b):
+        assert kb.add_document(d, chunk_text(d.text, embedder.spans)).status == "ingested"
+    copy = _doc("copy-of-a.md", a.text)
+    assert kb.add_document(copy, chunk_text(copy.text, embedder.spans)).status == "ingested"
+    assert kb.find(name="copy-of-a.md").sha256 == a.sha256
+    assert [s.text for s in kb.chunks_of("copy-of-a.md")] == [s.text for s in kb.chunks_of("a.md")]
+    b2 = _doc("b.md", a.text)  # b.md's new version has a.md's content
+    assert kb.add_document(b2, chunk_text(b2.text, embedder.spans)).status == "replaced"
+    assert [s.text for s in kb.chunks_of("b.md")] == ["Alpha facts. The answer is 42."]
+    assert sorted(d.name for d in kb.documents()) == ["a.md", "b.md", "copy-of-a.md"] and kb.count() == 3
+    # the engine's flow says the same
+    results = engine.ingest_upload(kb, "b.md", b"Alpha facts. The answer is 42.")
+    assert results.status == "unchanged"
+    assert engine.ingest_upload(kb, "c.md", b"Alpha facts. The answer is 42.").status == "ingested"
 
 
 def test_failed_add_leaves_nothing_behind(settings, embedder, monkeypatch):

@@ -98,14 +98,19 @@ WRITER = textwrap.dedent("""
     from lib.workspace import Workspace
 
     data, tag, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    failed = []
     def work(t):
-        ws = Workspace(data, "default")
-        for i in range(n):
-            ws.add_comparison(comparison_to_dict(_comparison(f"{{tag}}-{{t}}-{{i}}")))
-            ws.add_model(_model(f"{{tag}}-{{t}}-{{i}}"))
+        try:
+            ws = Workspace(data, "default")
+            for i in range(n):
+                ws.add_comparison(comparison_to_dict(_comparison(f"{{tag}}-{{t}}-{{i}}")))
+                ws.add_model(_model(f"{{tag}}-{{t}}-{{i}}"))
+        except BaseException as exc:  # a thread's error would otherwise vanish, and the process exit 0
+            failed.append(f"thread {{t}}: {{type(exc).__name__}}: {{exc}}")
     threads = [threading.Thread(target=work, args=(t,)) for t in range(3)]
     [t.start() for t in threads]
     [t.join() for t in threads]
+    sys.exit("; ".join(failed) if failed else 0)
 """)
 
 
@@ -124,6 +129,43 @@ def test_processes_and_threads_writing_at_once_lose_nothing(tmp_path):
     assert len({c["id"] for c in comparisons}) == 120
     registered = [m for m in ws.models() if not m.builtin]
     assert len(registered) == 120 and ws.active_model().id in {m.id for m in registered}
+
+
+REGISTRAR = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {root!r})
+    from tests.test_workspace import _model
+    from lib.workspace import Workspace
+
+    ws = Workspace(sys.argv[1], "default")
+    for i in range(int(sys.argv[3])):
+        ws.add_model(_model(f"{{sys.argv[2]}}-{{i}}"))
+""")
+
+
+def test_model_registry_keeps_concurrent_registrations(tmp_path):
+    """Issue 9 item 4: 4 processes x 15 registrations keep all 60; 8 threads x 10 keep all 80."""
+    import threading
+
+    script = tmp_path / "registrar.py"
+    script.write_text(REGISTRAR.format(root=str(ROOT)))
+    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path / "p"), f"p{p}", "15"],
+                              stderr=subprocess.PIPE, text=True) for p in range(4)]
+    errors = [proc.communicate(timeout=300)[1] for proc in procs]
+    assert all(proc.returncode == 0 for proc in procs), errors
+    assert len([m for m in Workspace(tmp_path / "p", "default").models() if not m.builtin]) == 60
+
+    def register(t):
+        ws = Workspace(tmp_path / "t", "default")
+        for i in range(10):
+            ws.add_model(_model(f"t{t}-{i}"))
+
+    Workspace(tmp_path / "t", "default")
+    threads = [threading.Thread(target=register, args=(t,)) for t in range(8)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    registered = {m.id for m in Workspace(tmp_path / "t", "default").models() if not m.builtin}
+    assert len(registered) == 80
 
 
 def test_a_damaged_database_is_reported_and_preserved(tmp_path):

@@ -58,7 +58,7 @@ if st.session_state.get("docs_last_results"):
         if r["status"] == "error":
             st.error(f"**{escape_markdown(one_line(r['file']))}**: {escape_markdown(r['error'] or '')}", icon="⚠️")
         elif r["status"] == "unchanged":
-            st.info(f"**{escape_markdown(one_line(r['file']))}**: already in the knowledge base "
+            st.info(f"**{escape_markdown(one_line(r['file']))}**: already stored under this name with the same content "
                     f"({r['chunks']} chunks), nothing added.")
         else:
             st.success(f"**{escape_markdown(one_line(r['file']))}**: {r['status']}, {r['chunks']} chunks, "
