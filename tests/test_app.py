@@ -8,8 +8,8 @@ from streamlit.testing.v1 import AppTest
 from lib.settings import ModelSpec
 from tests.conftest import ROOT
 
-PAGES = ["views/home.py", "views/documents.py", "views/compare.py", "views/finetune.py", "views/history.py",
-         "views/settings.py"]
+PAGES = ["views/home.py", "views/documents.py", "views/compare.py", "views/evaluate.py", "views/finetune.py",
+         "views/history.py", "views/settings.py"]
 
 
 @pytest.fixture
