@@ -256,8 +256,10 @@ with tab_results:
     cells = [(g.question.id, g.arm) for g in graded]
     picked = None
     points = (grid or {}).get("selection", {}).get("points", []) if grid else []
-    if points and points[0].get("customdata"):
-        picked = tuple(points[0]["customdata"][:2])
+    if points:  # a clicked cell: its (question id, arm), from customdata or from its axis labels
+        by_label = {ARMS[a].label: a for a in ARMS}
+        custom = points[0].get("customdata")
+        picked = tuple(custom[:2]) if custom else (points[0].get("y"), by_label.get(points[0].get("x")))
     choice = st.selectbox("Open an answer (or click a cell)", cells, key="eval_open",
                           format_func=lambda c: f"{c[0]} · {ARMS[c[1]].label if c[1] in ARMS else c[1]} · "
                           f"{charts.grid_cell(next(g for g in graded if (g.question.id, g.arm) == c))}")
