@@ -161,13 +161,15 @@ def eval_accuracy_vs_cost(summary: dict[str, dict[str, Any]]) -> go.Figure:
         c = s["cost_per_question_usd"]
         fig.add_scatter(name=_arm_label(arm), x=[c], y=[s["accuracy"] * 100], mode="markers+text",
                         marker={"color": ARM_COLORS.get(arm, "#888888"), "size": 14},
-                        text=[_arm_label(arm) + (" ($0, local)" if c == 0 else f" (${c:.6f})")],
-                        textposition="top center")
+                        text=["$0 (local)" if c == 0 else ""], textposition="top center",
+                        hovertemplate=f"{_arm_label(arm)}: %{{y:.0f}}% correct at "
+                                      + ("$0 (local)" if c == 0 else f"${c:.6f}") + " per question<extra></extra>")
     missing = [_arm_label(a) for a, s in summary.items() if s.get("cost_per_question_usd") is None]
     top = max((s["cost_per_question_usd"] for s in known.values()), default=0.0)
     title = "Accuracy vs cost per question" + (f" — no price known for {', '.join(missing)}" if missing else "")
     fig.update_layout(title=title, xaxis_title="USD per question", yaxis_title="% correct", yaxis_range=[0, 105],
-                      xaxis_range=[0, top * 1.3 if top > 0 else 1], **_LAYOUT)
+                      xaxis_range=[0, top * 1.3 if top > 0 else 1], xaxis_tickprefix="$", xaxis_tickformat=".6~f",
+                      **_LAYOUT)
     if known and top == 0:
         fig.add_annotation(text="$0 for every arm: local models have no per-token charge", showarrow=False,
                            x=0.5, y=0.5, xref="paper", yref="paper", font={"size": 14})
@@ -188,7 +190,7 @@ def eval_latency(graded: list[Any]) -> go.Figure:
     return fig
 
 
-GRID_VALUES = {"pass": 1.0, "fail": 0.0, "refused": 0.5, "error": -1.0}
+GRID_COLORS = {"pass": "#2ca02c", "fail": "#d62728", "refused": "#ffbb78", "error": "#7f7f7f"}
 
 
 def grid_cell(g: Any) -> str:
@@ -201,29 +203,26 @@ def grid_cell(g: Any) -> str:
 
 
 def eval_grid(graded: list[Any]) -> go.Figure:
-    """Question x arm: pass / fail / refused / error, the grade's reason on hover; customdata carries
-    (question id, arm) of each cell so a click can open that answer."""
+    """Question x arm: pass / fail / refused / error squares (one trace per kind, so the legend explains the
+    colours), the grade's reason on hover; customdata carries (question id, arm) so a click opens that answer.
+    Squares on a scatter rather than a heatmap: Streamlit reports clicks on scatter points."""
     arms = list(dict.fromkeys(g.arm for g in graded))
     qids = list(dict.fromkeys(g.question.id for g in graded))
-    by = {(g.question.id, g.arm): g for g in graded}
-    z, text, custom = [], [], []
-    for q in qids:
-        row_z, row_t, row_c = [], [], []
-        for a in arms:
-            g = by.get((q, a))
-            cell = grid_cell(g) if g else None
-            row_z.append(GRID_VALUES[cell] if cell else None)
-            row_t.append(f"{cell}: {g.reason}" if g else "not answered")
-            row_c.append([q, a])
-        z.append(row_z)
-        text.append(row_t)
-        custom.append(row_c)
-    scale = [[0.0, "#7f7f7f"], [0.33, "#7f7f7f"], [0.34, "#d62728"], [0.6, "#d62728"], [0.61, "#ffbb78"],
-             [0.8, "#ffbb78"], [0.81, "#2ca02c"], [1.0, "#2ca02c"]]
-    fig = go.Figure(go.Heatmap(z=z, x=[_arm_label(a) for a in arms], y=qids, text=text, customdata=custom,
-                               hovertemplate="%{y} · %{x}<br>%{text}<extra></extra>", zmin=-1, zmax=1,
-                               colorscale=scale, showscale=False, xgap=2, ygap=2))
-    fig.update_layout(title="Pass (green) / fail (red) / refused (amber) / error (grey) per question",
-                      yaxis={"autorange": "reversed", "type": "category"}, xaxis={"side": "top"},
-                      **{**_LAYOUT, "height": max(320, 60 + 22 * len(qids))})
+    fig = go.Figure()
+    for kind, color in GRID_COLORS.items():
+        cells = [g for g in graded if grid_cell(g) == kind]
+        if cells:
+            fig.add_scatter(name=kind, x=[_arm_label(g.arm) for g in cells], y=[g.question.id for g in cells],
+                            mode="markers", marker={"symbol": "square", "size": 18, "color": color},
+                            customdata=[[g.question.id, g.arm] for g in cells],
+                            text=[g.reason for g in cells],
+                            hovertemplate="%{y} · %{x}<br>" + kind + ": %{text}<extra></extra>")
+    fig.update_layout(title="Every answer: click a square to open it",
+                      xaxis={"side": "top", "type": "category", "categoryorder": "array",
+                             "categoryarray": [_arm_label(a) for a in arms]},
+                      yaxis={"type": "category", "categoryorder": "array", "categoryarray": qids,
+                             "autorange": "reversed"},
+                      **{**_LAYOUT, "height": max(320, 140 + 24 * len(qids)),
+                         "legend": {"orientation": "h", "y": 0, "yanchor": "top", "x": 0},
+                         "margin": {"l": 10, "r": 10, "t": 90, "b": 40}})
     return fig

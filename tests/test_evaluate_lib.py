@@ -151,7 +151,7 @@ def test_eval_charts_carry_the_numbers():
     local = {a: {**s, "cost_per_question_usd": 0.0} for a, s in summary.items()}
     zero = charts.eval_accuracy_vs_cost(local)
     assert tuple(zero.layout.xaxis.range) == (0, 1) and "no per-token charge" in zero.layout.annotations[0].text
-    assert "($0, local)" in zero.data[0].text[0]
+    assert zero.data[0].text[0] == "$0 (local)"
     unknown = charts.eval_accuracy_vs_cost({**summary, "rag": {**summary["rag"], "cost_per_question_usd": None}})
     assert "no price known for RAG" in unknown.layout.title.text and len(unknown.data) == 1
 
@@ -160,7 +160,9 @@ def test_eval_charts_carry_the_numbers():
                                                                ("box", "Fine-tuned", [80.0])]
 
     grid = charts.eval_grid(graded)
-    heat = grid.data[0]
-    assert heat.type == "heatmap" and list(heat.x) == ["RAG", "Fine-tuned"] and list(heat.y) == ["q01", "q02"]
-    assert [list(r) for r in heat.z] == [[1.0, 0.5], [1.0, -1.0]]  # pass, refused / pass, error
-    assert list(heat.customdata[0][1]) == ["q01", "finetuned"] and heat.text[0][1] == "refused: refused"
+    cells = {t.name: [(y, x, tuple(c)) for x, y, c in zip(t.x, t.y, t.customdata)] for t in grid.data}
+    assert cells == {"pass": [("q01", "RAG", ("q01", "rag")), ("q02", "RAG", ("q02", "rag"))],
+                     "refused": [("q01", "Fine-tuned", ("q01", "finetuned"))],
+                     "error": [("q02", "Fine-tuned", ("q02", "finetuned"))]}
+    assert [t.marker.color for t in grid.data] == [charts.GRID_COLORS[k] for k in ("pass", "refused", "error")]
+    assert list(grid.data[1].text) == ["refused"] and list(grid.layout.yaxis.categoryarray) == ["q01", "q02"]

@@ -197,16 +197,19 @@ with tab_results:
         st.info("No evaluation runs in this workspace yet: pick a set and arms on the Run tab.")
         st.stop()
     ids = [r["id"] for r in runs]
-    labels = {r["id"]: f"{r['name']} · {when(r['created_at'])} · {r['status']} · {r['answered']} answers"
-              for r in runs}
+    labels = {r["id"]: f"{r['name']} · {when(r['created_at'])}" for r in runs}
     if st.session_state.get("eval_result_run") not in ids:
         st.session_state.eval_result_run = ids[0]
     run_id = st.selectbox("Run", ids, key="eval_result_run", format_func=labels.get)
     record, summ, graded = evalrun.summary(ws, run_id)
     spec = record["spec"]
+    position = {q["id"]: i for i, q in enumerate(record["questions"])}
+    arm_order = {a: i for i, a in enumerate(spec.get("arms", []))}
+    graded.sort(key=lambda g: (position.get(g.question.id, len(position)), arm_order.get(g.arm, 99)))
     if record.get("error"):
         st.error(f"The run stopped with an error: {record['error']}")
-    st.caption(f"Set **{escape_markdown(spec.get('question_set', ''))}** · {spec.get('questions', 0)} questions · "
+    st.caption(f"**{record['status']}**, {record['answered']} of {spec.get('questions', 0) * len(spec.get('arms', []))} "
+               f"answers · set **{escape_markdown(spec.get('question_set', ''))}** · {spec.get('questions', 0)} questions · "
                f"top-k {spec.get('top_k')} · max tokens {spec.get('max_tokens')} · models: "
                + ", ".join(f"{k} {v}" for k, v in spec.get("models", {}).items() if v))
     if "local" in spec.get("providers", {}).values():
@@ -237,6 +240,8 @@ with tab_results:
         "prompt tokens": st.column_config.NumberColumn(format="%.0f"),
         "completion tokens": st.column_config.NumberColumn(format="%.0f"),
     })
+    st.caption("*None*: no question of that kind in this run (fabrication needs unanswerable questions; citation "
+               "accuracy, answers that cite; retrieval hit rate, retrieval arms and questions with a source).")
     st.caption(noise_sentence(min((s["answerable"] for s in summ.values()), default=0)))
     st.caption("How each grade is made, offline with no API key: numbers and units are normalised (\"thirty days\" "
                "= \"30 days\", \"16K\" = \"16384\"); an answer that gives several conflicting values is not correct; "
@@ -251,6 +256,8 @@ with tab_results:
     st.plotly_chart(charts.eval_latency(graded), key="eval_chart_latency")
 
     st.subheader("Every answer")
+    st.caption("Pass, fail, refused (an answerable question declined) or error, per question and arm; hover for the "
+               "grade's reason.")
     grid = st.plotly_chart(charts.eval_grid(graded), key="eval_chart_grid", on_select="rerun",
                            selection_mode="points")
     cells = [(g.question.id, g.arm) for g in graded]
@@ -260,10 +267,13 @@ with tab_results:
         by_label = {ARMS[a].label: a for a in ARMS}
         custom = points[0].get("customdata")
         picked = tuple(custom[:2]) if custom else (points[0].get("y"), by_label.get(points[0].get("x")))
+    if picked in cells and picked != st.session_state.get("eval_open_clicked"):
+        st.session_state.eval_open_clicked = picked  # a new click: the chooser below follows it
+        st.session_state.eval_open = picked
     choice = st.selectbox("Open an answer (or click a cell)", cells, key="eval_open",
                           format_func=lambda c: f"{c[0]} · {ARMS[c[1]].label if c[1] in ARMS else c[1]} · "
                           f"{charts.grid_cell(next(g for g in graded if (g.question.id, g.arm) == c))}")
-    cell = picked if picked in cells else choice
+    cell = choice
     record_of = evalrun.answer_of(ws, record["id"], *cell)
     if record_of:
         g, res = record_of["grade"], record_of["result"]
