@@ -228,7 +228,7 @@ def training_questions_for(finetuned: Any, models: list[Any], root: str | Path |
 
 def editor_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows as the review table shows them: keywords as one ';'-separated text."""
-    return [{"question": r.get("question", ""), "reference": r.get("reference", ""),
+    return [{"id": r.get("id", ""), "question": r.get("question", ""), "reference": r.get("reference", ""),
              "keywords": "; ".join(r.get("keywords") or []), "source": r.get("source", ""),
              "answerable": bool(r.get("answerable", True))} for r in rows]
 
@@ -241,7 +241,11 @@ def check_rows(items: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[
             continue  # an empty row the editor added
         row = _row(n, {k: (None if v != v else v) for k, v in item.items()}, need_answer=False)  # NaN -> None
         (bad if "error" in row else good).append(row)
+    seen: set[str] = set()
     for r in good:
         r.pop("answer", None)
         r.pop("line", None)
+        if r["id"] in seen:  # a row added in the table may take a number already used: give it a free one
+            r["id"] = next(f"q{n:03d}" for n in range(1, len(items) + len(seen) + 2) if f"q{n:03d}" not in seen)
+        seen.add(r["id"])
     return good, bad

@@ -107,6 +107,10 @@ def test_edited_rows_are_checked_like_uploads():
     assert [r["question"] for r in good] == ["How long?", "Revenue?"] and good[0]["keywords"] == ["30", "days"]
     assert [(b["line"], b["error"]) for b in bad] == [(4, "an answerable question needs a 'reference' (or 'keywords')")]
     assert evalsets.editor_rows(good)[0]["keywords"] == "30; days"
+    assert [r["id"] for r in good] == ["q001", "q003"]  # numbered by row when the table gives none
+    kept, _ = evalsets.check_rows([{"id": "q002", "question": "A?", "reference": "a"},
+                                   {"id": "", "question": "B?", "reference": "b"}])  # row 2 would be q002 too
+    assert [r["id"] for r in kept] == ["q002", "q001"]
 
 
 def _graded():

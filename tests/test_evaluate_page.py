@@ -71,20 +71,24 @@ def test_upload_shows_bad_rows_with_their_line_and_saves_the_rest(offline_app):
     csv = (b"question,reference,keywords,answerable\n"
            b"How long is the refund window?,30 days,30,true\n"
            b",no question here,,true\n"
-           b"What was revenue in 2023?,,,false\n")
+           b"What was revenue in 2023?,,,false\n"
+           b"How much can I spend on a hotel room in a big designated city on a work trip?,$265 per night,265,\n")
     at.file_uploader(key="eval_upload").set_value([("mine.csv", csv, "text/csv")]).run()
     assert not at.exception, at.exception
     errors = [e.value for e in at.error]
     assert any("Line 3" in e and "no 'question'" in e for e in errors), errors
-    edited = at.get("arrow_data_editor") or at.get("data_editor")
-    assert edited
+    assert at.get("arrow_data_editor") or at.get("data_editor")
+    # a question the shipped adapter was trained on is flagged
+    assert any("training data" in w.value and "Quillmere" in w.value for w in at.warning)
+    flagged = _frame(at, "training question")
+    assert list(flagged["match"]) == ["exact"] and list(flagged["question id"]) == ["q005"]
     at.text_input(key="eval_draft_name").input("mine")
     at.button(key="eval_save").click().run()
     assert not at.exception, at.exception
     ws = engine.workspace_for(at.session_state["settings"])
     rows = ws.question_set("mine")
-    assert [r["question"] for r in rows] == ["How long is the refund window?", "What was revenue in 2023?"]
-    assert [r["answerable"] for r in rows] == [True, False] and rows[0]["keywords"] == ["30"]
+    assert [r["question"] for r in rows][:2] == ["How long is the refund window?", "What was revenue in 2023?"]
+    assert [r["answerable"] for r in rows] == [True, False, True] and rows[0]["keywords"] == ["30"]
     assert "mine" in at.selectbox(key="eval_set").options
 
 
@@ -137,3 +141,38 @@ def test_a_run_completes_and_shows_per_arm_accuracy_charts_and_exports(hosted_ap
     at.selectbox(key="eval_other_run").set_value(record["id"]).run()
     changed = _frame(at, "before_answer")
     assert set(zip(changed["question_id"], changed["arm"])) == {("q01", "baseline")}
+
+
+def test_generate_a_set_from_the_knowledge_base_review_and_save(hosted_app, openai_server):
+    at = hosted_app
+    openai_server.reply_fn = lambda body: '[{"question": "What does the passage say?", "reference": "Something."}]'
+    at.multiselect(key="eval_gen_docs").set_value(["refund_policy.md"])
+    at.button(key="eval_generate").click().run()
+    assert not at.exception, at.exception
+    ws = engine.workspace_for(at.session_state["settings"])
+    chunks = len(engine.open_kb(at.session_state["settings"]).chunks_of("refund_policy.md"))
+    assert len(openai_server.requests_to("/chat/completions", "POST")) == chunks
+    assert any(f"Review ({chunks} questions" in h.value for h in at.subheader)
+    at.text_input(key="eval_draft_name").input("generated")
+    at.button(key="eval_save").click().run()
+    rows = ws.question_set("generated")
+    assert len(rows) == chunks and all(r["source"] == "refund_policy.md" for r in rows)
+
+
+def test_a_run_stopped_by_a_restart_offers_resume(hosted_app, openai_server):
+    at = hosted_app
+    openai_server.reply_fn = _reply
+    s = at.session_state["settings"]
+    ws = engine.workspace_for(s)
+    run_id, _, _ = evalrun.start(s, ws, engine.open_kb(s), "sample", ["baseline"], "stopped", limit=2)
+    at.run()  # recorded as running, and no thread of this process answers it: a restart stopped it
+    assert any("stopped at 0 of 2 answers" in w.value for w in at.warning)
+    at.button(key=f"eval_resume_{run_id}").click().run()
+    handle = evalrun.running(ws, run_id)
+    if handle is not None:
+        handle.thread.join(60)
+    at.run()
+    assert not at.exception, at.exception
+    assert ws.run(run_id)["status"] == "finished" and len(ws.answers(run_id)) == 2
+    assert not any("stopped at" in w.value for w in at.warning)
+    assert at.selectbox(key="eval_result_run").value == run_id

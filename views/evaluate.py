@@ -58,8 +58,8 @@ with tab_set:
             st.caption(f"No question of {where} is in, or nearly copies, the training data of "
                        f"**{escape_markdown(trained[0])}**.")
 
-    st.dataframe(pd.DataFrame(evalsets.editor_rows(evalrun.rows_from_questions(questions)),
-                              index=[q.id for q in questions]), width="stretch", key="eval_set_table")
+    st.dataframe(pd.DataFrame(evalsets.editor_rows(evalrun.rows_from_questions(questions))), hide_index=True,
+                 width="stretch", key="eval_set_table")
     show_overlap(questions, "this set")
     c1, c2 = st.columns(2)
     if c1.button("Edit a copy", key="eval_edit_copy", disabled=not questions):
