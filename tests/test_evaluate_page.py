@@ -116,6 +116,7 @@ def test_a_run_completes_and_shows_per_arm_accuracy_charts_and_exports(hosted_ap
     assert list(table["accuracy"]) == [summary["baseline"]["accuracy"], summary["rag"]["accuracy"]]
     assert list(table["correct"]) == [f"{summary[a]['correct']}/3" for a in ("baseline", "rag")]
     assert any("differences between arms" in c.value for c in at.caption)
+    assert not any("135M" in w.value for w in at.warning)  # hosted models: no demo-model warning
     assert len(at.get("plotly_chart")) == 4
     # an answer opens with its grade reason and sources
     at.selectbox(key="eval_open").set_value(("q01", "rag")).run()
@@ -176,3 +177,39 @@ def test_a_run_stopped_by_a_restart_offers_resume(hosted_app, openai_server):
     assert ws.run(run_id)["status"] == "finished" and len(ws.answers(run_id)) == 2
     assert not any("stopped at" in w.value for w in at.warning)
     assert at.selectbox(key="eval_result_run").value == run_id
+
+
+def test_runs_of_the_offline_demo_model_say_so(offline_app):
+    at = offline_app
+    s = at.session_state["settings"]
+    assert s.base.provider == "local"
+    ws = engine.workspace_for(s)
+    evalrun.start(s, ws, None, "sample", ["baseline"], "demo", limit=1)  # recorded, not answered
+    at.run()
+    assert not at.exception, at.exception
+    assert any("135M offline demo model" in w.value and "can invert" in w.value for w in at.warning)
+    assert any("No answers stored" in i.value for i in at.info)
+
+
+def test_a_run_can_be_cancelled_and_resumed_from_the_page(hosted_app, openai_server):
+    at = hosted_app
+    openai_server.first_token_delay = 0.3
+    at.pills(key="eval_arms").set_value(["baseline"])
+    at.number_input(key="eval_limit").set_value(10)
+    at.slider(key="eval_concurrency").set_value(1)
+    at.text_input(key="eval_run_name").input("to-cancel")
+    at.button(key="eval_run").click().run()
+    ws = engine.workspace_for(at.session_state["settings"])
+    run = ws.run("to-cancel")
+    handle = evalrun.running(ws, run["id"])
+    assert handle is not None
+    at.button(key=f"eval_cancel_{run['id']}").click().run()
+    assert handle.cancel.is_set()
+    handle.thread.join(30)
+    assert ws.run(run["id"])["status"] == "cancelled" and len(ws.answers(run["id"])) < 10
+    at.run()
+    at.button(key="eval_resume_result").click().run()
+    again = evalrun.running(ws, run["id"])
+    if again is not None:
+        again.thread.join(60)
+    assert ws.run(run["id"])["status"] == "finished" and len(ws.answers(run["id"])) == 10

@@ -206,13 +206,19 @@ with tab_results:
     position = {q["id"]: i for i, q in enumerate(record["questions"])}
     arm_order = {a: i for i, a in enumerate(spec.get("arms", []))}
     graded.sort(key=lambda g: (position.get(g.question.id, len(position)), arm_order.get(g.arm, 99)))
-    if record.get("error"):
+    if record.get("error") and record["status"] == "failed":
         st.error(f"The run stopped with an error: {record['error']}")
+    if record["status"] in ("cancelled", "failed") and evalrun.running(ws, record["id"]) is None:
+        if st.button("Resume this run", key="eval_resume_result",
+                     help="Answers what the run has not answered yet; answers already stored are kept."):
+            evalrun.run_in_background(settings, ws, kb, record["id"])
+            st.rerun()
     st.caption(f"**{record['status']}**, {record['answered']} of {spec.get('questions', 0) * len(spec.get('arms', []))} "
                f"answers · set **{escape_markdown(spec.get('question_set', ''))}** · {spec.get('questions', 0)} questions · "
                f"top-k {spec.get('top_k')} · max tokens {spec.get('max_tokens')} · models: "
                + ", ".join(f"{k} {v}" for k, v in spec.get("models", {}).items() if v))
-    if "local" in spec.get("providers", {}).values():
+    if any(kind == "local" and "135m" in spec.get("models", {}).get(role, "").lower()
+           for role, kind in spec.get("providers", {}).items()):
         st.warning("These are results from the 135M offline demo model; at this size results can invert.")
     if not graded:
         st.info("No answers stored for this run yet.")
