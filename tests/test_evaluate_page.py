@@ -48,6 +48,10 @@ def offline_app(tmp_path, monkeypatch):
     return at
 
 
+def _draft_name(at):
+    return next(t for t in at.text_input if str(t.key).startswith("eval_draft_name"))
+
+
 def _frame(at, column):
     """The first table on the page with that column (AppTest does not keep a dataframe's key)."""
     return next(d.value for d in at.dataframe if column in d.value.columns)
@@ -82,7 +86,7 @@ def test_upload_shows_bad_rows_with_their_line_and_saves_the_rest(offline_app):
     assert any("training data" in w.value and "Quillmere" in w.value for w in at.warning)
     flagged = _frame(at, "training question")
     assert list(flagged["match"]) == ["exact"] and list(flagged["question id"]) == ["q005"]
-    at.text_input(key="eval_draft_name").input("mine")
+    _draft_name(at).input("mine")
     at.button(key="eval_save").click().run()
     assert not at.exception, at.exception
     ws = engine.workspace_for(at.session_state["settings"])
@@ -90,6 +94,13 @@ def test_upload_shows_bad_rows_with_their_line_and_saves_the_rest(offline_app):
     assert [r["question"] for r in rows][:2] == ["How long is the refund window?", "What was revenue in 2023?"]
     assert [r["answerable"] for r in rows] == [True, False, True] and rows[0]["keywords"] == ["30"]
     assert "mine" in at.selectbox(key="eval_set").options
+    # the same upload again under the same name: nothing is replaced without saying so
+    at.file_uploader(key="eval_upload").set_value([("mine.csv", csv.replace(b"30 days", b"31 days"),
+                                                    "text/csv")]).run()
+    assert _draft_name(at).value == "mine" and at.button(key="eval_save").disabled
+    at.checkbox(key="eval_replace").check().run()
+    at.button(key="eval_save").click().run()
+    assert ws.question_set("mine")[0]["reference"] == "31 days"
 
 
 def test_a_run_completes_and_shows_per_arm_accuracy_charts_and_exports(hosted_app, openai_server):
@@ -154,7 +165,7 @@ def test_generate_a_set_from_the_knowledge_base_review_and_save(hosted_app, open
     chunks = len(engine.open_kb(at.session_state["settings"]).chunks_of("refund_policy.md"))
     assert len(openai_server.requests_to("/chat/completions", "POST")) == chunks
     assert any(f"Review ({chunks} questions" in h.value for h in at.subheader)
-    at.text_input(key="eval_draft_name").input("generated")
+    _draft_name(at).input("generated")
     at.button(key="eval_save").click().run()
     rows = ws.question_set("generated")
     assert len(rows) == chunks and all(r["source"] == "refund_policy.md" for r in rows)
