@@ -88,6 +88,7 @@ pages = [
     st.Page("views/home.py", title="Start", icon="🏠", default=True),
     st.Page("views/documents.py", title="Documents", icon="📄"),
     st.Page("views/compare.py", title="Compare", icon="⚖️"),
+    st.Page("views/evaluate.py", title="Evaluate", icon="📊"),
     st.Page("views/decide.py", title="Decide", icon="🧭"),
     st.Page("views/finetune.py", title="Fine-tune", icon="🎯"),
     st.Page("views/history.py", title="History", icon="📈"),

@@ -214,3 +214,104 @@ def sensitivity(xs: list[int | float], series: dict[str, list[float | None]], x_
     if not shown:
         return _all_zero(fig, UNKNOWN_COST)
     return fig
+
+
+# ---------------------------------------------------------------- evaluation runs (the Evaluate page)
+
+def _arm_label(arm: str) -> str:
+    from lib.arms import ARMS
+
+    return ARMS[arm].label if arm in ARMS else arm
+
+
+def eval_accuracy(summary: dict[str, dict[str, Any]]) -> go.Figure:
+    """Accuracy per arm on answerable questions, with its 95% interval as error bars."""
+    arms = [a for a, s in summary.items() if s.get("accuracy") is not None]
+    acc = [summary[a]["accuracy"] * 100 for a in arms]
+    low = [summary[a]["accuracy_ci95"][0] * 100 for a in arms]
+    high = [summary[a]["accuracy_ci95"][1] * 100 for a in arms]
+    fig = go.Figure(go.Bar(
+        x=[_arm_label(a) for a in arms], y=acc, marker_color=[ARM_COLORS.get(a, "#888888") for a in arms],
+        error_y={"type": "data", "symmetric": False, "array": [h - v for h, v in zip(high, acc)],
+                 "arrayminus": [v - lo for v, lo in zip(acc, low)]},
+        text=[f"{v:.0f}% ({summary[a]['correct']}/{summary[a]['answerable']})" for a, v in zip(arms, acc)],
+        textposition="inside", hovertext=[f"95% interval {lo:.0f}–{h:.0f}%" for lo, h in zip(low, high)]))
+    fig.update_layout(title="Accuracy per arm (answerable questions, 95% interval)", yaxis_title="% correct",
+                      yaxis_range=[0, 100], **_LAYOUT)
+    return fig
+
+
+def eval_accuracy_vs_cost(summary: dict[str, dict[str, Any]]) -> go.Figure:
+    """Accuracy against cost per question; local arms sit at $0 and are said to; unknown prices left out."""
+    fig = go.Figure()
+    known = {a: s for a, s in summary.items() if s.get("accuracy") is not None and s.get("cost_per_question_usd")
+             is not None}
+    for arm, s in known.items():
+        c = s["cost_per_question_usd"]
+        fig.add_scatter(name=_arm_label(arm), x=[c], y=[s["accuracy"] * 100], mode="markers+text",
+                        marker={"color": ARM_COLORS.get(arm, "#888888"), "size": 14},
+                        text=["$0 (local)" if c == 0 else ""], textposition="top center",
+                        hovertemplate=f"{_arm_label(arm)}: %{{y:.0f}}% correct at "
+                                      + ("$0 (local)" if c == 0 else f"${c:.6f}") + " per question<extra></extra>")
+    missing = [_arm_label(a) for a, s in summary.items() if s.get("cost_per_question_usd") is None]
+    top = max((s["cost_per_question_usd"] for s in known.values()), default=0.0)
+    title = "Accuracy vs cost per question" + (f" — no price known for {', '.join(missing)}" if missing else "")
+    fig.update_layout(title=title, xaxis_title="USD per question", yaxis_title="% correct", yaxis_range=[0, 105],
+                      xaxis_range=[0, top * 1.3 if top > 0 else 1], xaxis_tickprefix="$", xaxis_tickformat=".6~f",
+                      **_LAYOUT)
+    if known and top == 0:
+        fig.add_annotation(text="$0 for every arm: local models have no per-token charge", showarrow=False,
+                           x=0.5, y=0.5, xref="paper", yref="paper", font={"size": 14})
+    return fig
+
+
+def eval_latency(graded: list[Any]) -> go.Figure:
+    """Total time per answer, per arm (box with every point)."""
+    fig = go.Figure()
+    for arm in dict.fromkeys(g.arm for g in graded):
+        values = [g.total_ms for g in graded if g.arm == arm and g.total_ms is not None]
+        if values:
+            fig.add_box(name=_arm_label(arm), y=values, marker_color=ARM_COLORS.get(arm, "#888888"),
+                        boxpoints="all", hovertext=[g.question.id for g in graded if g.arm == arm
+                                                    and g.total_ms is not None])
+    fig.update_layout(title="Latency per answer", yaxis_title="total ms", yaxis_rangemode="tozero", showlegend=False,
+                      **{k: v for k, v in _LAYOUT.items() if k != "legend"})
+    return fig
+
+
+GRID_COLORS = {"pass": "#2ca02c", "fail": "#d62728", "refused": "#ffbb78", "error": "#7f7f7f"}
+
+
+def grid_cell(g: Any) -> str:
+    """One answer's cell in the pass/fail grid: pass, fail, refused (answerable, declined) or error."""
+    if g.error is not None:
+        return "error"
+    if g.correct:
+        return "pass"
+    return "refused" if g.refused and g.question.answerable else "fail"
+
+
+def eval_grid(graded: list[Any]) -> go.Figure:
+    """Question x arm: pass / fail / refused / error squares (one trace per kind, so the legend explains the
+    colours), the grade's reason on hover; customdata carries (question id, arm) so a click opens that answer.
+    Squares on a scatter rather than a heatmap: Streamlit reports clicks on scatter points."""
+    arms = list(dict.fromkeys(g.arm for g in graded))
+    qids = list(dict.fromkeys(g.question.id for g in graded))
+    fig = go.Figure()
+    for kind, color in GRID_COLORS.items():
+        cells = [g for g in graded if grid_cell(g) == kind]
+        if cells:
+            fig.add_scatter(name=kind, x=[_arm_label(g.arm) for g in cells], y=[g.question.id for g in cells],
+                            mode="markers", marker={"symbol": "square", "size": 18, "color": color},
+                            customdata=[[g.question.id, g.arm] for g in cells],
+                            text=[g.reason for g in cells],
+                            hovertemplate="%{y} · %{x}<br>" + kind + ": %{text}<extra></extra>")
+    fig.update_layout(title="Every answer: click a square to open it",
+                      xaxis={"side": "top", "type": "category", "categoryorder": "array",
+                             "categoryarray": [_arm_label(a) for a in arms]},
+                      yaxis={"type": "category", "categoryorder": "array", "categoryarray": qids,
+                             "autorange": "reversed"},
+                      **{**_LAYOUT, "height": max(320, 140 + 24 * len(qids)),
+                         "legend": {"orientation": "h", "y": 0, "yanchor": "top", "x": 0},
+                         "margin": {"l": 10, "r": 10, "t": 90, "b": 40}})
+    return fig

@@ -487,3 +487,44 @@ def regrade(workspace: Any, run: str, similarity: Callable[[str, str], float] | 
         workspace.save_answer(record["id"], a["question_id"], a["arm"], a)
         count += 1
     return count
+# ---------------------------------------------------------------- exports (the Evaluate page offers them)
+
+EXPORT_COLUMNS = ("question_id", "question", "reference", "answerable", "source", "arm", "answer", "correct",
+                  "score", "refused", "fabricated", "reason", "cites", "citation_ok", "grounded", "retrieval_hit",
+                  "error", "total_ms", "prompt_tokens", "completion_tokens", "cost_usd")
+
+
+def export_rows(graded: list[Graded]) -> list[dict[str, Any]]:
+    """One flat row per question x arm with its grade fields (the CSV export)."""
+    return [{"question_id": g.question.id, "question": g.question.question, "reference": g.question.answer,
+             "answerable": g.question.answerable, "source": g.question.source, "arm": g.arm, "answer": g.answer,
+             "correct": g.correct, "score": g.score, "refused": g.refused, "fabricated": g.fabricated,
+             "reason": g.reason, "cites": g.cites, "citation_ok": g.citation_ok, "grounded": g.grounded,
+             "retrieval_hit": g.retrieval_hit, "error": g.error, "total_ms": g.total_ms,
+             "prompt_tokens": g.prompt_tokens, "completion_tokens": g.completion_tokens, "cost_usd": g.cost_usd}
+            for g in graded]
+
+
+def export_csv(graded: list[Graded]) -> str:
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(EXPORT_COLUMNS))
+    writer.writeheader()
+    writer.writerows(export_rows(graded))
+    return out.getvalue()
+
+
+def export_json(workspace: Any, run: str) -> dict[str, Any]:
+    """A run's record (spec, questions, status) and every stored answer with its sources and grade."""
+    record = workspace.run(run)
+    if record is None:
+        raise ValueError(f"No evaluation run {run!r} in workspace {workspace.name!r}.")
+    return {"run": record, "answers": workspace.answers(record["id"])}
+
+
+def answer_of(workspace: Any, run_id: str, question_id: str, arm: str) -> dict[str, Any] | None:
+    """One stored answer of a run (its result with sources, and its grade)."""
+    return next((a for a in workspace.answers(run_id) if a.get("question_id") == question_id and a.get("arm") == arm),
+                None)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -90,3 +92,160 @@ def read_grading_file(path: str | Path) -> tuple[list[dict[str, Any]], list[tupl
     except FileNotFoundError:
         raise ValueError(f"{p} does not exist") from None
     return read_rows(data, p.name, need_answer=True)
+
+
+# ---------------------------------------------------------------- sets written by a hosted model
+
+_SET_PROMPT = (
+    "Write {n} question(s) that a customer or employee could ask about the passage below, each answerable "
+    "from the passage alone, with a short reference answer that states the fact (keep numbers and units as "
+    "written). Reply with JSON only: [{{\"question\": \"...\", \"reference\": \"...\"}}]\n\n"
+    "Passage (from {doc}):\n{text}"
+)
+
+
+def generate_from_chunks(chunks: list[Any], provider: Any, per_chunk: int = 1,
+                         on_progress: Callable[[int, int], None] | None = None
+                         ) -> tuple[list[dict[str, Any]], list[str]]:
+    """Question-set rows (question, reference, source document) written by a (hosted) model from
+    knowledge-base chunks; (rows, problems). A reply that is not the JSON asked for is a problem, not a row."""
+    from lib.providers import Delta, GenParams
+
+    rows: list[dict[str, Any]] = []
+    problems: list[str] = []
+    for i, chunk in enumerate(chunks, 1):
+        prompt = _SET_PROMPT.format(n=per_chunk, doc=chunk.document, text=chunk.text)
+        where = f"{chunk.document} chunk {chunk.chunk}"
+        try:
+            text = "".join(e.text for e in provider.stream([{"role": "user", "content": prompt}],
+                                                           GenParams(temperature=0.3, max_tokens=600, stop=()))
+                           if isinstance(e, Delta))
+        except Exception as exc:
+            problems.append(f"{where}: the model could not answer ({type(exc).__name__}: {exc})")
+            text = None
+        if text is not None:
+            match = re.search(r"\[.*\]", text, re.S)
+            try:
+                items = json.loads(match.group(0)) if match else None
+                if not isinstance(items, list):
+                    raise TypeError
+                found = [(str(x["question"]).strip(), str(x.get("reference") or x.get("answer") or "").strip())
+                         for x in items if isinstance(x, dict) and x.get("question")]
+                found = [(q, r) for q, r in found if q and r]
+                if not found:
+                    raise TypeError
+                for q, r in found:
+                    rows.append({"id": f"g{len(rows) + 1:03d}", "question": q, "reference": r, "keywords": [],
+                                 "source": chunk.document, "answerable": True})
+            except (json.JSONDecodeError, TypeError, KeyError, AttributeError):
+                problems.append(f"{where}: the model's reply was not the JSON asked for")
+        if on_progress:
+            on_progress(i, len(chunks))
+    return rows, problems
+
+
+# ---------------------------------------------------------------- overlap with a model's training data
+
+NEAR_COPY_RATIO = 0.75  # as training/build_dataset.py: a question this similar is a near-copy
+
+
+def normalise(question: str) -> str:
+    """Lower case, punctuation removed, whitespace collapsed (as training/build_dataset.py compares)."""
+    return " ".join(re.sub(r"[^\w\s]", " ", question.lower()).split())
+
+
+def training_questions(path: str | Path) -> list[str]:
+    """The questions a chat-format training file (JSONL of {"messages": [...]}) asked: each user message,
+    without a 'Sources:' context, keeping the 'Question: ...' text."""
+    out = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        messages = item.get("messages") if isinstance(item, dict) else None
+        for m in messages if isinstance(messages, list) else []:
+            if isinstance(m, dict) and m.get("role") == "user" and isinstance(m.get("content"), str):
+                text = m["content"]
+                at = text.rfind("Question:")
+                text = text[at + len("Question:"):] if at >= 0 else text
+                if text.strip():
+                    out.append(text.strip())
+    return out
+
+
+def training_file_of(model: Any, root: str | Path | None = None) -> Path | None:
+    """The local training file of a registered fine-tuned model, if it is on this machine (a hosted job's
+    training file is an upload id, not a file here)."""
+    name = getattr(model, "training_file", "") or ""
+    if not name:
+        return None
+    path = Path(name)
+    if not path.is_absolute():
+        path = Path(root or Path(__file__).resolve().parent.parent) / path
+    return path if path.is_file() else None
+
+
+def overlap_with_training(questions: list[Any], training: list[str]) -> list[tuple[str, str, str, float]]:
+    """Questions of a set that the fine-tuned model was trained on: (question id, training question,
+    'exact' | 'near', similarity ratio), the most similar training question for each flagged one."""
+    import difflib
+
+    trained = [(normalise(t), t) for t in training]
+    exact = {n: t for n, t in trained}
+    out = []
+    for q in questions:
+        qid, text = (q.id, q.question) if hasattr(q, "question") else (str(q.get("id", "")), str(q["question"]))
+        n = normalise(text)
+        if n in exact:
+            out.append((qid, exact[n], "exact", 1.0))
+            continue
+        best, best_ratio = "", 0.0
+        for tn, t in trained:
+            m = difflib.SequenceMatcher(None, n, tn)
+            if m.real_quick_ratio() < NEAR_COPY_RATIO or m.quick_ratio() < NEAR_COPY_RATIO:
+                continue
+            ratio = m.ratio()
+            if ratio > best_ratio:
+                best, best_ratio = t, ratio
+        if best_ratio >= NEAR_COPY_RATIO:
+            out.append((qid, best, "near", round(best_ratio, 3)))
+    return out
+
+
+def training_questions_for(finetuned: Any, models: list[Any], root: str | Path | None = None
+                           ) -> tuple[str, list[str]] | None:
+    """(model name, its training questions) for the active fine-tuned model, when it is a registered model
+    whose training file is on this machine; None otherwise (nothing to check against)."""
+    if finetuned is None:
+        return None
+    model = next((m for m in models if getattr(m, "spec", None) == finetuned), None)
+    path = training_file_of(model, root) if model is not None else None
+    if path is None:
+        return None
+    return model.name, training_questions(path)
+
+
+def editor_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows as the review table shows them: keywords as one ';'-separated text."""
+    return [{"id": r.get("id", ""), "question": r.get("question", ""), "reference": r.get("reference", ""),
+             "keywords": "; ".join(r.get("keywords") or []), "source": r.get("source", ""),
+             "answerable": bool(r.get("answerable", True))} for r in rows]
+
+
+def check_rows(items: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Edited table rows back into checked question-set rows: (good rows, bad rows with 'line' and 'error')."""
+    good, bad = [], []
+    for n, item in enumerate(items, 1):
+        if not any(str(v or "").strip() for k, v in item.items() if k != "answerable"):
+            continue  # an empty row the editor added
+        row = _row(n, {k: (None if v != v else v) for k, v in item.items()}, need_answer=False)  # NaN -> None
+        (bad if "error" in row else good).append(row)
+    seen: set[str] = set()
+    for r in good:
+        r.pop("answer", None)
+        r.pop("line", None)
+        if r["id"] in seen:  # a row added in the table may take a number already used: give it a free one
+            r["id"] = next(f"q{n:03d}" for n in range(1, len(items) + len(seen) + 2) if f"q{n:03d}" not in seen)
+        seen.add(r["id"])
+    return good, bad

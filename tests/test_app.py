@@ -14,7 +14,8 @@ from lib.settings import ModelSpec
 from lib.workspace import Workspace
 from tests.conftest import ROOT
 
-PAGES = ["views/home.py", "views/documents.py", "views/compare.py", "views/decide.py", "views/finetune.py",
+PAGES = ["views/home.py", "views/documents.py", "views/compare.py", "views/evaluate.py", "views/decide.py",
+         "views/finetune.py",
          "views/history.py", "views/settings.py"]
 
 

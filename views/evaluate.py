@@ -1,0 +1,325 @@
+import json
+
+import pandas as pd
+import streamlit as st
+
+from lib import charts, engine, evalrun, evalsets
+from lib.arms import ARMS, DEFAULT_ARMS
+from lib.errors import ConfigError, explain
+from lib.evaluate import noise_sentence
+from lib.format import escape_markdown, ms, usd, when
+from lib.providers import make_provider
+
+settings = st.session_state.settings
+st.title("Evaluate")
+st.caption("Each arm over a whole question set: accuracy with its uncertainty, refusals, fabrication, citations, "
+           "latency and cost. Runs are kept in this workspace.")
+
+try:
+    kb = engine.open_kb(settings)
+except ConfigError as exc:
+    st.error(str(exc))
+    st.stop()
+ws = engine.workspace_for(settings)
+st.session_state.setdefault("eval_draft", None)  # rows uploaded or generated, under review
+
+
+def new_draft(rows, source, name):
+    """A fresh draft gets fresh review widgets (edits to an earlier draft must not carry over)."""
+    st.session_state.eval_draft_n = st.session_state.get("eval_draft_n", 0) + 1
+    return {"rows": rows, "source": source, "name": name, "n": st.session_state.eval_draft_n} if rows else None
+
+
+tab_set, tab_run, tab_results = st.tabs(["Question set", "Run", "Results"])
+
+# ------------------------------------------------------------------ question sets
+with tab_set:
+    sets = [evalrun.SAMPLE_SET, *ws.question_sets()]
+    chosen_set = st.selectbox("Question set", sets, key="eval_set",
+                              format_func=lambda s: "sample (shipped, about the sample documents)" if s == "sample"
+                              else s)
+    st.caption("A set is a table of questions with a reference answer each. Upload CSV (a header row) or JSONL "
+               "(one object a line) with `question`, `reference`, optional `keywords` (a list, or `;`-separated in "
+               "CSV), optional `source` (the document that answers it) and optional `answerable`: set "
+               "`answerable: false` for a question the documents do not answer (the reference stays empty); an "
+               "arm that answers it anyway is counted as fabricating.")
+    try:
+        questions = evalrun.load_set(ws, chosen_set)
+    except ValueError as exc:
+        st.error(str(exc))
+        questions = []
+    trained = evalsets.training_questions_for(settings.finetuned, ws.models())
+
+    def show_overlap(qs, where):
+        if trained is None:
+            st.caption("No training file of the active fine-tuned model on this machine to check the set against.")
+            return
+        flagged = evalsets.overlap_with_training(qs, trained[1])
+        if flagged:
+            st.warning(f"{len(flagged)} question(s) of {where} are in, or nearly copy, the training data of the "
+                       f"fine-tuned model **{escape_markdown(trained[0])}**: the fine-tuned arms may have memorised "
+                       "them, so their accuracy there says little.")
+            st.dataframe(pd.DataFrame(flagged, columns=["question id", "training question", "match", "similarity"]),
+                         hide_index=True, width="stretch", key=f"eval_overlap_{where}")
+        else:
+            st.caption(f"No question of {where} is in, or nearly copies, the training data of "
+                       f"**{escape_markdown(trained[0])}**.")
+
+    st.dataframe(pd.DataFrame(evalsets.editor_rows(evalrun.rows_from_questions(questions))), hide_index=True,
+                 width="stretch", key="eval_set_table")
+    show_overlap(questions, "this set")
+    c1, c2 = st.columns(2)
+    if c1.button("Edit a copy", key="eval_edit_copy", disabled=not questions):
+        st.session_state.eval_draft = new_draft(evalrun.rows_from_questions(questions), chosen_set,
+                                                f"{chosen_set}-copy")
+    if chosen_set != evalrun.SAMPLE_SET and c2.button("Delete this set", key="eval_delete_set"):
+        ws.delete_question_set(chosen_set)
+        st.rerun()
+
+    st.subheader("Add a set")
+    up, gen = st.columns(2)
+    with up:
+        upload = st.file_uploader("Upload CSV or JSONL", type=["csv", "jsonl", "json"], key="eval_upload")
+        if upload is not None and st.session_state.get("eval_upload_seen") != upload.file_id:
+            st.session_state.eval_upload_seen = upload.file_id
+            rows, problems = evalsets.read_rows(upload.getvalue(), upload.name)
+            bad = [r for r in rows if "error" in r] + [{"line": n, "error": m} for n, m in problems]
+            good = [{k: v for k, v in r.items() if k not in ("line", "answer")} for r in rows if "error" not in r]
+            st.session_state.eval_upload_bad = bad
+            st.session_state.eval_draft = new_draft(good, upload.name, upload.name.rsplit(".", 1)[0])
+        for b in st.session_state.get("eval_upload_bad", []) if upload is not None else []:
+            st.error(f"Line {b['line']}: {b['error']} (left out)")
+    with gen:
+        offline = not settings.hosted_configured
+        docs = [d.name for d in kb.documents()]
+        chosen_docs = st.multiselect("Documents to write questions about", docs, default=docs[:3],
+                                     key="eval_gen_docs", disabled=offline)
+        per_chunk = st.slider("Questions per chunk", 1, 3, 1, key="eval_gen_per_chunk", disabled=offline)
+        if st.button("Generate from the knowledge base", key="eval_generate", disabled=offline or not chosen_docs,
+                     help="needs a hosted model: set an API key in Settings" if offline else
+                     f"{settings.base.label} writes a question and a reference answer for each chunk"):
+            chunks = [c for d in chosen_docs for c in kb.chunks_of(d)]
+            bar = st.progress(0.0, text="Writing questions…")
+            try:
+                rows, gen_problems = evalsets.generate_from_chunks(
+                    chunks, make_provider(settings.base, settings), per_chunk,
+                    on_progress=lambda i, n: bar.progress(i / n, text=f"Chunk {i} of {n}"))
+                st.session_state.eval_gen_problems = gen_problems
+                st.session_state.eval_draft = new_draft(rows, f"generated by {settings.base.label}",
+                                                        f"generated-{kb.name}")
+            except Exception as exc:
+                st.error(explain(exc, settings.base.name))
+        if offline:
+            st.caption("Generating needs a hosted model: set an API key in Settings.")
+        for p in st.session_state.get("eval_gen_problems", []):
+            st.warning(p)
+
+    draft = st.session_state.eval_draft
+    if draft:
+        st.subheader(f"Review ({len(draft['rows'])} questions, from {escape_markdown(draft['source'])})")
+        edited = st.data_editor(pd.DataFrame(evalsets.editor_rows(draft["rows"])), num_rows="dynamic",
+                                width="stretch", key=f"eval_editor_{draft['n']}",
+                                column_config={"question": st.column_config.TextColumn(width="large"),
+                                               "reference": st.column_config.TextColumn(width="medium"),
+                                               "keywords": st.column_config.TextColumn(help="; between keywords"),
+                                               "answerable": st.column_config.CheckboxColumn(default=True)})
+        good, bad = evalsets.check_rows(edited.to_dict("records"))
+        for b in bad:
+            st.error(f"Row {b['line']}: {b['error']}")
+        show_overlap(evalrun.questions_from_rows(good), "the draft")
+        n1, n2 = st.columns([3, 1])
+        name = n1.text_input("Save as", value=draft["name"], key=f"eval_draft_name_{draft['n']}")
+        exists = name.strip() in ws.question_sets()
+        replace = exists and n1.checkbox(f"Replace the stored set {name.strip()!r}", key="eval_replace")
+        if exists and not replace:
+            n1.caption(f"A set named {name.strip()!r} exists: choose another name, or tick Replace.")
+        if n2.button("Save set", type="primary", key="eval_save",
+                     disabled=bool(bad) or not good or not name.strip() or (exists and not replace)):
+            if name.strip() == evalrun.SAMPLE_SET:
+                st.error("'sample' is the shipped set: choose another name.")
+            else:
+                try:
+                    ws.save_question_set(name.strip(), good, draft["source"])
+                    st.session_state.eval_draft = None
+                    st.session_state.eval_saved = name.strip()
+                    st.rerun()
+                except Exception as exc:
+                    st.error(str(exc))
+    if "eval_saved" in st.session_state:
+        st.success(f"Saved question set {st.session_state.pop('eval_saved')!r}.")
+
+# ------------------------------------------------------------------ runs
+with tab_run:
+    for r in evalrun.interrupted(ws):
+        st.warning(f"Run **{escape_markdown(r['name'])}** stopped at {r['answered']} of "
+                   f"{r['spec'].get('questions', 0) * len(r['spec'].get('arms', []))} answers (the app restarted).")
+        if st.button("Resume", key=f"eval_resume_{r['id']}"):
+            evalrun.run_in_background(settings, ws, kb, r["id"])
+            st.session_state.eval_result_run = r["id"]
+            st.rerun()
+
+    arms = st.pills("Arms", list(ARMS), default=["baseline", *DEFAULT_ARMS], selection_mode="multi",
+                    format_func=lambda k: f"{ARMS[k].label}: {ARMS[k].blurb}", key="eval_arms")
+    s1, s2, s3, s4 = st.columns(4)
+    top_k = s1.slider("Top-k sources", 1, 10, 4, key="eval_top_k")
+    max_tokens = s2.slider("Max tokens", 16, 1024, 96, 16, key="eval_max_tokens")
+    concurrency = s3.slider("Concurrency (hosted)", 1, 16, 8, key="eval_concurrency",
+                            help="Requests sent at once to a hosted model; the local model answers one at a time.")
+    limit = s4.number_input("First N questions (0 = all)", 0, 10_000, 0, key="eval_limit")
+    run_name = st.text_input("Run name", key="eval_run_name", placeholder=f"{chosen_set} (optional)")
+    if settings.base.provider == "local" or (settings.finetuned and settings.finetuned.provider == "local"):
+        st.caption("Local arms answer one question at a time on this machine: a whole set can take minutes.")
+    if st.button("Run", type="primary", key="eval_run", disabled=not (arms and questions)):
+        try:
+            run_id, spec, _ = evalrun.start(settings, ws, kb, chosen_set, list(arms), run_name.strip() or None,
+                                            top_k=top_k, max_tokens=max_tokens, concurrency=concurrency,
+                                            limit=int(limit) or None)
+            evalrun.run_in_background(settings, ws, kb, run_id)
+            st.session_state.eval_result_run = run_id
+        except (ValueError, ConfigError) as exc:
+            st.error(str(exc))
+
+    @st.fragment(run_every=1)
+    def live_runs():
+        live = [(r, evalrun.running(ws, r["id"])) for r in ws.runs() if r["status"] == "running"]
+        live = [(r, h) for r, h in live if h is not None]
+        watched = st.session_state.get("eval_watching", set())
+        if watched - {r["id"] for r, _ in live}:  # a run this session followed has ended: show its results
+            st.session_state.eval_watching = {r["id"] for r, _ in live}
+            st.rerun(scope="app")
+        st.session_state.eval_watching = {r["id"] for r, _ in live}
+        for r, h in live:
+            p = h.progress
+            done, total = (p.done, p.total) if p else (r["answered"], 0)
+            left = p.seconds_left if p else None
+            st.progress(done / total if total else 0.0,
+                        text=f"{r['name']}: {done} of {total or '?'} answers"
+                             + (f", about {ms(left * 1000)} left" if left is not None else ""))
+            if st.button("Cancel", key=f"eval_cancel_{r['id']}"):
+                h.cancel.set()
+                st.caption("Cancelling: answers already given are kept; Resume finishes the run later.")
+
+    live_runs()
+
+# ------------------------------------------------------------------ results
+with tab_results:
+    runs = ws.runs()
+    if not runs:
+        st.info("No evaluation runs in this workspace yet: pick a set and arms on the Run tab.")
+        st.stop()
+    ids = [r["id"] for r in runs]
+    labels = {r["id"]: f"{r['name']} · {when(r['created_at'])}" for r in runs}
+    if st.session_state.get("eval_result_run") not in ids:
+        st.session_state.eval_result_run = ids[0]
+    run_id = st.selectbox("Run", ids, key="eval_result_run", format_func=labels.get)
+    record, summ, graded = evalrun.summary(ws, run_id)
+    spec = record["spec"]
+    position = {q["id"]: i for i, q in enumerate(record["questions"])}
+    arm_order = {a: i for i, a in enumerate(spec.get("arms", []))}
+    graded.sort(key=lambda g: (position.get(g.question.id, len(position)), arm_order.get(g.arm, 99)))
+    if record.get("error") and record["status"] == "failed":
+        st.error(f"The run stopped with an error: {record['error']}")
+    if record["status"] in ("cancelled", "failed") and evalrun.running(ws, record["id"]) is None:
+        if st.button("Resume this run", key="eval_resume_result",
+                     help="Answers what the run has not answered yet; answers already stored are kept."):
+            evalrun.run_in_background(settings, ws, kb, record["id"])
+            st.rerun()
+    st.caption(f"**{record['status']}**, {record['answered']} of {spec.get('questions', 0) * len(spec.get('arms', []))} "
+               f"answers · set **{escape_markdown(spec.get('question_set', ''))}** · {spec.get('questions', 0)} questions · "
+               f"top-k {spec.get('top_k')} · max tokens {spec.get('max_tokens')} · models: "
+               + ", ".join(f"{k} {v}" for k, v in spec.get("models", {}).items() if v))
+    if any(kind == "local" and "135m" in spec.get("models", {}).get(role, "").lower()
+           for role, kind in spec.get("providers", {}).items()):
+        st.warning("These are results from the 135M offline demo model; at this size results can invert.")
+    if not graded:
+        st.info("No answers stored for this run yet.")
+        st.stop()
+
+    table = pd.DataFrame([{
+        "arm": ARMS[a].label if a in ARMS else a, "answered": s["n"], "correct": f"{s['correct']}/{s['answerable']}",
+        "accuracy": s["accuracy"], "95% interval": f"{s['accuracy_ci95'][0]:.0%}–{s['accuracy_ci95'][1]:.0%}",
+        "refusal rate": s["refusal_rate"], "fabrication rate": s["fabrication_rate"],
+        "citation accuracy": s["citation_accuracy"], "retrieval hit rate": s["retrieval_hit_rate"],
+        "p50 (ms)": s["median_total_ms"], "p95 (ms)": s["p95_total_ms"],
+        "prompt tokens": s["mean_prompt_tokens"], "completion tokens": s["mean_completion_tokens"],
+        "cost / question": usd(s["cost_per_question_usd"]) + (" (local)" if s["cost_per_question_usd"] == 0 else ""),
+        "errors": s["errors"]} for a, s in summ.items()])
+    pct = {"format": "percent"}
+    st.dataframe(table, hide_index=True, width="stretch", key="eval_summary", column_config={
+        "accuracy": st.column_config.NumberColumn("accuracy", help="correct / answerable questions", **pct),
+        "95% interval": st.column_config.TextColumn(help="Wilson 95% interval of the accuracy"),
+        "refusal rate": st.column_config.NumberColumn(help="answerable questions the arm declined", **pct),
+        "fabrication rate": st.column_config.NumberColumn(help="unanswerable questions answered anyway", **pct),
+        "citation accuracy": st.column_config.NumberColumn(help="cited sources that contain the supporting fact",
+                                                           **pct),
+        "retrieval hit rate": st.column_config.NumberColumn(help="the reference's document was retrieved", **pct),
+        "p50 (ms)": st.column_config.NumberColumn(format="%.0f"), "p95 (ms)": st.column_config.NumberColumn(format="%.0f"),
+        "prompt tokens": st.column_config.NumberColumn(format="%.0f"),
+        "completion tokens": st.column_config.NumberColumn(format="%.0f"),
+    })
+    st.caption("*None*: no question of that kind in this run (fabrication needs unanswerable questions; citation "
+               "accuracy, answers that cite; retrieval hit rate, retrieval arms and questions with a source).")
+    st.caption(noise_sentence(min((s["answerable"] for s in summ.values()), default=0)))
+    st.caption("How each grade is made, offline with no API key: numbers and units are normalised (\"thirty days\" "
+               "= \"30 days\", \"16K\" = \"16384\"); an answer that gives several conflicting values is not correct; "
+               "negation counts (\"does not grant\" ≠ \"grants\"); refusals are detected, so a refused answerable "
+               "question is wrong and an answered unanswerable one is a fabrication; a citation is right only when "
+               "the cited source contains the supporting fact; references without numbers or keywords are compared "
+               "by the local embedder's similarity. Every grade carries its one-line reason.")
+
+    c1, c2 = st.columns(2)
+    c1.plotly_chart(charts.eval_accuracy(summ), key="eval_chart_accuracy")
+    c2.plotly_chart(charts.eval_accuracy_vs_cost(summ), key="eval_chart_cost")
+    st.plotly_chart(charts.eval_latency(graded), key="eval_chart_latency")
+
+    st.subheader("Every answer")
+    st.caption("Pass, fail, refused (an answerable question declined) or error, per question and arm; hover for the "
+               "grade's reason.")
+    grid = st.plotly_chart(charts.eval_grid(graded), key="eval_chart_grid", on_select="rerun",
+                           selection_mode="points")
+    cells = [(g.question.id, g.arm) for g in graded]
+    picked = None
+    points = (grid or {}).get("selection", {}).get("points", []) if grid else []
+    if points:  # a clicked cell: its (question id, arm), from customdata or from its axis labels
+        by_label = {ARMS[a].label: a for a in ARMS}
+        custom = points[0].get("customdata")
+        picked = tuple(custom[:2]) if custom else (points[0].get("y"), by_label.get(points[0].get("x")))
+    if picked in cells and picked != st.session_state.get("eval_open_clicked"):
+        st.session_state.eval_open_clicked = picked  # a new click: the chooser below follows it
+        st.session_state.eval_open = picked
+    choice = st.selectbox("Open an answer (or click a cell)", cells, key="eval_open",
+                          format_func=lambda c: f"{c[0]} · {ARMS[c[1]].label if c[1] in ARMS else c[1]} · "
+                          f"{charts.grid_cell(next(g for g in graded if (g.question.id, g.arm) == c))}")
+    cell = choice
+    record_of = evalrun.answer_of(ws, record["id"], *cell)
+    if record_of:
+        g, res = record_of["grade"], record_of["result"]
+        verdict = "correct" if g["correct"] else ("refused" if g["refused"] else "wrong")
+        st.markdown(f"**{escape_markdown(record_of['question'])}**  \n"
+                    f"Reference: {escape_markdown(record_of['reference'] or '(unanswerable)')}")
+        st.markdown(f"**{ARMS[cell[1]].label if cell[1] in ARMS else cell[1]}** — {verdict}, score "
+                    f"{g['score']:.2f}: {escape_markdown(g['reason'])}")
+        st.text(res.get("answer") or res.get("error") or "")
+        for i, s in enumerate(res.get("sources") or [], 1):
+            with st.expander(f"[{i}] {s['document']} · chunk {s['chunk']} · score {s['score']:.2f}"):
+                st.text(s["text"])
+
+    st.subheader("Compare with another run")
+    others = [i for i in ids if i != record["id"]]
+    if not others:
+        st.caption("Run the set again (other arms, settings or models) to see which questions changed.")
+    else:
+        other = st.selectbox("Earlier run", others, key="eval_other_run", format_func=labels.get)
+        _, _, before = evalrun.summary(ws, other)
+        changed = evalrun.changed_questions(before, graded)
+        if changed:
+            st.dataframe(pd.DataFrame(changed).replace({True: "correct", False: "wrong"}), hide_index=True,
+                         width="stretch", key="eval_changed")
+        else:
+            st.caption("No question changed its grade between these runs (for the arms both have).")
+
+    d1, d2 = st.columns(2)
+    d1.download_button("Download CSV", evalrun.export_csv(graded), file_name=f"eval-{record['name']}.csv",
+                       mime="text/csv", key="eval_csv")
+    d2.download_button("Download JSON", json.dumps(evalrun.export_json(ws, record["id"]), indent=2),
+                       file_name=f"eval-{record['name']}.json", mime="application/json", key="eval_json")
