@@ -224,3 +224,25 @@ def test_a_run_can_be_cancelled_and_resumed_from_the_page(hosted_app, openai_ser
     if again is not None:
         again.thread.join(60)
     assert ws.run(run["id"])["status"] == "finished" and len(ws.answers(run["id"])) == 10
+
+
+def test_a_judged_run_shows_the_judges_agreement_with_the_offline_grader(hosted_app, openai_server):
+    at = hosted_app
+
+    def reply(body):
+        prompt = body["messages"][-1]["content"]
+        if "You grade an answer" in prompt:
+            return '{"correct": true, "reason": "same facts"}'
+        return _reply(body)
+
+    openai_server.reply_fn = reply
+    settings = at.session_state["settings"]
+    ws = engine.workspace_for(settings)
+    kb = engine.open_kb(settings)
+    run_id, _, _ = evalrun.start(settings, ws, kb, "sample", ["rag"], "judged-page", limit=2, judge=True)
+    evalrun.resume(settings, ws, kb, run_id)
+    at.run()
+    if at.selectbox(key="eval_result_run").value != run_id:
+        at.selectbox(key="eval_result_run").set_value(run_id).run()
+    lines = [m.value for m in at.markdown if "LLM judge" in m.value]
+    assert lines and "agreement 50%" in lines[0] and "judge accuracy 100%" in lines[0]

@@ -260,6 +260,14 @@ with tab_results:
     st.caption("*None*: no question of that kind in this run (fabrication needs unanswerable questions; citation "
                "accuracy, answers that cite; retrieval hit rate, retrieval arms and questions with a source).")
     st.caption(noise_sentence(min((s["answerable"] for s in summ.values()), default=0)))
+    judged = {a: s for a, s in summ.items() if s.get("judge_agreement") is not None}
+    if judged:
+        st.markdown("**LLM judge** (" + escape_markdown(str(record["spec"].get("judge"))) + "), against the offline "
+                    "grader: " + "; ".join(
+                        f"{a}: judge accuracy {s['judge_accuracy']:.0%}, agreement {s['judge_agreement']:.0%}"
+                        + (f", kappa {s['judge_kappa']:.2f}" if s.get("judge_kappa") is not None else "")
+                        + (f", {s['judge_errors']} judge errors" if s.get("judge_errors") else "")
+                        for a, s in judged.items()))
     st.caption("How each grade is made, offline with no API key: numbers and units are normalised (\"thirty days\" "
                "= \"30 days\", \"16K\" = \"16384\"); an answer that gives several conflicting values is not correct; "
                "negation counts (\"does not grant\" ≠ \"grants\"); refusals are detected, so a refused answerable "

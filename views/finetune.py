@@ -146,6 +146,9 @@ with local_tab:
                 st.rerun()
             except ConfigError as exc:
                 st.error(escape_markdown(str(exc)))
+        if current is not None and current.status == "succeeded":
+            st.page_link("views/evaluate.py", icon="📊",
+                         label="Did it help? Run this knowledge base's question set on the new model (Evaluate)")
         st.divider()
         st.markdown("#### Or train on the training set from tab 1")
     try:  # the shipped adapter's recipe and measured speed, from its provenance sidecar
