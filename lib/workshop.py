@@ -34,6 +34,7 @@ from lib.errors import ConfigError
 
 DB_FOLDER = "workshop"
 DB_NAME = "workshop.db"
+HOSTED_KINDS = ("openai", "azure")  # what a cap covers: any OpenAI-compatible server (OPENAI_BASE_URL) included
 WHO_RAISES = "ask the workshop host to raise it"
 
 
@@ -263,8 +264,8 @@ def capped(providers: dict[str, Any], data_dir: str | Path, workspace: str, conf
     if not config.capped:
         return providers
     shop = Workshop(data_dir)
-    return {role: p if isinstance(p, Exception) or getattr(p, "kind", "local") == "local"
-            else CappedProvider(p, shop, workspace, config) for role, p in providers.items()}
+    return {role: CappedProvider(p, shop, workspace, config) if getattr(p, "kind", "") in HOSTED_KINDS else p
+            for role, p in providers.items()}
 
 
 # ---------------------------------------------------------------- the host's view
@@ -295,3 +296,46 @@ def participant_rows(data_dir: str | Path) -> list[ParticipantRow]:
         rows.append(ParticipantRow(p.token, p.name, p.workspace, p.created_at, questions, runs,
                                    shop.spent(p.workspace)))
     return rows
+
+
+def join(settings: Any, name: str) -> Participant:
+    """Join the workshop: a participant with their own new, empty workspace."""
+    from dataclasses import replace
+
+    from lib import engine
+
+    p = Workshop(settings.data_dir).join(name)
+    engine.create_workspace(replace(settings, workspace=p.workspace), p.workspace)
+    return p
+
+
+def reset_participant(settings: Any, token: str) -> Participant:
+    """Empty a participant's workspace (knowledge bases, history, runs, models, jobs); their link keeps working.
+    What they spent stays counted: a reset does not refund the caps."""
+    from dataclasses import replace
+
+    from lib import engine
+    from lib.workspace import workspace_exists
+
+    p = Workshop(settings.data_dir).participant(token)
+    if p is None:
+        raise ConfigError("No such participant (already removed?).")
+    if workspace_exists(settings.data_dir, p.workspace):
+        engine.delete_workspace(settings, p.workspace)
+    engine.create_workspace(replace(settings, workspace=p.workspace), p.workspace)
+    return p
+
+
+def remove_participant(settings: Any, token: str) -> Participant:
+    """Delete a participant's workspace and forget them: their link stops working."""
+    from lib import engine
+    from lib.workspace import workspace_exists
+
+    shop = Workshop(settings.data_dir)
+    p = shop.participant(token)
+    if p is None:
+        raise ConfigError("No such participant (already removed?).")
+    if workspace_exists(settings.data_dir, p.workspace):
+        engine.delete_workspace(settings, p.workspace)
+    shop.remove(token)
+    return p
