@@ -9,6 +9,7 @@ from lib import engine
 from lib.errors import ConfigError
 from lib.settings import load_settings, mask_key
 from lib.store import list_knowledge_bases
+from lib.workshop import Workshop, workshop_config
 from lib.workspace import NAME_RULE, list_workspaces
 
 st.set_page_config(page_title="RAG vs Fine-tuning Workbench", page_icon="⚖️", layout="wide")
@@ -24,6 +25,26 @@ try:  # the same reader and key rules as the CLI: environment first, then secret
 except ValueError as exc:
     st.error(f"Configuration problem: {exc}")
     st.stop()
+
+try:
+    workshop = workshop_config(os.environ)
+except ValueError as exc:
+    st.error(f"Configuration problem: {exc}")
+    st.stop()
+participant = None
+if workshop.enabled:  # each participant works in their own workspace, opened by the token in their link only
+    token = st.query_params.get("t") or st.session_state.get("workshop_token")
+    participant = Workshop(settings.data_dir).participant(token)
+    if participant is None:
+        st.session_state.settings = settings
+        st.navigation([st.Page("views/join.py", title="Join", icon="👋", default=True),
+                       st.Page("views/host.py", title="Host", icon="🧑‍🏫")]).run()
+        st.stop()
+    st.session_state.workshop_token = participant.token
+    if st.query_params.get("t") != participant.token:
+        st.query_params["t"] = participant.token  # the personal link stays in the address bar on every page
+    st.session_state.workspace = participant.workspace
+    st.session_state.pop("workspace_switch", None)
 
 # The workspace is kept per browser session; a page or the sidebar may ask to switch.
 st.session_state.setdefault("workspace", settings.workspace)
@@ -49,21 +70,26 @@ st.session_state.settings = settings
 
 with st.sidebar:
     st.markdown("### ⚖️ RAG vs Fine-tuning")
-    workspaces = list_workspaces(settings.data_dir)
-    if settings.workspace not in workspaces:
-        workspaces = [settings.workspace, *workspaces]
-    st.selectbox("Workspace", workspaces, key="workspace",
-                 help="A workspace holds its own knowledge bases, history, fine-tuned models and jobs.",
-                 on_change=lambda: st.session_state.update(kb_switch=base_settings.collection))
-    with st.popover("New workspace", width="stretch"), st.form("ws_new", clear_on_submit=True, border=False):
-        new_name = st.text_input("Name", key="ws_new_name", help=NAME_RULE)
-        if st.form_submit_button("Create and switch", key="ws_create"):
-            try:
-                engine.create_workspace(settings, new_name.strip())
-                st.session_state.workspace_switch = new_name.strip()
-                st.rerun()
-            except ConfigError as exc:
-                st.error(str(exc))
+    if participant is not None:
+        st.markdown(f"**{participant.name}**, this is your own workspace.")
+        st.caption("Keep your personal link (this page's address) to come back to it; do not share it: "
+                   "it opens your workspace.")
+    else:
+        workspaces = list_workspaces(settings.data_dir)
+        if settings.workspace not in workspaces:
+            workspaces = [settings.workspace, *workspaces]
+        st.selectbox("Workspace", workspaces, key="workspace",
+                     help="A workspace holds its own knowledge bases, history, fine-tuned models and jobs.",
+                     on_change=lambda: st.session_state.update(kb_switch=base_settings.collection))
+        with st.popover("New workspace", width="stretch"), st.form("ws_new", clear_on_submit=True, border=False):
+            new_name = st.text_input("Name", key="ws_new_name", help=NAME_RULE)
+            if st.form_submit_button("Create and switch", key="ws_create"):
+                try:
+                    engine.create_workspace(settings, new_name.strip())
+                    st.session_state.workspace_switch = new_name.strip()
+                    st.rerun()
+                except ConfigError as exc:
+                    st.error(str(exc))
     try:
         names = list_knowledge_bases(engine.client_for(settings))
     except Exception as exc:  # a broken store must not take the whole app down
@@ -94,6 +120,8 @@ pages = [
     st.Page("views/history.py", title="History", icon="📈"),
     st.Page("views/settings.py", title="Settings", icon="⚙️"),
 ]
+if workshop.enabled:
+    pages.append(st.Page("views/host.py", title="Host", icon="🧑‍🏫"))
 try:
     st.navigation(pages).run()
 except ConfigError as exc:  # e.g. a workspace database damaged while in use: say so, never a traceback

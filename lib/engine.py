@@ -171,7 +171,12 @@ def ingest_upload(kb: KnowledgeBase, name: str, data: bytes, size: int = DEFAULT
 
 
 def providers_for(settings: Settings) -> dict[str, Provider | Exception]:
-    """role -> provider, or the exception that explains why that role has none."""
+    """role -> provider, or the exception that explains why that role has none. With spend caps set
+    (WORKBENCH_CAP_*_USD), hosted providers are wrapped so each request is checked and recorded."""
+    import os
+
+    from lib.workshop import capped, workshop_config
+
     out: dict[str, Provider | Exception] = {}
     for role, spec in (("base", settings.base), ("finetuned", settings.finetuned)):
         if spec is None:
@@ -181,7 +186,7 @@ def providers_for(settings: Settings) -> dict[str, Provider | Exception]:
             out[role] = make_provider(spec, settings)
         except Exception as exc:
             out[role] = exc
-    return out
+    return capped(out, settings.data_dir, settings.workspace, workshop_config(os.environ))
 
 
 def ask(settings: Settings, question: str, arms: list[str] | tuple[str, ...], kb: KnowledgeBase | None = None,
