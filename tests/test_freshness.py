@@ -48,7 +48,8 @@ def test_rag_follows_the_edit_and_the_real_knowledge_base_is_unchanged(sample_kb
     kb = engine.open_kb(settings)
     before = kb.collection.get(include=["documents", "metadatas"])
     assert main(["freshness", "--document", "refund_policy.md", "--find", "45", "--replace", "60",
-                 "--question", "How long is the refund window?", "--arms", "rag,finetuned", *common]) == 0
+                 "--question", "How long is the refund window?", "--arms", "rag,finetuned", "--top-k", "4",
+                 *common]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     by_arm = {x["arm"]: x for x in lines if "arm" in x}
     assert by_arm["rag"]["follows_change"] is True and not by_arm["rag"]["keeps_old"], by_arm

@@ -109,7 +109,8 @@ for col, r in zip(st.columns(len(comparison.results)), comparison.results):
         if r.error:
             st.error(escape_markdown(r.error), icon="⚠️")
             continue
-        st.markdown(link_citations(r.answer, r.sources, f"sources-{r.arm}") or "_(empty answer)_")
+        with st.container(key=f"compare_answer_{r.arm}"):
+            st.markdown(link_citations(r.answer, r.sources, f"sources-{r.arm}") or "_(empty answer)_")
         if r.arm in grades:
             g = grades[r.arm]
             verdict = "correct" if g.correct else ("refused" if g.refused else "wrong")
