@@ -279,10 +279,10 @@ def extra_buffer_types(kb: KnowledgeBase, question: str, reps: Reps, top_k: int 
     from lib.local_worker import cpu_flags
 
     m = throughput("extra_bufts", f"Prompt processing, extra buffer types on vs off ({len(ids)} tokens)", runs,
-                   len(ids), 1.0, "use_extra_bufts=True", "use_extra_bufts=False", unit="tokens/s",
+                   len(ids), 0.95, "use_extra_bufts=True", "use_extra_bufts=False", unit="tokens/s",
                    prompt_tokens=len(ids), amx=sorted(f for f in cpu_flags() if f.startswith("amx")))
-    m.details["note"] = ("auto mode keeps them on where the CPU has no AMX; a ratio below 1 here would mean "
-                         "they cost speed on this CPU")
+    m.details["note"] = ("auto mode keeps them on where the CPU has no AMX: the target checks that this gives no "
+                         "speed away here (on at least 0.95x off: within the run-to-run noise of about 5%)")
     return m
 
 
