@@ -127,6 +127,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--offline", action="store_true",
                    help="build the training set without a model even when a hosted model is configured")
     p.add_argument("--no-wait", action="store_true", help="start the job and return (follow it with `jobs`)")
+    p.add_argument("--probe", action="store_true",
+                   help="first measure this machine's speed with a 3-step run on these examples (about a minute)")
     _common(p)
 
     p = sub.add_parser("list", help="list the documents of a knowledge base")
@@ -353,6 +355,8 @@ def _finetune(settings: Any, args: argparse.Namespace) -> int:
                   "house-style sentences")
     if not examples:
         raise ValueError("No training examples could be made from this knowledge base.")
+    if args.probe:
+        from_kb.probe(ws, examples)
     estimate = from_kb.estimate(ws, args.steps)
     head = {"knowledge_base": kb.name, "examples": len(examples), "kinds": kinds, "method": method,
             "estimate": estimate, "can_and_cannot": from_kb.CAN_AND_CANNOT}

@@ -116,3 +116,25 @@ def test_finetune_cli_trains_offline_on_a_knowledge_base_and_registers_provenanc
     kb = engine.open_kb(tuned, "zorblat")
     c = engine.ask(tuned, "How long is the Zorblat warranty?", ["finetuned"], kb)
     assert c.results[0].warnings == () and c.results[0].trained_on["knowledge_base"] == "zorblat"
+
+
+@pytest.mark.slow
+def test_a_speed_probe_measures_this_machine_and_feeds_the_estimate(settings, embedder, tmp_path):
+    from tests.test_training import needs_training_deps
+
+    from lib import engine
+    from lib.finetune import from_kb
+
+    needs_training_deps()
+    doc = tmp_path / "zorblat.md"
+    doc.write_text("The Zorblat warranty lasts 7 years from purchase.\n\nZorblat units weigh 12 kg.\n")
+    kb = engine.open_kb(settings, "zorblat", embedder=embedder)
+    engine.ingest_paths(kb, [doc])
+    ws = engine.workspace_for(settings)
+    assert "shipped adapter" in from_kb.estimate(ws, 10)["source"]
+    measured = from_kb.probe(ws, from_kb.offline_examples(kb)[0], steps=2)
+    assert measured["seconds_per_step"] > 0 and measured["steps"] == 2
+    est = from_kb.estimate(ws, 10)
+    assert "speed probe on this machine" in est["source"]
+    assert est["seconds"] == pytest.approx(10 * measured["seconds_per_step"])
+    assert ws.models() == [m for m in ws.models() if m.builtin]  # nothing registered

@@ -134,6 +134,15 @@ with local_tab:
         guess = from_kb.estimate(workspace, int(kb_steps))
         k2.info(f"Expected duration: about **{guess['seconds'] / 60:.0f} min** ({guess['seconds_per_step']:.1f} s per "
                 f"step, measured in {guess['source']}); {guess['note']}.", icon="⏱️")
+        if st.button("Measure the speed on this machine (about a minute)", key="ft_kb_probe",
+                     disabled=bool(missing or running),
+                     help="A 3-step training run on this knowledge base's examples; nothing is registered."):
+            with st.spinner("Training 3 steps to measure the speed…"):
+                try:
+                    from_kb.probe(workspace, from_kb.offline_examples(kb)[0])
+                    st.rerun()
+                except ConfigError as exc:
+                    st.error(escape_markdown(str(exc)))
         if st.button(f"Fine-tune on {kb.name}", key="ft_kb_start", disabled=bool(missing or running),
                      help="Builds a training set from this knowledge base's own text (no model needed) and trains a "
                           "LoRA adapter; it is registered with what it was trained on and becomes the active model."):

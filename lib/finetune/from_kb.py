@@ -83,9 +83,48 @@ def trained_on(kb: Any) -> tuple[dict[str, str], ...]:
     return tuple({"name": d.name, "sha256": d.sha256} for d in kb.documents())
 
 
+def probe(workspace: Any, examples: list[Example], steps: int = 3) -> dict[str, Any]:
+    """Measure this machine's training speed on these examples: a few real LoRA steps in a temporary folder
+    (nothing is registered). The result is kept in the workspace for the next estimates."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from lib.errors import ConfigError
+    from lib.finetune.data import to_jsonl
+    from lib.finetune.local import missing_training_deps
+    from lib.settings import PROJECT_ROOT
+
+    missing = missing_training_deps()
+    if missing:
+        raise ConfigError(f"Measuring the training speed needs {', '.join(missing)}: "
+                          ".venv/bin/pip install -r requirements-train.txt")
+    with tempfile.TemporaryDirectory(prefix="probe-") as tmp:
+        data, out = Path(tmp) / "probe.jsonl", Path(tmp) / "probe.gguf"
+        data.write_text(to_jsonl(examples[:16]))
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        t0 = time.monotonic()
+        done = subprocess.run([sys.executable, "-m", "training.train_lora", "--data", str(data), "--out", str(out),
+                               "--steps", str(steps), "--seed", "42"], cwd=PROJECT_ROOT, env=env,
+                              capture_output=True, text=True, timeout=900)
+        sidecar = out.with_name(out.name + ".json")
+        if done.returncode != 0 or not sidecar.is_file():
+            raise ConfigError(f"The speed probe failed (exit {done.returncode}): {done.stdout[-300:]}{done.stderr[-300:]}")
+        meta = json.loads(sidecar.read_text())
+    result = {"seconds_per_step": float(meta["seconds_per_step"]), "steps": steps, "examples": len(examples[:16]),
+              "setup_seconds": round(time.monotonic() - t0 - float(meta["train_seconds"]), 1),
+              "measured_at": time.time(), "threads": meta.get("threads")}
+    workspace.set_meta("training_probe", json.dumps(result))
+    return result
+
+
 def seconds_per_step(workspace: Any) -> tuple[float, str]:
-    """Measured training speed on this machine: the last local training run in this workspace, else the
-    shipped adapter's run (batch 4, examples up to 512 tokens)."""
+    """Measured training speed on this machine: the last local training run in this workspace, else a speed probe
+    run here, else the shipped adapter's run (batch 4, examples up to 512 tokens)."""
     import json
 
     from lib.finetune.registry import SHIPPED_ADAPTER
@@ -95,6 +134,11 @@ def seconds_per_step(workspace: Any) -> tuple[float, str]:
             side = workspace.adapter_sidecar(job.id) or {}
             if side.get("seconds_per_step"):
                 return float(side["seconds_per_step"]), f"the last local training run here ({job.name})"
+    stored = workspace.meta("training_probe")
+    if stored:
+        measured = json.loads(stored)
+        return float(measured["seconds_per_step"]), (f"a {measured['steps']}-step speed probe on this machine, on "
+                                                     "this knowledge base's examples")
     try:
         meta = json.loads(SHIPPED_ADAPTER.with_name(SHIPPED_ADAPTER.name + ".json").read_text())
         return float(meta["seconds_per_step"]), (f"the shipped adapter's training run ({meta.get('threads', '?')} "
