@@ -108,22 +108,9 @@ def ingest(embedder: MiniLMEmbedder, corpus: Corpus, workdir: Path, reps: Reps) 
 
 def _raw_llama(path: Any, threads: int, extra_bufts: bool) -> Any:
     """llama-cpp-python in this process, loaded with the same parameters as the worker loads it."""
-    import llama_cpp
-    import llama_cpp.llama_cpp as lib_llama
+    from lib.local_worker import load_llama
 
-    defaults = lib_llama.llama_model_default_params
-
-    def params() -> Any:
-        p = defaults()
-        p.use_extra_bufts = extra_bufts
-        return p
-
-    lib_llama.llama_model_default_params = params
-    try:
-        return llama_cpp.Llama(model_path=str(path), n_ctx=2048, n_threads=threads, n_threads_batch=threads,
-                               verbose=False, seed=42)
-    finally:
-        lib_llama.llama_model_default_params = defaults
+    return load_llama(str(path), 2048, threads, extra_bufts)
 
 
 def app_overhead(kb: KnowledgeBase, question: str, max_tokens: int, reps: Reps, top_k: int = 4) -> Measurement:

@@ -97,14 +97,19 @@ def answer_record(g: Graded, result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def question_of(record: dict[str, Any]) -> Question:
+    """The question a stored answer record was asked."""
+    return Question(record["question_id"], record["question"], tuple(record.get("keywords") or ()),
+                    record.get("reference", ""), record.get("source", ""), bool(record.get("answerable", True)))
+
+
 def graded_from_records(records: list[dict[str, Any]]) -> list[Graded]:
     """Stored answers back into grades (for summaries and comparisons of stored runs)."""
     out = []
     for r in records:
         if r.get("version") != RUN_RECORD_VERSION:
             continue
-        q = Question(r["question_id"], r["question"], tuple(r.get("keywords") or ()), r.get("reference", ""),
-                     r.get("source", ""), bool(r.get("answerable", True)))
+        q = question_of(r)
         g, res = r["grade"], r["result"]
         usage = res.get("usage") or {}
         out.append(Graded(q, r["arm"], res.get("answer", ""), bool(g["correct"]), bool(g["cites"]),
@@ -458,10 +463,6 @@ def regrade(workspace: Any, run: str, similarity: Callable[[str, str], float] | 
     """Grade a stored run's answers again with the current grader (no model is asked); returns how many."""
     from types import SimpleNamespace
 
-    from lib.evaluate import follows_house_style
-    from lib.format import citations
-    from lib.grading import check_citations, grade_answer, grounded
-
     record = workspace.run(run)
     if record is None:
         raise ValueError(f"No evaluation run {run!r} in workspace {workspace.name!r}.")
@@ -470,23 +471,19 @@ def regrade(workspace: Any, run: str, similarity: Callable[[str, str], float] | 
         res = a["result"]
         if res.get("error"):
             continue
-        sources = [SimpleNamespace(**s) for s in res.get("sources") or []]
-        answer, keywords = res.get("answer", ""), a.get("keywords") or []
-        g = grade_answer(a["question"], a.get("reference", ""), answer, keywords, a.get("answerable", True),
-                         similarity)
-        cite_ok, _ = check_citations(answer, sources, a.get("reference", ""), keywords)
-        retrieval = bool(sources) or a["arm"] in ("rag", "hybrid")
-        a["grade"] = {
-            "correct": g.correct, "score": g.score, "refused": g.refused, "fabricated": g.fabricated,
-            "reason": g.reason, "cites": bool([n for n in citations(answer) if 1 <= n <= len(sources)]),
-            "citation_ok": cite_ok if a.get("answerable", True) else None,
-            "grounded": grounded(answer, sources)[0] if retrieval and sources else None,
-            "retrieval_hit": (any(s.document == a.get("source") for s in sources)
-                              if retrieval and a.get("source") else None),
-            "house_style": follows_house_style(answer)}
+        q = question_of(a)
+        usage = res.get("usage")
+        stored = SimpleNamespace(  # the stored result, in the shape evaluate.grade reads
+            arm=a["arm"], answer=res.get("answer", ""), error=None, total_ms=res.get("total_ms"),
+            cost_usd=res.get("cost_usd"), usage=SimpleNamespace(**usage) if usage else None,
+            sources=[SimpleNamespace(**src) for src in res.get("sources") or []])
+        [graded] = grade(q, SimpleNamespace(results=(stored,)), similarity)  # type: ignore[arg-type]
+        a["grade"] = answer_record(graded, res)["grade"]
         workspace.save_answer(record["id"], a["question_id"], a["arm"], a)
         count += 1
     return count
+
+
 # ---------------------------------------------------------------- exports (the Evaluate page offers them)
 
 EXPORT_COLUMNS = ("question_id", "question", "reference", "answerable", "source", "arm", "answer", "correct",

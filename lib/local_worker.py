@@ -75,6 +75,26 @@ def resolve_extra_bufts(mode: str, flags: set[str] | None = None) -> bool:
 
 # ================================================================ the child process
 
+def load_llama(model: str, n_ctx: int, threads: int, extra_bufts: bool) -> Any:
+    """A llama_cpp.Llama with extra buffer types on or off (llama-cpp-python has no argument for it)."""
+    import llama_cpp
+    import llama_cpp.llama_cpp as lib_llama
+
+    defaults = lib_llama.llama_model_default_params
+
+    def params() -> Any:
+        p = defaults()
+        p.use_extra_bufts = extra_bufts
+        return p
+
+    lib_llama.llama_model_default_params = params  # the Llama class reads its model parameters from here
+    try:
+        return llama_cpp.Llama(model_path=model, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
+                               verbose=False, seed=42)
+    finally:
+        lib_llama.llama_model_default_params = defaults
+
+
 class _Child:
     """State of the worker process: loaded models and adapters, released when no longer used."""
 
@@ -99,8 +119,6 @@ class _Child:
         if key == self.model_key:
             return {"loaded": False}
         t0 = time.monotonic()
-        import llama_cpp
-        import llama_cpp.llama_cpp as lib_llama
 
         if self.llm is not None:  # one base model at a time: release the previous one first
             self.set_adapter(None)
@@ -108,22 +126,10 @@ class _Child:
             self.llm.close()
             self.llm = None
             self.model_key = None
-        defaults = lib_llama.llama_model_default_params
-
-        def params() -> Any:
-            p = defaults()
-            p.use_extra_bufts = extra_bufts
-            return p
-
         fault = os.environ.get("WORKBENCH_FAULT_WORKER_LOAD", "")  # fault injection for the tests
         if fault == "always" or (fault == "extra_bufts" and extra_bufts):
             os.kill(os.getpid(), signal.SIGSEGV)
-        lib_llama.llama_model_default_params = params  # the Llama class reads its model parameters from here
-        try:
-            self.llm = llama_cpp.Llama(model_path=model, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
-                                       verbose=False, seed=42)
-        finally:
-            lib_llama.llama_model_default_params = defaults
+        self.llm = load_llama(model, n_ctx, threads, extra_bufts)
         self.model_key = key
         if smoke:  # a forward pass now, so a broken build or buffer type fails here and not mid-answer
             ids = self.llm.tokenize(SMOKE_PROMPT.encode(), add_bos=False, special=False)

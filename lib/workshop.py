@@ -128,14 +128,10 @@ class Workshop:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._connect() as con:
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                yield con
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-            con.execute("COMMIT")
+        from lib.workspace import immediate
+
+        with self._connect() as con, immediate(con):
+            yield con
 
     # ------------------------------------------------------------ participants
 

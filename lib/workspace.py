@@ -81,6 +81,18 @@ def delete_workspace_files(data_dir: str | Path, name: str) -> None:
     shutil.rmtree(folder)
 
 
+@contextmanager
+def immediate(con: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """A write transaction taken at once (BEGIN IMMEDIATE): committed at the end, rolled back on any error."""
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        yield con
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
 # ---------------------------------------------------------------- schema
 
 def _script(con: sqlite3.Connection, sql: str) -> None:
@@ -264,14 +276,8 @@ class Workspace:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One transaction; other writers wait (busy_timeout) rather than fail or overwrite."""
-        with self._connect() as con:
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                yield con
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-            con.execute("COMMIT")
+        with self._connect() as con, immediate(con):
+            yield con
 
     def _migrate(self) -> None:
         with self._connect() as con:
@@ -290,16 +296,11 @@ class Workspace:
             for number, name, apply in MIGRATIONS:
                 if number in applied:
                     continue
-                con.execute("BEGIN IMMEDIATE")
-                try:  # another process may have applied it while we waited for the lock
+                with immediate(con):  # another process may have applied it while we waited for the lock
                     if con.execute("SELECT 1 FROM _migrations WHERE id = ?", (number,)).fetchone() is None:
                         apply(con)
                         con.execute("INSERT INTO _migrations (id, name, applied_at) VALUES (?, ?, ?)",
                                     (number, name, time.time()))
-                except BaseException:
-                    con.execute("ROLLBACK")
-                    raise
-                con.execute("COMMIT")
 
     @property
     def schema_version(self) -> int:

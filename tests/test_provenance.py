@@ -120,10 +120,9 @@ def test_finetune_cli_trains_offline_on_a_knowledge_base_and_registers_provenanc
 
 @pytest.mark.slow
 def test_a_speed_probe_measures_this_machine_and_feeds_the_estimate(settings, embedder, tmp_path):
-    from tests.test_training import needs_training_deps
-
     from lib import engine
     from lib.finetune import from_kb
+    from tests.test_training import needs_training_deps
 
     needs_training_deps()
     doc = tmp_path / "zorblat.md"
