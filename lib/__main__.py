@@ -116,6 +116,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--changes", choices=["daily", "weekly", "monthly", "quarterly", "rarely"])
     p.add_argument("--latency-ms", type=float)
     p.add_argument("--citations", choices=["yes", "no"])
+    p.add_argument("--format", dest="format_matters", choices=["yes", "no"],
+                   help="answers must follow a predictable format")
+    p.add_argument("--training-examples", choices=["yes", "no"], help="quality training examples are available")
     _common(p)
 
     p = sub.add_parser("finetune", help="fine-tune the local model on a knowledge base, no pairs written by hand")
@@ -256,24 +259,25 @@ def _project(settings: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+def _situation(args: argparse.Namespace) -> Any:
+    from lib.decision import Situation
+
+    yes_no = {"yes": True, "no": False, None: None}
+    return Situation(changes=args.changes, citations=yes_no[args.citations], latency_ms=args.latency_ms,
+                     format_matters=yes_no[getattr(args, "format_matters", None)],
+                     training_examples=yes_no[getattr(args, "training_examples", None)])
+
+
 def _decide(settings: Any, args: argparse.Namespace) -> int:
-    from lib import decision, engine, evalrun, projection
+    from lib import engine, projection, report
 
     ws = engine.workspace_for(settings)
-    record, summary, _ = evalrun.summary(ws, args.run)
-    yes_no = {"yes": True, "no": False, None: None}
-    situation = decision.Situation(changes=args.changes, citations=yes_no[args.citations],
-                                   latency_ms=args.latency_ms, format_matters=yes_no[args.format_matters],
-                                   training_examples=yes_no[args.training_examples])
     a = projection.Assumptions(per_day=args.per_day, hardware_usd_per_hour=args.hardware_usd_per_hour,
                                changes=args.changes or "rarely")
-    _, _, projections = projection.from_run(ws, record["id"], a)
-    freshness = ws.meta(f"freshness:{record['spec'].get('collection', '')}")
-    small = "local" in (record["spec"].get("providers") or {}).values()
-    r = decision.decide(summary, situation, json.loads(freshness) if freshness else None,
-                        {p.arm: p.monthly_total_usd for p in projections}, small_model=small)
+    d = report.build(ws, args.run, a, _situation(args))
+    r = d.recommendation
     if args.json:
-        _emit({"run": record["id"], **r.to_dict()})
+        _emit({"run": d.run["id"], **r.to_dict()})
     else:
         print(f"Recommendation: {r.label}")
         for reason in r.reasons:
@@ -289,10 +293,8 @@ def _freshness(settings: Any, kb: Any, args: argparse.Namespace, arms: list[str]
     from lib import engine, freshness
 
     ws = engine.workspace_for(settings)
-    settings = engine.resolve_finetuned(settings, ws)
-    result = freshness.run(settings, kb, args.document, args.find, args.replace, args.question, arms,
-                           args.max_tokens, args.top_k, freshness.retrain_seconds(ws, settings))
-    ws.set_meta(f"freshness:{kb.name}", json.dumps(result.by_arm()))
+    result = freshness.run_and_record(settings, ws, kb, args.document, args.find, args.replace, args.question, arms,
+                                      args.max_tokens, args.top_k)
     for a in result.arms:
         row = {"arm": a.arm, "answer": a.answer, "follows_change": a.follows_change, "keeps_old": a.keeps_old,
                "error": a.error}
@@ -302,25 +304,22 @@ def _freshness(settings: Any, kb: Any, args: argparse.Namespace, arms: list[str]
             verdict = "follows the change" if a.follows_change else ("keeps the old value" if a.keeps_old
                                                                      else "gives neither value")
             print(f"{a.arm:10} {verdict}: {a.error or a.answer}")
-    final = {"reindex_s": round(result.reindex_s, 3), "retrain_s": result.retrain_s, "document": result.document,
-             "replacements": result.replacements}
+    final = {"reindex_s": round(result.reindex_s, 3), "retrain_s": result.retrain_s,
+             "retrain_note": result.retrain_note, "document": result.document, "replacements": result.replacements}
     if args.json:
         _emit(final)
     else:
-        retrain = f"; retraining the fine-tuned model took {result.retrain_s:.0f} s" if result.retrain_s else ""
-        print(f"re-indexing the edited document took {result.reindex_s:.2f} s{retrain}")
+        print(freshness.retrain_sentence(result))
     return 0
 
 
 def _report(settings: Any, args: argparse.Namespace) -> int:
-    from lib import decision, engine, projection, report
+    from lib import engine, projection, report
 
     ws = engine.workspace_for(settings)
     a = projection.Assumptions(per_day=args.per_day, months=args.months, cached_input=args.cached_input,
                                hardware_usd_per_hour=args.hardware_usd_per_hour, changes=args.changes or "rarely")
-    situation = decision.Situation(changes=args.changes, latency_ms=args.latency_ms,
-                                   citations={"yes": True, "no": False, None: None}[args.citations])
-    d = report.build(ws, args.run, a, situation)
+    d = report.build(ws, args.run, a, _situation(args))
     text = report.markdown(d) if args.out.suffix.lower() == ".md" else report.html_report(d)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(args.out.name + ".part")

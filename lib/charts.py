@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import math
 from typing import Any
 
 import plotly.graph_objects as go
@@ -41,15 +42,16 @@ def latency(results: list[ArmResult] | tuple[ArmResult, ...]) -> go.Figure:
     """Per arm: retrieval, then wait for the first token, then generation (stacked, ms)."""
     ok = _ok(results)
     labels = [r.label for r in ok]
-    retrieval = [r.retrieval_ms for r in ok]
-    first = [(r.ttft_ms or 0) - r.retrieval_ms for r in ok]
-    gen = [(r.total_ms or 0) - (r.ttft_ms or 0) for r in ok]
+    retrieval = [r.retrieval_ms / 1000 for r in ok]
+    first = [((r.ttft_ms or 0) - r.retrieval_ms) / 1000 for r in ok]
+    gen = [((r.total_ms or 0) - (r.ttft_ms or 0)) / 1000 for r in ok]
     fig = go.Figure([
         go.Bar(name="retrieval", y=labels, x=retrieval, orientation="h", marker_color="#bdbdbd"),
         go.Bar(name="time to first token", y=labels, x=first, orientation="h", marker_color="#6baed6"),
         go.Bar(name="generation", y=labels, x=gen, orientation="h", marker_color="#08519c"),
     ])
-    fig.update_layout(barmode="stack", title="Latency per arm (ms)", **_LAYOUT)
+    fig.update_layout(barmode="stack", title="Latency per arm (seconds)", xaxis={"title": "seconds",
+                                                                                 "ticksuffix": " s"}, **_LAYOUT)
     return fig
 
 
@@ -123,10 +125,10 @@ def cost_vs_latency(rows: list[dict[str, Any]]) -> go.Figure:
     for arm, color in ARM_COLORS.items():
         pts = [r for r in rows if r["arm"] == arm and r["total_ms"] is not None and r["cost_usd"] is not None]
         if pts:
-            fig.add_scatter(name=pts[0]["label"], x=[p["total_ms"] for p in pts], y=[p["cost_usd"] for p in pts],
+            fig.add_scatter(name=pts[0]["label"], x=[p["total_ms"] / 1000 for p in pts], y=[p["cost_usd"] for p in pts],
                             mode="markers", marker={"color": color, "size": 10},
                             hovertext=[_plain(p["question"][:80]) for p in pts])
-    fig.update_layout(title="Cost vs latency, every question", xaxis_title="total ms",
+    fig.update_layout(title="Cost vs latency, every question", xaxis={"title": "total seconds", "ticksuffix": " s"},
                       yaxis={"title": "USD", **_USD_AXIS}, **_LAYOUT)
     costs = [r["cost_usd"] for r in rows if r["cost_usd"] is not None]
     if costs and not any(costs):
@@ -137,11 +139,12 @@ def cost_vs_latency(rows: list[dict[str, Any]]) -> go.Figure:
 def latency_distribution(rows: list[dict[str, Any]]) -> go.Figure:
     fig = go.Figure()
     for arm, color in ARM_COLORS.items():
-        values = [r["total_ms"] for r in rows if r["arm"] == arm and r["total_ms"] is not None]
+        values = [r["total_ms"] / 1000 for r in rows if r["arm"] == arm and r["total_ms"] is not None]
         if values:
             label = next(r["label"] for r in rows if r["arm"] == arm)
             fig.add_box(name=label, y=values, marker_color=color, boxpoints="all")
-    fig.update_layout(title="Latency distribution per arm", yaxis_title="total ms", showlegend=False,
+    fig.update_layout(title="Latency distribution per arm", yaxis={"title": "total seconds", "ticksuffix": " s"},
+                      showlegend=False,
                       **{k: v for k, v in _LAYOUT.items() if k != "legend"})
     return fig
 
@@ -174,22 +177,52 @@ _ARM_NAMES = {"baseline": "Baseline", "rag": "RAG", "finetuned": "Fine-tuned", "
 UNKNOWN_COST = "Cost unknown: give the hardware's cost per hour for local models"
 
 
+# Each arm has its own dash and marker as well as its colour, so curves that coincide stay distinguishable.
+ARM_DASH = {"baseline": "dashdot", "rag": "solid", "finetuned": "dash", "hybrid": "dot", "longcontext": "longdash"}
+ARM_SYMBOL = {"baseline": "triangle-up", "rag": "circle", "finetuned": "square", "hybrid": "diamond",
+              "longcontext": "x"}
+LABEL_GAP = 0.09  # break-even labels closer than this share of the x range go on separate rows
+
+
+def break_even_labels(crossings: list[dict[str, Any]], months: int) -> list[dict[str, Any]]:
+    """Where each crossing's label goes: its letter at the top of the plot (paper y inside [0, 1]), above its
+    month, in rows so that labels closer than LABEL_GAP of the x range never share a row (no overlaps)."""
+    placed: list[dict[str, Any]] = []
+    span = max(1, months)
+    for i, c in enumerate(sorted(crossings, key=lambda c: c["month"])):
+        row = 0
+        while any(p["row"] == row and abs(p["x"] - c["month"]) / span < LABEL_GAP for p in placed):
+            row += 1
+        placed.append({"letter": chr(ord("A") + i % 26), "x": c["month"], "row": row, "y": 0.97 - 0.08 * row,
+                       "crossing": c})
+    return placed
+
+
 def break_even(curves: dict[str, list[float | None]], crossings: list[dict[str, Any]]) -> go.Figure:
-    """Cumulative cost per arm over the months (training up front), with the crossings marked."""
+    """Cumulative cost per arm over the months (training up front), with the crossings marked by a lettered
+    dotted line (the letters are explained in the text beside the chart and on hover)."""
     fig = go.Figure()
     known = {arm: ys for arm, ys in curves.items() if ys and ys[0] is not None}
+    months = max((len(ys) - 1 for ys in known.values()), default=12)
     for arm, ys in known.items():
         fig.add_trace(go.Scatter(x=list(range(len(ys))), y=ys, mode="lines+markers", name=_ARM_NAMES.get(arm, arm),
-                                 line={"color": ARM_COLORS.get(arm, "#888")}))
-    for c in crossings:
+                                 line={"color": ARM_COLORS.get(arm, "#888"), "dash": ARM_DASH.get(arm, "solid"),
+                                       "width": 2},
+                                 marker={"symbol": ARM_SYMBOL.get(arm, "circle"), "size": 7}, opacity=0.9))
+    for p in break_even_labels(crossings, months):
+        c = p["crossing"]
         a, b = c["arms"]
-        fig.add_trace(go.Scatter(x=[c["month"]], y=[c["usd"]], mode="markers+text", showlegend=False,
-                                 marker={"size": 12, "symbol": "x", "color": "#d62728"},
-                                 text=[f"{_ARM_NAMES.get(a, a)} = {_ARM_NAMES.get(b, b)} at month {c['month']:.1f}"],
-                                 textposition="top center"))
+        text = f"{_ARM_NAMES.get(a, a)} = {_ARM_NAMES.get(b, b)} at month {c['month']:.1f}"
+        fig.add_vline(x=c["month"], line={"dash": "dot", "color": "#d62728", "width": 1})
+        fig.add_trace(go.Scatter(x=[c["month"]], y=[c["usd"]], mode="markers", showlegend=False,
+                                 marker={"size": 11, "symbol": "x", "color": "#d62728"},
+                                 hovertemplate=f"{p['letter']}: {text}<extra></extra>"))
+        fig.add_annotation(x=c["month"], y=p["y"], xref="x", yref="paper", text=f"<b>{p['letter']}</b>",
+                           showarrow=False, font={"color": "#d62728", "size": 12}, bgcolor="rgba(255,255,255,0.8)",
+                           hovertext=text)
     fig.update_layout(title="Cumulative cost (training paid up front)", xaxis_title="month",
                       yaxis_title="cost to date", **_LAYOUT)
-    fig.update_xaxes(tickmode="linear", dtick=1, tickformat="d")
+    fig.update_xaxes(tickmode="linear", dtick=1 if months <= 18 else 3, tickformat="d", range=[-0.3, months + 0.3])
     fig.update_yaxes(tickformat="$,.2f", rangemode="tozero")
     if not known:
         return _all_zero(fig, UNKNOWN_COST)
@@ -199,8 +232,9 @@ def break_even(curves: dict[str, list[float | None]], crossings: list[dict[str, 
 
 
 def sensitivity(xs: list[int | float], series: dict[str, list[float | None]], x_title: str,
-                title: str) -> go.Figure:
-    """Monthly cost per arm against one assumption (questions a day, or top-k)."""
+                title: str, mark: float | None = None, mark_label: str = "", log_x: bool = False) -> go.Figure:
+    """Monthly cost per arm against one assumption (questions a day, or top-k); `mark` draws the user's own
+    value as a line inside the axis range."""
     fig = go.Figure()
     shown = 0
     for arm, ys in series.items():
@@ -208,9 +242,17 @@ def sensitivity(xs: list[int | float], series: dict[str, list[float | None]], x_
             continue
         shown += 1
         fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=_ARM_NAMES.get(arm, arm),
-                                 line={"color": ARM_COLORS.get(arm, "#888")}))
+                                 line={"color": ARM_COLORS.get(arm, "#888"), "dash": ARM_DASH.get(arm, "solid")},
+                                 marker={"symbol": ARM_SYMBOL.get(arm, "circle")}))
     fig.update_layout(title=title, xaxis_title=x_title, yaxis_title="per month", **_LAYOUT)
-    fig.update_yaxes(tickformat="$,.2f", rangemode="tozero")
+    fig.update_yaxes(tickformat="$,.2f")
+    if log_x:
+        fig.update_xaxes(type="log", tickformat="~s")
+    if mark is not None and xs:
+        fig.add_vline(x=mark, line={"dash": "dot", "color": "#444", "width": 1})
+        fig.add_annotation(x=math.log10(mark) if log_x else mark, y=0.98, xref="x", yref="paper",
+                           text=mark_label or "yours", showarrow=False, xanchor="left", yanchor="top",
+                           font={"size": 11, "color": "#444"}, bgcolor="rgba(255,255,255,0.8)")
     if not shown:
         return _all_zero(fig, UNKNOWN_COST)
     return fig
@@ -248,17 +290,19 @@ def eval_accuracy_vs_cost(summary: dict[str, dict[str, Any]]) -> go.Figure:
              is not None}
     for arm, s in known.items():
         c = s["cost_per_question_usd"]
-        fig.add_scatter(name=_arm_label(arm), x=[c], y=[s["accuracy"] * 100], mode="markers+text",
+        y = s["accuracy"] * 100
+        fig.add_scatter(name=_arm_label(arm), x=[c], y=[y], mode="markers+text",
                         marker={"color": ARM_COLORS.get(arm, "#888888"), "size": 14},
-                        text=["$0 (local)" if c == 0 else ""], textposition="top center",
+                        text=["$0 (local)" if c == 0 else ""],
+                        textposition="bottom center" if y > 80 else "top center", cliponaxis=False,
                         hovertemplate=f"{_arm_label(arm)}: %{{y:.0f}}% correct at "
                                       + ("$0 (local)" if c == 0 else f"${c:.6f}") + " per question<extra></extra>")
     missing = [_arm_label(a) for a, s in summary.items() if s.get("cost_per_question_usd") is None]
     top = max((s["cost_per_question_usd"] for s in known.values()), default=0.0)
     title = "Accuracy vs cost per question" + (f" — no price known for {', '.join(missing)}" if missing else "")
-    fig.update_layout(title=title, xaxis_title="USD per question", yaxis_title="% correct", yaxis_range=[0, 105],
+    fig.update_layout(title=title, xaxis_title="USD per question", yaxis_title="% correct", yaxis_range=[0, 110],
                       xaxis_range=[0, top * 1.3 if top > 0 else 1], xaxis_tickprefix="$", xaxis_tickformat=".6~f",
-                      **_LAYOUT)
+                      **{**_LAYOUT, "margin": {"l": 10, "r": 30, "t": 50, "b": 10}})
     if known and top == 0:
         fig.add_annotation(text="$0 for every arm: local models have no per-token charge", showarrow=False,
                            x=0.5, y=0.5, xref="paper", yref="paper", font={"size": 14})
@@ -269,12 +313,13 @@ def eval_latency(graded: list[Any]) -> go.Figure:
     """Total time per answer, per arm (box with every point)."""
     fig = go.Figure()
     for arm in dict.fromkeys(g.arm for g in graded):
-        values = [g.total_ms for g in graded if g.arm == arm and g.total_ms is not None]
+        values = [g.total_ms / 1000 for g in graded if g.arm == arm and g.total_ms is not None]
         if values:
             fig.add_box(name=_arm_label(arm), y=values, marker_color=ARM_COLORS.get(arm, "#888888"),
                         boxpoints="all", hovertext=[g.question.id for g in graded if g.arm == arm
                                                     and g.total_ms is not None])
-    fig.update_layout(title="Latency per answer", yaxis_title="total ms", yaxis_rangemode="tozero", showlegend=False,
+    fig.update_layout(title="Latency per answer (seconds)", yaxis={"title": "total seconds", "ticksuffix": " s",
+                                                                   "rangemode": "tozero"}, showlegend=False,
                       **{k: v for k, v in _LAYOUT.items() if k != "legend"})
     return fig
 

@@ -61,29 +61,81 @@ def _pct(x: float | None) -> str:
     return "unknown" if x is None else f"{x:.0%}"
 
 
-def decide(summary: dict[str, dict[str, Any]], situation: Situation = Situation(),
-           freshness: dict[str, dict[str, Any]] | None = None, monthly_cost: dict[str, float | None] | None = None,
-           small_model: bool = False) -> Recommendation:
-    """A recommendation from an evaluation run's per-arm summary (lib.evaluate.summarise), the user's
-    situation, an optional freshness result ({arm: {"follows_change": bool, "keeps_old": bool}}) and the
-    projected monthly cost per arm."""
+def _interval(s: dict[str, Any]) -> tuple[float, float]:
+    acc = float(s["accuracy"])
+    ci = s.get("accuracy_ci95") or [acc, acc]
+    return float(ci[0]), float(ci[1])
+
+
+def accuracy_reason(summary: dict[str, dict[str, Any]], arms: list[str]) -> str:
+    """What the accuracies support, and nothing more: an arm is "ahead beyond the noise" only when its 95%
+    interval overlaps no other evaluated arm's (the baseline included)."""
+    evaluated = [a for a, s in summary.items() if s.get("accuracy") is not None]
+    acc = {a: float(summary[a]["accuracy"]) for a in evaluated}
+    ci = {a: _interval(summary[a]) for a in evaluated}
+    best = max(arms, key=lambda a: acc[a])
+    n = summary[best].get("answerable") or 0
+    listed = ", ".join(f"{LABELS.get(a, a)} {acc[a]:.0%}" for a in evaluated)
+    if all(v == 0 for v in acc.values()):
+        return (f"Accuracy: {listed} on {n} questions: no arm answered a question correctly, so accuracy cannot "
+                "separate the arms here; the choice rests on the other rules")
+    others = [a for a in evaluated if a != best]
+    if not others:
+        return f"Accuracy: {listed} on {n} questions; only {LABELS[best]} was evaluated, so nothing to compare it with"
+    overlapping = [a for a in others if ci[a][1] >= ci[best][0]]
+    if not overlapping:
+        return (f"Accuracy: {listed} on {n} questions; {LABELS[best]} is ahead beyond the noise (its 95% interval, "
+                f"{ci[best][0]:.0%}-{ci[best][1]:.0%}, overlaps no other arm's)")
+    return (f"Accuracy: {listed} on {n} questions; {', '.join(LABELS.get(a, a) for a in overlapping)} within noise "
+            f"of {LABELS[best]} (their 95% intervals overlap)")
+
+
+def citation_figures(summary: dict[str, dict[str, Any]], arm: str) -> str:
+    """An arm's measured citations in words: how often it cited a source, and how often the cited source
+    supported what the answer claims."""
+    s = summary.get(arm) or {}
+    cites = s.get("cites")
+    if cites is None:
+        return f"{LABELS.get(arm, arm)}: citations not measured"
+    text = f"{LABELS.get(arm, arm)} cited a source in {cites:.0%} of its answers"
+    if cites and s.get("citation_accuracy") is not None:
+        text += f", correctly in {s['citation_accuracy']:.0%} of the answerable ones it cited in"
+    return text
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    choice: str
+    reasons: tuple[str, ...]
+    would_change: tuple[str, ...]
+    matrix: tuple[Question, ...]
+    score: dict[str, float]
+    retrieval_first: bool
+
+
+def _rules(summary: dict[str, dict[str, Any]], situation: Situation,
+           freshness: dict[str, dict[str, Any]] | None, monthly_cost: dict[str, float | None] | None,
+           provenance: dict[str, Any] | None) -> _Outcome:
     arms = [a for a in CANDIDATES if a in summary and summary[a].get("accuracy") is not None]
     if not arms:
         raise ValueError("The run has no graded answers for RAG, fine-tuned or hybrid: evaluate at least one "
                          "of them first.")
     acc = {a: float(summary[a]["accuracy"]) for a in arms}
-    ci = {a: summary[a].get("accuracy_ci95") or [acc[a], acc[a]] for a in arms}
+    ci = {a: _interval(summary[a]) for a in arms}
     score = dict(acc)
-    reasons: list[str] = []
+    reasons: list[str] = [accuracy_reason(summary, arms)]
     changes: list[str] = []
     matrix: list[Question] = []
+    n = summary[max(arms, key=lambda a: acc[a])].get("answerable") or 0
 
-    best = max(arms, key=lambda a: acc[a])
-    tied = [a for a in arms if ci[a][1] >= ci[best][0]]  # intervals overlap the best one's: within noise
-    n = summary[best].get("answerable") or 0
-    reasons.append(f"Accuracy: {', '.join(f'{LABELS[a]} {acc[a]:.0%}' for a in arms)} on {n} questions"
-                   + (f"; {', '.join(LABELS[a] for a in tied if a != best)} within noise of {LABELS[best]}"
-                      if len(tied) > 1 else f"; {LABELS[best]} is ahead beyond the noise of {n} questions"))
+    tuned = [a for a in arms if a in ("finetuned", "hybrid")]
+    if provenance and provenance.get("other_documents") and tuned:
+        reasons.append(f"The fine-tuned arms use {provenance.get('card') or 'a model'}: it was not fine-tuned on "
+                       f"this knowledge base ('{provenance.get('knowledge_base') or '?'}'), so their figures measure "
+                       "a model trained on other documents, not fine-tuning on yours")
+        changes.append(f"fine-tuning on '{provenance.get('knowledge_base') or 'this knowledge base'}' (Fine-tune "
+                       "page, or `python -m lib finetune --kb NAME`) and evaluating again would measure fine-tuning "
+                       "on your own documents")
 
     # 1. Does the knowledge change frequently?
     frequent = situation.changes in ("daily", "weekly")
@@ -102,24 +154,36 @@ def decide(summary: dict[str, dict[str, Any]], situation: Situation = Situation(
         matrix.append(Question("Does the knowledge change frequently?", f"{situation.changes}{fresh_note}", "you",
                                "RAG and hybrid" if frequent else "any arm"))
         if frequent:
-            score["finetuned"] = score.get("finetuned", 0) - 0.2
+            if "finetuned" in score:
+                score["finetuned"] -= 0.2
             reasons.append(f"Documents change {situation.changes}: a fine-tuned model alone is stale between "
                            "retrainings, while retrieval picks up a re-indexed document at once")
             changes.append("documents that change rarely would make fine-tuning alone viable")
 
-    # 2. Are citations needed?
-    cites = {a: summary[a].get("citation_accuracy") for a in arms if a in ("rag", "hybrid")}
+    # 2. Are citations needed? Only what was measured is claimed: how often each retrieval arm cited a source.
+    retrieval_arms = [a for a in arms if a in ("rag", "hybrid")]
+    measured = "; ".join(citation_figures(summary, a) for a in retrieval_arms)
     if situation.citations:
-        matrix.append(Question("Are citations needed?", "yes; citation accuracy "
-                               + ", ".join(f"{LABELS[a]} {_pct(v)}" for a, v in cites.items()), "you",
-                               "RAG and hybrid"))
-        score["finetuned"] = score.get("finetuned", 0) - 0.5
-        for a, v in cites.items():
-            score[a] += 0.1 * (v or 0)
-        reasons.append("Answers need citations: only the retrieval arms can point to a source")
+        matrix.append(Question("Are citations needed?", "yes" + (f"; measured: {measured}" if measured else ""),
+                               "you", "RAG and hybrid"))
+        if "finetuned" in score:
+            score["finetuned"] -= 0.5
+        for a in retrieval_arms:
+            cites = summary[a].get("cites") or 0.0
+            score[a] += 0.1 * cites * (summary[a].get("citation_accuracy") or 0.0)
+        never = [a for a in retrieval_arms if summary[a].get("cites") == 0]
+        reason = "Answers need citations: the fine-tuned arm without retrieval has no source to point to"
+        if measured:
+            reason += f"; measured: {measured}"
+        reasons.append(reason)
+        if never:
+            reasons.append(f"{', '.join(LABELS[a] for a in never)} put no citation in any answer: as measured it "
+                           "does not give citations either (a model that follows the citation instruction, or "
+                           "showing the retrieved sources beside each answer, would)")
         changes.append("not needing citations would bring the fine-tuned arm back into the choice")
     else:
-        matrix.append(Question("Are citations needed?", "no" if situation.citations is False else "not answered",
+        matrix.append(Question("Are citations needed?", ("no" if situation.citations is False else "not answered")
+                               + (f"; measured: {measured}" if measured else ""),
                                "you" if situation.citations is not None else "not answered", "any arm"))
 
     # 3. Is the task specific, with a predictable format? (house-style adherence, measured)
@@ -146,14 +210,14 @@ def decide(summary: dict[str, dict[str, Any]], situation: Situation = Situation(
     p95 = {a: summary[a].get("p95_total_ms") for a in arms}
     if situation.latency_ms:
         slow = [a for a in arms if p95[a] is not None and p95[a] > situation.latency_ms]
-        matrix.append(Question("Is latency critical?", f"target p95 {situation.latency_ms:.0f} ms; measured "
-                               + ", ".join(f"{LABELS[a]} {p95[a]:.0f} ms" for a in arms if p95[a] is not None),
+        matrix.append(Question("Is latency critical?", f"target p95 {situation.latency_ms / 1000:g} s; measured "
+                               + ", ".join(f"{LABELS[a]} {p95[a] / 1000:.1f} s" for a in arms if p95[a] is not None),
                                "you", "the arms under the target"))
         for a in slow:
             score[a] -= 0.3
         if slow:
             reasons.append(f"{', '.join(LABELS[a] for a in slow)} miss(es) the p95 latency target of "
-                           f"{situation.latency_ms:.0f} ms")
+                           f"{situation.latency_ms / 1000:g} s")
             changes.append("a looser latency target, or a faster model or server, would readmit "
                            + ", ".join(LABELS[a] for a in slow))
     else:
@@ -162,8 +226,9 @@ def decide(summary: dict[str, dict[str, Any]], situation: Situation = Situation(
 
     # 5. Are there quality training examples?
     if situation.training_examples is False:
-        score["finetuned"] = score.get("finetuned", 0) - 0.2
-        score["hybrid"] = score.get("hybrid", 0) - 0.1
+        for a, penalty in (("finetuned", 0.2), ("hybrid", 0.1)):
+            if a in score:
+                score[a] -= penalty
         reasons.append("No quality training examples: fine-tuning would learn little that retrieval does not give")
         changes.append("a few hundred good examples of the answers you want would make fine-tuning worth trying")
     matrix.append(Question("Are there quality training examples?",
@@ -185,9 +250,8 @@ def decide(summary: dict[str, dict[str, Any]], situation: Situation = Situation(
                           f"answered {rag_acc:.0%}: neither RAG nor fine-tuning is the fix until retrieval finds "
                           "the passage (chunk size, top-k, the embedder, hybrid search)")
         changes.append("a retrieval hit rate above 60% would let the arms be compared on their answers")
-        return Recommendation("improve-retrieval", "Improve retrieval first", tuple(reasons), tuple(changes),
-                              tuple(matrix), SMALL_MODEL_CAVEAT if small_model else None,
-                              {a: round(v, 3) for a, v in score.items() if a in arms})
+        return _Outcome("improve-retrieval", tuple(reasons), tuple(changes), tuple(matrix),
+                        {a: round(v, 3) for a, v in score.items() if a in arms}, True)
     if hit is not None and rag_acc is not None and hit - rag_acc > 0.3:
         reasons.append(f"Retrieval finds the right source {hit:.0%} of the time but the retrieval arms answer "
                        f"{rag_acc:.0%}: the model, not retrieval, is the weak part")
@@ -207,10 +271,107 @@ def decide(summary: dict[str, dict[str, Any]], situation: Situation = Situation(
                 changes.append(f"a clear accuracy lead for {LABELS[choice]} (beyond the noise of {n} questions) "
                                "would be worth its cost")
                 choice = cheapest
-    runner_up = max((a for a in arms if a != choice), key=lambda a: score[a], default=None)
-    if runner_up is not None:
-        changes.append(f"{LABELS[runner_up]} is the runner-up: it would win if it gained about "
-                       f"{max(0.0, score[choice] - score[runner_up]) * 100:.0f} points of accuracy")
-    return Recommendation(choice, LABELS[choice], tuple(reasons), tuple(changes), tuple(matrix),
-                          SMALL_MODEL_CAVEAT if small_model else None,
-                          {a: round(v, 3) for a, v in score.items() if a in arms})
+    return _Outcome(choice, tuple(reasons), tuple(changes), tuple(matrix),
+                    {a: round(v, 3) for a, v in score.items() if a in arms}, False)
+
+
+def _wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n <= 0:
+        return (0.0, 1.0)
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * (p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5 / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def with_accuracy(summary: dict[str, dict[str, Any]], arm: str, accuracy: float) -> dict[str, dict[str, Any]]:
+    """The summary with one arm's accuracy set to `accuracy` (its 95% interval recomputed for the same number of
+    questions), everything else as measured."""
+    s = dict(summary[arm])
+    n = int(s.get("answerable") or 0)
+    s["accuracy"] = accuracy
+    s["correct"] = round(accuracy * n)
+    s["accuracy_ci95"] = list(_wilson(accuracy, n)) if n else [accuracy, accuracy]
+    return {**summary, arm: s}
+
+
+def gain_needed(summary: dict[str, dict[str, Any]], arm: str, situation: Situation = Situation(),
+                freshness: dict[str, dict[str, Any]] | None = None,
+                monthly_cost: dict[str, float | None] | None = None,
+                provenance: dict[str, Any] | None = None) -> int | None:
+    """The accuracy gain, in whole points, at which the rules would choose `arm`, all else fixed (its interval
+    recomputed for the same number of questions); None if no gain up to 100% accuracy would."""
+    base = float(summary[arm]["accuracy"])
+    for points in range(1, 101):
+        accuracy = base + points / 100
+        if accuracy > 1 + 1e-9:
+            return None
+        if _rules(with_accuracy(summary, arm, min(1.0, accuracy)), situation, freshness, monthly_cost,
+                  provenance).choice == arm:
+            return points
+    return None
+
+
+def decide(summary: dict[str, dict[str, Any]], situation: Situation = Situation(),
+           freshness: dict[str, dict[str, Any]] | None = None, monthly_cost: dict[str, float | None] | None = None,
+           small_model: bool = False, provenance: dict[str, Any] | None = None,
+           caveat: str | None = None) -> Recommendation:
+    """A recommendation from an evaluation run's per-arm summary (lib.evaluate.summarise), the user's
+    situation, an optional freshness result ({arm: {"follows_change": bool, "keeps_old": bool}}), the
+    projected monthly cost per arm, and the fine-tuned model's provenance ({"card", "knowledge_base",
+    "other_documents"}: whether it was trained on other documents than the run's knowledge base)."""
+    out = _rules(summary, situation, freshness, monthly_cost, provenance)
+    changes = list(out.would_change)
+    if not out.retrieval_first:
+        arms = [a for a in CANDIDATES if a in out.score]
+        runner_up = max((a for a in arms if a != out.choice), key=lambda a: out.score[a], default=None)
+        if runner_up is not None:
+            points = gain_needed(summary, runner_up, situation, freshness, monthly_cost, provenance)
+            if points is None:
+                changes.append(f"{LABELS[runner_up]} is the runner-up, but no accuracy gain would make it the choice "
+                               "under your answers above: those, not accuracy, rule it out")
+            else:
+                changes.append(f"{LABELS[runner_up]} is the runner-up: it would be the choice with {points} more "
+                               f"points of accuracy ({float(summary[runner_up]['accuracy']):.0%} -> "
+                               f"{min(1.0, float(summary[runner_up]['accuracy']) + points / 100):.0%}), all else "
+                               "as measured")
+    label = "Improve retrieval first" if out.choice == "improve-retrieval" else LABELS[out.choice]
+    return Recommendation(out.choice, label, out.reasons, tuple(changes), out.matrix,
+                          caveat or (SMALL_MODEL_CAVEAT if small_model else None), out.score)
+
+
+# ---------------------------------------------------------------- the user's answers, kept in the workspace
+
+SITUATION_KEY = "decide:situation"
+SITUATION_DEFAULTS: dict[str, Any] = {
+    "per_day": 10_000, "months": 12, "amortise_months": 12, "changes": None, "citations": None, "latency_s": 0.0,
+    "format_matters": None, "training_examples": None, "hardware_usd_per_hour": None, "cached_input": False,
+}
+
+
+def load_situation(workspace: Any) -> dict[str, Any]:
+    """The answers last given on the Decide page in this workspace (defaults for what was never answered)."""
+    import json
+
+    try:
+        stored = json.loads(workspace.meta(SITUATION_KEY) or "{}")
+    except ValueError:
+        stored = {}
+    if not isinstance(stored, dict):
+        stored = {}
+    return {k: stored.get(k, v) for k, v in SITUATION_DEFAULTS.items()}
+
+
+def save_situation(workspace: Any, values: dict[str, Any]) -> None:
+    """Keep the Decide page's answers in the workspace, across pages and restarts (only known keys)."""
+    import json
+
+    clean = {k: values.get(k, v) for k, v in SITUATION_DEFAULTS.items()}
+    if clean != load_situation(workspace):
+        workspace.set_meta(SITUATION_KEY, json.dumps(clean))
+
+
+def situation_of(values: dict[str, Any]) -> Situation:
+    latency = float(values.get("latency_s") or 0)
+    return Situation(changes=values.get("changes"), citations=values.get("citations"),
+                     latency_ms=latency * 1000 or None, format_matters=values.get("format_matters"),
+                     training_examples=values.get("training_examples"))

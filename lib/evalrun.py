@@ -339,18 +339,31 @@ def resume(settings: Any, workspace: Any, kb: Any, run_id: str, cancel: threadin
         raise
 
 
-def summary(workspace: Any, run: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]], list[Graded]]:
-    """(the run record, per-arm summary, graded answers) of a stored run, by id or name."""
-    from lib.evaluate import summarise
-
+def load(workspace: Any, run: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(the run record, its stored answer records) of a stored run, by id or name: read once."""
     record = workspace.run(run)
     if record is None:
         raise ValueError(f"No evaluation run {run!r} in workspace {workspace.name!r}: run `python -m lib eval "
                          "--run-name NAME` first.")
-    answers = workspace.answers(record["id"])
+    return record, workspace.answers(record["id"])
+
+
+def summarise_answers(record: dict[str, Any], answers: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per-arm summary (lib.evaluate.summarise) of a run's stored answers, in the run's arm order, with the LLM
+    judge's agreement when the run had one."""
+    return _summarise(record, answers, _graded(record, answers))
+
+
+def _graded(record: dict[str, Any], answers: list[dict[str, Any]]) -> list[Graded]:
     graded = graded_from_records(answers)
     order = {a: i for i, a in enumerate(record["spec"].get("arms", []))}
     graded.sort(key=lambda g: order.get(g.arm, 99))
+    return graded
+
+
+def _summarise(record: dict[str, Any], answers: list[dict[str, Any]], graded: list[Graded]) -> dict[str, Any]:
+    from lib.evaluate import summarise
+
     per_arm = summarise(graded)
     if record["spec"].get("judge"):
         from lib.judge import agreement
@@ -363,7 +376,14 @@ def summary(workspace: Any, run: str) -> tuple[dict[str, Any], dict[str, dict[st
             s["judge_agreement"] = agree["agreement"]
             s["judge_kappa"] = agree["kappa"]
             s["judge_errors"] = sum(1 for a in answers if a["arm"] == arm and "error" in (a.get("judge") or {}))
-    return record, per_arm, graded
+    return per_arm
+
+
+def summary(workspace: Any, run: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]], list[Graded]]:
+    """(the run record, per-arm summary, graded answers) of a stored run, by id or name."""
+    record, answers = load(workspace, run)
+    graded = _graded(record, answers)
+    return record, _summarise(record, answers, graded), graded
 
 
 def changed_questions(a: list[Graded], b: list[Graded]) -> list[dict[str, Any]]:

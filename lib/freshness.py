@@ -36,8 +36,9 @@ class FreshnessResult:
     question: str
     arms: tuple[ArmFreshness, ...]
     reindex_s: float
-    retrain_s: float | None  # the fine-tuned model's measured training time, when known
+    retrain_s: float | None  # the fine-tuned model's training time: measured, or estimated for this KB
     replacements: int
+    retrain_note: str = ""  # which: "measured ..." or "estimated ..." (lib.projection.training_time)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,7 +81,8 @@ def edit_text(text: str, find: str, replace: str) -> tuple[str, int]:
 
 
 def run(settings: Any, kb: Any, document: str, find: str, replace: str, question: str,
-        arms: list[str], max_tokens: int = 96, top_k: int = 4, retrain_s: float | None = None) -> FreshnessResult:
+        arms: list[str], max_tokens: int = 96, top_k: int = 4, retrain_s: float | None = None,
+        retrain_note: str = "") -> FreshnessResult:
     """Edit, re-index into a temporary copy, ask the arms, delete the copy."""
     from lib import engine
     from lib.chunking import DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP_TOKENS
@@ -109,15 +111,61 @@ def run(settings: Any, kb: Any, document: str, find: str, replace: str, question
         delete_knowledge_base(kb.client, temp_name)
     out = tuple(ArmFreshness(r.arm, r.answer, r.error is None and contains_value(r.answer, replace),
                              r.error is None and contains_value(r.answer, find), r.error) for r in comparison.results)
-    return FreshnessResult(document, find, replace, question, out, reindex_s, retrain_s, count)
+    return FreshnessResult(document, find, replace, question, out, reindex_s, retrain_s, count, retrain_note)
 
 
-def retrain_seconds(workspace: Any, settings: Any) -> float | None:
-    """The measured training time of the fine-tuned model in use (None when unknown)."""
+def retrain_time(workspace: Any, settings: Any, collection: str) -> Any:
+    """How long retraining the fine-tuned model in use takes (lib.projection.TrainingTime): measured when it
+    was trained on this knowledge base, else estimated for fine-tuning on it on this machine, saying which."""
     from lib.engine import resolve_finetuned
+    from lib.projection import TrainingTime, training_time
 
     spec = resolve_finetuned(settings, workspace).finetuned
     if spec is None:
+        return TrainingTime(None, None, False, "no fine-tuned model is configured")
+    return training_time(workspace, spec.label, collection)
+
+
+def retrain_sentence(result: FreshnessResult) -> str:
+    """The re-indexing time against the retraining time, in words (the page and the CLI say the same)."""
+    text = f"Re-indexing the edited document took {result.reindex_s:.2f} s"
+    if result.retrain_s:
+        text += f"; retraining the fine-tuned model: about {result.retrain_s / 60:.0f} min ({result.retrain_note})"
+    return text + "."
+
+
+def _key(collection: str) -> str:
+    return f"freshness:{collection}"
+
+
+def save(workspace: Any, collection: str, result: FreshnessResult) -> None:
+    """Keep a knowledge base's latest freshness result in the workspace (the Decide page and report read it)."""
+    import json
+
+    workspace.set_meta(_key(collection), json.dumps(result.by_arm()))
+
+
+def stored(workspace: Any, collection: str) -> dict[str, dict[str, Any]] | None:
+    """The latest freshness result of a knowledge base, by arm ({"follows_change", "keeps_old"}), or None."""
+    import json
+
+    raw = workspace.meta(_key(collection))
+    try:
+        value = json.loads(raw) if raw else None
+    except ValueError:
         return None
-    model = next((m for m in workspace.models() if m.spec == spec), None)
-    return None if model is None else model.train_seconds
+    return value if isinstance(value, dict) else None
+
+
+def run_and_record(settings: Any, workspace: Any, kb: Any, document: str, find: str, replace: str, question: str,
+                   arms: list[str], max_tokens: int = 96, top_k: int | None = None) -> FreshnessResult:
+    """The use case the Decide page and the CLI share: run the test with the fine-tuned model in force, state its
+    retraining time (measured or estimated, saying which), and keep the result for the decision."""
+    from lib.engine import resolve_finetuned
+
+    settings = resolve_finetuned(settings, workspace)
+    retrain = retrain_time(workspace, settings, kb.name)
+    result = run(settings, kb, document, find, replace, question, arms, max_tokens,
+                 top_k if top_k is not None else settings.default_top_k, retrain.seconds, retrain.note)
+    save(workspace, kb.name, result)
+    return result

@@ -71,3 +71,42 @@ def training_price_per_mtok(base_model: str) -> float | None:
         if base_model.startswith(prefix):
             return float(table[prefix])
     return None
+
+
+def price_card(model: str, provider: str = "openai") -> dict[str, Any]:
+    """The per-token prices a cost was computed with, and where and when they come from: USD per million input,
+    cached-input and output tokens (None when unknown), `source` and `as_of`. For the Decide page and the report,
+    next to the costs."""
+    out: dict[str, Any] = {"model": model, "input_mtok": None, "cached_input_mtok": None, "output_mtok": None,
+                           "source": "", "as_of": ""}
+    if provider == "local":
+        return {**out, "source": "local model: no per-token price (hardware time prices it)"}
+    extra = _extra_inference(model)
+    if extra is not None:
+        return {**out, "input_mtok": extra["input_mtok"], "cached_input_mtok": extra.get("cached_input_mtok"),
+                "output_mtok": extra["output_mtok"], "source": f"{EXTRA_PRICES.name} ({extra_prices()['source']})",
+                "as_of": f"checked {extra_prices()['checked']}"}
+    from importlib.metadata import version
+
+    from genai_prices import Usage, calc_price
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            calc = calc_price(Usage(input_tokens=1_000_000, output_tokens=1_000_000), model_ref=model,
+                              provider_id="openai")
+    except Exception:
+        return {**out, "source": f"no price known for {model}"}
+    p = calc.model_price
+
+    def mtok(value: Any) -> float | None:
+        try:
+            return None if value is None else float(value)
+        except (TypeError, ValueError):
+            return None  # tiered prices: not one number
+
+    return {**out, "model": calc.model.id, "input_mtok": mtok(getattr(p, "input_mtok", None)),
+            "cached_input_mtok": mtok(getattr(p, "cache_read_mtok", None)),
+            "output_mtok": mtok(getattr(p, "output_mtok", None)),
+            "source": f"genai-prices {version('genai-prices')}",
+            "as_of": f"the price data released with genai-prices {version('genai-prices')}"}

@@ -39,6 +39,7 @@ class ArmUsage:
     seconds_mean: float  # the arm's own time per question (retrieval + generation, no queue)
     cost_per_question_usd: float | None  # mean measured cost; None when a price was unknown
     top_k: int
+    prefill_seconds_mean: float = 0.0  # of seconds_mean: reading the prompt (time to first token, less retrieval)
 
 
 def _p95(values: Sequence[float]) -> float:
@@ -75,7 +76,9 @@ def arm_usage(answers: list[dict[str, Any]], top_k: int = 4) -> list[ArmUsage]:
             prefix_mean=statistics.fmean(u.get("system_tokens", 0) + u.get("overhead_tokens", 0) for u in usages),
             seconds_mean=statistics.fmean((r.get("total_ms") or 0) / 1000 for r in rows),
             cost_per_question_usd=statistics.fmean(known) if known and len(known) == len(costs) else None,
-            top_k=top_k))
+            top_k=top_k,
+            prefill_seconds_mean=statistics.fmean(max(0.0, ((r.get("ttft_ms") or 0) - (r.get("retrieval_ms") or 0))
+                                                      / 1000) for r in rows)))
     return out
 
 
@@ -89,6 +92,7 @@ class Assumptions:
     changes: str = "rarely"  # how often the documents change: daily | weekly | monthly | quarterly | rarely
     training_usd: dict[str, float | None] | None = None  # per arm (fine-tuned arms): one training run
     top_k: int | None = None  # re-price with this many sources (None: as measured)
+    training_note: str = ""  # where the training time or cost comes from (measured, or estimated for this KB)
 
 
 @dataclass(frozen=True)
@@ -116,14 +120,20 @@ def per_question(u: ArmUsage, a: Assumptions) -> tuple[float | None, str]:
     """(USD per question, how it was priced) under the assumptions."""
     from lib.pricing import price_tokens
 
-    if u.provider == "local":
-        if a.hardware_usd_per_hour is None:
-            return None, "local model: cost unknown until you give the hardware's cost per hour"
-        return (a.hardware_usd_per_hour * u.seconds_mean / 3600,
-                f"${a.hardware_usd_per_hour:g}/h x {u.seconds_mean:.2f} s per question measured on this machine")
     prompt = u.prompt_mean
     if a.top_k is not None and u.top_k and u.context_mean:
         prompt += u.context_mean * (a.top_k / u.top_k - 1)  # context tokens scale with the number of sources
+    if u.provider == "local":
+        if a.hardware_usd_per_hour is None:
+            return None, "local model: cost unknown until you give the hardware's cost per hour"
+        seconds = u.seconds_mean
+        if prompt != u.prompt_mean and u.prompt_mean:  # reading the prompt takes time in proportion to its length
+            seconds += u.prefill_seconds_mean * (prompt / u.prompt_mean - 1)
+            return (a.hardware_usd_per_hour * seconds / 3600,
+                    f"${a.hardware_usd_per_hour:g}/h x {seconds:.2f} s per question (measured {u.seconds_mean:.2f} s, "
+                    f"prompt reading scaled to top-k {a.top_k}: an estimate)")
+        return (a.hardware_usd_per_hour * seconds / 3600,
+                f"${a.hardware_usd_per_hour:g}/h x {seconds:.2f} s per question measured on this machine")
     cached = u.prefix_mean if a.cached_input and prompt >= CACHE_MIN_PROMPT else 0.0
     if not a.cached_input and a.top_k is None and u.cost_per_question_usd is not None:
         return u.cost_per_question_usd, "mean measured cost per question"
@@ -142,9 +152,12 @@ def project(usages: list[ArmUsage], a: Assumptions) -> list[Projection]:
         cpq, note = per_question(u, a)
         monthly = None if cpq is None else cpq * a.per_day * DAYS_PER_MONTH
         training = (a.training_usd or {}).get(u.arm) if _fine_tuned(u.arm) else 0.0
+        if _fine_tuned(u.arm) and a.training_note:
+            note += f"; training time {a.training_note}"
         if _fine_tuned(u.arm) and training is None:
             monthly_training = None
-            note += "; training cost unknown"
+            note += "; training cost unknown" + (" until you give the hardware's cost per hour"
+                                                 if u.provider == "local" and a.hardware_usd_per_hour is None else "")
         elif _fine_tuned(u.arm):
             monthly_training = (training or 0.0) / max(1, a.amortise_months) + (training or 0.0) * retrains
         else:
@@ -199,32 +212,88 @@ def sensitivity_top_k(usages: list[ArmUsage], a: Assumptions, top_ks: Sequence[i
 
 # ---------------------------------------------------------------- from a stored run
 
-def training_costs(workspace: Any, run: dict[str, Any], hardware_usd_per_hour: float | None) -> dict[str, float | None]:
-    """One training run's cost for the fine-tuned arms of a run: a hosted job's recorded cost; a local LoRA's
-    training time x the hardware's cost per hour (unknown without it)."""
-    label = (run.get("spec") or {}).get("models", {}).get("finetuned", "")
-    model = next((m for m in workspace.models() if m.spec.label == label), None)
+@dataclass(frozen=True)
+class TrainingTime:
+    """How long one training of the fine-tuned model in question takes, and where the figure comes from."""
+
+    seconds: float | None
+    cost_usd: float | None  # a hosted job's recorded cost (None for local training: hardware time prices it)
+    measured: bool  # measured when this model was trained on these documents; False: an estimate
+    note: str  # says which: "measured ..." or "estimated ..."
+    provider: str = "local"
+
+
+DEFAULT_STEPS = 125  # the shipped adapter's recipe, and the default of `finetune --kb` and the Fine-tune page
+
+
+def training_time(workspace: Any, model_label: str, collection: str, steps: int = DEFAULT_STEPS) -> TrainingTime:
+    """The training time of the fine-tuned model in question: its measured time when it was trained on this
+    knowledge base; otherwise (it was trained on other documents, e.g. the shipped adapter on the sample company)
+    the estimate for fine-tuning on this knowledge base on this machine, naming its source."""
+    from lib.finetune.from_kb import estimate
+
+    model = next((m for m in workspace.models() if m.spec.label == model_label), None) if model_label else None
     if model is None:
-        cost = None
-    elif model.provider == "local":
-        seconds = model.train_seconds
-        cost = None if hardware_usd_per_hour is None or seconds is None else hardware_usd_per_hour * seconds / 3600
+        return TrainingTime(None, None, False, "the fine-tuned model is not in this workspace's registry: its "
+                                               "training time is unknown", "")
+    trained_kb = model.knowledge_base or ("sample" if model.builtin else "")
+    if model.provider != "local":
+        here = trained_kb == collection
+        return TrainingTime(model.train_seconds, model.training_cost_usd, here,
+                            f"{'recorded' if here else 'recorded for training on ' + repr(trained_kb or 'other data')}"
+                            f" cost of {model.name}" + ("" if here else ": fine-tuning on this knowledge base would "
+                                                         "cost differently"), model.provider)
+    if trained_kb == collection and model.train_seconds:
+        return TrainingTime(float(model.train_seconds), None, True,
+                            f"measured: {model.train_seconds / 60:.0f} min when {model.name} was trained on "
+                            f"'{collection}'")
+    est = estimate(workspace, steps)
+    why = f"{model.name} was trained on {repr(trained_kb) if trained_kb else 'other documents'}, not on " \
+          f"'{collection}'" if trained_kb != collection else f"{model.name}'s training time was not recorded"
+    return TrainingTime(float(est["seconds"]), None, False,
+                        f"estimated: about {est['seconds'] / 60:.0f} min to fine-tune on '{collection}' on this "
+                        f"machine ({steps} steps x {est['seconds_per_step']:.1f} s per step, from "
+                        f"{est['source']}); {why}")
+
+
+def training_costs(workspace: Any, run: dict[str, Any], hardware_usd_per_hour: float | None) -> dict[str, float | None]:
+    """One training run's cost for the fine-tuned arms of a run (see `training_time` for which time is used): a
+    hosted job's recorded cost; a local LoRA's training time x the hardware's cost per hour (unknown without it)."""
+    t = run_training_time(workspace, run)
+    if t.provider and t.provider != "local":
+        cost = t.cost_usd
     else:
-        cost = model.training_cost_usd
+        cost = None if hardware_usd_per_hour is None or t.seconds is None else hardware_usd_per_hour * t.seconds / 3600
     return {"finetuned": cost, "hybrid": cost}
+
+
+def run_training_time(workspace: Any, run: dict[str, Any]) -> TrainingTime:
+    spec = run.get("spec") or {}
+    return training_time(workspace, (spec.get("models") or {}).get("finetuned", ""), spec.get("collection") or "")
+
+
+def usages_of(record: dict[str, Any], answers: list[dict[str, Any]]) -> list[ArmUsage]:
+    """Per-arm usage of a loaded run, in the run's arm order."""
+    order = {arm: i for i, arm in enumerate(record["spec"].get("arms") or [])}
+    return sorted(arm_usage(answers, int(record["spec"].get("top_k") or 0)), key=lambda u: order.get(u.arm, 99))
+
+
+def volume_axis(per_day: int) -> list[int]:
+    """Volumes for the sensitivity chart: two decades either side of the user's volume, the volume itself
+    included, so it is never lost at one end of the axis."""
+    points = {max(1, round(per_day * f)) for f in (0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100)}
+    return sorted(points)
 
 
 def from_run(workspace: Any, run: str, a: Assumptions) -> tuple[dict[str, Any], list[ArmUsage], list[Projection]]:
     """(the run record, per-arm usage, projections) for a stored run, by id or name."""
     from dataclasses import replace
 
-    record = workspace.run(run)
-    if record is None:
-        raise ValueError(f"No evaluation run {run!r} in workspace {workspace.name!r}: run `python -m lib eval "
-                         "--run-name NAME` first.")
-    order = {arm: i for i, arm in enumerate(record["spec"].get("arms") or [])}
-    usages = sorted(arm_usage(workspace.answers(record["id"]), int(record["spec"].get("top_k") or 0)),
-                    key=lambda u: order.get(u.arm, 99))
+    from lib.evalrun import load
+
+    record, answers = load(workspace, run)
+    usages = usages_of(record, answers)
     if a.training_usd is None:
-        a = replace(a, training_usd=training_costs(workspace, record, a.hardware_usd_per_hour))
+        a = replace(a, training_usd=training_costs(workspace, record, a.hardware_usd_per_hour),
+                    training_note=a.training_note or run_training_time(workspace, record).note)
     return record, usages, project(usages, a)

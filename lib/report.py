@@ -4,9 +4,8 @@ opens offline) and the same content as Markdown. Built from a stored evaluation 
 from __future__ import annotations
 
 import html
-import json
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from lib import charts, projection
@@ -15,7 +14,8 @@ from lib.decision import LABELS, Recommendation, Situation, decide
 
 @dataclass(frozen=True)
 class Decision:
-    """Everything the Decide page and the report show for one run."""
+    """Everything the Decide page and the report show for one run, computed once: every figure printed twice
+    (measurements and cost tables, page and report) comes from here."""
 
     run: dict[str, Any]
     summary: dict[str, dict[str, Any]]
@@ -30,32 +30,134 @@ class Decision:
     freshness: dict[str, dict[str, Any]] | None
     recommendation: Recommendation
     small_model: bool
+    situation: Situation = Situation()
+    models: dict[str, tuple[str, str]] = field(default_factory=dict)  # arm -> (model, provider) as answered
+    provenance: dict[str, Any] | None = None  # the fine-tuned model's card and warnings, as on Compare
+    training: projection.TrainingTime | None = None
+    prices: list[dict[str, Any]] = field(default_factory=list)  # per-token prices used, with their source and date
+
+
+def run_models(answers: list[dict[str, Any]]) -> dict[str, tuple[str, str]]:
+    """arm -> (model, provider) of the answers the run actually got (failed requests left out)."""
+    out: dict[str, tuple[str, str]] = {}
+    for a in answers:
+        res = a.get("result") or {}
+        if res.get("error") or not res.get("model") or a.get("arm") in out:
+            continue
+        out[str(a["arm"])] = (str(res["model"]), str(res.get("provider") or ""))
+    return out
+
+
+def run_provenance(answers: list[dict[str, Any]], collection: str) -> dict[str, Any] | None:
+    """The fine-tuned model's provenance as its answers carried it (the model card and the warnings shown on
+    Compare), and whether it was trained on other documents than this knowledge base."""
+    from lib.provenance import card_line
+
+    tuned = [(a.get("result") or {}) for a in answers if a.get("arm") in ("finetuned", "hybrid")]
+    info = next((r.get("trained_on") for r in tuned if r.get("trained_on")), None)
+    warnings = list(dict.fromkeys(w for r in tuned for w in (r.get("warnings") or []) if "finish reason" not in w))
+    if info is None and not warnings:
+        return None
+    trained_kb = (info or {}).get("knowledge_base") or ""
+    return {"card": card_line(info) if info else "", "knowledge_base": collection, "trained_on_kb": trained_kb,
+            "other_documents": bool(info) and trained_kb != collection, "warnings": warnings,
+            "description": (info or {}).get("description") or ""}
+
+
+def small_model_caveat(models: dict[str, tuple[str, str]]) -> str | None:
+    """The small-model caveat when, and only when, the run's answers came from the small offline model."""
+    from lib.decision import SMALL_MODEL_CAVEAT
+    from lib.settings import LOCAL_BASE_MODEL
+
+    small = sorted({m for m, provider in models.values() if provider == "local" and m.startswith(LOCAL_BASE_MODEL)})
+    return SMALL_MODEL_CAVEAT if small else None
 
 
 def build(workspace: Any, run: str, a: projection.Assumptions, situation: Situation = Situation()) -> Decision:
-    from lib import evalrun
+    """The one decision flow (Decide page, `decide`, `report`): the run loaded once, projected, decided."""
+    from lib import evalrun, freshness
 
-    record, summary, _ = evalrun.summary(workspace, run)
-    record, usages, projections = projection.from_run(workspace, record["id"], a)
+    record, answers = evalrun.load(workspace, run)
+    summary = evalrun.summarise_answers(record, answers)
+    usages = projection.usages_of(record, answers)
+    training = projection.run_training_time(workspace, record)
     if a.training_usd is None:
-        a = replace(a, training_usd=projection.training_costs(workspace, record, a.hardware_usd_per_hour))
+        a = replace(a, training_usd=projection.training_costs(workspace, record, a.hardware_usd_per_hour),
+                    training_note=training.note)
+    projections = projection.project(usages, a)
     curves = {p.arm: projection.cumulative(p, a.months, a) for p in projections}
     crossings = projection.crossings(projections, a.months, a)
-    per_day_axis = [100, 1_000, 10_000, 100_000, 1_000_000]
+    per_day_axis = projection.volume_axis(a.per_day)
     top_k_axis = [1, 2, 4, 6, 8, 10]
-    stored = workspace.meta(f"freshness:{record['spec'].get('collection', '')}")
-    fresh = json.loads(stored) if stored else None
-    small = "local" in (record["spec"].get("providers") or {}).values()
-    rec = decide(summary, situation, fresh, {p.arm: p.monthly_total_usd for p in projections}, small_model=small)
+    fresh = freshness.stored(workspace, record["spec"].get("collection", ""))
+    models = run_models(answers)
+    caveat = small_model_caveat(models)
+    prov = run_provenance(answers, record["spec"].get("collection", ""))
+    rec = decide(summary, situation, fresh, {p.arm: p.monthly_total_usd for p in projections},
+                 provenance=prov, caveat=caveat)
+    from lib.pricing import price_card
+
+    prices = [{"arm": arm, **price_card(model, provider)} for arm, (model, provider) in models.items()]
     return Decision(record, summary, a, projections, curves, crossings, per_day_axis,
                     projection.sensitivity_per_day(usages, a, per_day_axis), top_k_axis,
-                    projection.sensitivity_top_k(usages, a, top_k_axis), fresh, rec, small)
+                    projection.sensitivity_top_k(usages, a, top_k_axis), fresh, rec, caveat is not None,
+                    situation, models, prov, training, prices)
+
+
+def break_even_sentences(d: Decision) -> list[str]:
+    """The break-even in words, from the one computation: where curves cross within the horizon, and when none
+    does, that it does not (never "month 0.0")."""
+    out = []
+    months = max((len(ys) - 1 for ys in d.curves.values() if ys), default=d.assumptions.months)
+    for label in charts.break_even_labels(d.crossings, months):
+        c = label["crossing"]
+        a, b = LABELS.get(c["arms"][0], c["arms"][0]), LABELS.get(c["arms"][1], c["arms"][1])
+        when = (f"within the first month (about day {max(1, round(c['month'] * 30))})" if c["month"] < 1
+                else f"at month {c['month']:.1f}")
+        out.append(f"Break-even {label['letter']}: {a} and {b} cross {when}; {LABELS.get(c['cheaper_after'])} is "
+                   "cheaper after.")
+    priced = {arm: ys for arm, ys in d.curves.items() if ys and ys[0] is not None}
+    if not d.crossings and len(priced) > 1:
+        cheapest = min(priced, key=lambda arm: priced[arm][-1] or 0.0)
+        out.append(f"No break-even within {d.assumptions.months} months: {LABELS.get(cheapest, cheapest)} stays the "
+                   "cheapest throughout.")
+    return out
+
+
+def price_rows(d: Decision) -> list[list[str]]:
+    """The per-token prices each arm was priced with, their source and date (USD per million tokens)."""
+    def per_m(x: float | None) -> str:
+        return "–" if x is None else f"${x:g}"
+
+    return [[LABELS.get(p["arm"], p["arm"]), p["model"], per_m(p["input_mtok"]), per_m(p["cached_input_mtok"]),
+             per_m(p["output_mtok"]), p["source"] + (f" ({p['as_of']})" if p["as_of"] else "")] for p in d.prices]
+
+
+PRICE_HEADER = ["arm", "model", "input per 1M tokens", "cached input per 1M", "output per 1M", "source and date"]
+
+
+def situation_rows(d: Decision) -> list[list[str]]:
+    s = d.situation
+
+    def yes_no(x: bool | None) -> str:
+        return {True: "yes", False: "no", None: "not answered"}[x]
+
+    return [["How often do the documents change?", s.changes or "not answered"],
+            ["Do answers need citations?", yes_no(s.citations)],
+            ["p95 latency target", f"{s.latency_ms / 1000:g} s" if s.latency_ms else "none given"],
+            ["Must answers follow a fixed format?", yes_no(s.format_matters)],
+            ["Quality training examples available?", yes_no(s.training_examples)],
+            ["Questions a day", f"{d.assumptions.per_day:,}"]]
 
 
 def figures(d: Decision) -> list[Any]:
+    top_k = d.run["spec"].get("top_k")
     return [charts.break_even(d.curves, d.crossings),
-            charts.sensitivity(d.per_day_axis, d.per_day, "questions a day", "Monthly cost by volume"),
-            charts.sensitivity(d.top_k_axis, d.top_k, "sources per question (top-k)", "Monthly cost by top-k")]
+            charts.sensitivity(d.per_day_axis, d.per_day, "questions a day (log scale)", "Monthly cost by volume",
+                               mark=d.assumptions.per_day, mark_label=f"yours: {d.assumptions.per_day:,} a day",
+                               log_x=True),
+            charts.sensitivity(d.top_k_axis, d.top_k, "sources per question (top-k)", "Monthly cost by top-k",
+                               mark=top_k, mark_label=f"measured: top-k {top_k}" if top_k else "")]
 
 
 def _money(x: float | None) -> str:
@@ -67,14 +169,15 @@ def _pct(x: float | None) -> str:
 
 
 def arm_rows(d: Decision) -> list[list[str]]:
+    cost = {p.arm: p.cost_per_question_usd for p in d.projections}
     rows = []
     for arm, s in d.summary.items():
         low, high = s.get("accuracy_ci95") or (0, 0)
         rows.append([LABELS.get(arm, arm), f"{s['correct']}/{s['answerable']} ({_pct(s['accuracy'])}, "
                      f"95% CI {low:.0%}-{high:.0%})", _pct(s.get("refusal_rate")), _pct(s.get("fabrication_rate")),
                      _pct(s.get("citation_accuracy")), _pct(s.get("retrieval_hit_rate")),
-                     f"{(s.get('median_total_ms') or 0):,.0f} / {(s.get('p95_total_ms') or 0):,.0f} ms",
-                     _money(s.get("cost_per_question_usd"))])
+                     f"{(s.get('median_total_ms') or 0) / 1000:.2f} / {(s.get('p95_total_ms') or 0) / 1000:.2f} s",
+                     _money(cost.get(arm))])
     return rows
 
 
@@ -108,13 +211,56 @@ def _assumptions_line(d: Decision) -> str:
             f"; local hardware {hw}.")
 
 
+def provenance_lines(d: Decision) -> list[str]:
+    """What the fine-tuned model was trained on, and the warnings its answers carried (as on Compare)."""
+    p = d.provenance
+    if not p:
+        return []
+    lines = [f"Model card: {p['card']}"] if p.get("card") else []
+    return lines + list(p.get("warnings") or [])
+
+
+def freshness_lines(d: Decision) -> list[str]:
+    if not d.freshness:
+        return ["Not run for this knowledge base yet (Decide page, or `python -m lib freshness`)."]
+    return [f"{LABELS.get(arm, arm)}: " + ("follows the edited fact" if v.get("follows_change") else
+                                          "keeps the old value" if v.get("keeps_old") else "gives neither value")
+            for arm, v in d.freshness.items()]
+
+
+def _sections(d: Decision) -> list[tuple[str, list[Any]]]:
+    """The report's content once, as (heading, blocks); a block is a string (a paragraph), a list of strings
+    (bullets) or a (header, rows) table. Markdown and HTML render the same sections."""
+    r = d.recommendation
+    out: list[tuple[str, list[Any]]] = [
+        ("Recommendation", [f"**{r.label}**", "Why:", list(r.reasons), "What would change it:", list(r.would_change)]),
+        ("Your situation", [(["question", "your answer"], situation_rows(d))]),
+        ("The decision matrix", [(["question", "answer", "answered by", "favours"],
+                                  [[q.question, q.answer, q.source, q.favours] for q in r.matrix])]),
+        ("Measurements", [_settings_line(d), (ARM_HEADER, arm_rows(d))]),
+    ]
+    if d.provenance:
+        out.append(("What the fine-tuned model was trained on", [provenance_lines(d)]))
+    cost: list[Any] = ["Assumptions: " + _assumptions_line(d), (COST_HEADER, cost_rows(d))]
+    if d.training is not None and d.training.note:
+        cost.append(f"Training time: {d.training.note}.")
+    cost += [break_even_sentences(d)]
+    if d.prices:
+        cost += ["Prices used (USD per million tokens):", (PRICE_HEADER, price_rows(d))]
+    out.append(("Cost at scale", cost))
+    out.append(("Freshness", [freshness_lines(d)]))
+    return out
+
+
 def markdown(d: Decision) -> str:
+    from lib.format import escape_markdown
+
     def table(header: list[str], rows: list[list[str]]) -> str:
         def cell(x: str) -> str:
-            return str(x).replace("|", "\\|").replace("\n", " ")
+            return escape_markdown(" ".join(str(x).split()))
 
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]
+        lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
         return "\n".join(lines)
 
     r = d.recommendation
@@ -122,23 +268,15 @@ def markdown(d: Decision) -> str:
              f"_Generated {time.strftime('%Y-%m-%d %H:%M')} by the RAG vs Fine-tuning Workbench._", ""]
     if r.caveat:
         parts += [f"> **Caveat:** {r.caveat}", ""]
-    parts += ["## Recommendation", "", f"**{r.label}**", "", "Why:", ""]
-    parts += [f"- {x}" for x in r.reasons] + ["", "What would change it:", ""]
-    parts += [f"- {x}" for x in r.would_change] + ["", "## The decision matrix", ""]
-    parts += [table(["question", "answer", "answered by", "favours"],
-                    [[q.question, q.answer, q.source, q.favours] for q in r.matrix]), ""]
-    parts += ["## Measurements", "", _settings_line(d), "", table(ARM_HEADER, arm_rows(d)), ""]
-    parts += ["## Cost at scale", "", "Assumptions: " + _assumptions_line(d), "", table(COST_HEADER, cost_rows(d)), ""]
-    if d.crossings:
-        parts += [f"- Break-even: {LABELS.get(c['arms'][0])} and {LABELS.get(c['arms'][1])} cross at month "
-                  f"{c['month']:.1f}; {LABELS.get(c['cheaper_after'])} is cheaper after." for c in d.crossings] + [""]
-    parts += ["## Freshness", ""]
-    if d.freshness:
-        parts += [f"- {LABELS.get(arm, arm)}: " + ("follows the edited fact" if v.get("follows_change") else
-                                                 "keeps the old value" if v.get("keeps_old") else "gives neither value")
-                  for arm, v in d.freshness.items()] + [""]
-    else:
-        parts += ["Not run for this knowledge base yet (Decide page, or `python -m lib freshness`).", ""]
+    for heading, blocks in _sections(d):
+        parts += [f"## {heading}", ""]
+        for block in blocks:
+            if isinstance(block, tuple):
+                parts += [table(*block), ""]
+            elif isinstance(block, list):
+                parts += [f"- {escape_markdown(x)}" for x in block] + [""]
+            else:
+                parts += [block if block.startswith("**") else escape_markdown(block), ""]
     return "\n".join(parts)
 
 
@@ -158,32 +296,31 @@ def html_report(d: Decision) -> str:
         body = "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in row) + "</tr>" for row in rows)
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
+    def block(b: Any) -> str:
+        if isinstance(b, tuple):
+            return table(*b)
+        if isinstance(b, list):
+            return "<ul>" + "".join(f"<li>{e(x)}</li>" for x in b) + "</ul>" if b else ""
+        return f"<p>{e(b.replace('**', ''))}</p>"
+
     figs = figures(d)
     chart_html = "".join(
         fig.to_html(full_html=False, include_plotlyjs=(i == 0), config={"displaylogo": False, "responsive": True})
         for i, fig in enumerate(figs))
-    fresh = ("<ul>" + "".join(
-        f"<li>{e(LABELS.get(arm, arm))}: "
-        f"{'follows the edited fact' if v.get('follows_change') else 'keeps the old value' if v.get('keeps_old') else 'gives neither value'}</li>"
-        for arm, v in d.freshness.items()) + "</ul>") if d.freshness else \
-        "<p>Not run for this knowledge base yet.</p>"
-    crossings = "".join(f"<li>Break-even: {e(LABELS.get(c['arms'][0], ''))} and {e(LABELS.get(c['arms'][1], ''))} "
-                        f"cross at month {c['month']:.1f}; {e(LABELS.get(c['cheaper_after'], ''))} is cheaper after."
-                        "</li>" for c in d.crossings)
+    body = ""
+    for heading, blocks in _sections(d):
+        if heading == "Recommendation":
+            body += (f'<p class="choice">Recommendation: {e(r.label)}</p>'
+                     + (f'<p class="caveat"><b>Caveat:</b> {e(r.caveat)}</p>' if r.caveat else "")
+                     + f"<h2>Why</h2>{block(list(r.reasons))}<h2>What would change it</h2>{block(list(r.would_change))}")
+            continue
+        body += f"<h2>{e(heading)}</h2>" + "".join(block(b) for b in blocks)
+        if heading == "Cost at scale":
+            body += f'<div class="charts">{chart_html}</div>'
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; img-src data: blob:; font-src data:">
 <title>RAG, fine-tuning or both: {e(r.label)}</title><style>{_CSS}</style></head><body>
 <h1>RAG, fine-tuning or both?</h1>
-<p class="choice">Recommendation: {e(r.label)}</p>
-{f'<p class="caveat"><b>Caveat:</b> {e(r.caveat)}</p>' if r.caveat else ''}
-<h2>Why</h2><ul>{''.join(f'<li>{e(x)}</li>' for x in r.reasons)}</ul>
-<h2>What would change it</h2><ul>{''.join(f'<li>{e(x)}</li>' for x in r.would_change)}</ul>
-<h2>The decision matrix</h2>{table(['question', 'answer', 'answered by', 'favours'],
-                                   [[q.question, q.answer, q.source, q.favours] for q in r.matrix])}
-<h2>Measurements</h2><p>{e(_settings_line(d).replace('**', ''))}</p>{table(ARM_HEADER, arm_rows(d))}
-<h2>Cost at scale</h2><p>Assumptions: {e(_assumptions_line(d))}</p>{table(COST_HEADER, cost_rows(d))}
-<ul>{crossings}</ul>
-<div class="charts">{chart_html}</div>
-<h2>Freshness</h2>{fresh}
+{body}
 <p><small>Generated {e(time.strftime('%Y-%m-%d %H:%M'))} by the RAG vs Fine-tuning Workbench.</small></p>
 </body></html>"""

@@ -97,8 +97,8 @@ def _summary(**arms):
 
 
 def test_frequent_changes_and_citations_favour_retrieval():
-    s = _summary(rag={"accuracy": 0.6, "citation_accuracy": 0.9}, finetuned={"accuracy": 0.65},
-                 hybrid={"accuracy": 0.62, "citation_accuracy": 0.5})
+    s = _summary(rag={"accuracy": 0.6, "citation_accuracy": 0.9, "cites": 1.0}, finetuned={"accuracy": 0.65},
+                 hybrid={"accuracy": 0.62, "citation_accuracy": 0.5, "cites": 1.0})
     r = decide(s, Situation(changes="daily", citations=True),
                freshness={"rag": {"follows_change": True}, "finetuned": {"keeps_old": True},
                           "hybrid": {"follows_change": True}})
@@ -116,6 +116,68 @@ def test_latency_target_and_format_favour_fine_tuning():
     assert r.choice == "finetuned"
     assert any("latency target" in x for x in r.reasons) and any("format" in x for x in r.reasons)
     assert r.caveat and "135M" in r.caveat
+
+
+def test_ahead_beyond_the_noise_only_when_no_interval_overlaps_the_baseline_included():
+    # RAG alone among the candidates, at 0% like the baseline: neither "ahead" nor anything but "no arm answered".
+    zero = _summary(baseline={"accuracy": 0.0, "accuracy_ci95": [0.0, 0.11]},
+                    rag={"accuracy": 0.0, "accuracy_ci95": [0.0, 0.11]})
+    text = decide(zero, Situation()).reasons[0]
+    assert "ahead" not in text and "no arm answered a question correctly" in text
+    # RAG 20% against a baseline at 10% with overlapping intervals: within noise, not ahead.
+    close = _summary(baseline={"accuracy": 0.1, "accuracy_ci95": [0.03, 0.26]},
+                     rag={"accuracy": 0.2, "accuracy_ci95": [0.1, 0.37]})
+    text = decide(close, Situation()).reasons[0]
+    assert "ahead" not in text and "Baseline within noise of RAG" in text
+    clear = _summary(baseline={"accuracy": 0.0, "accuracy_ci95": [0.0, 0.11]},
+                     rag={"accuracy": 0.8, "accuracy_ci95": [0.63, 0.9]},
+                     hybrid={"accuracy": 0.3, "accuracy_ci95": [0.17, 0.48]})
+    assert "RAG is ahead beyond the noise" in decide(clear, Situation()).reasons[0]
+
+
+def test_citations_are_claimed_only_as_measured():
+    s = _summary(rag={"accuracy": 0.5, "cites": 0.0, "citation_accuracy": None},
+                 hybrid={"accuracy": 0.5, "cites": 0.8, "citation_accuracy": 0.55}, finetuned={"accuracy": 0.5})
+    r = decide(s, Situation(citations=True))
+    text = " ".join(r.reasons)
+    assert "RAG cited a source in 0% of its answers" in text and "Hybrid cited a source in 80%" in text
+    assert "correctly in 55%" in text and "RAG put no citation in any answer" in text
+    assert "only the retrieval arms can point to a source" not in text
+    assert r.choice == "hybrid"  # the arm that measurably cites
+
+
+def test_runner_up_gain_is_the_gain_at_which_the_rules_choose_it_and_is_stable():
+    from lib.decision import gain_needed, with_accuracy
+
+    s = _summary(rag={"accuracy": 0.5, "accuracy_ci95": None}, finetuned={"accuracy": 0.3},
+                 hybrid={"accuracy": 0.4})
+    r = decide(s, Situation())
+    assert r.choice == "rag"
+    points = gain_needed(s, "hybrid")
+    assert points is not None and points > 0
+    line = next(x for x in r.would_change if x.startswith("Hybrid is the runner-up"))
+    assert f"with {points} more points" in line
+    # At that gain the rules choose it, one point less they do not.
+    assert decide(with_accuracy(s, "hybrid", 0.4 + points / 100)).choice == "hybrid"
+    assert decide(with_accuracy(s, "hybrid", 0.4 + (points - 1) / 100)).choice != "hybrid"
+    # Answers that do not bear on hybrid against RAG leave it unchanged.
+    for situation in (Situation(training_examples=True), Situation(format_matters=True), Situation(changes="rarely"),
+                      Situation(citations=False)):
+        assert gain_needed(s, "hybrid", situation) == points
+    # Ruled out whatever its accuracy: said so, with no number.
+    ruled = decide(s, Situation(citations=True, changes="daily"))
+    assert ruled.choice != "finetuned"
+    assert gain_needed(s, "finetuned", Situation(citations=True, changes="daily")) is None
+
+
+def test_a_model_fine_tuned_on_other_documents_is_named_in_the_reasons():
+    s = _summary(rag={"accuracy": 0.5}, finetuned={"accuracy": 0.0}, hybrid={"accuracy": 0.2})
+    card = "quillmere-smollm2-lora: smollm2 fine-tuned on the sample company (Quillmere Outdoor Co.)"
+    r = decide(s, Situation(), provenance={"card": card, "knowledge_base": "licenses", "other_documents": True})
+    assert any(card in x and "not fine-tuned on this knowledge base ('licenses')" in x for x in r.reasons)
+    assert any("fine-tuning on 'licenses'" in x for x in r.would_change)
+    plain = decide(s, Situation(), provenance={"card": card, "knowledge_base": "sample", "other_documents": False})
+    assert not any("other documents" in x for x in plain.reasons)
 
 
 def test_a_missing_source_means_improve_retrieval_first():
@@ -228,3 +290,70 @@ def test_report_opens_offline_in_the_browser_with_its_charts(stored_run, tmp_pat
         assert "Recommendation" in page.inner_text("body")
         browser.close()
     assert all(u.startswith(("file:", "data:", "blob:", "about:")) for u in requests), requests
+
+
+# ---------------------------------------------------------------- charts: layout checks (issue 21 item 12)
+
+def test_break_even_labels_never_overlap_and_stay_inside_the_plot():
+    from lib import charts
+
+    crossings = [{"arms": ("rag", "hybrid"), "month": m, "usd": 10.0 * m, "cheaper_after": "rag"}
+                 for m in (0.2, 0.4, 0.5, 3.0, 3.3, 11.9)]
+    labels = charts.break_even_labels(crossings, 12)
+    assert [p["letter"] for p in labels] == list("ABCDEF")
+    for i, a in enumerate(labels):
+        assert 0 <= a["y"] <= 1 and 0 <= a["x"] <= 12
+        for b in labels[i + 1:]:
+            assert a["row"] != b["row"] or abs(a["x"] - b["x"]) / 12 >= charts.LABEL_GAP
+    curves = {"rag": [10.0 * m for m in range(13)], "hybrid": [5 + 9.0 * m for m in range(13)]}
+    fig = charts.break_even(curves, crossings)
+    lo, hi = fig.layout.xaxis.range
+    assert all(lo <= a.x <= hi and 0 <= a.y <= 1 and a.yref == "paper" for a in fig.layout.annotations)
+    # Coinciding curves stay distinguishable: each arm its own dash and marker.
+    lines = [t for t in fig.data if t.mode == "lines+markers"]
+    assert len({t.line.dash for t in lines}) == 2 and len({t.marker.symbol for t in lines}) == 2
+
+
+def test_the_users_volume_is_inside_the_volume_axis_and_marked():
+    from lib import charts
+    from lib.projection import volume_axis
+
+    for per_day in (1, 37, 5_000, 10_000, 2_000_000):
+        axis = volume_axis(per_day)
+        assert axis[0] <= per_day <= axis[-1] and per_day in axis and axis[-1] / axis[0] >= 100
+    axis = volume_axis(5_000)
+    fig = charts.sensitivity(axis, {"rag": [x * 0.01 for x in axis]}, "questions a day", "t", mark=5_000,
+                             mark_label="yours: 5,000 a day", log_x=True)
+    assert fig.layout.xaxis.type == "log"
+    [note] = fig.layout.annotations
+    assert note.text == "yours: 5,000 a day" and 0 <= note.y <= 1
+    import math
+    assert math.log10(axis[0]) <= note.x <= math.log10(axis[-1])
+
+
+def test_cost_by_top_k_moves_for_local_arms_with_the_prompt_length():
+    from lib.projection import Assumptions, arm_usage, sensitivity_top_k
+
+    answers = [{"arm": "rag", "result": {"model": "smollm2-135m-instruct", "provider": "local", "error": None,
+                                         "cost_usd": 0.0, "total_ms": 3000.0, "ttft_ms": 2100.0, "retrieval_ms": 100.0,
+                                         "usage": {"prompt_tokens": 500, "completion_tokens": 40, "system_tokens": 30,
+                                                   "overhead_tokens": 10, "context_tokens": 400,
+                                                   "question_tokens": 10}}}]
+    usages = arm_usage(answers, top_k=2)
+    series = sensitivity_top_k(usages, Assumptions(per_day=1000, hardware_usd_per_hour=1.0), [1, 2, 4])["rag"]
+    # prompt reading (2.0 s for 500 tokens) scales with the prompt: top-k 1 -> 300 tokens, 4 -> 900 tokens
+    per_q = [1.0 * s / 3600 * 1000 * 30 for s in (3.0 - 2.0 * 0.4, 3.0, 3.0 + 2.0 * 0.8)]
+    assert series == pytest.approx(per_q)
+    assert series[0] < series[1] < series[2]
+
+
+def test_accuracy_vs_cost_labels_stay_inside_the_plot():
+    from lib import charts
+
+    summary = {"rag": {"accuracy": 1.0, "cost_per_question_usd": 0.0}, "finetuned": {"accuracy": 0.3,
+                                                                                      "cost_per_question_usd": 0.0}}
+    fig = charts.eval_accuracy_vs_cost(summary)
+    top = fig.layout.yaxis.range[1]
+    for t in fig.data:
+        assert t.y[0] <= top
+        assert t.textposition == ("bottom center" if t.y[0] > 80 else "top center")

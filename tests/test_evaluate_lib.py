@@ -160,8 +160,9 @@ def test_eval_charts_carry_the_numbers():
     assert "no price known for RAG" in unknown.layout.title.text and len(unknown.data) == 1
 
     lat = charts.eval_latency(graded)
-    assert [(t.type, t.name, list(t.y)) for t in lat.data] == [("box", "RAG", [120.0, 100.0]),
-                                                               ("box", "Fine-tuned", [80.0])]
+    assert [(t.type, t.name, list(t.y)) for t in lat.data] == [("box", "RAG", [0.12, 0.1]),
+                                                               ("box", "Fine-tuned", [0.08])]  # seconds
+    assert lat.layout.yaxis.ticksuffix == " s"
 
     grid = charts.eval_grid(graded)
     cells = {t.name: [(y, x, tuple(c)) for x, y, c in zip(t.x, t.y, t.customdata)] for t in grid.data}

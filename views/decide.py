@@ -1,10 +1,8 @@
-import json
-
 import pandas as pd
 import streamlit as st
 
-from lib import engine, evalrun, freshness, projection, report
-from lib.decision import LABELS, Situation
+from lib import decision, engine, evalrun, freshness, projection, report
+from lib.decision import LABELS
 from lib.errors import ConfigError, explain
 from lib.format import escape_markdown
 
@@ -28,36 +26,52 @@ labels = {r["id"]: f"{r['name']} · {r['spec'].get('question_set')} · {r['answe
           for r in runs}
 run_id = st.selectbox("Evaluation run", list(labels), format_func=lambda k: labels[k], key="decide_run")
 
+# The answers below are kept in the workspace (they come back on the next visit, and after a restart).
+kept = decision.load_situation(workspace)
+CHOICES = {"changes": ["not sure", "daily", "weekly", "monthly", "quarterly", "rarely"]}
+YES_NO = {"yes": True, "no": False, "not sure": None}
+WORDS = {True: "yes", False: "no", None: "not sure"}
+for key, value in {"decide_per_day": int(kept["per_day"]), "decide_months": int(kept["months"]),
+                   "decide_amortise": int(kept["amortise_months"]), "decide_changes": kept["changes"] or "not sure",
+                   "decide_citations": WORDS[kept["citations"]], "decide_latency": float(kept["latency_s"] or 0),
+                   "decide_format": WORDS[kept["format_matters"]], "decide_examples": WORDS[kept["training_examples"]],
+                   "decide_hw": "" if kept["hardware_usd_per_hour"] is None else f"{kept['hardware_usd_per_hour']:g}",
+                   "decide_cached": bool(kept["cached_input"])}.items():
+    st.session_state.setdefault(key, value)
+
 with st.expander("Your situation and cost assumptions", expanded=True):
     c1, c2, c3 = st.columns(3)
-    per_day = c1.number_input("Questions a day", 1, 100_000_000, 10_000, 1000, key="decide_per_day")
-    months = c2.slider("Months for the break-even", 3, 36, 12, key="decide_months")
-    amortise = c3.slider("Spread one training's cost over (months)", 1, 36, 12, key="decide_amortise")
+    per_day = c1.number_input("Questions a day", 1, 100_000_000, step=1000, key="decide_per_day")
+    months = c2.slider("Months for the break-even", 3, 36, key="decide_months")
+    amortise = c3.slider("Spread one training's cost over (months)", 1, 36, key="decide_amortise")
     d1, d2, d3 = st.columns(3)
-    changes = d1.selectbox("How often do the documents change?", ["not sure", "daily", "weekly", "monthly",
-                                                                   "quarterly", "rarely"], key="decide_changes")
-    citations = d2.selectbox("Do answers need citations?", ["not sure", "yes", "no"], key="decide_citations")
-    latency = d3.number_input("p95 latency target (ms, 0 = none)", 0, 600_000, 0, 500, key="decide_latency")
+    changes = d1.selectbox("How often do the documents change?", CHOICES["changes"], key="decide_changes")
+    citations = d2.selectbox("Do answers need citations?", list(YES_NO), key="decide_citations")
+    latency = d3.number_input("p95 latency target (seconds, 0 = none)", 0.0, 600.0, step=0.5, key="decide_latency")
     e1, e2, e3 = st.columns(3)
-    fmt = e1.selectbox("Must answers follow a fixed format?", ["not sure", "yes", "no"], key="decide_format")
-    examples = e2.selectbox("Do you have quality training examples?", ["not sure", "yes", "no"],
-                            key="decide_examples")
-    hw = e3.text_input("Hardware cost per hour for local models ($)", "", key="decide_hw",
+    fmt = e1.selectbox("Must answers follow a fixed format?", list(YES_NO), key="decide_format")
+    examples = e2.selectbox("Do you have quality training examples?", list(YES_NO), key="decide_examples")
+    hw = e3.text_input("Hardware cost per hour for local models ($)", key="decide_hw",
                        help="What the machine that runs the local model costs you an hour. There is no default: "
                             "until you give it, local models' cost is shown as unknown, never $0.")
     cached = st.toggle("Price the repeated prompt prefix at the cached-input rate", key="decide_cached",
                        help="OpenAI caches a repeated prompt prefix (system prompt and template) once a prompt "
                             "reaches 1,024 tokens; shorter prompts are never cached.")
+    st.caption("Your answers are kept in this workspace and recorded in the report.")
 
 try:
     hardware = float(hw) if hw.strip() else None
+    if hardware is not None and hardware < 0:
+        raise ValueError
 except ValueError:
     st.error("The hardware cost must be a number of dollars per hour, e.g. 0.45.")
     st.stop()
-yes_no = {"yes": True, "no": False, "not sure": None}
-situation = Situation(changes=None if changes == "not sure" else changes, citations=yes_no[citations],
-                      latency_ms=float(latency) or None, format_matters=yes_no[fmt],
-                      training_examples=yes_no[examples])
+values = {"per_day": int(per_day), "months": int(months), "amortise_months": int(amortise),
+          "changes": None if changes == "not sure" else changes, "citations": YES_NO[citations],
+          "latency_s": float(latency), "format_matters": YES_NO[fmt], "training_examples": YES_NO[examples],
+          "hardware_usd_per_hour": hardware, "cached_input": bool(cached)}
+decision.save_situation(workspace, values)
+situation = decision.situation_of(values)
 assumptions = projection.Assumptions(per_day=int(per_day), months=int(months), cached_input=cached,
                                      hardware_usd_per_hour=hardware, amortise_months=int(amortise),
                                      changes=situation.changes or "rarely")
@@ -71,6 +85,8 @@ r = d.recommendation
 st.subheader(f"Recommendation: {r.label}")
 if r.caveat:
     st.warning(r.caveat, icon="⚠️")
+for line in report.provenance_lines(d):
+    (st.caption if line.startswith("Model card:") else st.warning)(escape_markdown(line))
 st.markdown("**Why**\n" + "\n".join(f"- {escape_markdown(x)}" for x in r.reasons))
 st.markdown("**What would change it**\n" + "\n".join(f"- {escape_markdown(x)}" for x in r.would_change))
 st.dataframe(pd.DataFrame([{"question": q.question, "answer": q.answer, "answered by": q.source,
@@ -78,9 +94,13 @@ st.dataframe(pd.DataFrame([{"question": q.question, "answer": q.answer, "answere
 
 st.subheader("Cost at scale")
 st.dataframe(pd.DataFrame(report.cost_rows(d), columns=report.COST_HEADER), hide_index=True, width="stretch")
-for c in d.crossings:
-    st.caption(f"Break-even: {LABELS.get(c['arms'][0])} and {LABELS.get(c['arms'][1])} cross at month "
-               f"{c['month']:.1f}; {LABELS.get(c['cheaper_after'])} is cheaper after.")
+if d.training is not None and d.training.note:
+    st.caption(escape_markdown(f"Training time: {d.training.note}."))
+for line in report.break_even_sentences(d):
+    st.caption(escape_markdown(line))
+if d.prices:
+    st.caption("Prices used (USD per million tokens), with their source and date:")
+    st.dataframe(pd.DataFrame(report.price_rows(d), columns=report.PRICE_HEADER), hide_index=True, width="stretch")
 figs = report.figures(d)
 st.plotly_chart(figs[0], key="decide_chart_break_even")
 s1, s2 = st.columns(2)
@@ -109,10 +129,7 @@ if kb is not None and docs:
     if st.button("Run the freshness test", key="decide_fresh_run", disabled=not (find and new and question)):
         with st.spinner("Copying the knowledge base, re-indexing the edited document and asking the arms…"):
             try:
-                resolved = engine.resolve_finetuned(settings, workspace)
-                result = freshness.run(resolved, kb, document, find, new, question, arms,
-                                       retrain_s=freshness.retrain_seconds(workspace, resolved))
-                workspace.set_meta(f"freshness:{kb.name}", json.dumps(result.by_arm()))
+                result = freshness.run_and_record(settings, workspace, kb, document, find, new, question, arms)
                 st.session_state.decide_fresh_result = result
                 st.rerun()
             except (ValueError, ConfigError, RuntimeError) as exc:
@@ -122,9 +139,7 @@ if kb is not None and docs:
         st.dataframe(pd.DataFrame([{"arm": LABELS.get(a.arm, a.arm), "follows the change": a.follows_change,
                                     "keeps the old value": a.keeps_old, "answer": a.error or a.answer}
                                    for a in result.arms]), hide_index=True, width="stretch")
-        retrain = (f"; retraining the fine-tuned model took {result.retrain_s / 60:.0f} min when it was trained"
-                   if result.retrain_s else "")
-        st.caption(f"Re-indexing the edited document took {result.reindex_s:.2f} s{retrain}.")
+        st.caption(escape_markdown(freshness.retrain_sentence(result)))
 
 st.subheader("Take it to the meeting")
 r1, r2 = st.columns(2)
