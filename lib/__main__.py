@@ -41,7 +41,8 @@ def parser() -> argparse.ArgumentParser:
                    help="sources per question (default: 1 with the local model, 4 with hosted models)")
     p.add_argument("--min-score", type=float, default=0.0)
     p.add_argument("--temperature", type=float, default=0.0)
-    p.add_argument("--max-tokens", type=int, default=256)
+    p.add_argument("--max-tokens", type=int, default=None,
+                   help="answer length limit (default: 96 with the local model, 256 with hosted models)")
     _common(p)
 
     p = sub.add_parser("eval", help="accuracy, refusals, fabrication, citations and latency of each arm on a "
@@ -61,7 +62,8 @@ def parser() -> argparse.ArgumentParser:
                         "agreement with the offline grader")
     p.add_argument("--top-k", type=int, default=None,
                    help="sources per question (default: 1 with the local model, 4 with hosted models)")
-    p.add_argument("--max-tokens", type=int, default=96)
+    p.add_argument("--max-tokens", type=int, default=None,
+                   help="answer length limit (default: 96 with the local model, 256 with hosted models)")
     _common(p)
 
     p = sub.add_parser("grade", help="grade given answers against references (no generation, offline)")
@@ -103,7 +105,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--arms", default="rag,finetuned,hybrid")
     p.add_argument("--top-k", type=int, default=None,
                    help="sources per question (default: 1 with the local model, 4 with hosted models)")
-    p.add_argument("--max-tokens", type=int, default=96)
+    p.add_argument("--max-tokens", type=int, default=None,
+                   help="answer length limit (default: 96 with the local model, 256 with hosted models)")
     _common(p)
 
     p = sub.add_parser("report", help="a report to take to a meeting (self-contained HTML, or Markdown)")
@@ -485,6 +488,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(**overrides)
         if getattr(args, "top_k", 0) is None:
             args.top_k = settings.default_top_k
+        if getattr(args, "max_tokens", 0) is None:
+            args.max_tokens = settings.default_max_tokens
         from lib import engine
 
         if args.command == "workspaces":

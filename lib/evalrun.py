@@ -121,20 +121,107 @@ def graded_from_records(records: list[dict[str, Any]]) -> list[Graded]:
     return out
 
 
+PACE_WINDOW = 8  # the last answers per arm that set its pace
+
+
 @dataclass
 class Progress:
+    """A run's progress, and the time left from its own recent pace, per arm: local arms answer one after
+    another (their times add up), hosted arms `concurrency` at a time."""
+
     total: int
     done: int = 0
     skipped: int = 0  # already answered (a resumed run)
     started_at: float = field(default_factory=time.monotonic)
+    remaining: dict[str, int] = field(default_factory=dict)  # arm -> answers still to give
+    local_arms: frozenset[str] = frozenset()
+    concurrency: int = 1
+    prior: dict[str, float] = field(default_factory=dict)  # arm -> seconds per answer in earlier runs here
+    durations: dict[str, list[float]] = field(default_factory=dict)  # arm -> recent seconds per answer
+
+    def record(self, arm: str, seconds: float) -> None:
+        recent = self.durations.setdefault(arm, [])
+        recent.append(seconds)
+        del recent[:-PACE_WINDOW]
+        if self.remaining.get(arm, 0) > 0:
+            self.remaining[arm] -= 1
+
+    def pace(self, arm: str) -> float | None:
+        recent = self.durations.get(arm)
+        if recent:
+            return sum(recent) / len(recent)
+        if arm in self.prior:
+            return self.prior[arm]
+        same_pool = [a for a in self.durations if (a in self.local_arms) == (arm in self.local_arms)]
+        seen = [s for a in same_pool for s in self.durations[a]]
+        return sum(seen) / len(seen) if seen else None
 
     @property
     def seconds_left(self) -> float | None:
+        if self.remaining:
+            local = hosted = 0.0
+            for arm, left in self.remaining.items():
+                if left <= 0:
+                    continue
+                pace = self.pace(arm)
+                if pace is None:
+                    return None
+                if arm in self.local_arms:
+                    local += left * pace
+                else:
+                    hosted += left * pace / max(1, self.concurrency)
+            return max(local, hosted)
         fresh = self.done - self.skipped
         if fresh <= 0:
             return None
         per = (time.monotonic() - self.started_at) / fresh
         return per * (self.total - self.done)
+
+
+def seconds_per_answer(workspace: Any, models: dict[str, str]) -> dict[str, float]:
+    """arm -> mean seconds per answer in this workspace's earlier runs with the same model for that arm's role
+    (the answers' own time, retrieval included): how long similar runs took on this machine."""
+    sums: dict[str, list[float]] = {}
+    for record in workspace.runs():
+        spec = record.get("spec") or {}
+        if not record.get("answered"):
+            continue
+        same = {arm for arm in spec.get("arms", []) if arm in ARMS
+                and (spec.get("models") or {}).get(ARMS[arm].role) == models.get(ARMS[arm].role)}
+        if not same:
+            continue
+        for a in workspace.answers(record["id"]):
+            res = a.get("result") or {}
+            if a.get("arm") in same and not res.get("error") and res.get("total_ms") is not None:
+                sums.setdefault(a["arm"], []).append(float(res["total_ms"]) / 1000)
+    return {arm: sum(v) / len(v) for arm, v in sums.items()}
+
+
+def expected_duration(workspace: Any, settings: Any, arms: list[str], questions: int,
+                      concurrency: int = 8) -> tuple[float | None, str]:
+    """Before a run starts: how long it should take, from how long similar runs took here; and the sentence."""
+    models = {"base": settings.base.label, "finetuned": settings.finetuned.label if settings.finetuned else ""}
+    kinds = {"base": settings.base.provider, "finetuned": settings.finetuned.provider if settings.finetuned else ""}
+    prior = seconds_per_answer(workspace, models)
+    if not arms or not questions:
+        return None, ""
+    missing = [a for a in arms if a not in prior]
+    if missing:
+        known = ", ".join(f"{ARMS[a].label} {prior[a]:.1f} s" for a in arms if a in prior)
+        return None, ("No earlier run here with the same model for " + ", ".join(ARMS[a].label for a in missing)
+                      + ": the time left is estimated once the first answers are in"
+                      + (f" (seconds per answer so far: {known})" if known else "") + ".")
+    progress = Progress(total=questions * len(arms), remaining={a: questions for a in arms}, prior=prior,
+                        local_arms=frozenset(a for a in arms if kinds.get(ARMS[a].role) == "local"),
+                        concurrency=concurrency)
+    seconds = progress.seconds_left
+    per = ", ".join(f"{ARMS[a].label} {prior[a]:.1f} s" for a in arms)
+    return seconds, (f"Similar runs here took {per} per answer: about {_duration(seconds or 0)} for {questions} "
+                     f"questions x {len(arms)} arms.")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
 OnProgress = Callable[[Progress, list[Graded]], None]
@@ -155,7 +242,12 @@ def execute(run_id: str, spec: RunSpec, questions: list[Question], kb: Any,
     arms = [ARMS[a] for a in spec.arms]
     have = {(r["question_id"], r["arm"]) for r in store.answers(run_id)}
     todo = [(q, a) for q in questions for a in arms if (q.id, a.key) not in have]
-    progress = Progress(total=len(questions) * len(arms), done=len(have), skipped=len(have))
+    remaining: dict[str, int] = {}
+    for _, a in todo:
+        remaining[a.key] = remaining.get(a.key, 0) + 1
+    local_arms = frozenset(a.key for a in arms if getattr(providers.get(a.role), "kind", "") == "local")
+    progress = Progress(total=len(questions) * len(arms), done=len(have), skipped=len(have), remaining=remaining,
+                        local_arms=local_arms, concurrency=max(1, spec.concurrency))
     params = GenParams(temperature=spec.temperature, max_tokens=spec.max_tokens)
     retrieval = RetrievalParams(spec.top_k, spec.min_score)
     sources: dict[str, tuple[list[Any], float]] = {}
@@ -174,6 +266,7 @@ def execute(run_id: str, spec: RunSpec, questions: list[Question], kb: Any,
     def one(q: Question, arm: Any) -> list[Graded]:
         if cancel.is_set():
             return []
+        began = time.monotonic()
         provider = providers.get(arm.role, KeyError("no model"))
         found, ms = retrieve(q) if arm.retrieval else (None, 0.0)
         result = run_arm(arm, provider, q.question, found, params, ms if arm.retrieval else 0.0)
@@ -193,6 +286,7 @@ def execute(run_id: str, spec: RunSpec, questions: list[Question], kb: Any,
         store.save_answer(run_id, q.id, arm.key, record)
         with lock:
             progress.done += 1
+            progress.record(arm.key, time.monotonic() - began)
             if on_progress:
                 on_progress(progress, graded)
         return graded
@@ -365,6 +459,10 @@ def _summarise(record: dict[str, Any], answers: list[dict[str, Any]], graded: li
     from lib.evaluate import summarise
 
     per_arm = summarise(graded)
+    for arm, s in per_arm.items():  # the model each arm's answers actually came from
+        res = next((a.get("result") or {} for a in answers if a.get("arm") == arm
+                    and not (a.get("result") or {}).get("error") and (a.get("result") or {}).get("model")), {})
+        s["model"], s["provider"] = res.get("model"), res.get("provider")
     if record["spec"].get("judge"):
         from lib.judge import agreement
 
@@ -377,6 +475,30 @@ def _summarise(record: dict[str, Any], answers: list[dict[str, Any]], graded: li
             s["judge_kappa"] = agree["kappa"]
             s["judge_errors"] = sum(1 for a in answers if a["arm"] == arm and "error" in (a.get("judge") or {}))
     return per_arm
+
+
+def run_models(per_arm: dict[str, dict[str, Any]], spec: dict[str, Any] | None = None) -> dict[str, tuple[str, str]]:
+    """arm -> (model, provider) the run's answers came from; for an arm with no answer yet, the model its role
+    was given when the run started. Only the run's own arms: a role no arm used plays no part."""
+    out = {arm: (str(s["model"]), str(s.get("provider") or "")) for arm, s in per_arm.items() if s.get("model")}
+    spec = spec or {}
+    for arm in spec.get("arms", []):
+        if arm not in out and arm in ARMS:
+            role = ARMS[arm].role
+            model = (spec.get("models") or {}).get(role)
+            if model:
+                out[arm] = (str(model), str((spec.get("providers") or {}).get(role) or ""))
+    return out
+
+
+def caveat(per_arm: dict[str, dict[str, Any]], spec: dict[str, Any] | None = None) -> str | None:
+    """The small-model caveat when, and only when, the run's arms used the small offline model."""
+    from lib.decision import SMALL_MODEL_CAVEAT
+    from lib.settings import LOCAL_BASE_MODEL
+
+    small = [m for m, provider in run_models(per_arm, spec).values()
+             if provider == "local" and m.startswith(LOCAL_BASE_MODEL)]
+    return SMALL_MODEL_CAVEAT if small else None
 
 
 def summary(workspace: Any, run: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]], list[Graded]]:

@@ -64,15 +64,6 @@ def run_provenance(answers: list[dict[str, Any]], collection: str) -> dict[str, 
             "description": (info or {}).get("description") or ""}
 
 
-def small_model_caveat(models: dict[str, tuple[str, str]]) -> str | None:
-    """The small-model caveat when, and only when, the run's answers came from the small offline model."""
-    from lib.decision import SMALL_MODEL_CAVEAT
-    from lib.settings import LOCAL_BASE_MODEL
-
-    small = sorted({m for m, provider in models.values() if provider == "local" and m.startswith(LOCAL_BASE_MODEL)})
-    return SMALL_MODEL_CAVEAT if small else None
-
-
 def build(workspace: Any, run: str, a: projection.Assumptions, situation: Situation = Situation()) -> Decision:
     """The one decision flow (Decide page, `decide`, `report`): the run loaded once, projected, decided."""
     from lib import evalrun, freshness
@@ -91,7 +82,7 @@ def build(workspace: Any, run: str, a: projection.Assumptions, situation: Situat
     top_k_axis = [1, 2, 4, 6, 8, 10]
     fresh = freshness.stored(workspace, record["spec"].get("collection", ""))
     models = run_models(answers)
-    caveat = small_model_caveat(models)
+    caveat = evalrun.caveat(summary, record["spec"])
     prov = run_provenance(answers, record["spec"].get("collection", ""))
     rec = decide(summary, situation, fresh, {p.arm: p.monthly_total_usd for p in projections},
                  provenance=prov, caveat=caveat)

@@ -21,6 +21,8 @@ DEFAULT_HOSTED_MODEL = "gpt-4.1-mini"
 DEFAULT_COLLECTION = "default"
 LOCAL_TOP_K = 1  # measured with `python -m lib eval` on the sample set: hybrid 20/30 at top-k 1, 15 at 2, 17 at 4
 HOSTED_TOP_K = 4
+LOCAL_MAX_TOKENS = 96  # the 135M model's answers are one or two lines; the README's evaluations used 96
+HOSTED_MAX_TOKENS = 256
 DEFAULT_WORKSPACE = "default"
 
 
@@ -104,6 +106,19 @@ class Settings:
         """Sources per question by default: 1 for the local 135M model (it answered best with one source, see the
         README's evaluation of top-k), 4 for hosted models."""
         return LOCAL_TOP_K if self.base.provider == "local" else HOSTED_TOP_K
+
+    @property
+    def default_max_tokens(self) -> int:
+        """Answer length limit by default, the same on Compare, Evaluate and the CLI: 96 tokens for the local
+        model (its answers are a line or two; the README's evaluations used 96), 256 for hosted models."""
+        return LOCAL_MAX_TOKENS if self.base.provider == "local" else HOSTED_MAX_TOKENS
+
+    @property
+    def defaults_note(self) -> str:
+        """The defaults in force, in words, for the pages to show."""
+        kind = "the local model" if self.base.provider == "local" else "hosted models"
+        return (f"Defaults for {kind}: top-k {self.default_top_k}, max tokens {self.default_max_tokens} "
+                "(the same on Compare, Evaluate and the command line).")
 
     @property
     def hosted_configured(self) -> bool:

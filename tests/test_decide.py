@@ -357,3 +357,81 @@ def test_accuracy_vs_cost_labels_stay_inside_the_plot():
     for t in fig.data:
         assert t.y[0] <= top
         assert t.textposition == ("bottom center" if t.y[0] > 80 else "top center")
+
+
+def _stored(ws, arm, model, provider, correct, ms=2000.0, cost=0.0, trained_on=None, warnings=()):
+    q = {"id": f"q{len(ws.answers('r1')):02d}", "question": "How long?", "reference": "45 days", "keywords": ["45"],
+         "answerable": True, "source": "refund_policy.md"}
+    result = {"arm": arm, "label": arm, "model": model, "provider": provider, "answer": "45 days" if correct else "x",
+              "sources": [], "usage": {"prompt_tokens": 300, "completion_tokens": 20, "system_tokens": 30,
+                                       "context_tokens": 200, "question_tokens": 10, "overhead_tokens": 60},
+              "usage_source": "provider", "cost_usd": cost, "cost_note": "", "retrieval_ms": 50.0, "ttft_ms": 900.0,
+              "total_ms": ms, "queued_ms": 0.0, "finish_reason": "stop", "error": None,
+              "warnings": list(warnings), "trained_on": trained_on}
+    grade = {"correct": correct, "score": float(correct), "refused": False, "fabricated": False, "reason": "",
+             "cites": False, "citation_ok": None, "grounded": None, "retrieval_hit": True, "house_style": False}
+    ws.save_answer("r1", q["id"], arm, {"version": 1, "question_id": q["id"], "question": q["question"],
+                                        "reference": q["reference"], "keywords": q["keywords"], "answerable": True,
+                                        "source": q["source"], "arm": arm, "result": result, "grade": grade})
+
+
+def test_report_carries_provenance_one_set_of_figures_and_an_estimated_training_time(tmp_path):
+    from lib import report
+    from lib.workspace import Workspace
+
+    ws = Workspace(tmp_path / "data", "default")
+    spec = {"name": "licences", "question_set": "lic", "arms": ["rag", "finetuned"], "collection": "licenses",
+            "top_k": 1, "max_tokens": 96, "models": {"base": "smollm2-135m-instruct",
+                                                      "finetuned": "smollm2-135m-instruct + LoRA quillmere-smollm2-lora"},
+            "providers": {"base": "local", "finetuned": "local"}, "questions": 4}
+    ws.create_run("r1", spec, [])
+    card = {"name": "Quillmere house style (shipped LoRA)", "base_model": "SmolLM2-135M-Instruct",
+            "knowledge_base": "sample", "description": "the sample company (Quillmere Outdoor Co.)",
+            "documents": [{"name": "refund_policy.md", "sha256": "x"}], "method": "LoRA r=16, 125 steps",
+            "created_at": 1_700_000_000, "train_seconds": 810.0}
+    warn = "Fine-tuned on the sample company (Quillmere Outdoor Co.), not on knowledge base 'licenses': ..."
+    for correct in (True, False, False, False):
+        _stored(ws, "rag", "smollm2-135m-instruct", "local", correct)
+        _stored(ws, "finetuned", "smollm2-135m-instruct + LoRA quillmere-smollm2-lora", "local", False,
+                trained_on=card, warnings=[warn])
+    d = report.build(ws, "r1", Assumptions(per_day=5000, hardware_usd_per_hour=0.5))
+    # 1. provenance on the page and in the report
+    assert d.provenance["other_documents"] and "sample company" in d.provenance["card"]
+    assert any("not fine-tuned on this knowledge base ('licenses')" in r for r in d.recommendation.reasons)
+    md = report.markdown(d)
+    assert "## What the fine-tuned model was trained on" in md
+    assert "Quillmere" in md
+    # 2. the caveat comes from the models the answers came from
+    assert d.recommendation.caveat and "135M" in d.recommendation.caveat
+    # 5. one figure per arm: the measurements table shows the cost table's cost per question
+    cost = {p.arm: p.cost_per_question_usd for p in d.projections}
+    rows = {r[0]: r for r in report.arm_rows(d)}
+    assert rows["RAG"][-1] == report._money(cost["rag"]) and cost["rag"] == pytest.approx(0.5 * 2.0 / 3600)
+    # 6. the shipped adapter was trained on the sample company: the training time is estimated for 'licenses'
+    assert d.training is not None and not d.training.measured and "estimated" in d.training.note
+    assert "licenses" in d.training.note
+    ft = next(p for p in d.projections if p.arm == "finetuned")
+    assert "estimated" in ft.note
+    from lib.finetune.from_kb import seconds_per_step
+
+    assert d.training.seconds == pytest.approx(125 * seconds_per_step(ws)[0])
+    # 9. the situation is recorded in the report
+    assert "## Your situation" in md and "5,000" in md
+
+
+def test_break_even_is_never_month_zero_and_its_absence_is_said():
+    from lib import report
+    from lib.decision import Recommendation
+
+    def decision(curves, crossings):
+        rec = Recommendation("rag", "RAG", (), (), (), None)
+        return report.Decision({"spec": {}}, {}, Assumptions(months=12), [], curves, crossings, [], {}, [], {},
+                               None, rec, False)
+
+    early = decision({"rag": [0.0, 10.0], "hybrid": [1.0, 5.0]},
+                     [{"arms": ("rag", "hybrid"), "month": 0.04, "usd": 0.4, "cheaper_after": "hybrid"}])
+    [line] = report.break_even_sentences(early)
+    assert "within the first month (about day 1)" in line and "month 0.0" not in line
+    none = decision({"rag": [0.0, 10.0, 20.0], "hybrid": [50.0, 60.0, 70.0]}, [])
+    [line] = report.break_even_sentences(none)
+    assert line == "No break-even within 12 months: RAG stays the cheapest throughout."

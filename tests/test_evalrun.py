@@ -191,3 +191,37 @@ def test_a_stored_run_can_be_regraded_without_asking_any_model(hosted_settings, 
     assert evalrun.regrade(ws, run_id) == 2
     assert len(openai_server.requests) == asked
     assert {a["question_id"]: a["grade"]["correct"] for a in ws.answers(run_id)} == {"q01": True, "q02": False}
+
+
+def test_time_left_follows_each_arms_own_recent_pace():
+    from lib.evalrun import Progress
+
+    # Local arms answer one after another, hosted ones 4 at a time.
+    p = Progress(total=40, remaining={"rag": 10, "finetuned": 10, "hybrid": 10, "baseline": 10},
+                 local_arms=frozenset({"rag", "finetuned"}), concurrency=4)
+    assert p.seconds_left is None  # no pace known yet for any arm
+    for _ in range(3):
+        p.record("rag", 6.0)  # the slow arm
+        p.record("finetuned", 0.5)
+        p.record("hybrid", 2.0)
+        p.record("baseline", 2.0)
+    # local: 7 x 6 s + 7 x 0.5 s = 45.5 s; hosted: (7 x 2 + 7 x 2) / 4 = 7 s; both pools run side by side
+    assert p.seconds_left == pytest.approx(45.5)
+    # The pace is the recent one: the last answers, not the first.
+    for _ in range(8):
+        p.record("rag", 1.0)
+    assert p.pace("rag") == pytest.approx(1.0)
+
+
+def test_expected_duration_before_a_run_comes_from_similar_runs_here(fake_settings):
+    from lib import engine, evalrun
+
+    ws = engine.workspace_for(fake_settings)
+    seconds, sentence = evalrun.expected_duration(ws, fake_settings, ["rag"], 10)
+    assert seconds is None and "No earlier run here" in sentence
+    run_id, _, _ = evalrun.start(fake_settings, ws, None, "sample", ["rag"], "pace", limit=2)
+    evalrun.resume(fake_settings, ws, None, run_id)
+    seconds, sentence = evalrun.expected_duration(ws, fake_settings, ["rag"], 10)
+    per = evalrun.seconds_per_answer(ws, {"base": fake_settings.base.label})["rag"]
+    assert seconds == pytest.approx(10 * per / 8)  # the fake provider is hosted: 8 at a time
+    assert "Similar runs here took RAG" in sentence

@@ -94,6 +94,11 @@ def test_upload_shows_bad_rows_with_their_line_and_saves_the_rest(offline_app):
     assert [r["question"] for r in rows][:2] == ["How long is the refund window?", "What was revenue in 2023?"]
     assert [r["answerable"] for r in rows] == [True, False, True] and rows[0]["keywords"] == ["30"]
     assert "mine" in at.selectbox(key="eval_set").options
+    assert at.selectbox(key="eval_set").value == "mine"  # the saved set is selected, and the Run tab names it
+    assert any("Question set: **mine** (3 questions)" in m.value for m in at.markdown)
+    at.switch_page("views/history.py").run()
+    at.switch_page("views/evaluate.py").run()
+    assert at.selectbox(key="eval_set").value == "mine"  # kept across pages
     # the same upload again under the same name: nothing is replaced without saying so
     at.file_uploader(key="eval_upload").set_value([("mine.csv", csv.replace(b"30 days", b"31 days"),
                                                     "text/csv")]).run()
@@ -198,8 +203,18 @@ def test_runs_of_the_offline_demo_model_say_so(offline_app):
     evalrun.start(s, ws, None, "sample", ["baseline"], "demo", limit=1)  # recorded, not answered
     at.run()
     assert not at.exception, at.exception
-    assert any("135M offline demo model" in w.value and "can invert" in w.value for w in at.warning)
+    assert any("135M-parameter offline demo model" in w.value and "can invert" in w.value for w in at.warning)
     assert any("No answers stored" in i.value for i in at.info)
+
+
+def test_the_demo_model_caveat_follows_the_models_the_run_used():
+    """A run of hosted arms is not flagged because the fine-tuned role (unused) was the local model."""
+    spec = {"arms": ["rag"], "models": {"base": "gpt-4.1-mini", "finetuned": "smollm2-135m-instruct + LoRA x"},
+            "providers": {"base": "openai", "finetuned": "local"}}
+    assert evalrun.caveat({}, spec) is None
+    assert evalrun.caveat({"rag": {"model": "gpt-4.1-mini", "provider": "openai"}}, spec) is None
+    assert evalrun.caveat({}, {**spec, "arms": ["rag", "hybrid"]}) is not None
+    assert evalrun.caveat({"hybrid": {"model": "smollm2-135m-instruct + LoRA x", "provider": "local"}}) is not None
 
 
 def test_a_run_can_be_cancelled_and_resumed_from_the_page(hosted_app, openai_server):
@@ -246,3 +261,24 @@ def test_a_judged_run_shows_the_judges_agreement_with_the_offline_grader(hosted_
         at.selectbox(key="eval_result_run").set_value(run_id).run()
     lines = [m.value for m in at.markdown if "LLM judge" in m.value]
     assert lines and "agreement 50%" in lines[0] and "judge accuracy 100%" in lines[0]
+
+
+def test_choices_survive_a_visit_to_another_page_and_defaults_match_compare(offline_app):
+    at = offline_app
+    s = at.session_state["settings"]
+    # The same defaults as Compare (per provider), shown on the page.
+    assert at.slider(key="eval_top_k").value == s.default_top_k == 1
+    assert at.slider(key="eval_max_tokens").value == s.default_max_tokens == 96
+    assert any(s.defaults_note in c.value for c in at.caption)
+    at.pills(key="eval_arms").set_value(["rag"])
+    at.slider(key="eval_top_k").set_value(3)
+    at.slider(key="eval_max_tokens").set_value(160)
+    at.text_input(key="eval_run_name").input("mine").run()
+    at.switch_page("views/compare.py").run()
+    assert not at.exception, at.exception
+    assert at.slider(key="compare_top_k").value == 1 and at.slider(key="compare_max_tokens").value == 96
+    at.switch_page("views/evaluate.py").run()
+    assert not at.exception, at.exception
+    assert list(at.pills(key="eval_arms").value) == ["rag"]
+    assert at.slider(key="eval_top_k").value == 3 and at.slider(key="eval_max_tokens").value == 160
+    assert at.text_input(key="eval_run_name").value == "mine"

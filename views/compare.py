@@ -24,7 +24,7 @@ except ConfigError as exc:
 # kept under keys of their own and put back when Compare is opened again.
 KEPT = {"compare_question": "", "compare_arms": list(DEFAULT_ARMS), "compare_baseline": False,
         "compare_top_k": settings.default_top_k,
-        "compare_min_score": 0.0, "compare_temperature": 0.0, "compare_max_tokens": 256}
+        "compare_min_score": 0.0, "compare_temperature": 0.0, "compare_max_tokens": settings.default_max_tokens}
 for key, default in KEPT.items():
     if key not in st.session_state:
         st.session_state[key] = st.session_state.get(f"kept_{key}", default)
@@ -55,6 +55,7 @@ with st.expander("Settings shared by every arm"):
                           help="Sources less similar than this are left out.")
     temperature = s3.slider("Temperature", 0.0, 1.5, step=0.1, key="compare_temperature")
     max_tokens = s4.slider("Max tokens", 16, 1024, step=16, key="compare_max_tokens")
+    st.caption(settings.defaults_note)
 for key in KEPT:
     st.session_state[f"kept_{key}"] = st.session_state[key]
 

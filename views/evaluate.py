@@ -22,6 +22,16 @@ except ConfigError as exc:
     st.stop()
 ws = engine.workspace_for(settings)
 st.session_state.setdefault("eval_draft", None)  # rows uploaded or generated, under review
+# Streamlit forgets the state of widgets a run does not draw (another page): the choices are also kept under keys
+# of their own and put back when Evaluate is opened again (as on Compare).
+KEPT = {"eval_set": evalrun.SAMPLE_SET, "eval_arms": ["baseline", *DEFAULT_ARMS], "eval_top_k": settings.default_top_k,
+        "eval_max_tokens": settings.default_max_tokens, "eval_concurrency": 8, "eval_limit": 0, "eval_run_name": "",
+        "eval_columns": None}
+for key, default in KEPT.items():
+    if key not in st.session_state and (f"kept_{key}" in st.session_state or default is not None):
+        st.session_state[key] = st.session_state.get(f"kept_{key}", default)
+if "eval_set_switch" in st.session_state:  # a set was just saved: select it (before its widget exists)
+    st.session_state.eval_set = st.session_state.pop("eval_set_switch")
 
 
 def new_draft(rows, source, name):
@@ -35,6 +45,8 @@ tab_set, tab_run, tab_results = st.tabs(["Question set", "Run", "Results"])
 # ------------------------------------------------------------------ question sets
 with tab_set:
     sets = [evalrun.SAMPLE_SET, *ws.question_sets()]
+    if st.session_state.get("eval_set") not in sets:
+        st.session_state.eval_set = evalrun.SAMPLE_SET
     chosen_set = st.selectbox("Question set", sets, key="eval_set",
                               format_func=lambda s: "sample (shipped, about the sample documents)" if s == "sample"
                               else s)
@@ -142,6 +154,7 @@ with tab_set:
                     ws.save_question_set(name.strip(), good, draft["source"])
                     st.session_state.eval_draft = None
                     st.session_state.eval_saved = name.strip()
+                    st.session_state.eval_set_switch = name.strip()
                     st.rerun()
                 except Exception as exc:
                     st.error(str(exc))
@@ -158,17 +171,28 @@ with tab_run:
             st.session_state.eval_result_run = r["id"]
             st.rerun()
 
-    arms = st.pills("Arms", list(ARMS), default=["baseline", *DEFAULT_ARMS], selection_mode="multi",
+    st.markdown(f"Question set: **{escape_markdown(chosen_set)}** ({len(questions)} questions) · knowledge base "
+                f"**{escape_markdown(kb.name)}** · change them on the *Question set* tab and in the sidebar")
+    if chosen_set == evalrun.SAMPLE_SET and not engine.has_sample_corpus(kb):
+        st.warning("The sample set asks about the sample company, whose documents are not in this knowledge base: "
+                   "pick or upload a set about your own documents on the Question set tab.")
+    arms = st.pills("Arms", list(ARMS), selection_mode="multi",
                     format_func=lambda k: f"{ARMS[k].label}: {ARMS[k].blurb}", key="eval_arms")
     s1, s2, s3, s4 = st.columns(4)
-    top_k = s1.slider("Top-k sources", 1, 10, 4, key="eval_top_k")
-    max_tokens = s2.slider("Max tokens", 16, 1024, 96, 16, key="eval_max_tokens")
-    concurrency = s3.slider("Concurrency (hosted)", 1, 16, 8, key="eval_concurrency",
+    top_k = s1.slider("Top-k sources", 1, 10, key="eval_top_k")
+    max_tokens = s2.slider("Max tokens", 16, 1024, step=16, key="eval_max_tokens")
+    concurrency = s3.slider("Concurrency (hosted)", 1, 16, key="eval_concurrency",
                             help="Requests sent at once to a hosted model; the local model answers one at a time.")
-    limit = s4.number_input("First N questions (0 = all)", 0, 10_000, 0, key="eval_limit")
+    limit = s4.number_input("First N questions (0 = all)", 0, 10_000, key="eval_limit")
     run_name = st.text_input("Run name", key="eval_run_name", placeholder=f"{chosen_set} (optional)")
-    if settings.base.provider == "local" or (settings.finetuned and settings.finetuned.provider == "local"):
-        st.caption("Local arms answer one question at a time on this machine: a whole set can take minutes.")
+    st.caption(settings.defaults_note)
+    for key in KEPT:
+        if key in st.session_state:
+            st.session_state[f"kept_{key}"] = st.session_state[key]
+    n_questions = min(len(questions), int(limit)) if limit else len(questions)
+    _, expected = evalrun.expected_duration(ws, settings, list(arms or []), n_questions, int(concurrency))
+    if expected:
+        st.caption(expected)
     if st.button("Run", type="primary", key="eval_run", disabled=not (arms and questions)):
         try:
             run_id, spec, _ = evalrun.start(settings, ws, kb, chosen_set, list(arms), run_name.strip() or None,
@@ -228,9 +252,9 @@ with tab_results:
                f"answers · set **{escape_markdown(spec.get('question_set', ''))}** · {spec.get('questions', 0)} questions · "
                f"top-k {spec.get('top_k')} · max tokens {spec.get('max_tokens')} · models: "
                + ", ".join(f"{k} {v}" for k, v in spec.get("models", {}).items() if v))
-    if any(kind == "local" and "135m" in spec.get("models", {}).get(role, "").lower()
-           for role, kind in spec.get("providers", {}).items()):
-        st.warning("These are results from the 135M offline demo model; at this size results can invert.")
+    caveat = evalrun.caveat(summ, spec)
+    if caveat:
+        st.warning(caveat, icon="⚠️")
     if not graded:
         st.info("No answers stored for this run yet.")
         st.stop()
@@ -240,12 +264,20 @@ with tab_results:
         "accuracy": s["accuracy"], "95% interval": f"{s['accuracy_ci95'][0]:.0%}–{s['accuracy_ci95'][1]:.0%}",
         "refusal rate": s["refusal_rate"], "fabrication rate": s["fabrication_rate"],
         "citation accuracy": s["citation_accuracy"], "retrieval hit rate": s["retrieval_hit_rate"],
-        "p50 (ms)": s["median_total_ms"], "p95 (ms)": s["p95_total_ms"],
+        "p50 (s)": (s["median_total_ms"] or 0) / 1000, "p95 (s)": (s["p95_total_ms"] or 0) / 1000,
         "prompt tokens": s["mean_prompt_tokens"], "completion tokens": s["mean_completion_tokens"],
         "cost / question": usd(s["cost_per_question_usd"]) + (" (local)" if s["cost_per_question_usd"] == 0 else ""),
         "errors": s["errors"]} for a, s in summ.items()])
     pct = {"format": "percent"}
-    st.dataframe(table, hide_index=True, width="stretch", key="eval_summary", column_config={
+    compact = ["arm", "correct", "accuracy", "95% interval", "fabrication rate", "citation accuracy", "p95 (s)",
+               "cost / question"]
+    if st.session_state.get("eval_columns") is None:
+        st.session_state.eval_columns = compact
+    shown = st.multiselect("Columns", list(table.columns), key="eval_columns",
+                           help="Pick the figures to show; the table fits the page.")
+    st.session_state.kept_eval_columns = shown
+    st.dataframe(table[[c for c in table.columns if c in shown] or ["arm"]], hide_index=True, width="stretch",
+                 key="eval_summary", column_config={
         "accuracy": st.column_config.NumberColumn("accuracy", help="correct / answerable questions", **pct),
         "95% interval": st.column_config.TextColumn(help="Wilson 95% interval of the accuracy"),
         "refusal rate": st.column_config.NumberColumn(help="answerable questions the arm declined", **pct),
@@ -253,7 +285,7 @@ with tab_results:
         "citation accuracy": st.column_config.NumberColumn(help="cited sources that contain the supporting fact",
                                                            **pct),
         "retrieval hit rate": st.column_config.NumberColumn(help="the reference's document was retrieved", **pct),
-        "p50 (ms)": st.column_config.NumberColumn(format="%.0f"), "p95 (ms)": st.column_config.NumberColumn(format="%.0f"),
+        "p50 (s)": st.column_config.NumberColumn(format="%.2f s"), "p95 (s)": st.column_config.NumberColumn(format="%.2f s"),
         "prompt tokens": st.column_config.NumberColumn(format="%.0f"),
         "completion tokens": st.column_config.NumberColumn(format="%.0f"),
     })
