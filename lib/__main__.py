@@ -344,32 +344,21 @@ def _finetune(settings: Any, args: argparse.Namespace) -> int:
     kb = engine.open_kb(settings, args.kb, create=False)
     if kb.count() == 0:
         raise ValueError(f"Knowledge base {args.kb!r} has no documents to train on.")
-    if settings.hosted_configured and not args.offline:
-        from lib.providers import make_provider
-
-        chunks = [c for d in kb.documents() for c in kb.chunks_of(d.name)][:60]
-        examples, problems = finetune.generate_pairs(chunks, make_provider(settings.base, settings))
-        method = f"{len(examples)} question/answer pairs written by {settings.base.label} from {len(chunks)} chunks"
-        kinds = {"generated_pairs": len(examples), "problems": len(problems)}
-    else:
-        examples, kinds = from_kb.offline_examples(kb)
-        method = (f"offline: {kinds['document_text']} document-text examples + {kinds['house_style_sentences']} "
-                  "house-style sentences")
+    examples, kinds, method = from_kb.training_set(settings, kb, offline=args.offline)
     if not examples:
         raise ValueError("No training examples could be made from this knowledge base.")
     if args.probe:
         from_kb.probe(ws, examples)
-    estimate = from_kb.estimate(ws, args.steps)
+    estimate = from_kb.estimate(ws, args.steps, examples)
     head = {"knowledge_base": kb.name, "examples": len(examples), "kinds": kinds, "method": method,
             "estimate": estimate, "can_and_cannot": from_kb.CAN_AND_CANNOT}
     if args.json:
         _emit(head)
     else:
         print(f"{len(examples)} examples from {kb.name} ({method}). Expected: about {estimate['seconds'] / 60:.0f} min "
-              f"for {args.steps} steps at {estimate['seconds_per_step']:.1f} s per step, measured in "
-              f"{estimate['source']}; {estimate['note']}.\n{from_kb.CAN_AND_CANNOT}", flush=True)
-    job_id = finetune.start_local_training(ws, examples, args.name or f"{kb.name}-lora", args.steps, args.rank,
-                                           args.lr, from_kb.trained_on(kb), kb.name, method)
+              f"for {args.steps} steps at {estimate['seconds_per_step']:.1f} s per step, from "
+              f"{estimate['source']} ({estimate['note']}).\n{from_kb.CAN_AND_CANNOT}", flush=True)
+    job_id = from_kb.start(ws, kb, examples, method, args.steps, args.rank, args.lr, args.name)
     if args.no_wait:
         _emit({"job": job_id, "status": "started"}) if args.json else print(f"started job {job_id}")
         return 0

@@ -688,6 +688,9 @@ class Workspace:
             return job
         if job.pid is None and time.time() - job.created_at < 60:
             return job  # being started
+        if job.error == "cancel requested":  # lib.finetune.local.CANCEL_REQUESTED: it died of the cancel
+            self.update_job(job.id, status="cancelled", error="cancelled; no adapter was written")
+            return self.job(job.id)
         self.update_job(job.id, status="failed",
                         error="The training process ended without reporting a result (the machine or the app "
                               "may have restarted). Its log is in " + str(self.job_folder(job.id) / "log.txt"))

@@ -655,9 +655,23 @@ def test_fine_tune_on_this_knowledge_base_shows_its_duration_and_records_provena
         assert job.params["knowledge_base"] == "default" and job.params["steps"] == 5
         assert job.params["trained_on"] == [{"name": "zorblat.md", "sha256": ws and
                                              engine.open_kb(s).documents()[0].sha256}]
-        assert "offline" in job.params["data_method"]
+        assert "offline" in job.params["data_method"] and job.params["origin"] == "knowledge_base"
+        # its progress is shown in its own section, before the section that trains on tab 1's set
+        texts = [getattr(e, "value", "") for e in app.main]
+        progress = next(i for i, e in enumerate(app.main) if e.type == "progress")
+        other = next(i for i, t in enumerate(texts) if "Or train on the training set" in str(t))
+        assert progress < other
     finally:
         finetune.cancel_local_training(ws, job.id)
+    import time
+
+    deadline = time.monotonic() + 60
+    while not ws.job(job.id).finished and time.monotonic() < deadline:
+        time.sleep(0.5)
+    app.run()
+    assert ws.job(job.id).status == "cancelled"
+    assert any(i.value.startswith("Training was cancelled: no adapter was written") for i in app.info)
+    assert not app.error, [e.value for e in app.error]
 
 
 def test_decide_keeps_the_situation_across_pages_and_restarts(tmp_path, monkeypatch, openai_server, sample_kb_dir):

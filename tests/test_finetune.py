@@ -182,3 +182,23 @@ def test_generate_pairs_with_a_hosted_model(settings, openai_server):
     openai_server.reply = "sorry, no JSON today"
     examples, problems = finetune.generate_pairs([_Chunk()], provider)
     assert examples == [] and "not the JSON asked for" in problems[0]
+
+
+def test_the_first_estimate_scales_the_shipped_speed_by_the_length_of_the_examples(tmp_path):
+    from lib.finetune import from_kb
+    from lib.workspace import Workspace
+
+    ws = Workspace(tmp_path / "data", "default")
+    per_step, source = from_kb.seconds_per_step(ws)
+    assert source.startswith("the shipped adapter")
+    short = [{"messages": [{"role": "user", "content": "Question: How long?"},
+                           {"role": "assistant", "content": "45 days.\nReason: the policy says so."}]}] * 10
+    long = [{"messages": [{"role": "user", "content": "Question: What does manual.txt say (part 1)?"},
+                          {"role": "assistant", "content": "The warranty covers parts and labour. " * 40}]}] * 10
+    slow = from_kb.estimate(ws, 100, long)
+    assert slow["seconds_per_step"] > per_step * 1.3 and "scaled x" in slow["source"] and "estimate" in slow["note"]
+    assert from_kb.estimate(ws, 100, short)["seconds_per_step"] == pytest.approx(per_step)  # never scaled down
+    # a measured speed is used as it is
+    ws.set_meta("training_probe", '{"seconds_per_step": 12.5, "steps": 3}')
+    measured = from_kb.estimate(ws, 100, long)
+    assert measured["seconds"] == pytest.approx(1250) and "speed probe" in measured["source"]

@@ -110,9 +110,13 @@ def local_job_view(job_id: str, was_running: bool) -> None:
             finetune.cancel_local_training(workspace, job.id)
             st.rerun(scope="fragment")
     elif job.status == "succeeded":
-        st.success(f"Trained and registered {job.name}; it became the active fine-tuned model when it finished.")
+        st.success(f"Trained and registered {escape_markdown(job.name)}; it became the active fine-tuned model when "
+                   "it finished.")
+    elif job.status == "cancelled":
+        st.info("Training was cancelled: no adapter was written, and your existing models are unchanged.")
     else:
-        st.error(f"Training {job.status}. {job.error or ''} Your existing models are unchanged.")
+        st.error(f"Training failed: {escape_markdown(job.error or 'no reason was recorded')}. Your existing models "
+                 "are unchanged.")
     if was_running and job.finished:
         st.rerun()  # the whole page: the Models tab and the sidebar show the new model
 
@@ -125,36 +129,37 @@ with local_tab:
     local_jobs = workspace.jobs("local")
     current = local_jobs[0] if local_jobs else None
     running = current is not None and not current.finished
-    if kb is not None and kb.count():
+    kb_section = kb is not None and kb.count() > 0
+    kb_job = kb_section and current is not None and current.params.get("origin") == "knowledge_base"
+    if kb_section:
         st.markdown(f"#### Fine-tune on knowledge base **{escape_markdown(kb.name)}** in one click")
         st.caption(from_kb.CAN_AND_CANNOT)
         k1, k2 = st.columns([1, 2])
         kb_steps = k1.number_input("Steps", 5, 2000, 125, 5, key="ft_kb_steps",
                                    help="125 is the shipped adapter's recipe; fewer steps finish sooner and learn less.")
-        guess = from_kb.estimate(workspace, int(kb_steps))
+        kb_examples, _, kb_method = from_kb.training_set(settings, kb, offline=True)
+        guess = from_kb.estimate(workspace, int(kb_steps), kb_examples)
         k2.info(f"Expected duration: about **{guess['seconds'] / 60:.0f} min** ({guess['seconds_per_step']:.1f} s per "
-                f"step, measured in {guess['source']}); {guess['note']}.", icon="⏱️")
+                f"step, from {escape_markdown(guess['source'])}; {guess['note']}).", icon="⏱️")
         if st.button("Measure the speed on this machine (about a minute)", key="ft_kb_probe",
                      disabled=bool(missing or running),
                      help="A 3-step training run on this knowledge base's examples; nothing is registered."):
             with st.spinner("Training 3 steps to measure the speed…"):
                 try:
-                    from_kb.probe(workspace, from_kb.offline_examples(kb)[0])
+                    from_kb.probe(workspace, kb_examples)
                     st.rerun()
                 except ConfigError as exc:
                     st.error(escape_markdown(str(exc)))
         if st.button(f"Fine-tune on {kb.name}", key="ft_kb_start", disabled=bool(missing or running),
                      help="Builds a training set from this knowledge base's own text (no model needed) and trains a "
                           "LoRA adapter; it is registered with what it was trained on and becomes the active model."):
-            examples, kinds = from_kb.offline_examples(kb)
-            method = (f"offline: {kinds['document_text']} document-text examples + "
-                      f"{kinds['house_style_sentences']} house-style sentences")
             try:
-                finetune.start_local_training(workspace, examples, f"{kb.name}-lora", int(kb_steps), 16, 3e-3,
-                                              from_kb.trained_on(kb), kb.name, method)
+                from_kb.start(workspace, kb, kb_examples, kb_method, int(kb_steps))
                 st.rerun()
             except ConfigError as exc:
                 st.error(escape_markdown(str(exc)))
+        if kb_job:
+            st.fragment(local_job_view, run_every=2.0 if running else None)(current.id, running)
         if current is not None and current.status == "succeeded":
             st.page_link("views/evaluate.py", icon="📊",
                          label="Did it help? Run this knowledge base's question set on the new model (Evaluate)")
@@ -194,7 +199,7 @@ with local_tab:
     if reasons:
         st.caption("Training cannot start yet: " + "; ".join(escape_markdown(r) for r in reasons)
                    + (f" (and {len(blockers) - 3} more problems in tab 1)" if len(blockers) > 3 else "") + ".")
-    if current is not None:
+    if current is not None and not kb_job:
         st.fragment(local_job_view, run_every=2.0 if running else None)(current.id, running)
 
 

@@ -147,7 +147,84 @@ def seconds_per_step(workspace: Any) -> tuple[float, str]:
         return 6.5, "a default of 6.5 s per step (no run measured yet)"
 
 
-def estimate(workspace: Any, steps: int) -> dict[str, Any]:
+SHIPPED_DATA = "training/data/train.jsonl"
+MAX_LEN = 512  # the trainer's longest example (training/train_lora.py); longer ones are skipped
+
+
+def mean_example_tokens(examples: list[Example]) -> float | None:
+    """Mean length of training examples in the local model's tokens (each capped at MAX_LEN), or None when the
+    local tokenizer cannot be loaded. A training step's time grows with the length of its examples."""
+    try:
+        from lib.providers import _vocab, bundled_model_path
+
+        vocab = _vocab(bundled_model_path())
+    except Exception:
+        return None
+    lengths = []
+    for e in examples[:200]:
+        text = "\n".join(str(m.get("content", "")) for m in e.get("messages", []))
+        lengths.append(min(MAX_LEN, len(vocab.tokenize(text.encode(), add_bos=False, special=False)) + 12))
+    return sum(lengths) / len(lengths) if lengths else None
+
+
+def _shipped_examples() -> list[Example]:
+    import json
+
+    from lib.settings import PROJECT_ROOT
+
+    path = PROJECT_ROOT / SHIPPED_DATA
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def estimate(workspace: Any, steps: int, examples: list[Example] | None = None) -> dict[str, Any]:
+    """Expected training time: steps x seconds per step measured on this machine (see `seconds_per_step`). When
+    only the shipped adapter's speed is known and the examples are given, its speed is scaled by how much longer
+    these examples are than its own (an estimate, said so; the speed probe measures instead)."""
     per_step, source = seconds_per_step(workspace)
+    note = "measured speed"
+    if examples and source.startswith(("the shipped adapter", "a default")):
+        ours, theirs = mean_example_tokens(examples), mean_example_tokens(_shipped_examples())
+        if ours and theirs:
+            factor = max(1.0, ours / theirs)
+            per_step *= factor
+            source += (f", scaled x{factor:.1f} for examples of {ours:.0f} tokens on average against its "
+                       f"{theirs:.0f}")
+            note = "an estimate: measure the speed on this machine for a figure"
+        else:
+            note = "document chunks are longer than short question/answer pairs: expect this to take longer"
     return {"steps": steps, "seconds_per_step": per_step, "seconds": steps * per_step, "source": source,
-            "note": "document chunks are longer than short question/answer pairs: expect this to take longer"}
+            "note": note}
+
+
+# ---------------------------------------------------------------- the use case the Fine-tune page and the CLI share
+
+def training_set(settings: Any, kb: Any, offline: bool = True) -> tuple[list[Example], dict[str, int], str]:
+    """(examples, counts by kind, method in words) to fine-tune on a knowledge base: written by the configured
+    hosted model from its chunks unless `offline` (or no hosted model); otherwise built from its own text."""
+    if settings.hosted_configured and not offline:
+        from lib.finetune.data import generate_pairs
+        from lib.providers import make_provider
+
+        chunks = [c for d in kb.documents() for c in kb.chunks_of(d.name)][:60]
+        examples, problems = generate_pairs(chunks, make_provider(settings.base, settings))
+        method = f"{len(examples)} question/answer pairs written by {settings.base.label} from {len(chunks)} chunks"
+        return examples, {"generated_pairs": len(examples), "problems": len(problems)}, method
+    examples, kinds = offline_examples(kb)
+    method = (f"offline: {kinds['document_text']} document-text examples + {kinds['house_style_sentences']} "
+              "house-style sentences")
+    return examples, kinds, method
+
+
+def start(workspace: Any, kb: Any, examples: list[Example], method: str, steps: int = 125, rank: int = 16,
+          lr: float = 3e-3, name: str | None = None) -> str:
+    """Start fine-tuning the local model on a knowledge base's training set (a background job that registers the
+    model with what it was trained on); returns the job id."""
+    from lib.errors import ConfigError
+    from lib.finetune.local import start_local_training
+
+    if kb.count() == 0:
+        raise ConfigError(f"Knowledge base {kb.name!r} has no documents to train on.")
+    if not examples:
+        raise ConfigError("No training examples could be made from this knowledge base.")
+    return start_local_training(workspace, examples, name or f"{kb.name}-lora", int(steps), int(rank), float(lr),
+                                trained_on(kb), kb.name, method, origin="knowledge_base")

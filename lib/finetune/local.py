@@ -33,7 +33,7 @@ def missing_training_deps() -> list[str]:
 
 def start_local_training(ws: Workspace, examples: list[Example], name: str, steps: int = 60, rank: int = 16,
                          lr: float = 1e-3, trained_on: tuple[dict[str, str], ...] = (),
-                         knowledge_base: str = "", data_method: str = "") -> str:
+                         knowledge_base: str = "", data_method: str = "", origin: str = "training_set") -> str:
     """Start training in a background process; returns the job id. The process registers the model."""
     missing = missing_training_deps()
     if missing:
@@ -49,7 +49,8 @@ def start_local_training(ws: Workspace, examples: list[Example], name: str, step
     params: dict[str, Any] = {
         "steps": int(steps), "rank": int(rank), "lr": float(lr), "examples": len(examples),
         "training_file": str(path), "training_sha256": sha256_text(data), "trained_on": list(trained_on),
-        "knowledge_base": knowledge_base, "adapter": str(ws.adapter_path(job_id)), "data_method": data_method}
+        "knowledge_base": knowledge_base, "adapter": str(ws.adapter_path(job_id)), "data_method": data_method,
+        "origin": origin}  # "knowledge_base": the one-click fine-tune on a knowledge base; "training_set": tab 1
     ws.add_job(job_id, "local", name, params)
     cmd = [sys.executable, "-m", "lib.finetune.runner", "--data-dir", str(ws.data_dir), "--workspace", ws.name,
            "--job", job_id]
@@ -74,11 +75,16 @@ def local_status(ws: Workspace, job: JobRecord) -> dict[str, Any]:
     return status
 
 
+CANCEL_REQUESTED = "cancel requested"
+
+
 def cancel_local_training(ws: Workspace, job_id: str) -> None:
     """Ask the training process to stop; it records `cancelled` and writes no adapter."""
     job = ws.job(job_id)
     if job is None or job.finished:
         return
+    # Recorded first: a process that dies of the signal before it could say so is then known as cancelled.
+    ws.update_job(job_id, error=CANCEL_REQUESTED)
     if job.pid:
         try:
             os.kill(job.pid, signal.SIGTERM)

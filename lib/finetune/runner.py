@@ -36,6 +36,11 @@ def run(ws: Workspace, job_id: str) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
+    from lib.finetune.local import CANCEL_REQUESTED
+
+    if (ws.job(job_id) or job).error == CANCEL_REQUESTED:  # cancelled while this process was starting
+        ws.update_job(job_id, status="cancelled", error="cancelled; no adapter was written")
+        return 130
     ws.update_job(job_id, status="running", pid=os.getpid())
     t0 = time.time()
     try:
