@@ -343,10 +343,10 @@ def _finetune(settings: Any, args: argparse.Namespace) -> int:
     if kb.count() == 0:
         raise ValueError(f"Knowledge base {args.kb!r} has no documents to train on.")
     if settings.hosted_configured and not args.offline:
-        from lib.providers import make_provider
+        from lib import gateway
 
         chunks = [c for d in kb.documents() for c in kb.chunks_of(d.name)][:60]
-        examples, problems = finetune.generate_pairs(chunks, make_provider(settings.base, settings))
+        examples, problems = finetune.generate_pairs(chunks, gateway.provider(settings, settings.base, "base"))
         method = f"{len(examples)} question/answer pairs written by {settings.base.label} from {len(chunks)} chunks"
         kinds = {"generated_pairs": len(examples), "problems": len(problems)}
     else:
@@ -453,9 +453,9 @@ def _jobs(settings: Any, ws: Any, args: argparse.Namespace) -> int:
 
     problems: list[str] = []
     if settings.hosted_configured and any(not j.finished for j in ws.jobs("openai")):
-        from lib.providers import openai_client
+        from lib import gateway
 
-        problems = finetune.refresh_openai_jobs(ws, openai_client(settings))
+        problems = gateway.fine_tuning(settings).refresh_all(ws)
     for job in ws.jobs():
         row = job.to_dict()
         if job.kind == "local":

@@ -324,13 +324,13 @@ def resume(settings: Any, workspace: Any, kb: Any, run_id: str, cancel: threadin
     spec = spec_of(run)
     judge = None
     if spec.judge:
-        from lib.providers import make_provider
+        from lib import gateway
         from lib.settings import ModelSpec
 
         if not settings.hosted_configured:
             raise ValueError("This run asks an LLM judge, which needs a hosted model: set an API key or base URL.")
-        judge = make_provider(ModelSpec(settings.base.provider if settings.base.provider != "local" else "openai",
-                                        spec.judge), settings.with_overrides(max_retries=max(settings.max_retries, 5)))
+        judge = gateway.provider(settings.with_overrides(max_retries=max(settings.max_retries, 5)), ModelSpec(
+            settings.base.provider if settings.base.provider != "local" else "openai", spec.judge), "base")
     try:
         return execute(run["id"], spec, questions, kb, eval_providers(settings), workspace, cancel,
                        on_progress, local_similarity(settings), judge)
