@@ -351,7 +351,8 @@ class FineTuning:
                                  f"cap could not be kept: it is refused while a cap is set. To use it, {WHO_RAISES} "
                                  "(or to remove the caps).")
             reservation = Ledger(self.settings.data_dir).reserve(
-                ws.name, base_model, float(estimate["usd"]), config, what="this fine-tuning job")
+                ws.name if ws is not None else self.settings.workspace, base_model, float(estimate["usd"]), config,
+                what="this fine-tuning job")
         try:
             data = to_jsonl(examples)
             uploaded = self.client.files.create(file=("training.jsonl", data.encode()), purpose="fine-tune")
