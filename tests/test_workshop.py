@@ -10,12 +10,12 @@ import pytest
 
 from lib import engine
 from lib.arms import ARMS, build_prompt, run_arm
+from lib.errors import ConfigError
+from lib.gateway import CappedProvider, CapReached, Ledger
 from lib.history import comparison_to_dict
 from lib.pricing import price_tokens
 from lib.providers import GenParams
-from lib.settings import ModelSpec
-from lib.gateway import CappedProvider, Ledger
-from lib.settings import WorkshopConfig
+from lib.settings import ModelSpec, WorkshopConfig, load_settings
 from lib.workshop import Workshop, participant_rows, workshop_config
 from tests.conftest import ROOT
 
@@ -159,3 +159,95 @@ def test_host_rows_count_questions_runs_and_spend(fake_settings, monkeypatch):
     shop.join("Linus")
     rows = participant_rows(fake_settings.data_dir)
     assert [(r.name, r.questions, r.runs, r.spent_usd) for r in rows] == [("Grace", 1, 0, 0.125), ("Linus", 0, 0, 0.0)]
+
+
+# ---------------------------------------------------------------- joining: code, limits, duplicates
+
+def test_joining_needs_the_join_code_and_is_limited_per_client_and_in_number(tmp_path):
+    shop = Workshop(tmp_path)
+    config = WorkshopConfig(enabled=True, host_code="h", join_code="owl-42", max_participants=2, join_rate=2)
+    with pytest.raises(ConfigError, match="not the join code"):
+        shop.join("Ada", "10.0.0.1", config, "owl-41")
+    shop.join("Ada", "10.0.0.1", config, " owl-42 ")
+    with pytest.raises(ConfigError, match="Too many attempts to join from this device"):
+        shop.join("Ada again", "10.0.0.1", config, "owl-42")  # the wrong code counted as an attempt too
+    shop.join("Bob", "10.0.0.2", config, "owl-42")
+    with pytest.raises(ConfigError, match="workshop is full"):
+        shop.join("Cy", "10.0.0.3", config, "owl-42")
+    assert [p.name for p in shop.participants()] == ["Ada", "Bob"]
+    outcomes = [(j.name, j.client, j.outcome == "joined") for j in shop.joins()]
+    assert outcomes[:2] == [("Ada", "10.0.0.1", False), ("Ada", "10.0.0.1", True)]
+    assert len(outcomes) == 5  # refused attempts are recorded for the host
+
+
+def test_a_name_is_refused_with_a_message_when_too_long_or_empty(tmp_path):
+    shop = Workshop(tmp_path)
+    with pytest.raises(ConfigError, match="61 characters long: use at most 60"):
+        shop.join("x" * 61)
+    with pytest.raises(ConfigError, match="Type your name"):
+        shop.join("   ")
+    assert shop.join("y" * 60).name == "y" * 60  # at the limit it is kept whole
+
+
+def test_joining_again_under_the_same_name_shares_the_allowance(tmp_path):
+    shop, ledger = Workshop(tmp_path), Ledger(tmp_path)
+    config = WorkshopConfig(enabled=True, host_code="h", cap_participant_usd=0.01)
+    first = shop.join("Ada Lovelace", "10.0.0.1", config)
+    ledger.settle(ledger.reserve(first.workspace, "gpt-4o-mini", 0.004, config), 0.006)
+    second = shop.join("ada  lovelace", "10.0.0.9", config)  # another browser, the same person
+    assert second.workspace != first.workspace
+    assert ledger.totals(second.workspace) == (pytest.approx(0.006), 0.0)  # not a fresh allowance
+    with pytest.raises(CapReached, match="has spent"):
+        ledger.reserve(second.workspace, "gpt-4o-mini", 0.005, config)
+    ledger.settle(ledger.reserve(second.workspace, "gpt-4o-mini", 0.004, config), 0.004)
+    with pytest.raises(CapReached, match="joined before, and that allowance is used up"):
+        shop.join("Ada Lovelace", "10.0.0.7", config)
+    assert shop.join("Grace", "10.0.0.7", config).name == "Grace"  # another name has its own
+    assert [len(g) for g in shop.duplicates()] == [2]
+
+
+def test_the_host_merges_a_duplicate_join(fake_settings):
+    from lib.workshop import merge_participants
+    from lib.workspace import workspace_exists
+
+    shop, ledger = Workshop(fake_settings.data_dir), Ledger(fake_settings.data_dir)
+    first, again = shop.join("Ada"), shop.join("Ada")
+    for p in (first, again):
+        engine.create_workspace(replace(fake_settings, workspace=p.workspace), p.workspace)
+    ledger.settle(ledger.reserve(again.workspace, "gpt-4o-mini", 0.01, WorkshopConfig()), 0.01)
+    kept, dup = merge_participants(fake_settings, first.token, again.token)
+    assert (kept.token, dup.token) == (first.token, again.token)
+    assert shop.participant(again.token).workspace == first.workspace  # the later link opens the first workspace
+    assert not workspace_exists(fake_settings.data_dir, again.workspace)
+    assert ledger.workspace_spent(first.workspace) == pytest.approx(0.01) and shop.duplicates() == []
+    shop.remove(first.token)
+    assert shop.participant(again.token) is None  # removing the participant retires merged links too
+
+
+def test_the_host_code_can_be_tried_a_few_times_per_client(tmp_path):
+    shop = Workshop(tmp_path)
+    config = WorkshopConfig(enabled=True, host_code="open-sesame")
+    assert [shop.check_host_code(f"guess-{i}", config, "10.0.0.5") for i in range(5)] == [False] * 5
+    with pytest.raises(ConfigError, match="Too many wrong host codes"):
+        shop.check_host_code("open-sesame", config, "10.0.0.5")  # not even compared while it waits
+    assert shop.check_host_code("open-sesame", config, "10.0.0.6")  # another device is not locked out
+    assert shop.host_wait("10.0.0.5") > 200
+
+
+def test_a_participant_cannot_change_provider_endpoint_or_key(settings):
+    from lib.gateway import NotAllowed, check_allowed
+    from lib.workshop import locked_settings
+
+    host = load_settings(env={"OPENAI_API_KEY": "sk-host-0123456789", "WORKBENCH_WORKSHOP": "1",
+                              "WORKBENCH_HOST_CODE": "h", "WORKBENCH_BASE_MODEL": "gpt-4o-mini",
+                              "WORKBENCH_WORKSHOP_BASE_MODELS": "gpt-4.1-nano"}, secrets_file=None)
+    asked = {"base": ModelSpec("openai", "gpt-4.1"), "openai_base_url": "http://evil.example/v1",
+             "openai_api_key": "sk-mine", "finetuned": ModelSpec("azure", "big-deployment")}
+    mine = locked_settings(host, asked)
+    assert (mine.base, mine.openai_base_url, mine.openai_api_key, mine.finetuned) == (
+        host.base, None, "sk-host-0123456789", host.finetuned)
+    assert locked_settings(host, {"base": ModelSpec("openai", "gpt-4.1-nano")}).base.name == "gpt-4.1-nano"
+    assert [m.name for m in host.workshop.base_models] == ["gpt-4o-mini", "gpt-4.1-nano"]
+    with pytest.raises(NotAllowed, match="not a model this workshop serves"):  # and the gateway refuses it anyway
+        check_allowed(host, ModelSpec("openai", "gpt-4.1"), "base")
+    check_allowed(host, ModelSpec("local", "smollm2-135m-instruct"), "base")  # local models are free
