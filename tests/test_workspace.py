@@ -352,9 +352,8 @@ def test_cli_workspaces_and_the_workspace_flag(tmp_path, capsys, monkeypatch):
 
 
 def test_cli_jobs_follows_a_hosted_job(tmp_path, capsys, monkeypatch, openai_server):
-    from lib import finetune
+    from lib import finetune, gateway
     from lib.__main__ import main
-    from lib import gateway
     from lib.settings import load_settings
     from tests.test_finetune import _many
 

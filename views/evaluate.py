@@ -149,13 +149,16 @@ with tab_set:
 
 # ------------------------------------------------------------------ runs
 with tab_run:
-    for r in evalrun.interrupted(ws):
+    for r in evalrun.interrupted(ws):  # only runs that no live process owns (their lease has expired)
         st.warning(f"Run **{escape_markdown(r['name'])}** stopped at {r['answered']} of "
                    f"{r['spec'].get('questions', 0) * len(r['spec'].get('arms', []))} answers (the app restarted).")
         if st.button("Resume", key=f"eval_resume_{r['id']}"):
-            evalrun.run_in_background(settings, ws, kb, r["id"])
-            st.session_state.eval_result_run = r["id"]
-            st.rerun()
+            try:
+                evalrun.run_in_background(settings, ws, kb, r["id"])
+                st.session_state.eval_result_run = r["id"]
+                st.rerun()
+            except evalrun.RunBusy as exc:
+                st.error(escape_markdown(str(exc)))
 
     arms = st.pills("Arms", list(ARMS), default=["baseline", *DEFAULT_ARMS], selection_mode="multi",
                     format_func=lambda k: f"{ARMS[k].label}: {ARMS[k].blurb}", key="eval_arms")
@@ -218,12 +221,21 @@ with tab_results:
     graded.sort(key=lambda g: (position.get(g.question.id, len(position)), arm_order.get(g.arm, 99)))
     if record.get("error") and record["status"] == "failed":
         st.error(f"The run stopped with an error: {record['error']}")
-    if record["status"] in ("cancelled", "failed") and evalrun.running(ws, record["id"]) is None:
+    capped = sum(s.get("capped", 0) for s in summ.values())
+    if capped:  # refused by the spend cap: not asked, not graded, and left out of every accuracy below
+        st.warning(f"**Stopped at the spend cap:** {capped} answer(s) were refused by the cap before anything was "
+                   f"sent; the accuracy below is over the {record['answered'] - capped} real answers only. Ask the "
+                   "workshop host to raise the cap, then Resume asks the refused ones.")
+    if record["status"] != "finished" and evalrun.resumable(ws, record) and record["status"] != "running":
         if st.button("Resume this run", key="eval_resume_result",
                      help="Answers what the run has not answered yet; answers already stored are kept."):
-            evalrun.run_in_background(settings, ws, kb, record["id"])
-            st.rerun()
-    st.caption(f"**{record['status']}**, {record['answered']} of {spec.get('questions', 0) * len(spec.get('arms', []))} "
+            try:
+                evalrun.run_in_background(settings, ws, kb, record["id"])
+                st.rerun()
+            except evalrun.RunBusy as exc:
+                st.error(escape_markdown(str(exc)))
+    st.caption(f"**{record['status']}**, {record['answered'] - capped} of "
+               f"{spec.get('questions', 0) * len(spec.get('arms', []))} "
                f"answers · set **{escape_markdown(spec.get('question_set', ''))}** · {spec.get('questions', 0)} questions · "
                f"top-k {spec.get('top_k')} · max tokens {spec.get('max_tokens')} · models: "
                + ", ".join(f"{k} {v}" for k, v in spec.get("models", {}).items() if v))
@@ -242,7 +254,8 @@ with tab_results:
         "p50 (ms)": s["median_total_ms"], "p95 (ms)": s["p95_total_ms"],
         "prompt tokens": s["mean_prompt_tokens"], "completion tokens": s["mean_completion_tokens"],
         "cost / question": usd(s["cost_per_question_usd"]) + (" (local)" if s["cost_per_question_usd"] == 0 else ""),
-        "errors": s["errors"]} for a, s in summ.items()])
+        "errors": s["errors"] - s.get("capped", 0), **({"refused by the cap": s.get("capped", 0)} if capped else {})}
+        for a, s in summ.items()])
     pct = {"format": "percent"}
     st.dataframe(table, hide_index=True, width="stretch", key="eval_summary", column_config={
         "accuracy": st.column_config.NumberColumn("accuracy", help="correct / answerable questions", **pct),
