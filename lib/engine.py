@@ -170,6 +170,18 @@ def ingest_upload(kb: KnowledgeBase, name: str, data: bytes, size: int = DEFAULT
     return ingest_document(kb, name, lambda: load_bytes(name, data, max_bytes), size, overlap, progress)
 
 
+def ingest_in_background(run: Callable[[Progress], list[IngestResult]]) -> object:
+    """Ingest in a thread of its own (a lib.jobs.Job): a page that started it may be left, or rerun, and the files
+    are still stored; the page follows the job's progress (`statuses()`: file -> "FRACTION STAGE") and shows its
+    results when it is opened again."""
+    from lib.jobs import Job
+
+    def work(on_delta: Callable[[str, str], None], on_status: Callable[[str, str], None]) -> list[IngestResult]:
+        return run(lambda name, stage, fraction: on_status(name, f"{fraction:.3f} {stage}"))
+
+    return Job(work, statuses=True).start()
+
+
 def providers_for(settings: Settings) -> dict[str, Provider | Exception]:
     """role -> provider, or the exception that explains why that role has none. Hosted providers come through
     the gateway (lib/gateway.py): with spend caps set each request is checked and recorded."""
