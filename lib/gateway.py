@@ -96,6 +96,10 @@ class Ledger:
                         "workspace TEXT NOT NULL, model TEXT NOT NULL, state TEXT NOT NULL, usd REAL NOT NULL, "
                         "prompt_tokens INTEGER, completion_tokens INTEGER)")
             con.execute("CREATE INDEX IF NOT EXISTS spend_by_workspace ON spend (workspace)")
+            # Requests a participant's cap refused (what each would have cost): joining again under the same
+            # name is refused while the allowance still could not pay for them (lib/workshop.Workshop.join).
+            con.execute("CREATE TABLE IF NOT EXISTS refusals (at REAL NOT NULL, workspace TEXT NOT NULL, "
+                        "usd REAL NOT NULL)")
 
     @staticmethod
     def _group(con: sqlite3.Connection, workspace: str) -> list[str]:
@@ -140,6 +144,7 @@ class Ledger:
     def reserve(self, workspace: str, model: str, expected_usd: float, config: WorkshopConfig,
                 what: str = "this request") -> int:
         """Check the caps and reserve `expected_usd` in one transaction; raise CapReached if it does not fit."""
+        refusal: tuple[str, str] | None = None
         with write(self.data_dir) as con:
             for scope, cap, variable in (("this participant", config.cap_participant_usd,
                                           "WORKBENCH_CAP_PARTICIPANT_USD"),
@@ -149,14 +154,20 @@ class Ledger:
                 settled, reserved = self._totals(con, workspace if scope == "this participant" else None)
                 if settled + reserved + expected_usd > cap:
                     held = f" ({usd(reserved)} more is reserved by requests under way)" if reserved else ""
-                    raise CapReached(
+                    refusal = (scope, (
                         f"Spend cap reached: {scope} has spent {usd(settled)}{held} of the {usd(cap)} "
                         f"{'total ' if scope == 'the workshop' else ''}cap on hosted models, and {what} to {model} "
                         f"could cost up to {usd(expected_usd)}. To go on, {WHO_RAISES} ({variable}). Local models "
-                        "keep working.")
-            cur = con.execute("INSERT INTO spend (at, workspace, model, state, usd) VALUES (?, ?, ?, 'reserved', ?)",
-                              (time.time(), workspace, model, expected_usd))
-            return int(cur.lastrowid or 0)
+                        "keep working."))
+                    break
+            if refusal is None:
+                cur = con.execute("INSERT INTO spend (at, workspace, model, state, usd) "
+                                  "VALUES (?, ?, ?, 'reserved', ?)", (time.time(), workspace, model, expected_usd))
+                return int(cur.lastrowid or 0)
+            if refusal[0] == "this participant":
+                con.execute("INSERT INTO refusals (at, workspace, usd) VALUES (?, ?, ?)",
+                            (time.time(), workspace, expected_usd))
+        raise CapReached(refusal[1])
 
     def settle(self, reservation: int, cost: float, prompt_tokens: int | None = None,
                completion_tokens: int | None = None) -> None:

@@ -148,15 +148,20 @@ class Workshop:
             elif config.cap_participant_usd is not None:
                 earlier = [r[0] for r in con.execute("SELECT DISTINCT workspace FROM joins WHERE name_key = ? "
                                                      "AND outcome = 'joined'", (key,))]
-                if earlier:
-                    held = con.execute(f"SELECT COALESCE(SUM(usd), 0) FROM spend WHERE workspace IN "
-                                       f"({','.join('?' * len(earlier))})", earlier).fetchone()[0] \
-                        if con.execute("SELECT 1 FROM sqlite_master WHERE name = 'spend'").fetchone() else 0.0
-                    if float(held) >= config.cap_participant_usd:
+                has_ledger = con.execute("SELECT 1 FROM sqlite_master WHERE name = 'refusals'").fetchone()
+                if earlier and has_ledger:
+                    marks = ",".join("?" * len(earlier))
+                    held = float(con.execute(f"SELECT COALESCE(SUM(usd), 0) FROM spend WHERE workspace IN ({marks})",
+                                             earlier).fetchone()[0])
+                    refused = float(con.execute(f"SELECT COALESCE(MIN(usd), 0) FROM refusals WHERE workspace IN "
+                                                f"({marks})", earlier).fetchone()[0] or 0)
+                    # used up: spent, or too little left for a request this person was refused (unless the host
+                    # has since raised the cap)
+                    if held >= config.cap_participant_usd or (refused and held + refused > config.cap_participant_usd):
                         from lib.format import usd
 
-                        refusal = (f"{name} has joined before, and that allowance is used up ({usd(float(held))} "
-                                   f"of {usd(config.cap_participant_usd)}): joining again does not bring a new "
+                        refusal = (f"{name} has joined before, and that allowance is used up ({usd(held)} of "
+                                   f"{usd(config.cap_participant_usd)} spent): joining again does not bring a new "
                                    "one. Open your personal link to go on with local models, or ask the workshop "
                                    "host.")
             con.execute("INSERT INTO joins (at, client, name, name_key, outcome, workspace) VALUES (?, ?, ?, ?, ?, ?)",

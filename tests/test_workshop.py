@@ -199,11 +199,12 @@ def test_joining_again_under_the_same_name_shares_the_allowance(tmp_path):
     assert ledger.totals(second.workspace) == (pytest.approx(0.006), 0.0)  # not a fresh allowance
     with pytest.raises(CapReached, match="has spent"):
         ledger.reserve(second.workspace, "gpt-4o-mini", 0.005, config)
-    ledger.settle(ledger.reserve(second.workspace, "gpt-4o-mini", 0.004, config), 0.004)
     with pytest.raises(CapReached, match="joined before, and that allowance is used up"):
-        shop.join("Ada Lovelace", "10.0.0.7", config)
+        shop.join("Ada Lovelace", "10.0.0.7", config)  # refused at the cap: a new join brings nothing new
     assert shop.join("Grace", "10.0.0.7", config).name == "Grace"  # another name has its own
-    assert [len(g) for g in shop.duplicates()] == [2]
+    raised = replace(config, cap_participant_usd=0.02)  # the host raised the cap: the request would fit now
+    assert shop.join("Ada Lovelace", "10.0.0.8", raised).workspace not in (first.workspace, second.workspace)
+    assert [len(g) for g in shop.duplicates()] == [3]  # for the host to merge
 
 
 def test_the_host_merges_a_duplicate_join(fake_settings):

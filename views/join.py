@@ -16,8 +16,7 @@ st.write("Type your name to get your own workspace: your knowledge bases, questi
          "which nobody else sees. You get a personal link; this browser remembers it, and you can keep a copy to "
          "come back. Do not share it.")
 with st.form("join", border=False):
-    name = st.text_input("Your name", key="join_name",
-                         help=f"At most {workshop.MAX_NAME} characters; shown to the workshop host.")
+    name = st.text_input("Your name", key="join_name", placeholder=f"at most {workshop.MAX_NAME} characters")
     code = st.text_input("Join code", key="join_code", help="The code the workshop host shows.") \
         if config.join_code else ""
     if st.form_submit_button("Join", type="primary", key="join_submit"):
