@@ -725,9 +725,15 @@ class Workspace:
         return [j for j in (self._check_alive(self._job(r)) for r in rows) if j is not None]
 
     def _check_alive(self, job: JobRecord | None) -> JobRecord | None:
-        if job is None or job.kind != "local" or job.finished or _pid_alive(job.pid):
+        if job is None or job.kind != "local" or job.finished:
             return job
-        if job.pid is None and time.time() - job.created_at < 60:
+        with self._connect() as con:  # the training process holds a lease on its job while it trains
+            lease = con.execute("SELECT expires_at FROM leases WHERE resource = ?", (f"job:{job.id}",)).fetchone()
+        if lease is not None and lease[0] > time.time():
+            return job  # alive, on this machine or another sharing the data folder
+        if lease is None and _pid_alive(job.pid):
+            return job  # not started training yet (or started by an earlier version)
+        if lease is None and job.pid is None and time.time() - job.created_at < 60:
             return job  # being started
         self.update_job(job.id, status="failed",
                         error="The training process ended without reporting a result (the machine or the app "

@@ -260,3 +260,12 @@ def test_the_settings_page_sends_the_configured_key_nowhere_else(tmp_path, monke
     assert logging_server.requests and _leaked(logging_server, HOST_KEY) == []
     shown = " ".join(str(e.value) for e in [*at.caption, *at.info, *at.markdown, *at.error, *at.success])
     assert HOST_KEY not in shown and "only sent to the endpoint configured with it" in shown.replace("\\", "")
+
+
+def test_a_server_that_echoes_the_key_does_not_put_it_in_generation_warnings(settings, openai_server):
+    """Evaluate's "Generate from the knowledge base" showed warnings ending in the key: not any more."""
+    s = settings.with_overrides(openai_api_key=HOST_KEY, openai_base_url=openai_server.base_url, max_retries=0,
+                                base=ModelSpec("openai", "echo-auth"))
+    rows, problems = evalsets.generate_from_chunks(_chunks(2), gateway.provider(s, s.base))
+    assert rows == [] and len(problems) == 2 and all("rejected" in p for p in problems)
+    assert all(HOST_KEY not in p and HOST_KEY[3:] not in p for p in problems)

@@ -154,3 +154,19 @@ def test_a_run_that_hits_the_cap_says_so_and_grades_only_real_answers(hosted, op
     run, per_arm, _ = evalrun.summary(ws, run_id)
     assert run["status"] == "finished" and per_arm["baseline"]["capped"] == 0
     assert len(openai_server.requests_to("/chat/completions")) == 8 and len(ws.answers(run_id)) == 8
+
+
+def test_a_training_job_is_alive_while_its_lease_is_renewed_even_from_another_machine(tmp_path):
+    """A local training job's owner is the process that holds its lease (the runner renews it while it trains):
+    a job trained on another machine sharing the data folder (its pid means nothing here) is not taken for dead,
+    and one whose lease expired (its process died) is marked failed."""
+    from lib.workspace import Workspace
+
+    ws = Workspace(tmp_path)
+    assert ws.take_lease("job:job-a", "other-machine:123", 30)
+    ws.add_job("job-a", "local", "a", {}, status="running", pid=2 ** 22 + 7)  # no such process here
+    assert ws.job("job-a").status == "running"
+    with ws._write() as con:
+        con.execute("UPDATE leases SET expires_at = ? WHERE resource = 'job:job-a'", (time.time() - 1,))
+    job = ws.job("job-a")
+    assert job.status == "failed" and "ended without reporting" in job.error
