@@ -286,7 +286,7 @@ def locked_settings(settings: Settings, choices: Mapping[str, Any]) -> Settings:
     for role, field in (("base", "base"), ("finetuned", "finetuned")):
         spec = choices.get(field)
         if isinstance(spec, ModelSpec) and (spec in allowed_models(settings, role) or (
-                spec.provider not in HOSTED_KINDS and (spec.provider != "local" or not spec.name.endswith(".gguf")))):
+                spec.provider not in HOSTED_KINDS and spec.lora is None and not spec.name.endswith(".gguf"))):
             out = replace(out, **{field: spec})
     return out
 

@@ -149,6 +149,10 @@ with tab_set:
 
 # ------------------------------------------------------------------ runs
 with tab_run:
+    for r in ws.runs():  # answered by another app process (it holds the run's lease): followed there
+        if r["status"] == "running" and evalrun.running(ws, r["id"]) is None and evalrun.owner(ws, r["id"]):
+            st.info(f"Run **{escape_markdown(r['name'])}** is being answered by another app process "
+                    f"({r['answered']} answers so far).")
     for r in evalrun.interrupted(ws):  # only runs that no live process owns (their lease has expired)
         st.warning(f"Run **{escape_markdown(r['name'])}** stopped at {r['answered']} of "
                    f"{r['spec'].get('questions', 0) * len(r['spec'].get('arms', []))} answers (the app restarted).")
