@@ -49,8 +49,8 @@ if workshop.enabled:  # each participant works in their own workspace, opened by
         st.query_params["t"] = token  # the personal link stays in the address bar on every page
     if st.session_state.get("workshop_cookie") != (token, hide):  # once per session (and on a change)
         st.session_state.workshop_cookie = (token, hide)
-        st.html(remember_link_script(token, hide, text(st.context.url).startswith("https")),
-                unsafe_allow_javascript=True)
+        st.sidebar.html(remember_link_script(token, hide, text(st.context.url).startswith("https")),
+                        unsafe_allow_javascript=True)
     st.session_state.workspace = participant.workspace
     st.session_state.pop("workspace_switch", None)
     # The host's providers, endpoint and key; only a role's model may be picked among those the host allows.
