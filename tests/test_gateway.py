@@ -96,7 +96,7 @@ def _examples(n: int = 10) -> list[dict[str, Any]]:
                           {"role": "assistant", "content": f"45 days.\nReason: policy {i}."}]} for i in range(n)]
 
 
-def test_with_the_cap_reached_no_hosted_path_reaches_the_provider(capped_out, openai_server, sample_kb_dir):
+def test_with_the_cap_reached_no_hosted_path_reaches_the_provider(capped_out, openai_server):
     ok, message = engine.connection_test(capped_out, "base")
     assert not ok and "Spend cap reached" in message
     rows, problems = evalsets.generate_from_chunks(_chunks(), gateway.provider(capped_out, capped_out.base))
