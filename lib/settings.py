@@ -104,7 +104,7 @@ class WorkshopConfig:
     join_code: str | None = field(default=None, repr=False)
     max_participants: int | None = None
     join_rate: int = 5  # joins per client (address) in any 10 minutes
-    base_models: tuple[ModelSpec, ...] = ()  # hosted models participants may use for the base role ('' = configured)
+    base_models: tuple[ModelSpec, ...] = ()  # hosted models participants may use for the base role (configured first)
     ft_models: tuple[ModelSpec, ...] = ()  # for the fine-tuned role (besides the models their workspace trained)
 
     @property

@@ -170,3 +170,23 @@ def test_a_training_job_is_alive_while_its_lease_is_renewed_even_from_another_ma
         con.execute("UPDATE leases SET expires_at = ? WHERE resource = 'job:job-a'", (time.time() - 1,))
     job = ws.job("job-a")
     assert job.status == "failed" and "ended without reporting" in job.error
+
+
+def test_the_evaluate_page_says_a_run_stopped_at_the_cap(hosted, openai_server, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    openai_server.reply = "45 days [1]. " + "more " * 200
+    capped = dataclasses.replace(hosted, workshop=WorkshopConfig(cap_participant_usd=0.0001))
+    ws, run_id = _run(capped, n=6)
+    evalrun.resume(capped, ws, None, run_id)
+    real = len(openai_server.requests_to("/chat/completions"))
+    assert real < 6
+    monkeypatch.setenv("WORKBENCH_DATA_DIR", str(hosted.data_dir))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    at.switch_page("views/evaluate.py").run()
+    assert not at.exception
+    warning = " ".join(w.value for w in at.warning).replace("\\", "")
+    assert f"{6 - real} answer(s) were refused by the cap" in warning and f"over the {real} real answers" in warning
+    assert at.button(key="eval_resume_result")  # Resume is offered: nobody owns the run
+    caption = " ".join(c.value for c in at.caption)
+    assert f"**capped**, {real} of 6 answers" in caption and "finished" not in caption
