@@ -7,9 +7,10 @@ import streamlit as st
 
 from lib import engine
 from lib.errors import ConfigError
+from lib.format import escape_markdown
 from lib.settings import load_settings, mask_key
 from lib.store import list_knowledge_bases
-from lib.workshop import Workshop, workshop_config
+from lib.workshop import HIDE_COOKIE, TOKEN_COOKIE, Workshop, locked_settings, remember_link_script, text
 from lib.workspace import NAME_RULE, list_workspaces
 
 st.set_page_config(page_title="RAG vs Fine-tuning Workbench", page_icon="⚖️", layout="wide")
@@ -26,25 +27,34 @@ except ValueError as exc:
     st.error(f"Configuration problem: {exc}")
     st.stop()
 
-try:
-    workshop = workshop_config(os.environ)
-except ValueError as exc:
-    st.error(f"Configuration problem: {exc}")
-    st.stop()
+workshop = base_settings.workshop
 participant = None
 if workshop.enabled:  # each participant works in their own workspace, opened by the token in their link only
-    token = st.query_params.get("t") or st.session_state.get("workshop_token")
-    participant = Workshop(settings.data_dir).participant(token)
+    shop = Workshop(settings.data_dir)
+    cookie = text(st.context.cookies.get(TOKEN_COOKIE))  # kept by the browser since joining: survives a restart
+    token = st.query_params.get("t") or st.session_state.get("workshop_token") or cookie
+    participant = shop.participant(token)
+    if participant is None and cookie and cookie != token:
+        token, participant = cookie, shop.participant(cookie)
     if participant is None:
-        st.session_state.settings = settings
+        st.session_state.settings = base_settings
         st.navigation([st.Page("views/join.py", title="Join", icon="👋", default=True),
                        st.Page("views/host.py", title="Host", icon="🧑‍🏫")]).run()
         st.stop()
-    st.session_state.workshop_token = participant.token
-    if st.query_params.get("t") != participant.token:
-        st.query_params["t"] = participant.token  # the personal link stays in the address bar on every page
+    st.session_state.workshop_token = token
+    hide = st.session_state.get("workshop_hide_link", text(st.context.cookies.get(HIDE_COOKIE)) == "1")
+    if hide:
+        st.query_params.pop("t", None)  # screen sharing: the link is kept by the browser, not shown
+    elif st.query_params.get("t") != token:
+        st.query_params["t"] = token  # the personal link stays in the address bar on every page
+    if st.session_state.get("workshop_cookie") != (token, hide):  # once per session (and on a change)
+        st.session_state.workshop_cookie = (token, hide)
+        st.sidebar.html(remember_link_script(token, hide, text(st.context.url).startswith("https")),
+                        unsafe_allow_javascript=True)
     st.session_state.workspace = participant.workspace
     st.session_state.pop("workspace_switch", None)
+    # The host's providers, endpoint and key; only a role's model may be picked among those the host allows.
+    settings = locked_settings(base_settings, st.session_state.settings_overrides)
 
 # The workspace is kept per browser session; a page or the sidebar may ask to switch.
 st.session_state.setdefault("workspace", settings.workspace)
@@ -71,9 +81,16 @@ st.session_state.settings = settings
 with st.sidebar:
     st.markdown("### ⚖️ RAG vs Fine-tuning")
     if participant is not None:
-        st.markdown(f"**{participant.name}**, this is your own workspace.")
-        st.caption("Keep your personal link (this page's address) to come back to it; do not share it: "
-                   "it opens your workspace.")
+        st.markdown(f"**{escape_markdown(participant.name)}**, this is your own workspace.")
+        st.caption("This browser remembers your personal link (this page's address, with `?t=`), also after the "
+                   "app restarts; keep a copy to come back from another device, and do not share it: it opens "
+                   "your workspace.")
+        hidden = st.session_state.get("workshop_hide_link", text(st.context.cookies.get(HIDE_COOKIE)) == "1")
+        if st.toggle("Hide my link from the address bar", value=hidden, key="workshop_hide_toggle",
+                     help="For screen sharing: this browser keeps the link, so pages and restarts still open "
+                          "your workspace.") != hidden:
+            st.session_state.workshop_hide_link = not hidden
+            st.rerun()
     else:
         workspaces = list_workspaces(settings.data_dir)
         if settings.workspace not in workspaces:
@@ -105,7 +122,7 @@ with st.sidebar:
         f"**Workspace:** {settings.workspace}  \n"
         f"**Base model:** {base.label} ({base.provider})  \n"
         f"**Fine-tuned:** {ft.label + ' (' + ft.provider + ')' if ft else 'not configured'}  \n"
-        f"**API key:** {mask_key(settings.openai_api_key or settings.azure_api_key)}"
+        f"**API key:** {mask_key(settings.key_in_use())}"
     )
     if not settings.hosted_configured:
         st.caption("Offline mode: everything runs on this machine.")

@@ -231,6 +231,10 @@ def _evaluate(settings: Any, kb: Any, args: argparse.Namespace, arms: list[str])
                   f"{pct(s['house_style']):>5} {s['errors']:>6} {s['median_total_ms'] or 0:>7.0f} "
                   f"{s['p95_total_ms'] or 0:>7.0f}")
         print(evaluate.noise_sentence(max((s["answerable"] for s in summary.values()), default=0)))
+        capped = sum(s.get("capped", 0) for s in summary.values())
+        if capped:  # not wrong answers: never asked; the accuracy above leaves them out
+            print(f"stopped at the spend cap: {capped} answer(s) refused before anything was sent (counted in "
+                  f"errors, not graded); raise the cap, then: python -m lib eval --resume {run_id}")
     return 0
 
 
@@ -444,9 +448,9 @@ def _jobs(settings: Any, ws: Any, args: argparse.Namespace) -> int:
 
     problems: list[str] = []
     if settings.hosted_configured and any(not j.finished for j in ws.jobs("openai")):
-        from lib.providers import openai_client
+        from lib import gateway
 
-        problems = finetune.refresh_openai_jobs(ws, openai_client(settings))
+        problems = gateway.fine_tuning(settings).refresh_all(ws)
     for job in ws.jobs():
         row = job.to_dict()
         if job.kind == "local":

@@ -160,7 +160,8 @@ OPENAI_DIMENSIONS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3
 
 
 class OpenAIEmbedder(_WordPieceEmbedder):
-    """OpenAI (or OpenAI-compatible) embeddings through the openai client."""
+    """OpenAI (or OpenAI-compatible) embeddings, requested through the gateway (`client`: lib.gateway.embeddings,
+    which caps and records them)."""
 
     def __init__(self, client: Any, model: str = "text-embedding-3-small", batch_size: int = 256) -> None:
         self.client = client
@@ -186,10 +187,9 @@ class OpenAIEmbedder(_WordPieceEmbedder):
         rows: list[list[float]] = []
         for s in range(0, len(texts), self.batch_size):
             try:
-                response = self.client.embeddings.create(model=self.model_id, input=texts[s : s + self.batch_size])
+                rows.extend(self.client.create(self.model_id, texts[s : s + self.batch_size]))
             except Exception as exc:
                 raise RuntimeError(explain(exc, self.model_id)) from exc
-            rows.extend(item.embedding for item in sorted(response.data, key=lambda d: d.index))
         array = np.asarray(rows, dtype=np.float32)
         return array / np.clip(np.linalg.norm(array, axis=1, keepdims=True), 1e-12, None)
 
@@ -198,9 +198,9 @@ Embedder = _WordPieceEmbedder
 
 
 def _openai(settings: Settings, model: str) -> OpenAIEmbedder:
-    from lib.providers import openai_client
+    from lib import gateway
 
-    return OpenAIEmbedder(openai_client(settings), model)
+    return OpenAIEmbedder(gateway.embeddings(settings), model)
 
 
 # name -> factory; the name is recorded on every collection the embedder builds.

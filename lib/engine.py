@@ -17,7 +17,7 @@ from lib.chunking import DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP_TOKENS, chunk_tex
 from lib.documents import DocumentError, expand_paths, load_bytes, load_path
 from lib.embeddings import Embedder, make_embedder
 from lib.errors import ConfigError
-from lib.providers import GenParams, Provider, make_provider
+from lib.providers import GenParams, Provider
 from lib.settings import Settings
 from lib.store import KnowledgeBase, open_client
 from lib.workspace import DEFAULT_WORKSPACE, Workspace
@@ -170,23 +170,24 @@ def ingest_upload(kb: KnowledgeBase, name: str, data: bytes, size: int = DEFAULT
     return ingest_document(kb, name, lambda: load_bytes(name, data, max_bytes), size, overlap, progress)
 
 
+def ingest_in_background(run: Callable[[Progress], list[IngestResult]]) -> object:
+    """Ingest in a thread of its own (a lib.jobs.Job): a page that started it may be left, or rerun, and the files
+    are still stored; the page follows the job's progress (`statuses()`: file -> "FRACTION STAGE") and shows its
+    results when it is opened again."""
+    from lib.jobs import Job
+
+    def work(on_delta: Callable[[str, str], None], on_status: Callable[[str, str], None]) -> list[IngestResult]:
+        return run(lambda name, stage, fraction: on_status(name, f"{fraction:.3f} {stage}"))
+
+    return Job(work, statuses=True).start()
+
+
 def providers_for(settings: Settings) -> dict[str, Provider | Exception]:
-    """role -> provider, or the exception that explains why that role has none. With spend caps set
-    (WORKBENCH_CAP_*_USD), hosted providers are wrapped so each request is checked and recorded."""
-    import os
+    """role -> provider, or the exception that explains why that role has none. Hosted providers come through
+    the gateway (lib/gateway.py): with spend caps set each request is checked and recorded."""
+    from lib import gateway
 
-    from lib.workshop import capped, workshop_config
-
-    out: dict[str, Provider | Exception] = {}
-    for role, spec in (("base", settings.base), ("finetuned", settings.finetuned)):
-        if spec is None:
-            out[role] = NO_FINETUNED
-            continue
-        try:
-            out[role] = make_provider(spec, settings)
-        except Exception as exc:
-            out[role] = exc
-    return capped(out, settings.data_dir, settings.workspace, workshop_config(os.environ))
+    return gateway.providers(settings)
 
 
 def ask(settings: Settings, question: str, arms: list[str] | tuple[str, ...], kb: KnowledgeBase | None = None,
@@ -255,22 +256,7 @@ def has_sample_corpus(kb: KnowledgeBase) -> bool:
 
 
 def connection_test(settings: Settings, role: str = "base") -> tuple[bool, str]:
-    """Can the model for `role` answer? One tiny request; the message says what is wrong."""
-    from lib.errors import explain
-    from lib.providers import Delta, Done
+    """Can the model for `role` answer? One tiny request through the gateway; the message says what is wrong."""
+    from lib import gateway
 
-    spec = settings.base if role == "base" else settings.finetuned
-    if spec is None:
-        return False, str(NO_FINETUNED)
-    t0 = time.monotonic()
-    try:
-        provider = make_provider(spec, settings)
-        text = ""
-        for event in provider.stream([{"role": "user", "content": "Say OK."}], GenParams(max_tokens=3)):
-            if isinstance(event, Delta):
-                text += event.text
-            elif isinstance(event, Done):
-                break
-    except Exception as exc:
-        return False, explain(exc, spec.name, str(getattr(getattr(exc, "request", None), "url", "") or ""))
-    return True, f"{spec.label} answered in {(time.monotonic() - t0) * 1000:.0f} ms: {text.strip()!r}"
+    return gateway.connection_test(settings, role)

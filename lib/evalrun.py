@@ -22,6 +22,18 @@ from lib.evaluate import Graded, Question, grade
 from lib.providers import GenParams, Provider
 
 RUN_RECORD_VERSION = 1
+LEASE_TTL_S = 30.0  # a run's owner renews its lease every third of this; another process takes over after it
+SHUTDOWN_GRACE_S = 10.0  # on shutdown, runs answering here get this long to stop before they are marked resumable
+RESUMABLE = ("running", "cancelled", "failed", "capped", "interrupted")
+OWNER = f"{__import__('socket').gethostname()}:{__import__('os').getpid()}:{uuid.uuid4().hex[:8]}"  # this process
+
+
+class RunBusy(ValueError):
+    """Another live process owns the run (its lease has not expired)."""
+
+
+class RunCancelled(Exception):
+    """An answer stopped because its run was cancelled (it is not stored: Resume asks it again)."""
 
 
 @dataclass(frozen=True)
@@ -231,6 +243,36 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
 
 
+class _Watched:
+    """A provider as one answer of a run sees it: it stops at the run's cancel (so a shutdown is quick), and notes
+    a refusal by the spend cap (such an answer is an error of its own kind, not a wrong answer)."""
+
+    def __init__(self, inner: Any, cancel: threading.Event) -> None:
+        self.inner, self.cancel = inner, cancel
+        self.spec, self.kind = inner.spec, inner.kind
+        self.where = getattr(inner, "where", "")
+        self.capped = self.cancelled = False
+
+    def count_tokens(self, text: str) -> int:
+        return int(self.inner.count_tokens(text))
+
+    def stream(self, messages: list[dict[str, str]], params: GenParams) -> Any:
+        from lib.gateway import CapReached
+
+        events = self.inner.stream(messages, params)
+        try:
+            for event in events:
+                if self.cancel.is_set():
+                    self.cancelled = True
+                    raise RunCancelled("The run was cancelled.")
+                yield event
+        except CapReached:
+            self.capped = True
+            raise
+        finally:
+            events.close()
+
+
 def execute(run_id: str, spec: RunSpec, questions: list[Question], kb: Any,
             providers: dict[str, Provider | Exception], store: RunStore,
             cancel: threading.Event | None = None, on_progress: OnProgress | None = None,
@@ -240,7 +282,8 @@ def execute(run_id: str, spec: RunSpec, questions: list[Question], kb: Any,
 
     cancel = cancel or threading.Event()
     arms = [ARMS[a] for a in spec.arms]
-    have = {(r["question_id"], r["arm"]) for r in store.answers(run_id)}
+    # Answers refused by the spend cap are asked again (after the host raised it); real answers are kept.
+    have = {(r["question_id"], r["arm"]) for r in store.answers(run_id) if not r.get("capped")}
     todo = [(q, a) for q in questions for a in arms if (q.id, a.key) not in have]
     remaining: dict[str, int] = {}
     for _, a in todo:
@@ -267,22 +310,30 @@ def execute(run_id: str, spec: RunSpec, questions: list[Question], kb: Any,
         if cancel.is_set():
             return []
         began = time.monotonic()
-        provider = providers.get(arm.role, KeyError("no model"))
+        chosen = providers.get(arm.role, KeyError("no model"))
+        provider = chosen if isinstance(chosen, Exception) else _Watched(chosen, cancel)
         found, ms = retrieve(q) if arm.retrieval else (None, 0.0)
         result = run_arm(arm, provider, q.question, found, params, ms if arm.retrieval else 0.0)
+        if isinstance(provider, _Watched) and provider.cancelled:
+            return []  # cut short by a cancel: not an answer; Resume asks it again
         comparison = Comparison(run_id, q.question, time.time(), spec.collection, retrieval, params,
                                 tuple(found or ()), ms, (result,))
         graded = grade(q, comparison, similarity)
         record = answer_record(graded[0], result.to_dict())
+        if isinstance(provider, _Watched) and provider.capped:
+            record["capped"] = True  # refused by the spend cap before anything was sent: no answer to grade
         if judge is not None and result.error is None:
             from lib.errors import explain
             from lib.judge import judge as ask_judge
 
+            watched = _Watched(judge, cancel)
             try:
-                verdict = ask_judge(q.question, q.answer, result.answer, judge, q.answerable)
+                verdict = ask_judge(q.question, q.answer, result.answer, watched, q.answerable)
                 record["judge"] = {"correct": verdict.correct, "reason": verdict.reason}
             except Exception as exc:  # the judge failing is recorded; the offline grade stands
-                record["judge"] = {"error": explain(exc)}
+                if watched.cancelled:
+                    return []
+                record["judge"] = {"error": explain(exc), **({"capped": True} if watched.capped else {})}
         store.save_answer(run_id, q.id, arm.key, record)
         with lock:
             progress.done += 1
@@ -311,8 +362,15 @@ def execute(run_id: str, spec: RunSpec, questions: list[Question], kb: Any,
         futures = [pool.submit(one, q, a) for q, a in hosted] + [local_pool.submit(one, q, a) for q, a in local]
         for f in as_completed(futures):
             f.result()
-    store.update_run(run_id, status="cancelled" if cancel.is_set() and progress.done < progress.total
-                     else "finished", finished_at=time.time())
+    capped = sum(1 for r in store.answers(run_id) if r.get("capped"))
+    if cancel.is_set() and progress.done < progress.total:
+        store.update_run(run_id, status="cancelled", finished_at=time.time())
+    elif capped:  # never "finished": the refused answers were not asked, and the accuracy leaves them out
+        store.update_run(run_id, status="capped", finished_at=time.time(), error=(
+            f"{capped} of {progress.total} answers were refused by the spend cap (not asked, not graded). Ask the "
+            "workshop host to raise the cap, then Resume asks them."))
+    else:
+        store.update_run(run_id, status="finished", finished_at=time.time())
     return progress
 
 
@@ -418,19 +476,61 @@ def resume(settings: Any, workspace: Any, kb: Any, run_id: str, cancel: threadin
     spec = spec_of(run)
     judge = None
     if spec.judge:
-        from lib.providers import make_provider
+        from lib import gateway
         from lib.settings import ModelSpec
 
         if not settings.hosted_configured:
             raise ValueError("This run asks an LLM judge, which needs a hosted model: set an API key or base URL.")
-        judge = make_provider(ModelSpec(settings.base.provider if settings.base.provider != "local" else "openai",
-                                        spec.judge), settings.with_overrides(max_retries=max(settings.max_retries, 5)))
+        judge = gateway.provider(settings.with_overrides(max_retries=max(settings.max_retries, 5)), ModelSpec(
+            settings.base.provider if settings.base.provider != "local" else "openai", spec.judge), "base")
+    cancel = cancel or threading.Event()
+    release = _own(workspace, run["id"], cancel)  # one process answers a run at a time
     try:
         return execute(run["id"], spec, questions, kb, eval_providers(settings), workspace, cancel,
                        on_progress, local_similarity(settings), judge)
     except BaseException as exc:
         workspace.update_run(run["id"], status="failed", error=f"{type(exc).__name__}: {exc}")
         raise
+    finally:
+        release()
+
+
+def _own(workspace: Any, run_id: str, cancel: threading.Event) -> Callable[[], None]:
+    """Take the run's lease for this process (RunBusy if another live process holds it) and keep renewing it in a
+    thread until the returned function is called, which releases it. If the lease is lost (this process stalled past
+    its expiry and another took over), the run is cancelled here: never two processes on one run."""
+    resource = f"run:{run_id}"
+    if not workspace.take_lease(resource, OWNER, LEASE_TTL_S):
+        holder = workspace.lease_holder(resource)
+        wait = f" (its lease expires in {holder[1] - time.time():.0f} s unless renewed)" if holder else ""
+        raise RunBusy(f"This run is being answered by another app process{wait}; follow it there, or Resume it once "
+                      "that process has stopped.")
+    done = threading.Event()
+
+    def keep() -> None:
+        while not done.wait(LEASE_TTL_S / 3):
+            try:
+                if not workspace.renew_lease(resource, OWNER, LEASE_TTL_S):
+                    cancel.set()
+                    return
+            except Exception:  # a busy database: try again at the next beat
+                continue
+
+    def release() -> None:
+        done.set()
+        try:
+            workspace.release_lease(resource, OWNER)
+        except Exception:
+            pass  # it expires by itself
+
+    threading.Thread(target=keep, name=f"lease-{run_id}", daemon=True).start()
+    return release
+
+
+def owner(workspace: Any, run_id: str) -> str | None:
+    """The process that answers a run now (holds its live lease), or None: then it may be resumed."""
+    holder = workspace.lease_holder(f"run:{run_id}")
+    return holder[0] if holder else None
 
 
 def load(workspace: Any, run: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -459,10 +559,13 @@ def _summarise(record: dict[str, Any], answers: list[dict[str, Any]], graded: li
     from lib.evaluate import summarise
 
     per_arm = summarise(graded)
-    for arm, s in per_arm.items():  # the model each arm's answers actually came from
+    for arm, s in per_arm.items():
+        # the model each arm's answers actually came from
         res = next((a.get("result") or {} for a in answers if a.get("arm") == arm
                     and not (a.get("result") or {}).get("error") and (a.get("result") or {}).get("model")), {})
         s["model"], s["provider"] = res.get("model"), res.get("provider")
+        # refused by the spend cap: errors of their own kind, not wrong answers
+        s["capped"] = sum(1 for a in answers if a["arm"] == arm and a.get("capped"))
     if record["spec"].get("judge"):
         from lib.judge import agreement
 
@@ -533,6 +636,7 @@ class RunningEval:
     progress: Progress | None = None
     error: str | None = None
     thread: threading.Thread | None = None
+    store: Any = None  # the workspace, to mark the run resumable on shutdown
 
     @property
     def alive(self) -> bool:
@@ -550,7 +654,14 @@ def run_in_background(settings: Any, workspace: Any, kb: Any, run_id: str) -> Ru
         current = _running.get(key)
         if current is not None and current.alive:
             return current
-        handle = RunningEval(workspace.name, run_id)
+        if _draining.is_set():
+            raise RunBusy("The app is shutting down and takes no new work: Resume the run once it is back.")
+        holder = owner(workspace, run_id)
+        if holder is not None and holder != OWNER:
+            raise RunBusy("This run is being answered by another app process; Resume it once that process has "
+                          "stopped (its lease expires then).")
+        _install_shutdown()
+        handle = RunningEval(workspace.name, run_id, store=workspace)
 
         def on_progress(p: Progress, _rows: list[Graded]) -> None:
             handle.progress = p
@@ -574,9 +685,74 @@ def running(workspace: Any, run_id: str) -> RunningEval | None:
 
 
 def interrupted(workspace: Any) -> list[dict[str, Any]]:
-    """Runs recorded as running that no thread of this process is answering (stopped by a restart):
+    """Runs stopped by a restart or a shutdown (recorded as running or interrupted) that no live process owns:
     they can be resumed."""
-    return [r for r in workspace.runs() if r["status"] == "running" and running(workspace, r["id"]) is None]
+    return [r for r in workspace.runs() if r["status"] in ("running", "interrupted")
+            and running(workspace, r["id"]) is None and owner(workspace, r["id"]) is None]
+
+
+def resumable(workspace: Any, run: dict[str, Any]) -> bool:
+    """Whether Resume may be offered for a run: it is not complete and no live process owns it."""
+    return (run["status"] in RESUMABLE and running(workspace, run["id"]) is None
+            and owner(workspace, run["id"]) is None)
+
+
+# ---------------------------------------------------------------- shutdown
+
+_draining = threading.Event()
+_hooked = False
+
+
+def shutdown(grace_s: float = SHUTDOWN_GRACE_S) -> list[str]:
+    """Stop taking runs, cancel those this process answers, give them `grace_s` to stop, and mark each one
+    resumable ('interrupted') with its lease released. Returns the run ids it stopped. Called when the app
+    process ends (SIGTERM to Streamlit ends the server, then the interpreter runs this before it waits for
+    threads); a run still answering after the grace period is abandoned there (the process then exits)."""
+    _draining.set()
+    with _running_lock:
+        handles = [h for h in _running.values() if h.alive]
+    for h in handles:
+        h.cancel.set()
+    deadline = time.monotonic() + grace_s
+    for h in handles:
+        if h.thread is not None:
+            h.thread.join(max(0.0, deadline - time.monotonic()))
+    for h in handles:
+        try:
+            h.store.update_run(h.run_id, status="interrupted",
+                               error="The app stopped while this run was answering; Resume answers the rest.")
+            h.store.release_lease(f"run:{h.run_id}", OWNER)
+        except Exception:
+            pass  # the lease expires by itself; the run shows as interrupted once it has
+    return [h.run_id for h in handles]
+
+
+def _at_exit() -> None:
+    import os
+
+    stopped = shutdown()
+    with _running_lock:
+        stuck = any(h.alive for h in _running.values())
+    if stopped and stuck:  # a thread blocked in a read would hold the exit for minutes: it is marked; go now
+        os._exit(0)
+
+
+def _install_shutdown() -> None:
+    """Run `shutdown` when the process ends, before the interpreter waits for the runs' worker threads."""
+    global _hooked
+    if _hooked:
+        return
+    register = getattr(threading, "_register_atexit", None)  # called before non-daemon threads are joined
+    if register is not None:
+        try:
+            register(_at_exit)
+        except RuntimeError:  # already shutting down
+            return
+    else:  # pragma: no cover - other interpreters
+        import atexit
+
+        atexit.register(_at_exit)
+    _hooked = True
 
 
 def reference_for(question: str, workspace: Any = None) -> Question | None:

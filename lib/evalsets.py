@@ -121,7 +121,13 @@ def generate_from_chunks(chunks: list[Any], provider: Any, per_chunk: int = 1,
                                                            GenParams(temperature=0.3, max_tokens=600, stop=()))
                            if isinstance(e, Delta))
         except Exception as exc:
-            problems.append(f"{where}: the model could not answer ({type(exc).__name__}: {exc})")
+            from lib.errors import explain
+            from lib.gateway import CapReached
+
+            if isinstance(exc, CapReached):  # the rest would be refused too: stop, keep what was written
+                problems.append(f"Stopped at {where}: {explain(exc)}")
+                break
+            problems.append(f"{where}: the model could not answer ({explain(exc, getattr(provider.spec, 'name', ''))})")
             text = None
         if text is not None:
             match = re.search(r"\[.*\]", text, re.S)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from lib.errors import ConfigError
-from lib.settings import LOCAL_BASE_MODEL, ModelSpec, Settings
+from lib.settings import LOCAL_BASE_MODEL, OPENAI_DEFAULT_URL, ModelSpec, Settings
 
 Message = dict[str, str]
 
@@ -201,26 +201,41 @@ class LocalLlama:
 # ---------------------------------------------------------------- OpenAI-compatible
 
 def openai_client(settings: Settings, timeout: float | None = None) -> Any:
-    """OpenAI, Azure OpenAI or any OpenAI-compatible server, from the settings."""
+    """OpenAI, Azure OpenAI or any OpenAI-compatible server, from the settings. Only the gateway
+    (lib/gateway.py) calls this. A key is only ever sent to the endpoint configured with it
+    (Settings.key_for_openai / key_for_azure): a base URL typed in the app never receives the key
+    of the environment or secrets file."""
     import openai
 
     from lib.errors import remember_secret
+    from lib.settings import endpoint_id
 
     for secret in (settings.openai_api_key, settings.azure_api_key):
         remember_secret(secret)
     timeout = timeout or settings.request_timeout_s
     if settings.azure_endpoint:
-        key = settings.azure_api_key or settings.openai_api_key
+        key = settings.key_for_azure()
         if not key:
+            if settings.azure_api_key or settings.openai_api_key:
+                raise ConfigError(f"No key for the Azure endpoint {endpoint_id(settings.azure_endpoint)}: the "
+                                  "configured key is only sent to the endpoint configured with it. Type the key "
+                                  "for this endpoint in Settings, or set AZURE_OPENAI_API_KEY with it.")
             raise ConfigError("Azure OpenAI needs a key: set AZURE_OPENAI_API_KEY.")
         return openai.AzureOpenAI(azure_endpoint=settings.azure_endpoint, api_key=key,
                                   api_version=settings.azure_api_version, timeout=timeout,
                                   max_retries=settings.max_retries)
-    if not settings.openai_api_key and not settings.openai_base_url:
+    key = settings.key_for_openai()
+    if not key and not settings.openai_base_url:
+        if settings.openai_api_key:
+            raise ConfigError(f"The configured key is only sent to the endpoint configured with it "
+                              f"({settings.openai_key_scope}), not to {endpoint_id(None)}: type a key for it in "
+                              "Settings.")
         raise ConfigError("No API key: set OPENAI_API_KEY (or OPENAI_BASE_URL for a local OpenAI-compatible "
                           "server such as Ollama or vLLM), or use the local models.")
-    # Local servers (Ollama, vLLM, llama.cpp) take any key; the client insists on one.
-    return openai.OpenAI(api_key=settings.openai_api_key or "not-needed", base_url=settings.openai_base_url,
+    # Local servers (Ollama, vLLM, llama.cpp) take any key; the client insists on one. A base URL that no
+    # key is bound to gets this placeholder, never a key configured for another endpoint.
+    # The URL is always given: the client would otherwise read OPENAI_BASE_URL from the environment.
+    return openai.OpenAI(api_key=key or "not-needed", base_url=settings.openai_base_url or OPENAI_DEFAULT_URL,
                          timeout=timeout, max_retries=settings.max_retries)
 
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = PROJECT_ROOT / "data"
@@ -24,6 +25,8 @@ HOSTED_TOP_K = 4
 LOCAL_MAX_TOKENS = 96  # the 135M model's answers are one or two lines; the README's evaluations used 96
 HOSTED_MAX_TOKENS = 256
 DEFAULT_WORKSPACE = "default"
+OPENAI_DEFAULT_URL = "https://api.openai.com/v1"  # where the openai client sends requests without a base URL
+UNBOUND = "(no endpoint)"  # the scope of a key configured without an endpoint: it is sent nowhere
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,83 @@ def model_problem(spec: ModelSpec, openai_base_url: str | None = None, azure_end
     return None
 
 
+def endpoint_id(url: str | None) -> str:
+    """An endpoint as a key's binding compares it: scheme and host lower-cased, no trailing slash, no query.
+    No URL is OpenAI's own API (where the openai client sends requests without a base URL)."""
+    if not url or not str(url).strip():
+        return OPENAI_DEFAULT_URL
+    parts = urlsplit(str(url).strip())
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}{parts.path.rstrip('/')}"
+
+
+@dataclass(frozen=True)
+class WorkshopConfig:
+    """Workshop mode and the spend caps (dollars), from WORKBENCH_WORKSHOP, WORKBENCH_HOST_CODE,
+    WORKBENCH_JOIN_CODE, WORKBENCH_MAX_PARTICIPANTS, WORKBENCH_JOIN_RATE, WORKBENCH_CAP_PARTICIPANT_USD,
+    WORKBENCH_CAP_TOTAL_USD and the models participants may use per role (WORKBENCH_WORKSHOP_BASE_MODELS,
+    WORKBENCH_WORKSHOP_FT_MODELS). The caps also hold without workshop mode."""
+
+    enabled: bool = False
+    host_code: str | None = field(default=None, repr=False)
+    cap_participant_usd: float | None = None
+    cap_total_usd: float | None = None
+    join_code: str | None = field(default=None, repr=False)
+    max_participants: int | None = None
+    join_rate: int = 5  # joins per client (address) in any 10 minutes
+    base_models: tuple[ModelSpec, ...] = ()  # hosted models participants may use for the base role (configured first)
+    ft_models: tuple[ModelSpec, ...] = ()  # for the fine-tuned role (besides the models their workspace trained)
+
+    @property
+    def capped(self) -> bool:
+        return self.cap_participant_usd is not None or self.cap_total_usd is not None
+
+
+def _dollars(values: Mapping[str, Any], name: str) -> float | None:
+    raw = str(values.get(name) or "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw.lstrip("$"))
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not an amount in dollars (for example 2.50).") from None
+    if value < 0 or value != value:
+        raise ValueError(f"{name}={raw!r}: a cap cannot be negative.")
+    return value
+
+
+def _count(values: Mapping[str, Any], name: str, default: int | None) -> int | None:
+    raw = str(values.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a whole number.") from None
+    if value < 1:
+        raise ValueError(f"{name}={raw!r}: use 1 or more.")
+    return value
+
+
+def workshop_config(values: Mapping[str, Any], default_provider: str = "openai") -> WorkshopConfig:
+    """Workshop mode and the caps from configuration values (see WorkshopConfig)."""
+    enabled = str(values.get("WORKBENCH_WORKSHOP") or "").strip().lower() in ("1", "true", "yes", "on")
+    code = str(values.get("WORKBENCH_HOST_CODE") or "").strip() or None
+    if enabled and not code:
+        raise ValueError("Workshop mode (WORKBENCH_WORKSHOP=1) needs a host code: set WORKBENCH_HOST_CODE, "
+                         "which opens the Host page.")
+
+    def models(name: str) -> tuple[ModelSpec, ...]:
+        specs = [_spec(v.strip(), default_provider) for v in str(values.get(name) or "").split(",") if v.strip()]
+        return tuple(s for s in specs if s is not None)
+
+    return WorkshopConfig(enabled, code, _dollars(values, "WORKBENCH_CAP_PARTICIPANT_USD"),
+                          _dollars(values, "WORKBENCH_CAP_TOTAL_USD"),
+                          str(values.get("WORKBENCH_JOIN_CODE") or "").strip() or None,
+                          _count(values, "WORKBENCH_MAX_PARTICIPANTS", None),
+                          _count(values, "WORKBENCH_JOIN_RATE", 5) or 5,
+                          models("WORKBENCH_WORKSHOP_BASE_MODELS"), models("WORKBENCH_WORKSHOP_FT_MODELS"))
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path = DEFAULT_DATA_DIR
@@ -100,6 +180,18 @@ class Settings:
     max_upload_mb: int = 20
     n_threads: int | None = None  # llama.cpp threads; None = all cores
     llama_extra_bufts: str = "auto"  # llama.cpp extra buffer types (repacking, AMX): auto | on | off
+    # Where each key may be sent (endpoint_id of the URL configured with it): a key is bound to the endpoint it
+    # was configured with. Left empty, a key is bound to the settings' own endpoint when they are built.
+    openai_key_scope: str | None = None
+    azure_key_scope: str | None = None
+    workshop: WorkshopConfig = field(default_factory=WorkshopConfig)
+
+    def __post_init__(self) -> None:
+        if self.openai_api_key and self.openai_key_scope is None:
+            object.__setattr__(self, "openai_key_scope", endpoint_id(self.openai_base_url))
+        if self.azure_api_key and self.azure_key_scope is None:
+            object.__setattr__(self, "azure_key_scope",
+                               endpoint_id(self.azure_endpoint) if self.azure_endpoint else UNBOUND)
 
     @property
     def default_top_k(self) -> int:
@@ -125,7 +217,35 @@ class Settings:
         return bool(self.openai_api_key or self.openai_base_url or self.azure_endpoint)
 
     def with_overrides(self, **changes: Any) -> Settings:
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+        """Settings with these values changed. A key given here is bound to the endpoint given (or in force)
+        with it; an endpoint given without its key does not receive the key configured for another."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if "openai_api_key" in changes and "openai_key_scope" not in changes:
+            changes["openai_key_scope"] = endpoint_id(changes.get("openai_base_url", self.openai_base_url))
+        if "azure_api_key" in changes and "azure_key_scope" not in changes:
+            where = changes.get("azure_endpoint", self.azure_endpoint)
+            changes["azure_key_scope"] = endpoint_id(where) if where else UNBOUND
+        return replace(self, **changes)
+
+    def key_for_openai(self) -> str | None:
+        """The key that may be sent to the OpenAI-compatible endpoint in force: only the one bound to it."""
+        if self.openai_api_key and self.openai_key_scope == endpoint_id(self.openai_base_url):
+            return self.openai_api_key
+        return None
+
+    def key_for_azure(self) -> str | None:
+        """The key that may be sent to the Azure endpoint in force: only one bound to it."""
+        if not self.azure_endpoint:
+            return None
+        where = endpoint_id(self.azure_endpoint)
+        for key, scope in ((self.azure_api_key, self.azure_key_scope), (self.openai_api_key, self.openai_key_scope)):
+            if key and scope == where:
+                return key
+        return None
+
+    def key_in_use(self) -> str | None:
+        """The key the hosted requests of these settings carry (None: none may be sent)."""
+        return self.key_for_azure() if self.azure_endpoint else self.key_for_openai()
 
 
 def _read_secrets(path: Path) -> dict[str, Any]:
@@ -150,6 +270,15 @@ def config_values(env: Mapping[str, Any], secrets: Mapping[str, Any] | None = No
                 continue
             out[str(k).upper()] = str(v)
     return out
+
+
+def _with_configured_models(config: WorkshopConfig, base: ModelSpec, finetuned: ModelSpec | None) -> WorkshopConfig:
+    """The configured hosted model of each role is always among the models participants may use."""
+    def listed(first: ModelSpec | None, rest: tuple[ModelSpec, ...]) -> tuple[ModelSpec, ...]:
+        hosted = first is not None and first.provider != "local"
+        return tuple(dict.fromkeys(((first,) if hosted else ()) + rest))  # type: ignore[operator]
+
+    return replace(config, base_models=listed(base, config.base_models), ft_models=listed(finetuned, config.ft_models))
 
 
 def _spec(value: str | None, default_provider: str) -> ModelSpec | None:
@@ -190,6 +319,7 @@ def load_settings(
     key = get("OPENAI_API_KEY")
     base_url = get("OPENAI_BASE_URL")
     azure_endpoint = get("AZURE_OPENAI_ENDPOINT")
+    azure_key = get("AZURE_OPENAI_API_KEY")
     hosted = "azure" if azure_endpoint else ("openai" if (key or base_url) else "local")
     provider = get("WORKBENCH_PROVIDER") or hosted
     if provider not in ("local", "openai", "azure"):
@@ -212,7 +342,14 @@ def load_settings(
         "openai_api_key": key,
         "openai_base_url": base_url,
         "azure_endpoint": azure_endpoint,
-        "azure_api_key": get("AZURE_OPENAI_API_KEY"),
+        # Azure takes the OpenAI key when it has none of its own: configured together, they belong together.
+        "azure_api_key": azure_key or (key if azure_endpoint else None),
+        # Each configured key is bound to the endpoint configured with it (see Settings.key_for_openai).
+        "openai_key_scope": endpoint_id(base_url) if key else None,
+        "azure_key_scope": (endpoint_id(azure_endpoint) if azure_endpoint else UNBOUND)
+        if (azure_key or (key and azure_endpoint)) else None,
+        "workshop": _with_configured_models(workshop_config(values_in, provider if provider != "local" else "openai"),
+                                            base, finetuned),
     }
     if get("OPENAI_API_VERSION"):
         values["azure_api_version"] = get("OPENAI_API_VERSION")
@@ -228,6 +365,28 @@ def load_settings(
     values["llama_extra_bufts"] = extra
     settings = Settings(**values)
     return settings.with_overrides(**overrides)
+
+
+def typed_credentials(key: str, base_url: str, azure_endpoint: str) -> dict[str, Any]:
+    """Settings overrides for what a person typed in the app (the Settings page): the endpoints, and a typed key
+    bound to the endpoint typed with it. An endpoint typed without a key gets no key configured for another
+    endpoint (the environment's or secrets file's key stays bound to the endpoint configured with it)."""
+    out: dict[str, Any] = {"openai_base_url": base_url.strip() or None, "azure_endpoint": azure_endpoint.strip() or None}
+    if key.strip():
+        if azure_endpoint.strip():
+            out.update(azure_api_key=key.strip(), azure_key_scope=endpoint_id(azure_endpoint))
+        else:
+            out.update(openai_api_key=key.strip(), openai_key_scope=endpoint_id(base_url))
+    return out
+
+
+def withheld_key(settings: Settings) -> str | None:
+    """A sentence when a key is configured but not sent to the endpoint in force (it belongs to another)."""
+    if settings.key_in_use() or not (settings.openai_api_key or settings.azure_api_key):
+        return None
+    where = endpoint_id(settings.azure_endpoint or settings.openai_base_url)
+    return (f"The configured key is only sent to the endpoint configured with it, not to {where}: type a key for "
+            "this endpoint (a local server that needs none works without).")
 
 
 def mask_key(key: str | None) -> str:

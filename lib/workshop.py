@@ -1,85 +1,55 @@
-"""Workshop mode and spend caps.
+"""Workshop mode: the participants, how they join, and what the host sees.
 
-A workshop's participants and the hosted spend live in one small SQLite file,
-`data/workshop/workshop.db` (WAL, one `BEGIN IMMEDIATE` transaction per change, so
-several app processes on one data folder share it safely):
+A workshop's participants live in the workshop database, `data/workshop/workshop.db` (shared with the spend
+ledger of lib/gateway.py; WAL, one `BEGIN IMMEDIATE` transaction per change, so several app processes on one
+data folder share it safely):
 
-- `participants`: an unguessable token (the personal link's `?t=`) -> the participant's
-  name and workspace. A name alone opens nothing: only the token does.
-- `spend`: one row per hosted request. Before a request its expected cost (prompt tokens
-  counted with lib.tokens plus max_tokens, at the model's price) is *reserved* in the same
-  transaction that checks it against what is left, so two requests at once cannot both
-  spend the last dollar; afterwards the row is settled with the measured cost. A process
-  that dies mid-request leaves its reservation counted (the conservative side).
+- `participants`: an unguessable token (the personal link's `?t=`) -> the participant's name and workspace. A
+  name alone opens nothing: only the token does.
+- `joins`: every attempt to join (when, from which client address, under which name, and how it ended). It
+  limits joins per client (WORKBENCH_JOIN_RATE in any 10 minutes), counts the participants against
+  WORKBENCH_MAX_PARTICIPANTS, shows the host who joined twice, and makes one allowance of everyone who joined
+  under one name: joining again does not bring a fresh allowance (lib/gateway.Ledger).
+- `links`: tokens the host merged into another participant (their link opens that participant's workspace).
+- `host_attempts`: wrong host codes, per client (at most HOST_ATTEMPTS in HOST_WINDOW_S).
 
-Caps (dollars): WORKBENCH_CAP_PARTICIPANT_USD (per workspace) and WORKBENCH_CAP_TOTAL_USD
-(everyone together). A model whose price is unknown is refused while a cap is set: its
-cost could not be counted, so the cap could not be kept. Local models cost nothing and
-are never capped.
+Hosted spend and its caps are the gateway's (lib/gateway.py); models, endpoints and keys are the host's: a
+participant's settings come from the configuration, and only a role's model may be picked, among those the host
+allows (`locked_settings`).
 """
 
 from __future__ import annotations
 
+import hmac
 import re
 import secrets
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from lib.errors import ConfigError
+from lib.gateway import DB_FOLDER, DB_NAME, CapReached, Ledger, connect
+from lib.settings import ModelSpec, Settings, WorkshopConfig
+from lib.settings import workshop_config as _parse
 
-DB_FOLDER = "workshop"
-DB_NAME = "workshop.db"
-HOSTED_KINDS = ("openai", "azure")  # what a cap covers: any OpenAI-compatible server (OPENAI_BASE_URL) included
-WHO_RAISES = "ask the workshop host to raise it"
+__all__ = ["DB_FOLDER", "DB_NAME", "CapReached", "Participant", "Workshop", "WorkshopConfig", "workshop_config"]
 
-
-class CapReached(ConfigError):
-    """A hosted request was refused by a spend cap; the message says what was spent, the cap, and who can raise it."""
-
-
-@dataclass(frozen=True)
-class WorkshopConfig:
-    enabled: bool = False
-    host_code: str | None = None
-    cap_participant_usd: float | None = None
-    cap_total_usd: float | None = None
-
-    @property
-    def capped(self) -> bool:
-        return self.cap_participant_usd is not None or self.cap_total_usd is not None
-
-
-def _dollars(env: Mapping[str, Any], name: str) -> float | None:
-    raw = str(env.get(name) or "").strip()
-    if not raw:
-        return None
-    try:
-        value = float(raw.lstrip("$"))
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not an amount in dollars (for example 2.50).") from None
-    if value < 0:
-        raise ValueError(f"{name}={raw!r}: a cap cannot be negative.")
-    return value
+MAX_NAME = 60
+JOIN_WINDOW_S = 600  # WORKBENCH_JOIN_RATE joins per client in this window
+HOST_ATTEMPTS = 5  # wrong host codes per client ...
+HOST_WINDOW_S = 300  # ... in this window, then that client waits
+TOKEN_COOKIE = "workbench_link"  # the personal link's token, kept by the browser from the join on
+HIDE_COOKIE = "workbench_hide_link"  # "1": the participant hid the link from the address bar
+COOKIE_DAYS = 14
 
 
 def workshop_config(env: Mapping[str, Any]) -> WorkshopConfig:
-    """WORKBENCH_WORKSHOP (1/true/yes), WORKBENCH_HOST_CODE, WORKBENCH_CAP_PARTICIPANT_USD, WORKBENCH_CAP_TOTAL_USD."""
-    enabled = str(env.get("WORKBENCH_WORKSHOP") or "").strip().lower() in ("1", "true", "yes", "on")
-    code = str(env.get("WORKBENCH_HOST_CODE") or "").strip() or None
-    if enabled and not code:
-        raise ValueError("Workshop mode (WORKBENCH_WORKSHOP=1) needs a host code: set WORKBENCH_HOST_CODE, "
-                         "which opens the Host page.")
-    return WorkshopConfig(enabled, code, _dollars(env, "WORKBENCH_CAP_PARTICIPANT_USD"),
-                          _dollars(env, "WORKBENCH_CAP_TOTAL_USD"))
-
-
-def _usd(x: float) -> str:
-    return f"${x:.2f}" if x >= 0.01 or x == 0 else f"${x:.6f}"
+    """The workshop's configuration from environment-like values (lib.settings reads the real ones)."""
+    return _parse({str(k).upper(): v for k, v in env.items()})
 
 
 @dataclass(frozen=True)
@@ -90,6 +60,31 @@ class Participant:
     created_at: float
 
 
+@dataclass(frozen=True)
+class Join:
+    """One attempt to join, as the host sees it."""
+
+    at: float
+    name: str
+    client: str
+    outcome: str  # "joined" or the reason it was refused
+    workspace: str
+
+
+def name_key(name: str) -> str:
+    """Two joins are one person's when their names match ignoring case and spacing."""
+    return " ".join(name.casefold().split())
+
+
+def check_name(name: str) -> str:
+    name = " ".join(str(name or "").split())
+    if not name:
+        raise ConfigError("Type your name to join.")
+    if len(name) > MAX_NAME:
+        raise ConfigError(f"That name is {len(name)} characters long: use at most {MAX_NAME}.")
+    return name
+
+
 def workspace_name_for(name: str) -> str:
     """A valid, unique-enough workspace name from a participant's name (never derived from the token)."""
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:20].strip("-") or "p"
@@ -97,34 +92,28 @@ def workspace_name_for(name: str) -> str:
 
 
 class Workshop:
-    """The participants and the spend ledger of one data folder."""
+    """The participants and joins of one data folder."""
 
     def __init__(self, data_dir: str | Path) -> None:
-        self.path = Path(data_dir) / DB_FOLDER / DB_NAME
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.data_dir = Path(data_dir)
+        self.path = self.data_dir / DB_FOLDER / DB_NAME
         with self._connect() as con:
             con.execute("PRAGMA journal_mode = WAL")
             con.execute("CREATE TABLE IF NOT EXISTS participants (token TEXT PRIMARY KEY, name TEXT NOT NULL, "
                         "workspace TEXT NOT NULL UNIQUE, created_at REAL NOT NULL)")
-            con.execute("CREATE TABLE IF NOT EXISTS spend (id INTEGER PRIMARY KEY, at REAL NOT NULL, "
-                        "workspace TEXT NOT NULL, model TEXT NOT NULL, state TEXT NOT NULL, usd REAL NOT NULL, "
-                        "prompt_tokens INTEGER, completion_tokens INTEGER)")
-            con.execute("CREATE INDEX IF NOT EXISTS spend_by_workspace ON spend (workspace)")
+            con.execute("CREATE TABLE IF NOT EXISTS joins (id INTEGER PRIMARY KEY, at REAL NOT NULL, "
+                        "client TEXT NOT NULL, name TEXT NOT NULL, name_key TEXT NOT NULL, outcome TEXT NOT NULL, "
+                        "workspace TEXT NOT NULL DEFAULT '')")
+            con.execute("CREATE INDEX IF NOT EXISTS joins_by_client ON joins (client, at)")
+            con.execute("CREATE INDEX IF NOT EXISTS joins_by_name ON joins (name_key)")
+            con.execute("CREATE TABLE IF NOT EXISTS links (token TEXT PRIMARY KEY, owner TEXT NOT NULL, "
+                        "at REAL NOT NULL)")
+            con.execute("CREATE TABLE IF NOT EXISTS host_attempts (at REAL NOT NULL, client TEXT NOT NULL)")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        try:
-            con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise ConfigError(f"The workshop database {self.path} could not be opened: {exc}") from exc
-        try:
-            con.execute("PRAGMA busy_timeout = 30000")
+        with connect(self.data_dir) as con:
             yield con
-        except sqlite3.DatabaseError as exc:
-            raise ConfigError(f"The workshop database {self.path} could not be used ({exc}); it was left as "
-                              "it is.") from exc
-        finally:
-            con.close()
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -133,27 +122,77 @@ class Workshop:
         with self._connect() as con, immediate(con):
             yield con
 
-    # ------------------------------------------------------------ participants
+    # ------------------------------------------------------------ joining
 
-    def join(self, name: str) -> Participant:
-        """A new participant with a fresh workspace name and an unguessable token (the caller creates the workspace)."""
-        name = " ".join(name.split())
-        if not name:
-            raise ConfigError("Type your name to join.")
-        if len(name) > 60:
-            raise ConfigError("That name is too long: use at most 60 characters.")
-        p = Participant(secrets.token_urlsafe(16), name, workspace_name_for(name), time.time())
+    def join(self, name: str, client: str = "", config: WorkshopConfig | None = None, code: str = "") -> Participant:
+        """A new participant with a fresh workspace name and an unguessable token (the caller creates the
+        workspace). Refused, with the reason, when the join code is wrong, this client joined too often, the
+        workshop is full, or this name's allowance is used up. Every attempt is recorded."""
+        config = config or WorkshopConfig()
+        name = check_name(name)
+        key, client, now = name_key(name), client or "unknown", time.time()
+        refusal: str | None = None
+        p = Participant(secrets.token_urlsafe(16), name, workspace_name_for(name), now)
         with self._write() as con:
-            con.execute("INSERT INTO participants (token, name, workspace, created_at) VALUES (?, ?, ?, ?)",
-                        (p.token, p.name, p.workspace, p.created_at))
+            recent = con.execute("SELECT COUNT(*) FROM joins WHERE client = ? AND at > ?",
+                                 (client, now - JOIN_WINDOW_S)).fetchone()[0]
+            if recent >= config.join_rate:
+                refusal = (f"Too many attempts to join from this device ({recent} in the last "
+                           f"{JOIN_WINDOW_S // 60} minutes): wait a few minutes, or ask the workshop host.")
+            elif config.join_code and not hmac.compare_digest(code.strip().encode(), config.join_code.encode()):
+                refusal = "That is not the join code: ask the workshop host for it (it is on their screen)."
+            elif config.max_participants is not None and con.execute(
+                    "SELECT COUNT(*) FROM participants").fetchone()[0] >= config.max_participants:
+                refusal = (f"The workshop is full ({config.max_participants} participants): ask the workshop "
+                           "host.")
+            elif config.cap_participant_usd is not None:
+                earlier = [r[0] for r in con.execute("SELECT DISTINCT workspace FROM joins WHERE name_key = ? "
+                                                     "AND outcome = 'joined'", (key,))]
+                has_ledger = con.execute("SELECT 1 FROM sqlite_master WHERE name = 'refusals'").fetchone()
+                if earlier and has_ledger:
+                    marks = ",".join("?" * len(earlier))
+                    held = float(con.execute(f"SELECT COALESCE(SUM(usd), 0) FROM spend WHERE workspace IN ({marks})",
+                                             earlier).fetchone()[0])
+                    refused = float(con.execute(f"SELECT COALESCE(MIN(usd), 0) FROM refusals WHERE workspace IN "
+                                                f"({marks})", earlier).fetchone()[0] or 0)
+                    # used up: spent, or too little left for a request this person was refused (unless the host
+                    # has since raised the cap)
+                    if held >= config.cap_participant_usd or (refused and held + refused > config.cap_participant_usd):
+                        from lib.format import usd
+
+                        refusal = (f"{name} has joined before, and that allowance is used up ({usd(held)} of "
+                                   f"{usd(config.cap_participant_usd)} spent): joining again does not bring a new "
+                                   "one. Open your personal link to go on with local models, or ask the workshop "
+                                   "host.")
+            con.execute("INSERT INTO joins (at, client, name, name_key, outcome, workspace) VALUES (?, ?, ?, ?, ?, ?)",
+                        (now, client, name, key, refusal or "joined", "" if refusal else p.workspace))
+            if refusal is None:
+                con.execute("INSERT INTO participants (token, name, workspace, created_at) VALUES (?, ?, ?, ?)",
+                            (p.token, p.name, p.workspace, p.created_at))
+        if refusal is not None:
+            raise (CapReached if "allowance" in refusal else ConfigError)(refusal)
         return p
 
+    def joins(self) -> list[Join]:
+        """Every attempt to join, oldest first."""
+        with self._connect() as con:
+            rows = con.execute("SELECT at, name, client, outcome, workspace FROM joins ORDER BY at, id").fetchall()
+        return [Join(*r) for r in rows]
+
+    # ------------------------------------------------------------ participants
+
     def participant(self, token: str | None) -> Participant | None:
+        """The participant a link's token opens (a merged link opens the participant it was merged into)."""
         if not token:
             return None
         with self._connect() as con:
             row = con.execute("SELECT token, name, workspace, created_at FROM participants WHERE token = ?",
                               (token,)).fetchone()
+            if row is None:
+                link = con.execute("SELECT owner FROM links WHERE token = ?", (token,)).fetchone()
+                if link is not None:
+                    row = con.execute("SELECT token, name, workspace, created_at FROM participants WHERE token = ?",
+                                      (link[0],)).fetchone()
         return Participant(*row) if row else None
 
     def participants(self) -> list[Participant]:
@@ -162,106 +201,94 @@ class Workshop:
                                "ORDER BY created_at").fetchall()
         return [Participant(*r) for r in rows]
 
+    def duplicates(self) -> list[list[Participant]]:
+        """Participants who joined more than once under one name (ignoring case and spacing), oldest first."""
+        groups: dict[str, list[Participant]] = {}
+        for p in self.participants():
+            groups.setdefault(name_key(p.name), []).append(p)
+        return [g for g in groups.values() if len(g) > 1]
+
     def remove(self, token: str) -> None:
-        """Forget a participant: their link stops working. Their spend stays counted in the total."""
+        """Forget a participant: their link (and links merged into it) stop working. Their joins and spend stay
+        counted."""
         with self._write() as con:
             con.execute("DELETE FROM participants WHERE token = ?", (token,))
+            con.execute("DELETE FROM links WHERE owner = ?", (token,))
 
-    # ------------------------------------------------------------ spend
+    def merge(self, keep: str, duplicate: str) -> tuple[Participant, Participant]:
+        """One person joined twice: the duplicate's link now opens `keep`'s workspace, and what the duplicate spent
+        counts as `keep`'s. Returns (kept, duplicate); the caller deletes the duplicate's workspace."""
+        kept, dup = self.participant(keep), self.participant(duplicate)
+        if kept is None or dup is None:
+            raise ConfigError("No such participant (already removed?).")
+        if kept.token == dup.token or kept.workspace == dup.workspace:
+            raise ConfigError("Pick two different participants to merge.")
+        with self._write() as con:
+            con.execute("DELETE FROM participants WHERE token = ?", (dup.token,))
+            con.execute("UPDATE links SET owner = ? WHERE owner = ?", (kept.token, dup.token))
+            con.execute("INSERT OR REPLACE INTO links (token, owner, at) VALUES (?, ?, ?)",
+                        (dup.token, kept.token, time.time()))
+            con.execute("UPDATE joins SET name_key = (SELECT name_key FROM joins WHERE workspace = ? LIMIT 1) "
+                        "WHERE workspace = ? AND EXISTS (SELECT 1 FROM joins WHERE workspace = ?)",
+                        (kept.workspace, dup.workspace, kept.workspace))
+        Ledger(self.data_dir).move(dup.workspace, kept.workspace)
+        return kept, dup
 
-    def spent(self, workspace: str | None = None) -> float:
-        """Dollars spent (and reserved by requests under way) by one workspace, or by everyone."""
+    # ------------------------------------------------------------ the host code
+
+    def host_wait(self, client: str) -> float:
+        """Seconds this client must wait before trying the host code again (0: it may try now)."""
+        now = time.time()
         with self._connect() as con:
-            return self._spent(con, workspace)
+            times = [r[0] for r in con.execute("SELECT at FROM host_attempts WHERE client = ? AND at > ? ORDER BY at",
+                                               (client or "unknown", now - HOST_WINDOW_S))]
+        return 0.0 if len(times) < HOST_ATTEMPTS else max(0.0, times[-HOST_ATTEMPTS] + HOST_WINDOW_S - now)
 
-    @staticmethod
-    def _spent(con: sqlite3.Connection, workspace: str | None) -> float:
-        if workspace is None:
-            return float(con.execute("SELECT COALESCE(SUM(usd), 0) FROM spend").fetchone()[0])
-        return float(con.execute("SELECT COALESCE(SUM(usd), 0) FROM spend WHERE workspace = ?",
-                                 (workspace,)).fetchone()[0])
-
-    def reserve(self, workspace: str, model: str, expected_usd: float, config: WorkshopConfig) -> int:
-        """Check the caps and reserve `expected_usd` in one transaction; raise CapReached if it does not fit."""
+    def check_host_code(self, code: str, config: WorkshopConfig, client: str = "") -> bool:
+        """Whether `code` is the host code; a wrong one is counted against this client (HOST_ATTEMPTS in
+        HOST_WINDOW_S), and while it must wait, no code is even compared."""
+        wait = self.host_wait(client)
+        if wait > 0:
+            raise ConfigError(f"Too many wrong host codes from this device: try again in {wait / 60:.0f} minute(s).")
+        if config.host_code and hmac.compare_digest(code.encode(), config.host_code.encode()):
+            return True
         with self._write() as con:
-            mine, everyone = self._spent(con, workspace), self._spent(con, None)
-            cap = config.cap_participant_usd
-            if cap is not None and mine + expected_usd > cap:
-                raise CapReached(
-                    f"Spend cap reached: this workspace has spent {_usd(mine)} of its {_usd(cap)} cap on hosted "
-                    f"models, and this request to {model} could cost up to {_usd(expected_usd)}. To go on, "
-                    f"{WHO_RAISES} (WORKBENCH_CAP_PARTICIPANT_USD). Local models keep working.")
-            cap = config.cap_total_usd
-            if cap is not None and everyone + expected_usd > cap:
-                raise CapReached(
-                    f"Spend cap reached: the workshop has spent {_usd(everyone)} of its {_usd(cap)} total cap on "
-                    f"hosted models, and this request to {model} could cost up to {_usd(expected_usd)}. To go on, "
-                    f"{WHO_RAISES} (WORKBENCH_CAP_TOTAL_USD). Local models keep working.")
-            cur = con.execute("INSERT INTO spend (at, workspace, model, state, usd) VALUES (?, ?, ?, 'reserved', ?)",
-                              (time.time(), workspace, model, expected_usd))
-            return int(cur.lastrowid or 0)
-
-    def settle(self, reservation: int, usd: float, prompt_tokens: int | None = None,
-               completion_tokens: int | None = None) -> None:
-        """Replace a reservation by the measured cost (one transaction)."""
-        with self._write() as con:
-            con.execute("UPDATE spend SET usd = ?, state = 'spent', prompt_tokens = ?, completion_tokens = ?, "
-                        "at = ? WHERE id = ?", (usd, prompt_tokens, completion_tokens, time.time(), reservation))
+            con.execute("INSERT INTO host_attempts (at, client) VALUES (?, ?)", (time.time(), client or "unknown"))
+        return False
 
 
-# ---------------------------------------------------------------- the cap wrapper
-
-class CappedProvider:
-    """A hosted provider whose requests are checked against the caps before, and recorded after."""
-
-    def __init__(self, inner: Any, workshop: Workshop, workspace: str, config: WorkshopConfig) -> None:
-        self.inner, self.workshop, self.workspace, self.config = inner, workshop, workspace, config
-        self.spec, self.kind = inner.spec, inner.kind
-        self.where = getattr(inner, "where", "")
-
-    def count_tokens(self, text: str) -> int:
-        return int(self.inner.count_tokens(text))
-
-    def expected_cost(self, messages: list[dict[str, str]], max_tokens: int) -> float:
-        from lib.pricing import price_tokens
-        from lib.tokens import count_chat
-
-        usd, note = price_tokens(self.spec.name, count_chat(messages, self.spec.name), max_tokens)
-        if usd is None:
-            raise CapReached(f"{self.spec.name} has no known price ({note}), so the spend cap could not be kept: "
-                             f"hosted requests to it are refused while a cap is set. To use it, {WHO_RAISES} "
-                             "(or to remove the caps). Local models keep working.")
-        return usd
-
-    def stream(self, messages: list[dict[str, str]], params: Any) -> Iterator[Any]:
-        from lib.pricing import price_tokens
-        from lib.providers import Done
-
-        expected = self.expected_cost(messages, params.max_tokens)
-        reservation = self.workshop.reserve(self.workspace, self.spec.name, expected, self.config)
-        settled = produced = False
-        try:
-            for event in self.inner.stream(messages, params):
-                produced = True
-                if isinstance(event, Done) and event.prompt_tokens is not None and event.completion_tokens is not None:
-                    usd, _ = price_tokens(self.spec.name, event.prompt_tokens, event.completion_tokens,
-                                          event.cached_tokens)
-                    self.workshop.settle(reservation, expected if usd is None else usd, event.prompt_tokens,
-                                         event.completion_tokens)
-                    settled = True
-                yield event
-        finally:
-            if not settled:  # no usage reported: the reservation stays as the cost; refused before any output: 0
-                self.workshop.settle(reservation, expected if produced else 0.0)
+def text(value: Any) -> str:
+    """A value read from the browser's request (a cookie, the client address) as text; anything else (absent,
+    or a test harness's stand-in) as ''."""
+    return value if isinstance(value, str) else ""
 
 
-def capped(providers: dict[str, Any], data_dir: str | Path, workspace: str, config: WorkshopConfig) -> dict[str, Any]:
-    """Wrap the hosted providers of `providers` (role -> provider or exception) in the caps."""
-    if not config.capped:
-        return providers
-    shop = Workshop(data_dir)
-    return {role: CappedProvider(p, shop, workspace, config) if getattr(p, "kind", "") in HOSTED_KINDS else p
-            for role, p in providers.items()}
+def remember_link_script(token: str, hide: bool, secure: bool = False) -> str:
+    """A script that has the browser keep the personal link's token (and whether it is hidden from the address
+    bar) in first-party cookies, so a page opened after a restart, or without `?t=`, still opens the workspace.
+    SameSite=Strict: the cookie is never sent by another site's page."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]{8,128}", token):
+        raise ConfigError("Not a personal link.")
+    attrs = f"; path=/; max-age={COOKIE_DAYS * 86400}; samesite=strict" + ("; secure" if secure else "")
+    return (f'<script>document.cookie = "{TOKEN_COOKIE}={token}{attrs}"; '
+            f'document.cookie = "{HIDE_COOKIE}={"1" if hide else "0"}{attrs}";</script>')
+
+
+# ---------------------------------------------------------------- a participant's settings
+
+def locked_settings(settings: Settings, choices: Mapping[str, Any]) -> Settings:
+    """A participant's settings: the host's configuration (provider, endpoint, key), with only a role's model
+    picked from the models the host allows for it (Settings shows them). Anything else a session asked is
+    ignored."""
+    from lib.gateway import HOSTED_KINDS, allowed_models
+
+    out = settings
+    for role, field in (("base", "base"), ("finetuned", "finetuned")):
+        spec = choices.get(field)
+        if isinstance(spec, ModelSpec) and (spec in allowed_models(settings, role) or (
+                spec.provider not in HOSTED_KINDS and spec.lora is None and not spec.name.endswith(".gguf"))):
+            out = replace(out, **{field: spec})
+    return out
 
 
 # ---------------------------------------------------------------- the host's view
@@ -275,6 +302,7 @@ class ParticipantRow:
     questions: int
     runs: int
     spent_usd: float
+    joins: int  # how many times this name joined
 
 
 def participant_rows(data_dir: str | Path) -> list[ParticipantRow]:
@@ -282,6 +310,11 @@ def participant_rows(data_dir: str | Path) -> list[ParticipantRow]:
     from lib.workspace import Workspace, workspace_exists
 
     shop = Workshop(data_dir)
+    ledger = Ledger(data_dir)
+    times: dict[str, int] = {}
+    for j in shop.joins():
+        if j.outcome == "joined":
+            times[name_key(j.name)] = times.get(name_key(j.name), 0) + 1
     rows = []
     for p in shop.participants():
         questions = runs = 0
@@ -290,17 +323,15 @@ def participant_rows(data_dir: str | Path) -> list[ParticipantRow]:
             good, skipped = ws.comparisons()
             questions, runs = len(good) + skipped, len(ws.runs())
         rows.append(ParticipantRow(p.token, p.name, p.workspace, p.created_at, questions, runs,
-                                   shop.spent(p.workspace)))
+                                   ledger.workspace_spent(p.workspace), times.get(name_key(p.name), 1)))
     return rows
 
 
-def join(settings: Any, name: str) -> Participant:
+def join(settings: Any, name: str, client: str = "", code: str = "") -> Participant:
     """Join the workshop: a participant with their own new, empty workspace."""
-    from dataclasses import replace
-
     from lib import engine
 
-    p = Workshop(settings.data_dir).join(name)
+    p = Workshop(settings.data_dir).join(name, client, settings.workshop, code)
     engine.create_workspace(replace(settings, workspace=p.workspace), p.workspace)
     return p
 
@@ -308,8 +339,6 @@ def join(settings: Any, name: str) -> Participant:
 def reset_participant(settings: Any, token: str) -> Participant:
     """Empty a participant's workspace (knowledge bases, history, runs, models, jobs); their link keeps working.
     What they spent stays counted: a reset does not refund the caps."""
-    from dataclasses import replace
-
     from lib import engine
     from lib.workspace import workspace_exists
 
@@ -333,5 +362,17 @@ def remove_participant(settings: Any, token: str) -> Participant:
         raise ConfigError("No such participant (already removed?).")
     if workspace_exists(settings.data_dir, p.workspace):
         engine.delete_workspace(settings, p.workspace)
-    shop.remove(token)
+    shop.remove(p.token)
     return p
+
+
+def merge_participants(settings: Any, keep: str, duplicate: str) -> tuple[Participant, Participant]:
+    """Merge a duplicate join into the participant to keep: the duplicate's link opens the kept workspace, the
+    duplicate's workspace is deleted, and its spend counts as the kept participant's."""
+    from lib import engine
+    from lib.workspace import workspace_exists
+
+    kept, dup = Workshop(settings.data_dir).merge(keep, duplicate)
+    if workspace_exists(settings.data_dir, dup.workspace):
+        engine.delete_workspace(settings, dup.workspace)
+    return kept, dup

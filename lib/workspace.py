@@ -179,12 +179,22 @@ _VERSION_COLUMNS = ("collection, ingest, name, sha256, kind, chunks, tokens, sta
                     "committed_at")
 
 
+def _m004_leases(con: sqlite3.Connection) -> None:
+    """Who owns a piece of work now (an evaluation run, a training job): one owner at a time, renewed while it
+    works, taken over only once it has expired."""
+    _script(con, """
+        CREATE TABLE leases (resource TEXT PRIMARY KEY, owner TEXT NOT NULL, taken_at REAL NOT NULL,
+                             expires_at REAL NOT NULL)
+    """)
+
+
 # Numbered, applied in order, each once. Append new ones (evaluation runs, document commit
 # records, spend) at the end; never edit one that has shipped.
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (1, "records", _m001_records),
     (2, "evaluation runs and question sets", _m002_evaluation),
     (3, "document versions", _m003_document_versions),
+    (4, "leases", _m004_leases),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -619,6 +629,37 @@ class Workspace:
             con.execute("DELETE FROM eval_answers WHERE run_id = ?", (run_id,))
             con.execute("DELETE FROM eval_runs WHERE id = ?", (run_id,))
 
+    # ------------------------------------------------------------ leases
+
+    def take_lease(self, resource: str, owner: str, ttl_s: float) -> bool:
+        """Own `resource` for `ttl_s` seconds: granted when nobody holds it, its holder's lease has expired, or
+        `owner` holds it already (then renewed). One transaction, so two processes cannot both get it."""
+        now = time.time()
+        with self._write() as con:
+            row = con.execute("SELECT owner, expires_at FROM leases WHERE resource = ?", (resource,)).fetchone()
+            if row is not None and row[0] != owner and row[1] > now:
+                return False
+            con.execute("INSERT OR REPLACE INTO leases (resource, owner, taken_at, expires_at) VALUES (?, ?, ?, ?)",
+                        (resource, owner, now, now + ttl_s))
+        return True
+
+    def renew_lease(self, resource: str, owner: str, ttl_s: float) -> bool:
+        """Extend `owner`'s lease; False if somebody else holds it now (it expired and was taken over)."""
+        with self._write() as con:
+            return con.execute("UPDATE leases SET expires_at = ? WHERE resource = ? AND owner = ?",
+                               (time.time() + ttl_s, resource, owner)).rowcount == 1
+
+    def release_lease(self, resource: str, owner: str) -> None:
+        with self._write() as con:
+            con.execute("DELETE FROM leases WHERE resource = ? AND owner = ?", (resource, owner))
+
+    def lease_holder(self, resource: str) -> tuple[str, float] | None:
+        """(owner, expires_at) of a live lease on `resource`, or None when nobody holds it."""
+        with self._connect() as con:
+            row = con.execute("SELECT owner, expires_at FROM leases WHERE resource = ? AND expires_at > ?",
+                              (resource, time.time())).fetchone()
+        return (str(row[0]), float(row[1])) if row else None
+
     # ------------------------------------------------------------ jobs
 
     def add_job(self, job_id: str, kind: str, name: str, params: dict[str, Any], status: str = "starting",
@@ -684,9 +725,15 @@ class Workspace:
         return [j for j in (self._check_alive(self._job(r)) for r in rows) if j is not None]
 
     def _check_alive(self, job: JobRecord | None) -> JobRecord | None:
-        if job is None or job.kind != "local" or job.finished or _pid_alive(job.pid):
+        if job is None or job.kind != "local" or job.finished:
             return job
-        if job.pid is None and time.time() - job.created_at < 60:
+        with self._connect() as con:  # the training process holds a lease on its job while it trains
+            lease = con.execute("SELECT expires_at FROM leases WHERE resource = ?", (f"job:{job.id}",)).fetchone()
+        if lease is not None and lease[0] > time.time():
+            return job  # alive, on this machine or another sharing the data folder
+        if lease is None and _pid_alive(job.pid):
+            return job  # not started training yet (or started by an earlier version)
+        if lease is None and job.pid is None and time.time() - job.created_at < 60:
             return job  # being started
         if job.error == "cancel requested":  # lib.finetune.local.CANCEL_REQUESTED: it died of the cancel
             self.update_job(job.id, status="cancelled", error="cancelled; no adapter was written")

@@ -345,7 +345,7 @@ def test_a_training_job_outlives_the_session_that_started_it(tmp_path, monkeypat
     # a new session sees the finished job and the new model, active
     later = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
     _open(later, "views/finetune.py")
-    assert any("Trained and registered zorblat-codes" in s.value for s in later.success)
+    assert any("Trained and registered zorblat-codes" in s.value.replace("\\", "") for s in later.success)
     table = next(d.value for d in later.dataframe if "active" in d.value.columns)
     assert table[table["active"] == "✓"]["name"].iloc[0] == "zorblat-codes"
     assert later.session_state["settings"].finetuned.lora == model.lora

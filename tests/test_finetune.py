@@ -120,8 +120,11 @@ def test_local_training_says_what_to_install(tmp_path, monkeypatch):
 
 @pytest.fixture
 def client(settings, openai_server):
-    return openai_client(settings.with_overrides(openai_api_key="sk-test", openai_base_url=openai_server.base_url,
-                                                 max_retries=0))
+    """OpenAI fine-tuning through the gateway (the only way to it)."""
+    from lib import gateway
+
+    return gateway.fine_tuning(settings.with_overrides(openai_api_key="sk-test", openai_base_url=openai_server.base_url,
+                                                       max_retries=0))
 
 
 def test_openai_job_to_success_and_registration(client, tmp_path):
@@ -162,7 +165,7 @@ def test_openai_job_failure_and_cancel(client, openai_server):
     assert job.status == "failed" and job.error.message
     openai_server.fail_jobs = False
     job = finetune.start_openai_job(client, _many(), "gpt-4.1-mini-2025-04-14")
-    client.fine_tuning.jobs.cancel(job.id)
+    client.cancel(job.id)
     assert finetune.poll_openai_job(client, job.id)[0].status == "cancelled"
 
 

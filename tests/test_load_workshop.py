@@ -117,7 +117,8 @@ async def _run(url: str) -> list[dict[str, object]]:
 
 def test_ten_participants_ask_the_local_model_at_once(tmp_path: Path) -> None:
     server = StreamlitServer(tmp_path / "data", tmp_path / "streamlit.log",
-                             extra_env={"WORKBENCH_WORKSHOP": "1", "WORKBENCH_HOST_CODE": "load-test"})
+                             extra_env={"WORKBENCH_WORKSHOP": "1", "WORKBENCH_HOST_CODE": "load-test",
+                                        "WORKBENCH_JOIN_RATE": str(PARTICIPANTS)})  # all join from one address
     server.start(timeout_s=90)
     try:
         results = asyncio.run(_run(server.url))

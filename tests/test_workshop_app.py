@@ -119,3 +119,47 @@ def test_at_the_cap_a_hosted_arm_says_so_and_a_local_arm_answers(workshop_env, m
     assert "Spend cap reached" in text and "ask the workshop host" in text and "$0.00" in text
     assert openai_server.requests_to("/chat/completions") == []
     assert any("tuned\\-model says hello" in m.value for m in at.markdown)  # the uncapped (non-hosted) arm answered
+
+
+def test_names_are_shown_as_text_and_long_ones_refused_with_a_message(workshop_env):
+    at = _session()
+    at.text_input(key="join_name").input("x" * 75)
+    at.button(key="join_submit").click().run()
+    assert at.title[0].value == "Join the workshop"
+    assert "75 characters long: use at most 60" in at.error[0].value.replace("\\", "")
+    at = _join("**Bold** [link](http://evil.example) Ada")
+    sidebar = " ".join(m.value for m in at.sidebar.markdown)
+    assert "\\*\\*Bold\\*\\*" in sidebar and "](http" not in sidebar  # escaped: no bold, no link
+    host = _session()
+    host.switch_page("views/host.py").run()
+    host.text_input(key="host_code").input("open-sesame")
+    host.button(key="host_open").click().run()
+    host.button(key="host_reset").click().run()
+    notice = host.success[0].value
+    assert "\\*\\*Bold\\*\\*" in notice and "](http" not in notice
+
+
+def test_join_code_small_caps_and_locked_settings(workshop_env, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_JOIN_CODE", "owl-42")
+    monkeypatch.setenv("WORKBENCH_CAP_PARTICIPANT_USD", "0.002")
+    at = _session()
+    at.text_input(key="join_name").input("Ada")
+    at.text_input(key="join_code").input("owl-41")
+    at.button(key="join_submit").click().run()
+    assert "not the join code" in at.error[0].value and at.title[0].value == "Join the workshop"
+    at.text_input(key="join_code").input("owl-42")
+    at.button(key="join_submit").click().run()
+    assert at.title[0].value == "RAG, fine-tuning, or both?"
+    at.switch_page("views/settings.py").run()
+    assert not at.exception
+    keys = {w.key for w in at.text_input}
+    assert not keys & {"settings_base_url", "settings_key", "settings_azure_endpoint", "settings_base_name"}
+    assert "workshop host chose the providers" in at.info[0].value
+    caps = at.dataframe[0].value
+    assert list(caps["limit"]) == ["$0.00200"] and list(caps["left"]) == ["$0.00200"]  # not "$0.00"
+    host = _session()
+    host.switch_page("views/host.py").run()
+    host.text_input(key="host_code").input("open-sesame")
+    host.button(key="host_open").click().run()
+    assert [c.value for c in host.code] == ["owl-42"]  # to read out or project
+    assert "per participant $0.00200" in " ".join(c.value for c in host.caption)

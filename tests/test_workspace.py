@@ -352,9 +352,8 @@ def test_cli_workspaces_and_the_workspace_flag(tmp_path, capsys, monkeypatch):
 
 
 def test_cli_jobs_follows_a_hosted_job(tmp_path, capsys, monkeypatch, openai_server):
-    from lib import finetune
+    from lib import finetune, gateway
     from lib.__main__ import main
-    from lib.providers import openai_client
     from lib.settings import load_settings
     from tests.test_finetune import _many
 
@@ -363,7 +362,7 @@ def test_cli_jobs_follows_a_hosted_job(tmp_path, capsys, monkeypatch, openai_ser
     data = tmp_path / "d"
     ws = Workspace(data, "default")
     settings = load_settings(secrets_file=None, data_dir=data)
-    job = finetune.start_openai_job(openai_client(settings), _many(), "gpt-4.1-mini-2025-04-14", ws=ws)
+    job = finetune.start_openai_job(gateway.fine_tuning(settings), _many(), "gpt-4.1-mini-2025-04-14", ws=ws)
     statuses = []
     for _ in range(6):
         assert main(["jobs", "--data-dir", str(data), "--json"]) == 0

@@ -1,4 +1,5 @@
 import dataclasses
+import time
 
 import streamlit as st
 
@@ -32,26 +33,42 @@ with right:
     overlap = st.slider("Overlap (tokens)", 0, size // 2, min(DEFAULT_OVERLAP_TOKENS, size // 2), 4,
                         key="docs_overlap")
 
+busy = "docs_job" in st.session_state  # files being stored (started on an earlier run of this page)
 c1, c2 = st.columns(2)
-add = c1.button("Add to knowledge base", type="primary", disabled=not uploads, key="docs_add")
-sample = c2.button("Load the sample documents", key="docs_sample")
+add = c1.button("Add to knowledge base", type="primary", disabled=not uploads or busy, key="docs_add")
+sample = c2.button("Load the sample documents", key="docs_sample", disabled=busy)
 
-if add or sample:
-    results = []
+if (add or sample) and not busy:
+    # Stored by a background job: leaving this page (or a rerun) while a file is embedding does not drop it.
     if add:
-        for upload in uploads or []:
-            bar = st.progress(0.0, text=f"{upload.name}: reading")
-            results.append(engine.ingest_upload(
-                kb, upload.name, upload.getvalue(), size, overlap, settings.max_upload_mb * 1024 * 1024,
-                progress=lambda name, stage, f, bar=bar: bar.progress(f, text=f"{name}: {stage}")))
+        files = [(upload.name, upload.getvalue()) for upload in uploads or []]
+        max_bytes = settings.max_upload_mb * 1024 * 1024
+        st.session_state.docs_job = engine.ingest_in_background(
+            lambda progress: [engine.ingest_upload(kb, name, data, size, overlap, max_bytes, progress=progress)
+                              for name, data in files])
+        st.session_state.docs_uploader_round += 1  # the files are with the job: "Add" cannot run them twice
     else:
-        bar = st.progress(0.0, text="Sample documents")
-        results = engine.load_sample_corpus(
-            kb, progress=lambda name, stage, f: bar.progress(f, text=f"{name}: {stage}"))
-    st.session_state.docs_last_results = [r.to_dict() for r in results]
-    if add:  # every file got its result (shown below): empty the uploader, so "Add" cannot run them twice
-        st.session_state.docs_uploader_round += 1
-        st.rerun()
+        st.session_state.docs_job = engine.ingest_in_background(
+            lambda progress: engine.load_sample_corpus(kb, progress=progress))
+    st.rerun()
+
+if busy:
+    job = st.session_state.docs_job
+    st.caption("Storing the files. This goes on if you open another page: come back here for the results.")
+    bars: dict = {}
+    while not job.done:  # a page switch stops this loop, not the job
+        for name, status in job.statuses().items():
+            fraction, _, stage = status.partition(" ")
+            bars.setdefault(name, st.empty()).progress(min(1.0, float(fraction)),
+                                                       text=f"{one_line(name)}: {stage}")
+        time.sleep(0.25)
+    st.session_state.pop("docs_job")
+    results = [r.to_dict() for r in job.result or []]
+    if job.error is not None:
+        results.append({"file": "(the upload)", "status": "error", "error": f"{type(job.error).__name__}: "
+                        f"{job.error}", "chunks": 0, "tokens": 0})
+    st.session_state.docs_last_results = results
+    st.rerun()
 
 if st.session_state.get("docs_last_results"):
     for r in st.session_state.docs_last_results:

@@ -4,11 +4,10 @@ import os
 import pandas as pd
 import streamlit as st
 
-from lib import engine, finetune, provenance
+from lib import engine, finetune, gateway, provenance
 from lib.errors import ConfigError, explain
 from lib.finetune import from_kb
 from lib.format import escape_markdown, usd, when
-from lib.providers import make_provider, openai_client
 
 settings = st.session_state.settings
 workspace = engine.workspace_for(settings)
@@ -57,7 +56,7 @@ with data_tab:
                 bar = st.progress(0.0, text="Writing question/answer pairs…")
                 try:
                     examples, gen_problems = finetune.generate_pairs(
-                        chunks, make_provider(settings.base, settings), per_chunk,
+                        chunks, gateway.provider(settings, settings.base, "base"), per_chunk,
                         on_progress=lambda i, n: bar.progress(i / n, text=f"Chunk {i} of {n}"))
                     st.session_state.ft_examples = examples
                     st.session_state.ft_parse_problems = [(0, p) for p in gen_problems]
@@ -212,8 +211,8 @@ def openai_job_view(job_id: str, was_running: bool) -> None:
     client = None
     if settings.hosted_configured and not record.finished:
         try:
-            client = openai_client(settings)
-            _, events = finetune.refresh_openai_job(workspace, client, record)
+            client = gateway.fine_tuning(settings)
+            _, events = client.refresh(workspace, record)
             record = workspace.job(job_id) or record
         except Exception as exc:
             st.error(explain(exc, str(record.params.get("base_model", ""))))
@@ -229,7 +228,7 @@ def openai_job_view(job_id: str, was_running: bool) -> None:
         c1, c2 = st.columns(2)
         if c1.button("Cancel job", key="ft_oai_cancel", disabled=client is None):
             try:
-                client.fine_tuning.jobs.cancel(job_id)  # type: ignore[union-attr]
+                client.cancel(job_id)  # type: ignore[union-attr]
             except Exception as exc:
                 st.error(explain(exc))
             st.rerun(scope="fragment")
@@ -262,7 +261,7 @@ with openai_tab:
     if st.button("Upload and start the job", type="primary", key="ft_oai_start",
                  disabled=bool(blockers or not settings.hosted_configured)):
         try:
-            started = finetune.start_openai_job(openai_client(settings), ready, base_model, epochs, suffix or None,
+            started = finetune.start_openai_job(gateway.fine_tuning(settings), ready, base_model, epochs, suffix or None,
                                                 ws=workspace, trained_on=trained_on, knowledge_base=kb_name)
             st.session_state.ft_oai_pick = started.id
         except Exception as exc:

@@ -1,16 +1,16 @@
 """Workshop mode: the host's view of the participants (protected by the host code set at start)."""
 
 import datetime
-import hmac
-import os
 
 import streamlit as st
 
-from lib import workshop
+from lib import gateway, workshop
 from lib.errors import ConfigError
+from lib.format import escape_markdown, usd
 
 settings = st.session_state.settings
-config = workshop.workshop_config(os.environ)
+config = settings.workshop
+shop = workshop.Workshop(settings.data_dir)
 
 st.title("Host")
 if not st.session_state.get("host_ok"):
@@ -18,42 +18,81 @@ if not st.session_state.get("host_ok"):
         code = st.text_input("Host code", type="password", key="host_code",
                              help="The code set with WORKBENCH_HOST_CODE when the server was started.")
         if st.form_submit_button("Open", key="host_open"):
-            if config.host_code and hmac.compare_digest(code.encode(), config.host_code.encode()):
-                st.session_state.host_ok = True
-                st.rerun()
-            st.error("That is not the host code.")
+            try:
+                if shop.check_host_code(code, config, workshop.text(st.context.ip_address)):
+                    st.session_state.host_ok = True
+                    st.rerun()
+                st.error("That is not the host code.")
+            except ConfigError as exc:
+                st.error(escape_markdown(str(exc)))
     st.stop()
 
 if "host_notice" in st.session_state:
     st.success(st.session_state.pop("host_notice"))
+if config.join_code:
+    st.markdown("Join code (read it out, or show this screen):")
+    st.code(config.join_code, language=None)
 rows = workshop.participant_rows(settings.data_dir)
-shop = workshop.Workshop(settings.data_dir)
+ledger = gateway.Ledger(settings.data_dir)
+settled, reserved = ledger.totals()
 caps = []
 if config.cap_participant_usd is not None:
-    caps.append(f"per participant ${config.cap_participant_usd:.2f}")
+    caps.append(f"per participant {usd(config.cap_participant_usd)}")
 if config.cap_total_usd is not None:
-    caps.append(f"total ${config.cap_total_usd:.2f}")
-st.caption(f"{len(rows)} participant(s). Hosted spend so far: ${shop.spent():.4f}. "
+    caps.append(f"total {usd(config.cap_total_usd)}")
+limits = [f"at most {config.max_participants} participants" if config.max_participants else "no participant limit",
+          f"{config.join_rate} attempts to join per device in 10 minutes"]
+st.caption(f"{len(rows)} participant(s) ({', '.join(limits)}). Hosted spend so far: {usd(settled)}"
+           + (f", and {usd(reserved)} reserved by requests under way" if reserved else "") + ". "
            + (f"Caps: {', '.join(caps)} (set with WORKBENCH_CAP_PARTICIPANT_USD / WORKBENCH_CAP_TOTAL_USD; "
-              "restart with a higher value to raise them)." if caps else "No spend caps are set."))
+              "restart with a higher value to raise them). Every hosted request is capped: answers, evaluation "
+              "runs, the LLM judge, generated questions and training pairs, connection tests, embeddings and "
+              "OpenAI fine-tuning." if caps else "No spend caps are set."))
 if not rows:
-    st.info("Nobody has joined yet. Participants open this server's address and type their name.")
-    st.stop()
+    st.info("Nobody has joined yet. Participants open this server's address and type their name"
+            + (" and the join code." if config.join_code else "."))
 st.dataframe([{"Name": r.name, "Workspace": r.workspace,
-               "Joined": datetime.datetime.fromtimestamp(r.joined_at).strftime("%H:%M"),
+               "Joined": datetime.datetime.fromtimestamp(r.joined_at).strftime("%H:%M"), "Joins": r.joins,
                "Questions asked": r.questions, "Evaluation runs": r.runs, "Spend (USD)": round(r.spent_usd, 6)}
               for r in rows], hide_index=True, key="host_table")
-labels = {r.token: f"{r.name} ({r.workspace})" for r in rows}
-who = st.selectbox("Participant", list(labels), format_func=labels.__getitem__, key="host_pick")
-left, right = st.columns(2)
-try:
-    if left.button("Reset: empty their workspace", key="host_reset"):
-        p = workshop.reset_participant(settings, who)
-        st.session_state.host_notice = f"{p.name}'s workspace is empty again; their link still works."
-        st.rerun()
-    if right.button("Remove: delete their workspace and link", key="host_remove"):
-        p = workshop.remove_participant(settings, who)
-        st.session_state.host_notice = f"{p.name} was removed; their link no longer opens anything."
-        st.rerun()
-except ConfigError as exc:
-    st.error(str(exc))
+if rows:
+    labels = {r.token: f"{r.name} ({r.workspace})" for r in rows}
+    who = st.selectbox("Participant", list(labels), format_func=labels.__getitem__, key="host_pick")
+    left, right = st.columns(2)
+    try:
+        if left.button("Reset: empty their workspace", key="host_reset"):
+            p = workshop.reset_participant(settings, who)
+            st.session_state.host_notice = f"{escape_markdown(p.name)}'s workspace is empty again; their link still works."
+            st.rerun()
+        if right.button("Remove: delete their workspace and link", key="host_remove"):
+            p = workshop.remove_participant(settings, who)
+            st.session_state.host_notice = f"{escape_markdown(p.name)} was removed; their link no longer opens anything."
+            st.rerun()
+    except ConfigError as exc:
+        st.error(escape_markdown(str(exc)))
+
+duplicates = shop.duplicates()
+if duplicates:
+    st.subheader("Joined more than once")
+    st.caption("One name, several workspaces: they share one spend allowance. Merge keeps the first workspace: "
+               "the later links open it, the later workspaces are deleted and their spend counts there.")
+    for i, group in enumerate(duplicates):
+        first, later = group[0], group[1:]
+        st.markdown(f"**{escape_markdown(first.name)}**: {len(group)} joins, workspaces "
+                    + ", ".join(escape_markdown(p.workspace) for p in group))
+        if st.button(f"Merge into {first.workspace}", key=f"host_merge_{i}"):
+            try:
+                for p in later:
+                    workshop.merge_participants(settings, first.token, p.token)
+                st.session_state.host_notice = (f"Merged {len(later)} join(s) of {escape_markdown(first.name)} into "
+                                                f"{escape_markdown(first.workspace)}.")
+                st.rerun()
+            except ConfigError as exc:
+                st.error(escape_markdown(str(exc)))
+
+joins = shop.joins()
+if joins:
+    with st.expander(f"Attempts to join ({len(joins)})"):
+        st.dataframe([{"When": datetime.datetime.fromtimestamp(j.at).strftime("%H:%M:%S"), "Name": j.name,
+                       "Device (address)": j.client, "Outcome": j.outcome, "Workspace": j.workspace}
+                      for j in reversed(joins[-200:])], hide_index=True, key="host_joins")

@@ -5,11 +5,60 @@ import streamlit as st
 from lib import engine
 from lib.format import escape_markdown
 from lib.providers import PROVIDERS as PROVIDER_REGISTRY
-from lib.settings import DEFAULT_HOSTED_MODEL, LOCAL_BASE_MODEL, ModelSpec, mask_key, model_problem, proposed_model
+from lib.settings import (
+    DEFAULT_HOSTED_MODEL,
+    LOCAL_BASE_MODEL,
+    ModelSpec,
+    mask_key,
+    model_problem,
+    proposed_model,
+    typed_credentials,
+    withheld_key,
+)
 
 settings = st.session_state.settings
 overrides = st.session_state.settings_overrides
 st.title("Settings")
+if settings.workshop.enabled:  # a participant's providers are the host's: shown, not changed
+    from lib import gateway
+    from lib.format import usd
+
+    st.info("Workshop mode: the workshop host chose the providers, the endpoint, the key and the models; they "
+            "cannot be changed here. Every hosted request is capped.")
+    for role, label, spec in (("base", "Base model", settings.base), ("finetuned", "Fine-tuned model",
+                                                                      settings.finetuned)):
+        allowed = gateway.allowed_models(settings, role)
+        st.markdown(f"**{label}:** {escape_markdown(spec.label if spec else 'the workspace active model')}"
+                    f" ({escape_markdown(spec.provider if spec else 'local')}). Hosted models the host allows: "
+                    + (", ".join(escape_markdown(m.name) for m in allowed) or "none")
+                    + ("; and the models this workspace trains." if role == "finetuned" else "."))
+        if len(allowed) > 1 or (allowed and spec not in allowed):
+            options = list(dict.fromkeys([*([spec] if spec is not None and spec.provider == "local" else []),
+                                          *allowed]))
+            pick = st.selectbox(f"Use for the {label.lower()}", options, format_func=lambda m: m.label,
+                                index=options.index(spec) if spec in options else 0, key=f"settings_ws_{role}")
+            if pick != spec and st.button("Use this model", key=f"settings_ws_use_{role}"):
+                overrides[role] = pick
+                st.rerun()
+    caps = gateway.left(settings)
+    rows = [{"cap": "per participant" if scope == "participant" else "everyone together",
+             "limit": usd(c["cap"]), "spent": usd(c["settled"]), "reserved now": usd(c["reserved"]),
+             "left": usd(c["left"])} for scope, c in caps.items() if c["cap"] is not None]
+    if rows:
+        st.subheader("Spend caps")
+        st.dataframe(rows, hide_index=True, key="settings_ws_caps")
+    else:
+        st.caption("No spend caps are set.")
+    tests = st.session_state.setdefault("settings_tests", {})
+    t1, t2 = st.columns(2)
+    for col, role, label in ((t1, "base", "Test the base model"), (t2, "finetuned", "Test the fine-tuned model")):
+        if col.button(label, key=f"settings_test_{role}"):
+            with col, st.spinner("Asking the model for one word…"):
+                tests[role] = engine.connection_test(settings, role)
+        if role in tests:
+            ok, message = tests[role]
+            (col.success if ok else col.error)(escape_markdown(message))
+    st.stop()
 st.caption("Changes here last for this browser session. For a permanent setup use environment variables or "
            ".streamlit/secrets.toml (see secrets.toml.example).")
 
@@ -57,8 +106,8 @@ ft_lora = f3.text_input("LoRA adapter (local only)", key="settings_ft_lora",
 st.subheader("Hosted API")
 h1, h2 = st.columns(2)
 key = h1.text_input("API key (this session only)", type="password", key="settings_key",
-                    help="Never shown, logged or written to disk. Leave empty to keep the current key: "
-                         + mask_key(settings.openai_api_key or settings.azure_api_key))
+                    help="Never shown, logged or written to disk, and only sent to the endpoint typed with it. Leave "
+                         "empty to keep the current key: " + mask_key(settings.key_in_use()))
 base_url = h2.text_input("OpenAI-compatible base URL", key="settings_base_url",
                          placeholder="https://api.openai.com/v1 · http://localhost:11434/v1 (Ollama)")
 a1, a2 = st.columns(2)
@@ -80,11 +129,9 @@ if st.button("Apply", type="primary", key="settings_apply"):
     else:
         overrides["base"] = base
         overrides["finetuned"] = tuned
-        overrides["openai_base_url"] = base_url.strip() or None
-        overrides["azure_endpoint"] = azure_endpoint.strip() or None
         overrides["azure_api_version"] = azure_version.strip() or settings.azure_api_version
-        if key.strip():
-            overrides["azure_api_key" if azure_endpoint.strip() else "openai_api_key"] = key.strip()
+        # A typed key is bound to the endpoint typed with it; a typed endpoint never gets the configured key.
+        overrides.update(typed_credentials(key, base_url, azure_endpoint))
         st.session_state.settings = dataclasses.replace(settings, **overrides)
         st.session_state.settings_clear_key = True  # the key field is emptied on the next run
         st.session_state.settings_tests = {}
@@ -92,8 +139,10 @@ if st.button("Apply", type="primary", key="settings_apply"):
         st.rerun()
 
 st.subheader("Connection test")
-st.caption(f"Key in use: {mask_key(settings.openai_api_key or settings.azure_api_key)} · base URL: "
+st.caption(f"Key in use: {mask_key(settings.key_in_use())} · base URL: "
            f"{escape_markdown(settings.openai_base_url or settings.azure_endpoint or 'OpenAI default')}")
+if withheld_key(settings):
+    st.info(escape_markdown(withheld_key(settings) or ""))
 tests = st.session_state.setdefault("settings_tests", {})  # role -> (ok, message): each stays under its button
 t1, t2 = st.columns(2)
 for col, role, label in ((t1, "base", "Test the base model"), (t2, "finetuned", "Test the fine-tuned model")):

@@ -169,9 +169,18 @@ def generate_pairs(chunks: list[Any], provider: Any, per_chunk: int = 2,
     problems: list[str] = []
     for i, chunk in enumerate(chunks, 1):
         prompt = _PAIR_PROMPT.format(n=per_chunk, doc=chunk.document, text=chunk.text)
-        text = "".join(e.text for e in provider.stream([{"role": "user", "content": prompt}],
-                                                       GenParams(temperature=0.3, max_tokens=600, stop=()))
-                       if isinstance(e, Delta))
+        try:
+            text = "".join(e.text for e in provider.stream([{"role": "user", "content": prompt}],
+                                                           GenParams(temperature=0.3, max_tokens=600, stop=()))
+                           if isinstance(e, Delta))
+        except Exception as exc:
+            from lib.errors import explain
+            from lib.gateway import CapReached
+
+            if not isinstance(exc, CapReached) or not pairs:
+                raise
+            problems.append(f"Stopped at {chunk.document} chunk {chunk.chunk}: {explain(exc)}")
+            break  # the rest would be refused too: keep the pairs already written
         match = re.search(r"\[.*\]", text, re.S)
         try:
             items = json.loads(match.group(0)) if match else None

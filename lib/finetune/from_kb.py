@@ -202,11 +202,11 @@ def training_set(settings: Any, kb: Any, offline: bool = True) -> tuple[list[Exa
     """(examples, counts by kind, method in words) to fine-tune on a knowledge base: written by the configured
     hosted model from its chunks unless `offline` (or no hosted model); otherwise built from its own text."""
     if settings.hosted_configured and not offline:
+        from lib import gateway
         from lib.finetune.data import generate_pairs
-        from lib.providers import make_provider
 
         chunks = [c for d in kb.documents() for c in kb.chunks_of(d.name)][:60]
-        examples, problems = generate_pairs(chunks, make_provider(settings.base, settings))
+        examples, problems = generate_pairs(chunks, gateway.provider(settings, settings.base, "base"))
         method = f"{len(examples)} question/answer pairs written by {settings.base.label} from {len(chunks)} chunks"
         return examples, {"generated_pairs": len(examples), "problems": len(problems)}, method
     examples, kinds = offline_examples(kb)

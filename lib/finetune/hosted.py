@@ -26,31 +26,18 @@ def estimate_training_cost(examples: list[Example], base_model: str, epochs: int
             "source": f"{extra_prices()['source']} (checked {extra_prices()['checked']})"}
 
 
-def start_openai_job(client: Any, examples: list[Example], base_model: str, epochs: int = 3,
+def start_openai_job(api: Any, examples: list[Example], base_model: str, epochs: int = 3,
                      suffix: str | None = None, ws: Workspace | None = None,
                      trained_on: tuple[dict[str, str], ...] = (), knowledge_base: str = "",
                      provider: str = "openai") -> Any:
-    """Upload the training file and create the job; with `ws`, record it there. Returns the job object."""
-    data = to_jsonl(examples)
-    uploaded = client.files.create(file=("training.jsonl", data.encode()), purpose="fine-tune")
-    kwargs: dict[str, Any] = {"model": base_model, "training_file": uploaded.id,
-                              "hyperparameters": {"n_epochs": epochs}}
-    if suffix:
-        kwargs["suffix"] = suffix
-    job = client.fine_tuning.jobs.create(**kwargs)
-    if ws is not None:
-        ws.add_job(job.id, "openai", suffix or base_model, {
-            "base_model": base_model, "epochs": epochs, "suffix": suffix, "examples": len(examples),
-            "training_file": uploaded.id, "training_sha256": sha256_text(data), "trained_on": list(trained_on),
-            "knowledge_base": knowledge_base, "provider": provider}, status=str(job.status))
-    return job
+    """Upload the training file and create the job through the gateway (`api`: lib.gateway.fine_tuning(settings),
+    which reserves the estimated training cost first); with `ws`, record it there. Returns the job object."""
+    return api.start(ws, examples, base_model, epochs, suffix, trained_on, knowledge_base, provider)
 
 
-def poll_openai_job(client: Any, job_id: str) -> tuple[Any, list[str]]:
-    """The job's current state and its events, oldest first."""
-    job = client.fine_tuning.jobs.retrieve(job_id)
-    events = client.fine_tuning.jobs.list_events(job_id, limit=50)
-    return job, [e.message for e in reversed(list(events.data))]
+def poll_openai_job(api: Any, job_id: str) -> tuple[Any, list[str]]:
+    """The job's current state and its events, oldest first (`api`: lib.gateway.fine_tuning(settings))."""
+    return api.poll(job_id)  # type: ignore[no-any-return]
 
 
 def model_for_job(job: Any, examples: int, training_sha256: str, trained_on: tuple[dict[str, str], ...] = (),
@@ -78,10 +65,11 @@ def register_openai_job(ws: Workspace, job: Any, examples: list[Example],
     return model
 
 
-def refresh_openai_job(ws: Workspace, client: Any, record: JobRecord) -> tuple[Any, list[str]]:
+def refresh_openai_job(ws: Workspace, api: Any, record: JobRecord) -> tuple[Any, list[str]]:
     """Ask OpenAI for the job's state, store it, and register the model when it has succeeded
-    (once: the job and its model are written in one transaction)."""
-    job, events = poll_openai_job(client, record.id)
+    (once: the job and its model are written in one transaction). The gateway's `refresh` also settles the
+    job's reserved cost."""
+    job, events = poll_openai_job(api, record.id)
     status = str(job.status)
     if record.finished:
         return job, events
@@ -99,16 +87,7 @@ def refresh_openai_job(ws: Workspace, client: Any, record: JobRecord) -> tuple[A
     return job, events
 
 
-def refresh_openai_jobs(ws: Workspace, client: Any) -> list[str]:
-    """Refresh every unfinished hosted job; returns the problems met (one line per job)."""
-    from lib.errors import explain
-
-    problems = []
-    for record in ws.jobs("openai"):
-        if record.finished:
-            continue
-        try:
-            refresh_openai_job(ws, client, record)
-        except Exception as exc:
-            problems.append(f"{record.id}: {explain(exc)}")
-    return problems
+def refresh_openai_jobs(ws: Workspace, api: Any) -> list[str]:
+    """Refresh every unfinished hosted job (and settle the cost of those that finished); returns the problems
+    met (one line per job)."""
+    return api.refresh_all(ws)  # type: ignore[no-any-return]

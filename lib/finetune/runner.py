@@ -8,13 +8,18 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from lib.finetune.registry import FineTunedModel
 from lib.settings import LOCAL_BASE_MODEL
 from lib.workspace import Workspace
+
+LEASE_TTL_S = 30.0  # the training process renews its lease on the job every third of this
 
 
 def run(ws: Workspace, job_id: str) -> int:
@@ -41,6 +46,28 @@ def run(ws: Workspace, job_id: str) -> int:
     if (ws.job(job_id) or job).error == CANCEL_REQUESTED:  # cancelled while this process was starting
         ws.update_job(job_id, status="cancelled", error="cancelled; no adapter was written")
         return 130
+    owner = f"{socket.gethostname()}:{os.getpid()}"
+    if not ws.take_lease(f"job:{job_id}", owner, LEASE_TTL_S):  # one process trains a job
+        print(f"job {job_id} is being trained by another process", file=sys.stderr)
+        return 2
+    beating = threading.Event()
+
+    def beat() -> None:  # while it trains, on this machine or another sharing the data folder
+        while not beating.wait(LEASE_TTL_S / 3):
+            try:
+                ws.renew_lease(f"job:{job_id}", owner, LEASE_TTL_S)
+            except Exception:
+                continue
+
+    threading.Thread(target=beat, name="lease", daemon=True).start()
+    try:
+        return _train(ws, job_id, job, p, args, adapter)
+    finally:
+        beating.set()
+        ws.release_lease(f"job:{job_id}", owner)
+
+
+def _train(ws: Workspace, job_id: str, job: Any, p: dict[str, Any], args: list[str], adapter: Path) -> int:
     ws.update_job(job_id, status="running", pid=os.getpid())
     t0 = time.time()
     try:
