@@ -1,4 +1,4 @@
-"""Command-line interface: `python -m lib ingest|ask|eval|list|remove|kbs|workspaces|jobs`.
+"""Command-line interface: `python -m lib ingest|ask|eval|list|remove|kbs|workspaces|jobs|models`.
 A thin layer over lib.engine; every command works in one workspace (--workspace)."""
 
 from __future__ import annotations
@@ -144,6 +144,9 @@ def parser() -> argparse.ArgumentParser:
     _common(p)
     p = sub.add_parser("jobs", help="training and fine-tuning jobs (hosted ones are refreshed when a key is set)")
     _common(p)
+    from lib import models_cli
+
+    models_cli.add_parser(sub, _common)
     return root
 
 
@@ -490,6 +493,10 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.command == "workspaces":
             return _workspaces(settings, args)
+        if args.command == "models":
+            from lib import models_cli
+
+            return models_cli.run(settings, args)
         ws = engine.workspace_for(settings, create=False)
         if args.command == "jobs":
             return _jobs(settings, ws, args)
@@ -532,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(f"removed {n} chunks of {args.document}" if n else f"no document named {args.document}")
             return 0 if n else 1
-        settings = engine.resolve_finetuned(settings, ws)
+        settings = engine.resolve_models(settings, ws)
         arms = [a.strip() for a in args.arms.split(",") if a.strip()]
         if args.command == "eval":
             return _evaluate(settings, kb, args, arms)

@@ -116,7 +116,7 @@ def per_question(u: ArmUsage, a: Assumptions) -> tuple[float | None, str]:
     """(USD per question, how it was priced) under the assumptions."""
     from lib.pricing import price_tokens
 
-    if u.provider == "local":
+    if u.provider in ("local", "ollama"):
         if a.hardware_usd_per_hour is None:
             return None, "local model: cost unknown until you give the hardware's cost per hour"
         return (a.hardware_usd_per_hour * u.seconds_mean / 3600,

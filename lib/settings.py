@@ -22,14 +22,19 @@ DEFAULT_COLLECTION = "default"
 LOCAL_TOP_K = 1  # measured with `python -m lib eval` on the sample set: hybrid 20/30 at top-k 1, 15 at 2, 17 at 4
 HOSTED_TOP_K = 4
 DEFAULT_WORKSPACE = "default"
+DEFAULT_HF_ENDPOINT = "https://huggingface.co"
+DEFAULT_OLLAMA_HOST = "http://localhost:11434"
+LOCAL_MAX_CTX = 4096  # context llama.cpp allocates at most (the model's own window when smaller): WORKBENCH_LOCAL_CTX
+PROVIDER_KINDS = ("local", "openai", "azure", "ollama")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     """Which model plays a role (base or fine-tuned) and who serves it.
 
-    provider: "local" (llama.cpp), "openai" (OpenAI or any OpenAI-compatible base URL)
-    or "azure" (Azure OpenAI; `name` is the deployment).
+    provider: "local" (llama.cpp), "openai" (OpenAI or any OpenAI-compatible base URL),
+    "azure" (Azure OpenAI; `name` is the deployment) or "ollama" (a model of the Ollama server at
+    OLLAMA_HOST, through its OpenAI-compatible endpoint; no key is ever sent there).
     lora: for local models, an optional LoRA adapter (GGUF) applied on top of `name`.
     """
 
@@ -66,6 +71,8 @@ def model_problem(spec: ModelSpec, openai_base_url: str | None = None, azure_end
         if not Path(name).is_file():
             return f"The local model file {name} does not exist."
         return None
+    if spec.provider == "ollama":
+        return None if name else "Name the Ollama model (for example 'llama3.2:1b'); Settings lists the server's models."
     where = "Azure OpenAI" if spec.provider == "azure" else "OpenAI"
     if not name:
         return (f"Name the {where} {'deployment' if spec.provider == 'azure' else 'model'} "
@@ -86,6 +93,9 @@ class Settings:
     chroma_host: str | None = None  # "host:port" of a Chroma server; None = embedded store
     embedder: str = "minilm"  # key of lib.embeddings.EMBEDDERS
     base: ModelSpec = ModelSpec("local", LOCAL_BASE_MODEL)
+    # The base model was configured (environment, secrets or a session's Settings form); when False, a workspace's
+    # chosen local model (python -m lib models use) takes the base role (lib.engine.resolve_models).
+    base_explicit: bool = False
     finetuned: ModelSpec | None = None  # set by WORKBENCH_FT_*; None = the workspace's active model
     openai_api_key: str | None = field(default=None, repr=False)
     openai_base_url: str | None = None
@@ -98,6 +108,10 @@ class Settings:
     max_upload_mb: int = 20
     n_threads: int | None = None  # llama.cpp threads; None = all cores
     llama_extra_bufts: str = "auto"  # llama.cpp extra buffer types (repacking, AMX): auto | on | off
+    local_max_ctx: int = LOCAL_MAX_CTX  # llama.cpp context at most; the model's own window when smaller
+    hf_endpoint: str = DEFAULT_HF_ENDPOINT  # where the model catalogue downloads from (HF_ENDPOINT)
+    hf_offline: bool = False  # HF_HUB_OFFLINE: never contact the hub, even when asked to download
+    ollama_host: str | None = None  # OLLAMA_HOST; None: try http://localhost:11434
 
     @property
     def default_top_k(self) -> int:
@@ -142,7 +156,7 @@ def _spec(value: str | None, default_provider: str) -> ModelSpec | None:
     if not value:
         return None
     provider, sep, name = value.partition(":")
-    if sep and provider in ("local", "openai", "azure"):
+    if sep and provider in PROVIDER_KINDS:
         return ModelSpec(provider, name)
     if value.startswith("ft:"):
         return ModelSpec("openai" if default_provider == "local" else default_provider, value)
@@ -181,6 +195,7 @@ def load_settings(
         raise ValueError(f"WORKBENCH_PROVIDER={provider!r}: use local, openai or azure.")
     default_model = LOCAL_BASE_MODEL if provider == "local" else DEFAULT_HOSTED_MODEL
     base = _spec(get("WORKBENCH_BASE_MODEL"), provider) or ModelSpec(provider, default_model)
+    base_explicit = bool(get("WORKBENCH_BASE_MODEL")) or provider != "local"
     finetuned = _spec(get("WORKBENCH_FT_MODEL"), provider)
     lora = get("WORKBENCH_FT_LORA")
     if lora:
@@ -193,6 +208,7 @@ def load_settings(
         "chroma_host": get("WORKBENCH_CHROMA_HOST"),
         "embedder": get("WORKBENCH_EMBEDDER") or "minilm",
         "base": base,
+        "base_explicit": base_explicit,
         "finetuned": finetuned,
         "openai_api_key": key,
         "openai_base_url": base_url,
@@ -211,8 +227,33 @@ def load_settings(
     if extra not in ("auto", "on", "off"):
         raise ValueError(f"WORKBENCH_LLAMA_EXTRA_BUFTS={extra!r}: use auto, on or off.")
     values["llama_extra_bufts"] = extra
+    if get("WORKBENCH_LOCAL_CTX"):
+        try:
+            values["local_max_ctx"] = int(get("WORKBENCH_LOCAL_CTX") or 0)
+        except ValueError:
+            raise ValueError(f"WORKBENCH_LOCAL_CTX={get('WORKBENCH_LOCAL_CTX')!r}: give a number of tokens, "
+                             "for example 4096.") from None
+        if values["local_max_ctx"] < 512:
+            raise ValueError("WORKBENCH_LOCAL_CTX must be at least 512 tokens.")
+    values["hf_endpoint"] = (get("HF_ENDPOINT") or DEFAULT_HF_ENDPOINT).rstrip("/")
+    values["hf_offline"] = (get("HF_HUB_OFFLINE") or "").strip().lower() in ("1", "true", "yes", "on")
+    if get("OLLAMA_HOST"):
+        values["ollama_host"] = ollama_url(get("OLLAMA_HOST") or "")
     settings = Settings(**values)
     return settings.with_overrides(**overrides)
+
+
+def ollama_url(host: str) -> str:
+    """OLLAMA_HOST as Ollama reads it ("0.0.0.0", "host:port" or a URL) -> the URL to reach it."""
+    host = host.strip().rstrip("/")
+    if "://" not in host:
+        host = "http://" + host
+    scheme, _, rest = host.partition("://")
+    if rest.startswith("0.0.0.0"):  # the address Ollama listens on, not one to connect to
+        rest = "127.0.0.1" + rest[len("0.0.0.0"):]
+    if ":" not in rest.split("/")[0]:
+        rest = rest.split("/")[0] + ":11434" + rest[len(rest.split("/")[0]):]
+    return f"{scheme}://{rest}"
 
 
 def mask_key(key: str | None) -> str:
