@@ -272,9 +272,10 @@ def _decide(settings: Any, args: argparse.Namespace) -> int:
                                changes=args.changes or "rarely")
     _, _, projections = projection.from_run(ws, record["id"], a)
     freshness = ws.meta(f"freshness:{record['spec'].get('collection', '')}")
-    small = "local" in (record["spec"].get("providers") or {}).values()
+    from lib.catalogue import small_model_caveat
+
     r = decision.decide(summary, situation, json.loads(freshness) if freshness else None,
-                        {p.arm: p.monthly_total_usd for p in projections}, small_model=small)
+                        {p.arm: p.monthly_total_usd for p in projections}, caveat=small_model_caveat(record["spec"]))
     if args.json:
         _emit({"run": record["id"], **r.to_dict()})
     else:

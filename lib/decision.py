@@ -63,10 +63,12 @@ def _pct(x: float | None) -> str:
 
 def decide(summary: dict[str, dict[str, Any]], situation: Situation = Situation(),
            freshness: dict[str, dict[str, Any]] | None = None, monthly_cost: dict[str, float | None] | None = None,
-           small_model: bool = False) -> Recommendation:
+           small_model: bool = False, caveat: str | None = None) -> Recommendation:
     """A recommendation from an evaluation run's per-arm summary (lib.evaluate.summarise), the user's
     situation, an optional freshness result ({arm: {"follows_change": bool, "keeps_old": bool}}) and the
-    projected monthly cost per arm."""
+    projected monthly cost per arm. `caveat` (lib.catalogue.small_model_caveat: from the model's parameter count)
+    is said with the recommendation; `small_model` alone gives the 135M demo model's caveat."""
+    caveat = caveat or (SMALL_MODEL_CAVEAT if small_model else None)
     arms = [a for a in CANDIDATES if a in summary and summary[a].get("accuracy") is not None]
     if not arms:
         raise ValueError("The run has no graded answers for RAG, fine-tuned or hybrid: evaluate at least one "
@@ -186,7 +188,7 @@ def decide(summary: dict[str, dict[str, Any]], situation: Situation = Situation(
                           "the passage (chunk size, top-k, the embedder, hybrid search)")
         changes.append("a retrieval hit rate above 60% would let the arms be compared on their answers")
         return Recommendation("improve-retrieval", "Improve retrieval first", tuple(reasons), tuple(changes),
-                              tuple(matrix), SMALL_MODEL_CAVEAT if small_model else None,
+                              tuple(matrix), caveat,
                               {a: round(v, 3) for a, v in score.items() if a in arms})
     if hit is not None and rag_acc is not None and hit - rag_acc > 0.3:
         reasons.append(f"Retrieval finds the right source {hit:.0%} of the time but the retrieval arms answer "
@@ -212,5 +214,5 @@ def decide(summary: dict[str, dict[str, Any]], situation: Situation = Situation(
         changes.append(f"{LABELS[runner_up]} is the runner-up: it would win if it gained about "
                        f"{max(0.0, score[choice] - score[runner_up]) * 100:.0f} points of accuracy")
     return Recommendation(choice, LABELS[choice], tuple(reasons), tuple(changes), tuple(matrix),
-                          SMALL_MODEL_CAVEAT if small_model else None,
+                          caveat,
                           {a: round(v, 3) for a, v in score.items() if a in arms})

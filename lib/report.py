@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from lib import charts, projection
+from lib.catalogue import small_model_caveat
 from lib.decision import LABELS, Recommendation, Situation, decide
 
 
@@ -45,8 +46,9 @@ def build(workspace: Any, run: str, a: projection.Assumptions, situation: Situat
     top_k_axis = [1, 2, 4, 6, 8, 10]
     stored = workspace.meta(f"freshness:{record['spec'].get('collection', '')}")
     fresh = json.loads(stored) if stored else None
-    small = "local" in (record["spec"].get("providers") or {}).values()
-    rec = decide(summary, situation, fresh, {p.arm: p.monthly_total_usd for p in projections}, small_model=small)
+    caveat = small_model_caveat(record["spec"])  # from the run's local models' parameter counts
+    small = caveat is not None
+    rec = decide(summary, situation, fresh, {p.arm: p.monthly_total_usd for p in projections}, caveat=caveat)
     return Decision(record, summary, a, projections, curves, crossings, per_day_axis,
                     projection.sensitivity_per_day(usages, a, per_day_axis), top_k_axis,
                     projection.sensitivity_top_k(usages, a, top_k_axis), fresh, rec, small)

@@ -5,6 +5,7 @@ import streamlit as st
 
 from lib import charts, engine, evalrun, evalsets
 from lib.arms import ARMS, DEFAULT_ARMS
+from lib.catalogue import small_model_caveat
 from lib.errors import ConfigError, explain
 from lib.evaluate import noise_sentence
 from lib.format import escape_markdown, ms, usd, when
@@ -228,9 +229,9 @@ with tab_results:
                f"answers · set **{escape_markdown(spec.get('question_set', ''))}** · {spec.get('questions', 0)} questions · "
                f"top-k {spec.get('top_k')} · max tokens {spec.get('max_tokens')} · models: "
                + ", ".join(f"{k} {v}" for k, v in spec.get("models", {}).items() if v))
-    if any(kind == "local" and "135m" in spec.get("models", {}).get(role, "").lower()
-           for role, kind in spec.get("providers", {}).items()):
-        st.warning("These are results from the 135M offline demo model; at this size results can invert.")
+    caveat = small_model_caveat(spec)  # from the local model's parameter count (its GGUF), not its name
+    if caveat:
+        st.warning(caveat)
     if not graded:
         st.info("No answers stored for this run yet.")
         st.stop()
