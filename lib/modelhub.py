@@ -736,7 +736,7 @@ def start_pull(settings: Settings, name: str, training: bool = False) -> int:
     cmd = [sys.executable, "-m", "lib", "models", "pull", name, "--json", "--data-dir", str(settings.data_dir)]
     if training:
         cmd.append("--training")
-    env = {**os.environ, "HF_ENDPOINT": settings.hf_endpoint}
+    env = {**os.environ, "HF_ENDPOINT": settings.hf_endpoint, "HF_HUB_OFFLINE": "1" if settings.hf_offline else "0"}
     with (folder / "log.txt").open("ab") as log:
         proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env,
                                 start_new_session=True)
