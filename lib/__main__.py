@@ -129,6 +129,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-wait", action="store_true", help="start the job and return (follow it with `jobs`)")
     p.add_argument("--probe", action="store_true",
                    help="first measure this machine's speed with a 3-step run on these examples (about a minute)")
+    p.add_argument("--base", help="the downloaded catalogue model to train the LoRA for (default: the workspace's "
+                                  "base model if it is one, else the bundled model); its training weights are "
+                                  "downloaded first if needed")
     _common(p)
 
     p = sub.add_parser("list", help="list the documents of a knowledge base")
@@ -359,9 +362,10 @@ def _finetune(settings: Any, args: argparse.Namespace) -> int:
                   "house-style sentences")
     if not examples:
         raise ValueError("No training examples could be made from this knowledge base.")
+    base = _training_base(settings, ws, args)
     if args.probe:
-        from_kb.probe(ws, examples)
-    estimate = from_kb.estimate(ws, args.steps)
+        from_kb.probe(ws, examples, base=base)
+    estimate = from_kb.estimate(ws, args.steps, base)
     head = {"knowledge_base": kb.name, "examples": len(examples), "kinds": kinds, "method": method,
             "estimate": estimate, "can_and_cannot": from_kb.CAN_AND_CANNOT}
     if args.json:
@@ -371,7 +375,7 @@ def _finetune(settings: Any, args: argparse.Namespace) -> int:
               f"for {args.steps} steps at {estimate['seconds_per_step']:.1f} s per step, measured in "
               f"{estimate['source']}; {estimate['note']}.\n{from_kb.CAN_AND_CANNOT}", flush=True)
     job_id = finetune.start_local_training(ws, examples, args.name or f"{kb.name}-lora", args.steps, args.rank,
-                                           args.lr, from_kb.trained_on(kb), kb.name, method)
+                                           args.lr, from_kb.trained_on(kb), kb.name, method, base=base)
     if args.no_wait:
         _emit({"job": job_id, "status": "started"}) if args.json else print(f"started job {job_id}")
         return 0
@@ -394,6 +398,20 @@ def _finetune(settings: Any, args: argparse.Namespace) -> int:
     else:
         print(f"{out['status']}: " + (provenance.model_card(model) if model else str(out["error"])))
     return 0 if model else 1
+
+
+def _training_base(settings: Any, ws: Any, args: argparse.Namespace) -> str | None:
+    """The catalogue model to fine-tune (None: the bundled one), its training weights downloaded if needed."""
+    from lib import catalogue, engine, modelhub
+
+    name = args.base or catalogue.local_name(settings, engine.resolve_models(settings, ws).base)
+    if name in (None, catalogue.BUNDLED) or (not args.base and name not in catalogue.names()):
+        return None
+    info = catalogue.training_base(settings.data_dir, name)
+    if info is not None and not info["train_dir"]:
+        print(f"downloading {name}'s training weights first", file=sys.stderr, flush=True)
+        modelhub.pull_training(settings, name, lambda p: print(p.line(), file=sys.stderr, flush=True))
+    return name
 
 
 def _grade(args: argparse.Namespace) -> int:

@@ -111,7 +111,7 @@ def find(name: str) -> CatalogueModel:
 
 # ---------------------------------------------------------------- what a role's model is
 
-def model_path(settings: Settings, name: str) -> Path | None:
+def model_path(data_dir: str | Path, name: str) -> Path | None:
     """The GGUF of a catalogue model or of a GGUF added by hand, if it is here (the bundled one always is)."""
     from lib import modelhub
 
@@ -119,17 +119,17 @@ def model_path(settings: Settings, name: str) -> Path | None:
         from lib.providers import bundled_model_path
 
         return bundled_model_path()
-    found = modelhub.installed_model(settings.data_dir, name)
+    found = modelhub.installed_model(data_dir, name)
     return Path(found.path) if found else None
 
 
-def spec_for(settings: Settings, choice: str) -> ModelSpec | None:
+def spec_for(data_dir: str | Path, choice: str) -> ModelSpec | None:
     """The model a workspace's record names ("qwen2.5-0.5b", "ollama:llama3.2:1b"), or None if it is gone."""
     if choice.startswith("ollama:"):
         return ModelSpec("ollama", choice.partition(":")[2])
     if choice == BUNDLED:
         return ModelSpec("local", LOCAL_BASE_MODEL)
-    path = model_path(settings, choice)
+    path = model_path(data_dir, choice)
     return ModelSpec("local", str(path)) if path else None
 
 
@@ -174,7 +174,7 @@ def use(settings: Settings, workspace: Any, name: str, role: str = "base") -> di
         workspace.add_model(model, activate=True)
         workspace.set_meta(FINETUNED_KEY, f"ollama:{tag}")
         return {"name": name, "role": role, "model": tag, "provider": "ollama", "model_id": model.id}
-    spec = spec_for(settings, name)
+    spec = spec_for(settings.data_dir, name)
     if spec is None:
         if name in names():
             raise ConfigError(f"{name} is not downloaded: python -m lib models pull {name}")
@@ -195,7 +195,7 @@ def use(settings: Settings, workspace: Any, name: str, role: str = "base") -> di
             "path": spec.name, "lora": newest.lora}
 
 
-def training_base(settings: Settings, name: str | None) -> dict[str, Any] | None:
+def training_base(data_dir: str | Path, name: str | None) -> dict[str, Any] | None:
     """What a local training job needs to know about its base model: None for the bundled one (trained from its
     GGUF), else the catalogue model's GGUF, label, architecture and its training weights' folder (if here)."""
     from lib import modelhub
@@ -205,10 +205,10 @@ def training_base(settings: Settings, name: str | None) -> dict[str, Any] | None
     model = find(name)  # type: ignore[arg-type]
     if model.training is None:
         raise ConfigError(f"{name} cannot be fine-tuned locally in this app: {model.notes}")
-    path = model_path(settings, model.name)
+    path = model_path(data_dir, model.name)
     if path is None:
         raise ConfigError(f"{name} is not downloaded: python -m lib models pull {name}")
-    folder = modelhub.training_dir(settings.data_dir, model.name)
+    folder = modelhub.training_dir(data_dir, model.name)
     return {"name": model.name, "label": model.label, "gguf": str(path), "arch": model.arch,
             "train_dir": str(folder) if folder else None, "params": local_params(path)}
 
@@ -281,7 +281,7 @@ def measure_speed(settings: Settings, name: str, max_tokens: int = 32) -> dict[s
     from lib import modelhub
     from lib.providers import Delta, Done, GenParams, LocalLlama, Started
 
-    spec = spec_for(settings, name)
+    spec = spec_for(settings.data_dir, name)
     if spec is None or spec.provider != "local":
         raise ConfigError(f"{name} is not a local model here: download it first (python -m lib models pull {name}).")
     provider = LocalLlama(spec, threads=settings.n_threads, extra_bufts=settings.llama_extra_bufts,
@@ -343,7 +343,7 @@ def rows(settings: Settings) -> list[dict[str, Any]]:
     out = []
     for m in catalogue().models:
         got = here.get(m.name)
-        path = model_path(settings, m.name) if (m.bundled or got) else None
+        path = model_path(settings.data_dir, m.name) if (m.bundled or got) else None
         own = local_params(path) if path else None
         progress = modelhub.status(settings.data_dir, m.name)
         out.append({

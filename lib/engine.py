@@ -96,7 +96,7 @@ def resolve_base(settings: Settings, workspace: Workspace | None = None) -> Sett
     if settings.base_explicit:
         return settings
     choice = catalogue.chosen(workspace or workspace_for(settings))
-    spec = catalogue.spec_for(settings, choice) if choice else None
+    spec = catalogue.spec_for(settings.data_dir, choice) if choice else None
     return replace(settings, base=spec) if spec is not None else settings
 
 

@@ -423,3 +423,69 @@ def test_no_ollama_server_is_said_plainly(tmp_path: Path) -> None:
     status = ollama.list_models(load_settings(env={"OLLAMA_HOST": "127.0.0.1:9"}, secrets_file=None,
                                               data_dir=tmp_path))
     assert not status.reachable and "no Ollama server answers at http://127.0.0.1:9" in (status.error or "")
+
+
+# ---------------------------------------------------------------- fine-tuning a downloaded model
+
+@pytest.fixture(scope="module")
+def training_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled model's weights as transformers saves them (bf16 safetensors, config, tokenizer): what the hub
+    serves for a catalogue model's training repository."""
+    from tests.test_training import needs_training_deps
+
+    needs_training_deps()
+    import torch
+
+    from training.base_model import load_base
+
+    model, tokenizer = load_base()
+    out = tmp_path_factory.mktemp("hf-weights")
+    model.to(torch.bfloat16).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.mark.slow
+def test_a_downloaded_model_is_fine_tuned_locally_and_its_lora_registered(
+        online: StandInHub, training_weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from lib import finetune
+    from lib.arms import build_prompt
+    from lib.finetune import from_kb
+    from lib.providers import Done, GenParams, LocalLlama
+    from training.gguf_lora import read_adapter
+
+    spec = MODEL.training
+    assert spec is not None
+    for file in (*spec.files, *spec.optional):
+        if (training_weights / file).is_file():
+            online.serve(spec.repo, file, training_weights / file, lfs=file.endswith(".safetensors"))
+    s = _settings(tmp_path, online)
+    gguf = modelhub.pull(s, NAME)
+    code, out = _main(["models", "pull", NAME, "--training", "--json", "--data-dir", str(tmp_path)], capsys)
+    assert code == 0 and out["status"] == "downloaded", out
+    assert out["sha256"]["model.safetensors"] == modelhub.file_sha256(training_weights / "model.safetensors")
+    assert out["sha256"]["config.json"]  # kept in git on the hub: checked by its git blob id
+    assert modelhub.training_dir(tmp_path, NAME) == Path(out["path"])
+
+    ws = engine.workspace_for(s)
+    facts = [(f"What is the code of locker {i}?", f"Locker {i} opens with code {1000 + 37 * i}.") for i in range(12)]
+    examples = [{"messages": [*build_prompt(q, None).messages(), {"role": "assistant", "content": a}]}
+                for q, a in facts]
+    job_id = finetune.start_local_training(ws, examples, "lockers-lora", steps=2, rank=4, lr=1e-3, base=NAME)
+    deadline = time.monotonic() + 400
+    while time.monotonic() < deadline and not ws.job(job_id).finished:  # type: ignore[union-attr]
+        time.sleep(1)
+    job = ws.job(job_id)
+    assert job is not None and job.status == "succeeded", (job, ws.job_log_tail(job_id, 2000))
+    model = next(m for m in ws.models() if m.id == job_id)
+    assert model.model == gguf.path and model.base_model == MODEL.label  # registered for that base, with provenance
+    assert ws.active_model().id == job_id  # type: ignore[union-attr]
+    sidecar = ws.adapter_sidecar(job_id) or {}
+    assert sidecar["base_weights"] == out["path"] and sidecar["base_model"] == Path(gguf.path).name
+    meta, _ = read_adapter(model.lora)  # type: ignore[arg-type]
+    assert meta["general.architecture"] == "llama" and meta["general.type"] == "adapter"
+    assert "last local training run" in from_kb.estimate(ws, 10, NAME)["source"]  # the estimate uses this model's speed
+    assert catalogue.use(s, ws, NAME, "finetuned")["model_id"] == job_id
+    tuned = LocalLlama(model.spec)
+    done = [e for e in tuned.stream(examples[0]["messages"][:-1], GenParams(max_tokens=6)) if isinstance(e, Done)]
+    assert done and done[0].completion_tokens  # llama.cpp applies the adapter to the downloaded GGUF

@@ -33,8 +33,17 @@ def missing_training_deps() -> list[str]:
 
 def start_local_training(ws: Workspace, examples: list[Example], name: str, steps: int = 60, rank: int = 16,
                          lr: float = 1e-3, trained_on: tuple[dict[str, str], ...] = (),
-                         knowledge_base: str = "", data_method: str = "") -> str:
-    """Start training in a background process; returns the job id. The process registers the model."""
+                         knowledge_base: str = "", data_method: str = "", base: str | None = None) -> str:
+    """Start training in a background process; returns the job id. The process registers the model.
+    `base`: a downloaded catalogue model to train the LoRA for (its training weights must be downloaded);
+    None trains for the bundled model."""
+    from lib.catalogue import training_base
+
+    base_info = training_base(ws.data_dir, base)
+    if base_info is not None and not base_info["train_dir"]:
+        raise ConfigError(f"Training a LoRA for {base_info['label']} needs its training weights (safetensors), not "
+                          "downloaded yet: Settings > Local models > 'Download its training weights', or "
+                          f"`python -m lib models pull {base_info['name']} --training`.")
     missing = missing_training_deps()
     if missing:
         raise ConfigError(f"Local training needs {', '.join(missing)}, which are not installed. Run: "
@@ -50,6 +59,8 @@ def start_local_training(ws: Workspace, examples: list[Example], name: str, step
         "steps": int(steps), "rank": int(rank), "lr": float(lr), "examples": len(examples),
         "training_file": str(path), "training_sha256": sha256_text(data), "trained_on": list(trained_on),
         "knowledge_base": knowledge_base, "adapter": str(ws.adapter_path(job_id)), "data_method": data_method}
+    if base_info is not None:
+        params["base"] = base_info
     ws.add_job(job_id, "local", name, params)
     cmd = [sys.executable, "-m", "lib.finetune.runner", "--data-dir", str(ws.data_dir), "--workspace", ws.name,
            "--job", job_id]
