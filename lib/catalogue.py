@@ -395,3 +395,52 @@ def estimate_training(seconds_per_step_bundled: float, params: int | None) -> fl
 
 def describe(model: CatalogueModel) -> dict[str, Any]:
     return asdict(model)
+
+
+def loras_for(settings: Settings, workspace: Any, name: str) -> list[Any]:
+    """The workspace's LoRA adapters trained for the local model `name`, newest first."""
+    spec = spec_for(settings.data_dir, name)
+    if spec is None or spec.provider != "local":
+        return []
+    tuned = [m for m in workspace.models() if m.provider == "local" and m.lora and m.model == spec.name]
+    return sorted(tuned, key=lambda m: m.created_at, reverse=True)
+
+
+def size_text(n: int | None, exact: bool = True) -> str:
+    """1.12 GB, 386 MB (about 386 MB when the figure is a model card's rounding)."""
+    if not n:
+        return "?"
+    text = f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
+    return text if exact else f"about {text}"
+
+
+def table(rows_: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The catalogue as the Settings page shows it: one row per model, in words and units."""
+    from lib.gguf_meta import params_label
+
+    size = size_text
+
+    out = []
+    for r in rows_:
+        speed = r["speed"]
+        tps = speed.get("tokens_per_s")
+        state = r.get("download") or {}
+        if r["bundled"]:
+            status = "bundled"
+        elif r["downloaded"]:
+            status = "downloaded"
+        elif state.get("status") in ("starting", "downloading", "verifying"):
+            status = f"downloading {state.get('fraction', 0):.0%}"
+        elif state.get("status") in ("interrupted", "cancelled", "failed"):
+            status = f"{state['status']} at {state.get('done_bytes', 0) / 1e6:,.0f} MB"
+        else:
+            status = "not downloaded"
+        out.append({
+            "model": r["label"], "name": r["name"], "parameters": params_label(r["params"]) + (
+                "" if r["params_source"] == "gguf" else " (card)"),
+            "quantisation": r["quantisation"], "download": size(r["size_bytes"], r["size_exact"]),
+            "memory (est.)": size(r["memory_bytes"]), "context": f"{r['context']:,}" if r["context"] else "?",
+            "licence": r["license"] or "?",
+            "tokens/s": (f"{tps:g}" + (" (est.)" if speed["source"] == "estimate" else "")) if tps else "not measured",
+            "fine-tune": ("yes" if r["can_finetune"] else "no"), "status": status})
+    return out

@@ -489,3 +489,57 @@ def test_a_downloaded_model_is_fine_tuned_locally_and_its_lora_registered(
     tuned = LocalLlama(model.spec)
     done = [e for e in tuned.stream(examples[0]["messages"][:-1], GenParams(max_tokens=6)) if isinstance(e, Done)]
     assert done and done[0].completion_tokens  # llama.cpp applies the adapter to the downloaded GGUF
+
+
+# ---------------------------------------------------------------- Settings > Local models
+
+def test_the_settings_page_downloads_follows_cancels_and_uses_a_model(pulled: tuple[Path, dict[str, Any], str],
+                                                                      online: StandInHub, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    data = tmp_path / "data"
+    (data / "models").mkdir(parents=True)
+    for suffix in (".gguf", ".json"):  # smollm2-360m is here already; qwen2.5-0.5b is served by the stand-in
+        os.link(pulled[0] / "models" / f"{NAME}{suffix}", data / "models" / f"{NAME}{suffix}")
+    other = catalogue.find("qwen2.5-0.5b")
+    online.serve(other.repo, other.file, bundled_model_path())
+    online.state.bytes_per_s = 5e6
+    monkeypatch.setenv("WORKBENCH_DATA_DIR", str(data))
+    monkeypatch.setenv("OLLAMA_HOST", "127.0.0.1:9")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.run()
+    at.switch_page("views/settings.py").run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    assert list(table["name"]) == catalogue.names()
+    assert table.set_index("name").loc[NAME, "status"] == "downloaded"
+    assert table.set_index("name").loc[NAME, "parameters"] == "135M"  # read from the file that arrived
+    assert any("no Ollama server answers" in c.value for c in at.caption)
+
+    at.selectbox(key="settings_models_pick").set_value("qwen2.5-0.5b").run()
+    at.button(key="settings_models_pull").click().run()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        state = modelhub.status(data, "qwen2.5-0.5b")
+        if state and state.status == "downloading" and state.done_bytes > 0:
+            break
+        time.sleep(0.2)
+    at.run()
+    assert not at.exception, at.exception
+    assert any("MB of 98.4 MB" in p.proto.text.replace("\\", "") for p in at.get("progress"))
+    at.button(key="settings_models_cancel_qwen2.5-0.5b").click().run()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and modelhub.status(data, "qwen2.5-0.5b").active:  # type: ignore[union-attr]
+        time.sleep(0.1)
+    at.run()
+    assert any("was cancelled" in w.value and "resumes" in w.value for w in at.warning)
+    assert "qwen2.5-0.5b" not in modelhub.installed(data)
+
+    at.selectbox(key="settings_models_pick").set_value(NAME).run()
+    assert at.button(key="settings_models_use_ft").disabled  # no LoRA trained for it yet
+    at.button(key="settings_models_use_base").click().run()
+    assert not at.exception, at.exception
+    assert at.session_state["settings"].base.label == NAME
+    assert catalogue.chosen(engine.workspace_for(at.session_state["settings"])) == NAME
+    assert at.text_input(key="settings_base_name").value.endswith(f"{NAME}.gguf")  # the form shows what is in force
