@@ -7,6 +7,7 @@ import streamlit as st
 from lib import engine, finetune, provenance
 from lib.errors import ConfigError, explain
 from lib.finetune import from_kb
+from lib.finetune.local import training_base_for
 from lib.format import escape_markdown, usd, when
 from lib.providers import make_provider, openai_client
 
@@ -125,13 +126,15 @@ with local_tab:
     local_jobs = workspace.jobs("local")
     current = local_jobs[0] if local_jobs else None
     running = current is not None and not current.finished
+    train_base, base_note = training_base_for(settings)  # the base role's model, when it is a catalogue model
+    st.caption(base_note)
     if kb is not None and kb.count():
         st.markdown(f"#### Fine-tune on knowledge base **{escape_markdown(kb.name)}** in one click")
         st.caption(from_kb.CAN_AND_CANNOT)
         k1, k2 = st.columns([1, 2])
         kb_steps = k1.number_input("Steps", 5, 2000, 125, 5, key="ft_kb_steps",
                                    help="125 is the shipped adapter's recipe; fewer steps finish sooner and learn less.")
-        guess = from_kb.estimate(workspace, int(kb_steps))
+        guess = from_kb.estimate(workspace, int(kb_steps), train_base)
         k2.info(f"Expected duration: about **{guess['seconds'] / 60:.0f} min** ({guess['seconds_per_step']:.1f} s per "
                 f"step, measured in {guess['source']}); {guess['note']}.", icon="⏱️")
         if st.button("Measure the speed on this machine (about a minute)", key="ft_kb_probe",
@@ -139,7 +142,7 @@ with local_tab:
                      help="A 3-step training run on this knowledge base's examples; nothing is registered."):
             with st.spinner("Training 3 steps to measure the speed…"):
                 try:
-                    from_kb.probe(workspace, from_kb.offline_examples(kb)[0])
+                    from_kb.probe(workspace, from_kb.offline_examples(kb)[0], base=train_base)
                     st.rerun()
                 except ConfigError as exc:
                     st.error(escape_markdown(str(exc)))
@@ -151,7 +154,7 @@ with local_tab:
                       f"{kinds['house_style_sentences']} house-style sentences")
             try:
                 finetune.start_local_training(workspace, examples, f"{kb.name}-lora", int(kb_steps), 16, 3e-3,
-                                              from_kb.trained_on(kb), kb.name, method)
+                                              from_kb.trained_on(kb), kb.name, method, base=train_base)
                 st.rerun()
             except ConfigError as exc:
                 st.error(escape_markdown(str(exc)))
@@ -174,7 +177,11 @@ with local_tab:
         st.caption(f"Defaults: the shipped adapter's recipe ({recipe.get('steps')} steps, learning rate "
                    f"{recipe.get('lr')}, rank {recipe.get('rank')}, batch {recipe.get('batch')}; see the README).")
     name = st.text_input("Name", "my-adapter", key="ft_local_name")
-    if recipe.get("seconds_per_step"):
+    if train_base is not None:  # a downloaded model: its own measured speed, or a labelled rough estimate
+        guess = from_kb.estimate(workspace, int(steps), train_base)
+        st.info(f"Estimated training time: about **{guess['seconds'] / 60:.0f} min** for {steps} steps "
+                f"({guess['seconds_per_step']:.1f} s per step: {guess['source']}).", icon="⏱️")
+    elif recipe.get("seconds_per_step"):
         per_step = float(recipe["seconds_per_step"])
         minutes = steps * per_step / 60
         st.info(f"Estimated training time: about **{minutes:.0f} min** for {steps} steps, at the "
@@ -187,7 +194,7 @@ with local_tab:
     if st.button("Start local training", type="primary", key="ft_local_start", disabled=bool(reasons)):
         try:
             finetune.start_local_training(workspace, ready, name, int(steps), int(rank), float(lr), trained_on,
-                                          kb_name)
+                                          kb_name, base=train_base)
             st.rerun()
         except ConfigError as exc:
             st.error(str(exc))

@@ -74,6 +74,26 @@ def start_local_training(ws: Workspace, examples: list[Example], name: str, step
     return job_id
 
 
+def training_base_for(settings: Any) -> tuple[str | None, str]:
+    """Which model local training makes a LoRA for: the base role's model when it is a downloaded catalogue model
+    that can be fine-tuned here, else the bundled one; and a sentence that says so (and what is missing)."""
+    from lib import catalogue, modelhub
+
+    name = catalogue.local_name(settings, settings.base)
+    if name in (None, catalogue.BUNDLED) or name not in catalogue.names():
+        return None, ("LoRA adapters are trained for the bundled SmolLM2-135M model. To fine-tune a larger one, "
+                      "download it and make it the base model (Settings > Local models).")
+    model = catalogue.find(name)
+    if model.training is None:
+        return None, (f"The base model {model.label} cannot be fine-tuned locally here, so adapters are trained for "
+                      "the bundled SmolLM2-135M model (they apply to it only).")
+    ready = modelhub.training_dir(settings.data_dir, name) is not None
+    return name, (f"LoRA adapters are trained for the base model {model.label}, on its own weights"
+                  + ("." if ready else ": download its training weights first (Settings > Local models, about "
+                     f"{(model.training.size_bytes or 0) / 1e9:.1f} GB).")
+                  + f" Training it needs about {(model.training.memory_bytes or 0) / 1e9:.0f} GB of memory.")
+
+
 def local_status(ws: Workspace, job: JobRecord) -> dict[str, Any]:
     """What to show for a local job: its recorded status plus the trainer's latest progress."""
     progress = ws.job_progress(job.id)
