@@ -146,7 +146,7 @@ def local_name(settings: Settings, spec: ModelSpec | None) -> str | None:
     path = Path(spec.name)
     from lib import modelhub
 
-    if path.suffix == ".gguf" and path.parent == modelhub.models_dir(settings.data_dir) and \
+    if path.suffix == ".gguf" and path.parent.resolve() == modelhub.models_dir(settings.data_dir).resolve() and \
             modelhub.installed_model(settings.data_dir, path.stem):
         return path.stem
     return None

@@ -156,7 +156,7 @@ def installed(data_dir: str | Path) -> dict[str, Installed]:
         try:
             if gguf.stat().st_size != int(data.get("bytes", -1)):
                 continue
-            out[name] = Installed(name=name, path=str(gguf), sha256=str(data.get("sha256", "")),
+            out[name] = Installed(name=name, path=str(gguf.resolve()), sha256=str(data.get("sha256", "")),
                                   bytes=int(data["bytes"]), source=str(data.get("source", "hub")),
                                   repo=str(data.get("repo", "")), file=str(data.get("file", "")),
                                   revision=str(data.get("revision", "")), commit=str(data.get("commit", "")),
@@ -240,22 +240,6 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        return state not in ("Z", "X")
-    except (OSError, IndexError):
-        return True
-
-
 def status(data_dir: str | Path, key: str) -> Progress | None:
     """The last recorded state of a download; one whose process died mid-way is `interrupted` (resumable)."""
     data = _read_json(downloads_dir(data_dir) / key / "status.json")
@@ -266,6 +250,8 @@ def status(data_dir: str | Path, key: str) -> Progress | None:
         p = Progress(**fields)
     except TypeError:
         return None
+    from lib.workspace import _pid_alive  # the one check that a recorded process still runs
+
     if p.active and not _pid_alive(p.pid):
         part = sum(f.stat().st_size for f in (downloads_dir(data_dir) / key).glob("*.part"))
         return Progress(**{**asdict(p), "status": "interrupted", "done_bytes": part, "bytes_per_s": None,

@@ -95,6 +95,14 @@ def pulled(hub: StandInHub, tmp_path_factory: pytest.TempPathFactory) -> tuple[P
     return data, _last_json(done.stdout), done.stderr
 
 
+def _with_pulled(pulled: tuple[Path, dict[str, Any], str], data: Path) -> Path:
+    """A data folder of its own that holds the model downloaded once for this module (hard links, no copy)."""
+    (data / "models").mkdir(parents=True)
+    for suffix in (".gguf", ".json"):
+        os.link(pulled[0] / "models" / f"{NAME}{suffix}", data / "models" / f"{NAME}{suffix}")
+    return data
+
+
 # ---------------------------------------------------------------- GGUF headers and the catalogue
 
 def test_the_gguf_header_gives_parameters_and_context_window(tmp_path: Path) -> None:
@@ -297,10 +305,7 @@ def test_a_background_download_is_followed_and_cancelled_from_another_process(on
 
 def test_a_downloaded_model_becomes_the_workspaces_base_model(pulled: tuple[Path, dict[str, Any], str],
                                                               tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    (data / "models").mkdir(parents=True)
-    for suffix in (".gguf", ".json"):
-        os.link(pulled[0] / "models" / f"{NAME}{suffix}", data / "models" / f"{NAME}{suffix}")
+    data = _with_pulled(pulled, tmp_path / "data")
     s = _settings(data)
     alice = engine.create_workspace(s, "alice")
     bob = engine.workspace_for(s)
@@ -335,10 +340,7 @@ def test_a_lora_trained_for_a_downloaded_model_takes_the_finetuned_role(pulled: 
 @pytest.mark.slow
 def test_the_downloaded_model_answers_a_comparison(pulled: tuple[Path, dict[str, Any], str], hub: StandInHub,
                                                    tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    (data / "models").mkdir(parents=True)
-    for suffix in (".gguf", ".json"):
-        os.link(pulled[0] / "models" / f"{NAME}{suffix}", data / "models" / f"{NAME}{suffix}")
+    data = _with_pulled(pulled, tmp_path / "data")
     env = _env(hub)
     doc = tmp_path / "refunds.md"
     doc.write_text("# Refunds\n\nUnused items can be returned within 45 days of delivery for a full refund.\n")
@@ -498,10 +500,7 @@ def test_the_settings_page_downloads_follows_cancels_and_uses_a_model(pulled: tu
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     from streamlit.testing.v1 import AppTest
 
-    data = tmp_path / "data"
-    (data / "models").mkdir(parents=True)
-    for suffix in (".gguf", ".json"):  # smollm2-360m is here already; qwen2.5-0.5b is served by the stand-in
-        os.link(pulled[0] / "models" / f"{NAME}{suffix}", data / "models" / f"{NAME}{suffix}")
+    data = _with_pulled(pulled, tmp_path / "data")  # smollm2-360m is here; qwen2.5-0.5b is served by the stand-in
     other = catalogue.find("qwen2.5-0.5b")
     online.serve(other.repo, other.file, bundled_model_path())
     online.state.bytes_per_s = 5e6
