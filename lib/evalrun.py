@@ -39,9 +39,9 @@ class RunSpec:
     concurrency: int = 8
     models: dict[str, str] = field(default_factory=dict)  # role -> model label (and adapter)
     providers: dict[str, str] = field(default_factory=dict)  # role -> provider kind
-    params: dict[str, int | None] = field(default_factory=dict)  # role -> a local model's parameters (its GGUF)
     questions: int = 0
     judge: str = ""  # a hosted model that also grades every answer (empty: offline rules only)
+    params: dict[str, int | None] = field(default_factory=dict)  # role -> a local model's parameters (its GGUF)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -305,8 +305,8 @@ def start(settings: Any, workspace: Any, kb: Any, set_name: str, arms: list[str]
 
     params = {"base": spec_params(settings.base), "finetuned": spec_params(settings.finetuned)}
     spec = RunSpec(run_name or f"{set_name}-{run_id}", set_name, tuple(arms), kb.name if kb is not None else "",
-                   top_k, min_score, temperature, max_tokens, max(1, concurrency), models, kinds, params,
-                   len(questions), settings.base.name if judge else "")
+                   top_k, min_score, temperature, max_tokens, max(1, concurrency), models, kinds, len(questions),
+                   settings.base.name if judge else "", params)
     workspace.create_run(run_id, spec.to_dict(), rows_from_questions(questions))
     return run_id, spec, questions
 

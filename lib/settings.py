@@ -244,15 +244,17 @@ def load_settings(
 
 
 def ollama_url(host: str) -> str:
-    """OLLAMA_HOST as Ollama reads it ("0.0.0.0", "host:port" or a URL) -> the URL to reach it."""
+    """OLLAMA_HOST as Ollama reads it -> the URL to reach it: "0.0.0.0" or "host[:port]" (port 11434 unless
+    given), or a URL (its scheme's own port unless given)."""
     host = host.strip().rstrip("/")
-    if "://" not in host:
-        host = "http://" + host
-    scheme, _, rest = host.partition("://")
+    scheme, sep, rest = host.partition("://")
+    if not sep:
+        scheme, rest = "http", host
+        name = rest.split("/")[0]
+        if ":" not in name:
+            rest = name + ":11434" + rest[len(name):]
     if rest.startswith("0.0.0.0"):  # the address Ollama listens on, not one to connect to
         rest = "127.0.0.1" + rest[len("0.0.0.0"):]
-    if ":" not in rest.split("/")[0]:
-        rest = rest.split("/")[0] + ":11434" + rest[len(rest.split("/")[0]):]
     return f"{scheme}://{rest}"
 
 

@@ -415,7 +415,7 @@ def test_ollama_models_are_listed_and_answer_without_the_openai_key(openai_serve
     for r in comparison.results:
         assert not r.error and r.answer.strip().startswith("45 days") and r.cost_usd == 0.0
     chats = [q for q in openai_server.requests if q["path"] == "/v1/chat/completions"]
-    assert [q["json"]["model"] for q in chats] == ["llama3.2:1b", "qwen2.5:0.5b"]
+    assert sorted(q["json"]["model"] for q in chats) == ["llama3.2:1b", "qwen2.5:0.5b"]  # arms run at once
     assert all(q["headers"]["authorization"] == "Bearer ollama" for q in chats)  # the OpenAI key stays put
 
 
@@ -542,3 +542,25 @@ def test_the_settings_page_downloads_follows_cancels_and_uses_a_model(pulled: tu
     assert at.session_state["settings"].base.label == NAME
     assert catalogue.chosen(engine.workspace_for(at.session_state["settings"])) == NAME
     assert at.text_input(key="settings_base_name").value.endswith(f"{NAME}.gguf")  # the form shows what is in force
+
+
+def test_the_settings_for_models_are_read_like_the_rest_of_the_configuration() -> None:
+    from lib.settings import DEFAULT_HF_ENDPOINT, ollama_url
+
+    default = load_settings(env={}, secrets_file=None)
+    assert default.hf_endpoint == DEFAULT_HF_ENDPOINT and not default.hf_offline and default.local_max_ctx == 4096
+    assert not default.base_explicit and default.ollama_host is None
+    s = load_settings(env={"HF_ENDPOINT": "http://mirror.local/", "HF_HUB_OFFLINE": "1", "WORKBENCH_LOCAL_CTX": "8192",
+                           "OLLAMA_HOST": "0.0.0.0"}, secrets_file=None)
+    assert s.hf_endpoint == "http://mirror.local" and s.hf_offline and s.local_max_ctx == 8192
+    assert s.ollama_host == "http://127.0.0.1:11434"
+    assert ollama_url("gpu-box:8080") == "http://gpu-box:8080" and ollama_url("gpu-box") == "http://gpu-box:11434"
+    assert ollama_url("https://o.example/") == "https://o.example"  # a URL keeps its scheme's port
+    assert load_settings(env={"WORKBENCH_BASE_MODEL": "local:/m.gguf"}, secrets_file=None).base_explicit
+    assert load_settings(env={"OPENAI_API_KEY": "sk-x"}, secrets_file=None).base_explicit  # hosted: configured
+    assert load_settings(env={"WORKBENCH_BASE_MODEL": "ollama:llama3.2:1b"}, secrets_file=None).base == \
+        ModelSpec("ollama", "llama3.2:1b")
+    with pytest.raises(ValueError, match="WORKBENCH_LOCAL_CTX"):
+        load_settings(env={"WORKBENCH_LOCAL_CTX": "lots"}, secrets_file=None)
+    with pytest.raises(ValueError, match="at least 512"):
+        load_settings(env={"WORKBENCH_LOCAL_CTX": "100"}, secrets_file=None)
