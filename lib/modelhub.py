@@ -509,7 +509,7 @@ def _staging(data_dir: str | Path, key: str, remotes: list[RemoteFile]) -> Path:
     """The download folder of `key`; parts fetched for another version of the files are discarded."""
     folder = downloads_dir(data_dir) / key
     folder.mkdir(parents=True, exist_ok=True)
-    want = {r.file: {"commit": r.commit, "size": r.size, "sha256": r.sha256, "git_sha1": r.git_sha1} for r in remotes}
+    want = {r.file: {"size": r.size, "sha256": r.sha256, "git_sha1": r.git_sha1} for r in remotes}  # the content
     if _read_json(folder / "remote.json") != want:
         for part in folder.glob("*.part"):
             part.unlink()

@@ -129,6 +129,14 @@ st.caption(f"Catalogue of {models_cat.date}: small open models (Apache-2.0) in G
            "estimated ('est.') from the bundled model's measured speed and the parameter ratio.")
 models_rows = catalogue.rows(settings)
 st.dataframe(pd.DataFrame(catalogue.table(models_rows)), hide_index=True, width="stretch")
+if models_rows[0]["speed"]["source"] == "unknown" and st.button(
+        "Measure the bundled model's speed, for the estimates (a few seconds)", key="settings_models_measure_bundled"):
+    with st.spinner("Measuring…"):
+        try:
+            catalogue.measure_speed(settings, catalogue.BUNDLED)
+            st.rerun()
+        except Exception as exc:
+            st.error(escape_markdown(str(exc)))
 chosen_base = catalogue.chosen(models_ws) or catalogue.BUNDLED
 st.caption(f"Workspace **{escape_markdown(models_ws.name)}**: base role **{escape_markdown(settings.base.label)}**"
            + (f" (chosen: {escape_markdown(chosen_base)}, but the configuration names the base model)"
