@@ -403,9 +403,13 @@ def _finetune(settings: Any, args: argparse.Namespace) -> int:
 def _training_base(settings: Any, ws: Any, args: argparse.Namespace) -> str | None:
     """The catalogue model to fine-tune (None: the bundled one), its training weights downloaded if needed."""
     from lib import catalogue, engine, modelhub
+    from lib.finetune.local import training_base_for
 
-    name = args.base or catalogue.local_name(settings, engine.resolve_models(settings, ws).base)
-    if name in (None, catalogue.BUNDLED) or (not args.base and name not in catalogue.names()):
+    name = args.base
+    if not name:  # the workspace's base model, if it is a catalogue model that can be fine-tuned here
+        name, note = training_base_for(engine.resolve_models(settings, ws))
+        print(note, file=sys.stderr, flush=True)
+    if name in (None, catalogue.BUNDLED):
         return None
     info = catalogue.training_base(settings.data_dir, name)
     if info is not None and not info["train_dir"]:
