@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -392,9 +392,6 @@ def estimate_training(seconds_per_step_bundled: float, params: int | None) -> fl
     bundled = find(BUNDLED).params
     return seconds_per_step_bundled * (params / bundled) if params else None
 
-
-def describe(model: CatalogueModel) -> dict[str, Any]:
-    return asdict(model)
 
 
 def loras_for(settings: Settings, workspace: Any, name: str) -> list[Any]:

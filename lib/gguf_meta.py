@@ -20,7 +20,6 @@ MAGIC = b"GGUF"
 # value type -> struct format of one scalar (8: string, 9: array are read apart)
 _SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
 _STRING, _ARRAY = 8, 9
-KEEP_ARRAYS = False  # token lists are skipped: nothing here needs them
 
 
 class GGUFError(ValueError):
