@@ -23,6 +23,8 @@ except FileNotFoundError:  # no .streamlit/secrets.toml: environment variables o
 try:  # the same reader and key rules as the CLI: environment first, then secrets
     base_settings = load_settings(env=os.environ, secrets=secrets)
     settings = dataclasses.replace(base_settings, **st.session_state.settings_overrides)
+    if "base" in st.session_state.settings_overrides:  # a base applied in this session's Settings form wins
+        settings = dataclasses.replace(settings, base_explicit=True)
 except ValueError as exc:
     st.error(f"Configuration problem: {exc}")
     st.stop()
@@ -70,7 +72,7 @@ except ConfigError as exc:
         st.session_state.workspace_switch = "default"
         st.rerun()
     st.stop()
-settings = engine.resolve_finetuned(settings, workspace)  # the workspace's active model, unless configured
+settings = engine.resolve_models(settings, workspace)  # the workspace's models, unless configured
 
 st.session_state.setdefault("kb_name", settings.collection)
 if "kb_switch" in st.session_state:  # a page asked to switch; widgets' state may only change before they exist

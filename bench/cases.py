@@ -106,11 +106,11 @@ def ingest(embedder: MiniLMEmbedder, corpus: Corpus, workdir: Path, reps: Reps) 
     return m, kb
 
 
-def _raw_llama(path: Any, threads: int, extra_bufts: bool) -> Any:
+def _raw_llama(path: Any, threads: int, extra_bufts: bool, n_ctx: int = 2048) -> Any:
     """llama-cpp-python in this process, loaded with the same parameters as the worker loads it."""
     from lib.local_worker import load_llama
 
-    return load_llama(str(path), 2048, threads, extra_bufts)
+    return load_llama(str(path), n_ctx, threads, extra_bufts)
 
 
 def app_overhead(kb: KnowledgeBase, question: str, max_tokens: int, reps: Reps, top_k: int = 4) -> Measurement:
@@ -122,7 +122,7 @@ def app_overhead(kb: KnowledgeBase, question: str, max_tokens: int, reps: Reps, 
     from lib.settings import LOCAL_BASE_MODEL, ModelSpec
 
     provider = LocalLlama(ModelSpec("local", LOCAL_BASE_MODEL))
-    llm = _raw_llama(provider.path, provider.threads, provider.worker.extra_bufts)
+    llm = _raw_llama(provider.path, provider.threads, provider.worker.extra_bufts, provider.n_ctx)
     sources = kb.query(question, top_k)
     params = GenParams(max_tokens=max_tokens, temperature=0.0)
     prompt, stops = provider.render(build_prompt(question, sources).messages())

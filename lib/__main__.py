@@ -1,4 +1,4 @@
-"""Command-line interface: `python -m lib ingest|ask|eval|list|remove|kbs|workspaces|jobs`.
+"""Command-line interface: `python -m lib ingest|ask|eval|list|remove|kbs|workspaces|jobs|models`.
 A thin layer over lib.engine; every command works in one workspace (--workspace)."""
 
 from __future__ import annotations
@@ -135,6 +135,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-wait", action="store_true", help="start the job and return (follow it with `jobs`)")
     p.add_argument("--probe", action="store_true",
                    help="first measure this machine's speed with a 3-step run on these examples (about a minute)")
+    p.add_argument("--base", help="the downloaded catalogue model to train the LoRA for (default: the workspace's "
+                                  "base model if it is one, else the bundled model); its training weights are "
+                                  "downloaded first if needed")
     _common(p)
 
     p = sub.add_parser("list", help="list the documents of a knowledge base")
@@ -150,6 +153,9 @@ def parser() -> argparse.ArgumentParser:
     _common(p)
     p = sub.add_parser("jobs", help="training and fine-tuning jobs (hosted ones are refreshed when a key is set)")
     _common(p)
+    from lib import models_cli
+
+    models_cli.add_parser(sub, _common)
     return root
 
 
@@ -351,9 +357,10 @@ def _finetune(settings: Any, args: argparse.Namespace) -> int:
     examples, kinds, method = from_kb.training_set(settings, kb, offline=args.offline)
     if not examples:
         raise ValueError("No training examples could be made from this knowledge base.")
+    base = _training_base(settings, ws, args)
     if args.probe:
-        from_kb.probe(ws, examples)
-    estimate = from_kb.estimate(ws, args.steps, examples)
+        from_kb.probe(ws, examples, base=base)
+    estimate = from_kb.estimate(ws, args.steps, examples, base)
     head = {"knowledge_base": kb.name, "examples": len(examples), "kinds": kinds, "method": method,
             "estimate": estimate, "can_and_cannot": from_kb.CAN_AND_CANNOT}
     if args.json:
@@ -362,7 +369,7 @@ def _finetune(settings: Any, args: argparse.Namespace) -> int:
         print(f"{len(examples)} examples from {kb.name} ({method}). Expected: about {estimate['seconds'] / 60:.0f} min "
               f"for {args.steps} steps at {estimate['seconds_per_step']:.1f} s per step, from "
               f"{estimate['source']} ({estimate['note']}).\n{from_kb.CAN_AND_CANNOT}", flush=True)
-    job_id = from_kb.start(ws, kb, examples, method, args.steps, args.rank, args.lr, args.name)
+    job_id = from_kb.start(ws, kb, examples, method, args.steps, args.rank, args.lr, args.name, base=base)
     if args.no_wait:
         _emit({"job": job_id, "status": "started"}) if args.json else print(f"started job {job_id}")
         return 0
@@ -385,6 +392,24 @@ def _finetune(settings: Any, args: argparse.Namespace) -> int:
     else:
         print(f"{out['status']}: " + (provenance.model_card(model) if model else str(out["error"])))
     return 0 if model else 1
+
+
+def _training_base(settings: Any, ws: Any, args: argparse.Namespace) -> str | None:
+    """The catalogue model to fine-tune (None: the bundled one), its training weights downloaded if needed."""
+    from lib import catalogue, engine, modelhub
+    from lib.finetune.local import training_base_for
+
+    name = args.base
+    if not name:  # the workspace's base model, if it is a catalogue model that can be fine-tuned here
+        name, note = training_base_for(engine.resolve_models(settings, ws))
+        print(note, file=sys.stderr, flush=True)
+    if name in (None, catalogue.BUNDLED):
+        return None
+    info = catalogue.training_base(settings.data_dir, name)
+    if info is not None and not info["train_dir"]:
+        print(f"downloading {name}'s training weights first", file=sys.stderr, flush=True)
+        modelhub.pull_training(settings, name, lambda p: print(p.line(), file=sys.stderr, flush=True))
+    return name
 
 
 def _grade(args: argparse.Namespace) -> int:
@@ -487,6 +512,10 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.command == "workspaces":
             return _workspaces(settings, args)
+        if args.command == "models":
+            from lib import models_cli
+
+            return models_cli.run(settings, args)
         ws = engine.workspace_for(settings, create=False)
         if args.command == "jobs":
             return _jobs(settings, ws, args)
@@ -529,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(f"removed {n} chunks of {args.document}" if n else f"no document named {args.document}")
             return 0 if n else 1
-        settings = engine.resolve_finetuned(settings, ws)
+        settings = engine.resolve_models(settings, ws)
         arms = [a.strip() for a in args.arms.split(",") if a.strip()]
         if args.command == "eval":
             return _evaluate(settings, kb, args, arms)

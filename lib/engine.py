@@ -87,6 +87,26 @@ def resolve_finetuned(settings: Settings, workspace: Workspace | None = None) ->
     return replace(settings, finetuned=active.spec) if active else settings
 
 
+def resolve_base(settings: Settings, workspace: Workspace | None = None) -> Settings:
+    """Settings whose base role is the workspace's chosen model (`python -m lib models use NAME`, or Settings >
+    Local models), unless the configuration (WORKBENCH_BASE_MODEL, a hosted provider, a session's Settings form)
+    names the base model. A chosen model that is no longer downloaded leaves the configured one in force."""
+    from lib import catalogue
+
+    if settings.base_explicit:
+        return settings
+    choice = catalogue.chosen(workspace or workspace_for(settings))
+    spec = catalogue.spec_for(settings.data_dir, choice) if choice else None
+    return replace(settings, base=spec) if spec is not None else settings
+
+
+def resolve_models(settings: Settings, workspace: Workspace | None = None) -> Settings:
+    """Both roles filled in from the workspace where the configuration leaves them open (resolve_base,
+    resolve_finetuned)."""
+    ws = workspace or workspace_for(settings)
+    return resolve_finetuned(resolve_base(settings, ws), ws)
+
+
 def create_workspace(settings: Settings, name: str) -> Workspace:
     """A new, empty workspace (its records and its Chroma database)."""
     from lib.workspace import check_workspace_name, workspace_exists

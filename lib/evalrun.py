@@ -53,6 +53,7 @@ class RunSpec:
     providers: dict[str, str] = field(default_factory=dict)  # role -> provider kind
     questions: int = 0
     judge: str = ""  # a hosted model that also grades every answer (empty: offline rules only)
+    params: dict[str, int | None] = field(default_factory=dict)  # role -> a local model's parameters (its GGUF)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -452,9 +453,12 @@ def start(settings: Any, workspace: Any, kb: Any, set_name: str, arms: list[str]
     kinds = {"base": settings.base.provider, "finetuned": settings.finetuned.provider if settings.finetuned else ""}
     if judge and (not settings.hosted_configured or settings.base.provider == "local"):
         raise ValueError("The LLM judge is a hosted model: configure one (API key or base URL) as the base model.")
+    from lib.catalogue import spec_params
+
+    params = {"base": spec_params(settings.base), "finetuned": spec_params(settings.finetuned)}
     spec = RunSpec(run_name or f"{set_name}-{run_id}", set_name, tuple(arms), kb.name if kb is not None else "",
                    top_k, min_score, temperature, max_tokens, max(1, concurrency), models, kinds, len(questions),
-                   settings.base.name if judge else "")
+                   settings.base.name if judge else "", params)
     workspace.create_run(run_id, spec.to_dict(), rows_from_questions(questions))
     return run_id, spec, questions
 
@@ -595,13 +599,16 @@ def run_models(per_arm: dict[str, dict[str, Any]], spec: dict[str, Any] | None =
 
 
 def caveat(per_arm: dict[str, dict[str, Any]], spec: dict[str, Any] | None = None) -> str | None:
-    """The small-model caveat when, and only when, the run's arms used the small offline model."""
-    from lib.decision import SMALL_MODEL_CAVEAT
-    from lib.settings import LOCAL_BASE_MODEL
+    """The small-model caveat when, and only when, the run's arms used a small local model (under 1B parameters,
+    by the GGUF's own count recorded with the run: lib.catalogue.small_model_caveat). The roles no arm of the run
+    used play no part; a run without its spec is judged by the models its answers came from."""
+    from lib.catalogue import small_model_caveat
 
-    small = [m for m, provider in run_models(per_arm, spec).values()
-             if provider == "local" and m.startswith(LOCAL_BASE_MODEL)]
-    return SMALL_MODEL_CAVEAT if small else None
+    if spec is None:
+        models = run_models(per_arm)
+        spec = {"arms": list(models), "models": {ARMS[a].role: m for a, (m, _) in models.items() if a in ARMS},
+                "providers": {ARMS[a].role: p for a, (_, p) in models.items() if a in ARMS}}
+    return small_model_caveat(spec)
 
 
 def summary(workspace: Any, run: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]], list[Graded]]:

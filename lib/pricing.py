@@ -15,6 +15,7 @@ from lib.settings import ModelSpec
 
 EXTRA_PRICES = Path(__file__).parent / "data" / "openai_finetune_prices.json"
 LOCAL_NOTE = "local model: no per-token charge"
+OLLAMA_NOTE = "Ollama model on this machine's server: no per-token charge"
 
 
 @functools.lru_cache(maxsize=1)
@@ -62,6 +63,8 @@ def cost_for(spec: ModelSpec, usage: Any) -> tuple[float | None, str]:
     """Cost of one arm's call. Azure deployments are priced as the OpenAI model they are named after."""
     if spec.provider == "local":
         return 0.0, LOCAL_NOTE
+    if spec.provider == "ollama":
+        return 0.0, OLLAMA_NOTE
     return price_tokens(spec.name, usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
 
 

@@ -123,7 +123,7 @@ def per_question(u: ArmUsage, a: Assumptions) -> tuple[float | None, str]:
     prompt = u.prompt_mean
     if a.top_k is not None and u.top_k and u.context_mean:
         prompt += u.context_mean * (a.top_k / u.top_k - 1)  # context tokens scale with the number of sources
-    if u.provider == "local":
+    if u.provider in ("local", "ollama"):
         if a.hardware_usd_per_hour is None:
             return None, "local model: cost unknown until you give the hardware's cost per hour"
         seconds = u.seconds_mean

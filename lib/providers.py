@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from lib.errors import ConfigError
-from lib.settings import LOCAL_BASE_MODEL, OPENAI_DEFAULT_URL, ModelSpec, Settings
+from lib.settings import LOCAL_BASE_MODEL, LOCAL_MAX_CTX, OPENAI_DEFAULT_URL, ModelSpec, Settings
 
 Message = dict[str, str]
 
@@ -141,16 +141,25 @@ class LocalLlama:
 
     kind = "local"
 
-    def __init__(self, spec: ModelSpec, n_ctx: int = 2048, threads: int | None = None,
-                 extra_bufts: str = "auto") -> None:
+    def __init__(self, spec: ModelSpec, n_ctx: int | None = None, threads: int | None = None,
+                 extra_bufts: str = "auto", max_ctx: int = LOCAL_MAX_CTX) -> None:
         from lib import local_worker
+        from lib.gguf_meta import GGUFError, read_gguf
 
         self.spec = spec
         self.path = resolve_model_path(spec.name)
         if spec.lora and not Path(spec.lora).is_file():
             raise ConfigError(f"LoRA adapter {spec.lora!r} does not exist. Train one on the Fine-tune page "
                               "or fix the path in Settings.")
-        self.n_ctx = n_ctx
+        try:
+            info = read_gguf(self.path)
+        except GGUFError as exc:
+            raise ConfigError(f"The local model {self.path.name} cannot be used: {exc}.") from exc
+        self.params = info.params  # from the GGUF's tensors, not from the model's name
+        # The window the model was trained for (what a long-context comparison may use), and what llama.cpp
+        # allocates: that window, capped for memory (WORKBENCH_LOCAL_CTX; the KV cache grows with it).
+        self.context_window = info.context_length or 2048
+        self.n_ctx = n_ctx or min(self.context_window, max_ctx)
         self.threads = threads or os.cpu_count() or 1
         self.worker = local_worker.worker(extra_bufts)
 
@@ -382,7 +391,20 @@ def _retry_after(exc: Exception) -> float | None:
 # ---------------------------------------------------------------- registry
 
 def _local(spec: ModelSpec, settings: Settings) -> Provider:
-    return LocalLlama(spec, threads=settings.n_threads, extra_bufts=settings.llama_extra_bufts)
+    return LocalLlama(spec, threads=settings.n_threads, extra_bufts=settings.llama_extra_bufts,
+                      max_ctx=settings.local_max_ctx)
+
+
+def _ollama(spec: ModelSpec, settings: Settings) -> Provider:
+    """A model of the Ollama server (OLLAMA_HOST, else localhost:11434) through its OpenAI-compatible endpoint.
+    Its own client: a configured OpenAI key is never sent to it."""
+    import openai
+
+    from lib.ollama import ollama_base
+
+    client = openai.OpenAI(api_key="ollama", base_url=f"{ollama_base(settings)}/v1",
+                           timeout=settings.request_timeout_s, max_retries=settings.max_retries)
+    return OpenAICompatible(spec, client, settings.arm_deadline_s, settings.request_timeout_s, settings.max_retries)
 
 
 def _hosted(spec: ModelSpec, settings: Settings) -> Provider:
@@ -394,6 +416,7 @@ PROVIDERS: dict[str, Callable[[ModelSpec, Settings], Provider]] = {
     "local": _local,
     "openai": _hosted,
     "azure": _hosted,
+    "ollama": _ollama,
 }
 
 

@@ -27,14 +27,19 @@ HOSTED_MAX_TOKENS = 256
 DEFAULT_WORKSPACE = "default"
 OPENAI_DEFAULT_URL = "https://api.openai.com/v1"  # where the openai client sends requests without a base URL
 UNBOUND = "(no endpoint)"  # the scope of a key configured without an endpoint: it is sent nowhere
+DEFAULT_HF_ENDPOINT = "https://huggingface.co"
+DEFAULT_OLLAMA_HOST = "http://localhost:11434"
+LOCAL_MAX_CTX = 4096  # context llama.cpp allocates at most (the model's own window when smaller): WORKBENCH_LOCAL_CTX
+PROVIDER_KINDS = ("local", "openai", "azure", "ollama")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     """Which model plays a role (base or fine-tuned) and who serves it.
 
-    provider: "local" (llama.cpp), "openai" (OpenAI or any OpenAI-compatible base URL)
-    or "azure" (Azure OpenAI; `name` is the deployment).
+    provider: "local" (llama.cpp), "openai" (OpenAI or any OpenAI-compatible base URL),
+    "azure" (Azure OpenAI; `name` is the deployment) or "ollama" (a model of the Ollama server at
+    OLLAMA_HOST, through its OpenAI-compatible endpoint; no key is ever sent there).
     lora: for local models, an optional LoRA adapter (GGUF) applied on top of `name`.
     """
 
@@ -71,6 +76,8 @@ def model_problem(spec: ModelSpec, openai_base_url: str | None = None, azure_end
         if not Path(name).is_file():
             return f"The local model file {name} does not exist."
         return None
+    if spec.provider == "ollama":
+        return None if name else "Name the Ollama model (for example 'llama3.2:1b'); Settings lists the server's models."
     where = "Azure OpenAI" if spec.provider == "azure" else "OpenAI"
     if not name:
         return (f"Name the {where} {'deployment' if spec.provider == 'azure' else 'model'} "
@@ -168,6 +175,9 @@ class Settings:
     chroma_host: str | None = None  # "host:port" of a Chroma server; None = embedded store
     embedder: str = "minilm"  # key of lib.embeddings.EMBEDDERS
     base: ModelSpec = ModelSpec("local", LOCAL_BASE_MODEL)
+    # The base model was configured (environment, secrets or a session's Settings form); when False, a workspace's
+    # chosen local model (python -m lib models use) takes the base role (lib.engine.resolve_models).
+    base_explicit: bool = False
     finetuned: ModelSpec | None = None  # set by WORKBENCH_FT_*; None = the workspace's active model
     openai_api_key: str | None = field(default=None, repr=False)
     openai_base_url: str | None = None
@@ -192,6 +202,10 @@ class Settings:
         if self.azure_api_key and self.azure_key_scope is None:
             object.__setattr__(self, "azure_key_scope",
                                endpoint_id(self.azure_endpoint) if self.azure_endpoint else UNBOUND)
+    local_max_ctx: int = LOCAL_MAX_CTX  # llama.cpp context at most; the model's own window when smaller
+    hf_endpoint: str = DEFAULT_HF_ENDPOINT  # where the model catalogue downloads from (HF_ENDPOINT)
+    hf_offline: bool = False  # HF_HUB_OFFLINE: never contact the hub, even when asked to download
+    ollama_host: str | None = None  # OLLAMA_HOST; None: try http://localhost:11434
 
     @property
     def default_top_k(self) -> int:
@@ -286,7 +300,7 @@ def _spec(value: str | None, default_provider: str) -> ModelSpec | None:
     if not value:
         return None
     provider, sep, name = value.partition(":")
-    if sep and provider in ("local", "openai", "azure"):
+    if sep and provider in PROVIDER_KINDS:
         return ModelSpec(provider, name)
     if value.startswith("ft:"):
         return ModelSpec("openai" if default_provider == "local" else default_provider, value)
@@ -326,6 +340,7 @@ def load_settings(
         raise ValueError(f"WORKBENCH_PROVIDER={provider!r}: use local, openai or azure.")
     default_model = LOCAL_BASE_MODEL if provider == "local" else DEFAULT_HOSTED_MODEL
     base = _spec(get("WORKBENCH_BASE_MODEL"), provider) or ModelSpec(provider, default_model)
+    base_explicit = bool(get("WORKBENCH_BASE_MODEL")) or provider != "local"
     finetuned = _spec(get("WORKBENCH_FT_MODEL"), provider)
     lora = get("WORKBENCH_FT_LORA")
     if lora:
@@ -338,6 +353,7 @@ def load_settings(
         "chroma_host": get("WORKBENCH_CHROMA_HOST"),
         "embedder": get("WORKBENCH_EMBEDDER") or "minilm",
         "base": base,
+        "base_explicit": base_explicit,
         "finetuned": finetuned,
         "openai_api_key": key,
         "openai_base_url": base_url,
@@ -363,6 +379,18 @@ def load_settings(
     if extra not in ("auto", "on", "off"):
         raise ValueError(f"WORKBENCH_LLAMA_EXTRA_BUFTS={extra!r}: use auto, on or off.")
     values["llama_extra_bufts"] = extra
+    if get("WORKBENCH_LOCAL_CTX"):
+        try:
+            values["local_max_ctx"] = int(get("WORKBENCH_LOCAL_CTX") or 0)
+        except ValueError:
+            raise ValueError(f"WORKBENCH_LOCAL_CTX={get('WORKBENCH_LOCAL_CTX')!r}: give a number of tokens, "
+                             "for example 4096.") from None
+        if values["local_max_ctx"] < 512:
+            raise ValueError("WORKBENCH_LOCAL_CTX must be at least 512 tokens.")
+    values["hf_endpoint"] = (get("HF_ENDPOINT") or DEFAULT_HF_ENDPOINT).rstrip("/")
+    values["hf_offline"] = (get("HF_HUB_OFFLINE") or "").strip().lower() in ("1", "true", "yes", "on")
+    if get("OLLAMA_HOST"):
+        values["ollama_host"] = ollama_url(get("OLLAMA_HOST") or "")
     settings = Settings(**values)
     return settings.with_overrides(**overrides)
 
@@ -387,6 +415,19 @@ def withheld_key(settings: Settings) -> str | None:
     where = endpoint_id(settings.azure_endpoint or settings.openai_base_url)
     return (f"The configured key is only sent to the endpoint configured with it, not to {where}: type a key for "
             "this endpoint (a local server that needs none works without).")
+def ollama_url(host: str) -> str:
+    """OLLAMA_HOST as Ollama reads it -> the URL to reach it: "0.0.0.0" or "host[:port]" (port 11434 unless
+    given), or a URL (its scheme's own port unless given)."""
+    host = host.strip().rstrip("/")
+    scheme, sep, rest = host.partition("://")
+    if not sep:
+        scheme, rest = "http", host
+        name = rest.split("/")[0]
+        if ":" not in name:
+            rest = name + ":11434" + rest[len(name):]
+    if rest.startswith("0.0.0.0"):  # the address Ollama listens on, not one to connect to
+        rest = "127.0.0.1" + rest[len("0.0.0.0"):]
+    return f"{scheme}://{rest}"
 
 
 def mask_key(key: str | None) -> str:

@@ -129,6 +129,7 @@ class FakeOpenAIServer:
     reply_fn: Callable[[dict[str, Any]], str] | None  # reply from the request body; wins over `reply`
     bad_keys: set[str]  # API keys answered with 401
     models: list[str]  # extra ids for GET /v1/models
+    ollama_models: list[str]  # tags for GET /api/tags (Ollama's own list)
     slow_seconds: float  # how long "slow-model" waits
     first_token_delay: float  # wait before the first streamed chunk
     embedding_dim: int  # unless the request gives `dimensions`
@@ -154,6 +155,7 @@ class FakeOpenAIServer:
             self.reply_fn = None
             self.bad_keys = {"sk-invalid"}
             self.models = []
+            self.ollama_models = []  # tags listed by GET /api/tags, as an Ollama server lists its models
             self.slow_seconds = 5.0
             self.first_token_delay = 0.0
             self.trickle_seconds = 0.5
@@ -330,6 +332,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.fake.requests.append({"method": method, "path": path, "headers": headers,
                                        "query": query, "json": body})
         try:
+            if method == "GET" and path == "/api/tags":  # Ollama's list of local models (it takes no key)
+                return self._send_json(200, {"models": [
+                    {"name": m, "model": m, "size": 1_300_000_000, "modified_at": "2026-11-01T10:00:00Z",
+                     "details": {"family": "llama", "parameter_size": "1.2B", "quantization_level": "Q4_K_M"}}
+                    for m in self.fake.ollama_models]})
             self._check_auth(headers)
             self._route(method, path, query, headers, body, raw)
         except ApiError as error:

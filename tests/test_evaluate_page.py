@@ -203,7 +203,7 @@ def test_runs_of_the_offline_demo_model_say_so(offline_app):
     evalrun.start(s, ws, None, "sample", ["baseline"], "demo", limit=1)  # recorded, not answered
     at.run()
     assert not at.exception, at.exception
-    assert any("135M-parameter offline demo model" in w.value and "can invert" in w.value for w in at.warning)
+    assert any("135M offline demo model" in w.value and "can invert" in w.value for w in at.warning)
     assert any("No answers stored" in i.value for i in at.info)
 
 

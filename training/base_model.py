@@ -67,6 +67,17 @@ def load_base(gguf_path: str | Path | None = None, cache: bool = True, sha256: s
     return model.eval(), tokenizer
 
 
+def load_pretrained(folder: str | Path) -> tuple[Any, Any]:
+    """(model, tokenizer) in float32 on the CPU, in eval mode, from a folder of safetensors, config and tokenizer
+    (a catalogue model's training weights, lib.modelhub.pull_training)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    return model.eval(), tokenizer
+
+
 def _save_atomically(model: Any, tokenizer: Any, target: Path) -> None:
     """Write the converted model next to `target`, then rename it into place (two writers never collide)."""
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Export a peft LoRA of a Llama model as a llama.cpp LoRA adapter (GGUF).
+"""Export a peft LoRA of a Llama-architecture model (SmolLM2) or a Qwen2 one as a llama.cpp LoRA adapter (GGUF).
 
 What llama.cpp expects (src/llama-adapter.cpp, and convert_lora_to_gguf.py which writes it):
 - metadata `general.type = "adapter"`, `general.architecture` = the base model's
@@ -11,7 +11,9 @@ What llama.cpp expects (src/llama-adapter.cpp, and convert_lora_to_gguf.py which
   as llama.cpp checks;
 - llama.cpp's conversion of Llama permutes the rows of the q and k projections (rotary
   halves interleaved per head), so W_q' = P W_q and the LoRA delta P (B A) needs B's rows
-  permuted the same way; A is unchanged.
+  permuted the same way; A is unchanged. Qwen2's conversion does not permute them (its
+  rotary layout is llama.cpp's NEOX mode), so its deltas are written as they are. The
+  tensor names (blk.N.attn_v, ffn_down, ...) are the same for both architectures.
 """
 
 from __future__ import annotations
@@ -33,8 +35,11 @@ def permute_rows(weights: np.ndarray, n_head: int) -> np.ndarray:
             .reshape(weights.shape))
 
 
-def lora_tensors(peft_model: Any) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], float, int]:
-    """{GGUF weight name: (A, B)} in float32 with q/k already permuted, plus (alpha, rank)."""
+PERMUTED_QK = {"llama"}  # architectures whose q/k rows convert_hf_to_gguf.py permutes (Qwen2's it leaves as they are)
+
+
+def lora_tensors(peft_model: Any, arch: str = "llama") -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], float, int]:
+    """{GGUF weight name: (A, B)} in float32 with q/k permuted as the base GGUF's were, plus (alpha, rank)."""
     config = peft_model.get_base_model().config
     lora_config = peft_model.peft_config["default"]
     if getattr(lora_config, "use_rslora", False) or getattr(lora_config, "use_dora", False):
@@ -45,9 +50,9 @@ def lora_tensors(peft_model: Any) -> tuple[dict[str, tuple[np.ndarray, np.ndarra
             continue
         a = module.lora_A["default"].weight.detach().float().cpu().numpy()
         b = module.lora_B["default"].weight.detach().float().cpu().numpy()
-        if name.endswith("q_proj"):
+        if arch in PERMUTED_QK and name.endswith("q_proj"):
             b = permute_rows(b, config.num_attention_heads)
-        elif name.endswith("k_proj"):
+        elif arch in PERMUTED_QK and name.endswith("k_proj"):
             b = permute_rows(b, config.num_key_value_heads)
         out[gguf_tensor_name(name)] = (a, b)
     if not out:
@@ -55,11 +60,18 @@ def lora_tensors(peft_model: Any) -> tuple[dict[str, tuple[np.ndarray, np.ndarra
     return out, float(lora_config.lora_alpha), int(lora_config.r)
 
 
-def write_adapter(peft_model: Any, path: str | Path, dtype: str = "f16", name: str = "") -> int:
-    """Write the adapter atomically (a temporary file renamed into place); returns its size in bytes."""
+SUPPORTED_ARCHS = ("llama", "qwen2")  # whose tensor names and layouts this export is known to match
+
+
+def write_adapter(peft_model: Any, path: str | Path, dtype: str = "f16", name: str = "", arch: str = "llama") -> int:
+    """Write the adapter atomically (a temporary file renamed into place); returns its size in bytes. `arch` is the
+    base GGUF's architecture: llama.cpp refuses an adapter whose architecture differs from its model's."""
     import gguf
 
-    tensors, alpha, _rank = lora_tensors(peft_model)
+    if arch not in SUPPORTED_ARCHS:
+        raise ValueError(f"exporting a LoRA for the {arch!r} architecture is not supported (only "
+                         f"{', '.join(SUPPORTED_ARCHS)})")
+    tensors, alpha, _rank = lora_tensors(peft_model, arch)
     np_type = {"f16": np.float16, "f32": np.float32}[dtype]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,7 +79,7 @@ def write_adapter(peft_model: Any, path: str | Path, dtype: str = "f16", name: s
     os.close(fd)
     try:
         os.chmod(tmp, 0o644)  # mkstemp makes it private; an adapter is an ordinary file
-        writer = gguf.GGUFWriter(tmp, arch="llama")
+        writer = gguf.GGUFWriter(tmp, arch=arch)
         writer.add_type(gguf.GGUFType.ADAPTER)
         writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
         writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha)

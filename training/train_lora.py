@@ -1,4 +1,5 @@
-"""Train a LoRA adapter for the bundled SmolLM2-135M-Instruct and export it for llama.cpp.
+"""Train a LoRA adapter for the bundled SmolLM2-135M-Instruct (or, with --base and --base-dir, a model of the
+catalogue downloaded with its training weights) and export it for llama.cpp.
 
     python -m training.train_lora --data training/data/train.jsonl \
         --out assets/adapters/quillmere-smollm2-lora.gguf --steps 120 --seed 42
@@ -212,6 +213,7 @@ class Options:
     dropout: float = 0.0
     warmup: int | None = None  # default: 5% of the steps
     base: Path | None = None  # default: the bundled GGUF
+    base_dir: Path | None = None  # the same model's weights as transformers saves them (a catalogue model's .train/)
     progress_file: Path | None = None
     threads: int | None = None
     cache: bool = True
@@ -247,14 +249,17 @@ def train(opts: Options) -> dict[str, Any]:
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from training.base_model import bundled_gguf, file_sha256, load_base
+    from training.base_model import bundled_gguf, file_sha256, load_base, load_pretrained
 
     if opts.threads:
         torch.set_num_threads(opts.threads)
     seed_everything(opts.seed)
     base_path = opts.base or bundled_gguf()
     base_sha = file_sha256(base_path)
-    model, tokenizer = load_base(base_path, cache=opts.cache, sha256=base_sha)
+    if opts.base_dir is not None:  # a downloaded model: trained on its safetensors, applied to its GGUF
+        model, tokenizer = load_pretrained(opts.base_dir)
+    else:
+        model, tokenizer = load_base(base_path, cache=opts.cache, sha256=base_sha)
 
     conversations = read_examples(opts.data)
     encoded = [encode(tokenizer, c) for c in conversations]
@@ -322,14 +327,16 @@ def _export(opts: Options, model: Any, progress: Progress, base_path: Path, base
     import torch
     import transformers
 
+    from lib.gguf_meta import read_gguf
     from training.base_model import file_sha256
     from training.gguf_lora import write_adapter
 
-    size = write_adapter(model, opts.out, name=opts.out.stem)
+    size = write_adapter(model, opts.out, name=opts.out.stem, arch=read_gguf(base_path).architecture)
     last = progress.losses[-min(10, len(progress.losses)):]
     meta: dict[str, Any] = {
         "adapter": opts.out.name, "adapter_bytes": size, "adapter_sha256": file_sha256(opts.out),
         "base_model": base_path.name, "base_model_sha256": base_sha,
+        "base_weights": str(opts.base_dir) if opts.base_dir else "dequantised from the base GGUF",
         "data": _display_path(opts.data), "data_sha256": file_sha256(opts.data),
         "examples": len(kept), "examples_skipped": n_read - len(kept),
         "trained_tokens": sum(e.trained_tokens for e in kept),
@@ -384,6 +391,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--warmup", type=int, default=None, help="warm-up steps (default: 5%% of --steps)")
     p.add_argument("--base", type=Path, default=None, help="base GGUF (default: the bundled SmolLM2)")
+    p.add_argument("--base-dir", type=Path, default=None,
+                   help="train on these weights (a folder with config.json and safetensors: the same model as --base)")
     p.add_argument("--progress-file", type=Path, default=None)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--no-cache", action="store_true", help="do not cache the converted base model")
@@ -396,7 +405,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         p.error("--steps, --rank and --batch must be positive")
     return Options(data=a.data, out=a.out, steps=a.steps, seed=a.seed, rank=a.rank, alpha=a.alpha, lr=a.lr,
                    batch=a.batch, max_len=a.max_len, targets=targets, dropout=a.dropout, warmup=a.warmup,
-                   base=a.base, progress_file=a.progress_file, threads=a.threads, cache=not a.no_cache)
+                   base=a.base, base_dir=a.base_dir, progress_file=a.progress_file, threads=a.threads,
+                   cache=not a.no_cache)
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:

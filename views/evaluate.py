@@ -267,7 +267,7 @@ with tab_results:
                f"answers · set **{escape_markdown(spec.get('question_set', ''))}** · {spec.get('questions', 0)} questions · "
                f"top-k {spec.get('top_k')} · max tokens {spec.get('max_tokens')} · models: "
                + ", ".join(f"{k} {v}" for k, v in spec.get("models", {}).items() if v))
-    caveat = evalrun.caveat(summ, spec)
+    caveat = evalrun.caveat(summ, spec)  # from the run's local models' parameter counts (GGUF), not their names
     if caveat:
         st.warning(caveat, icon="⚠️")
     if not graded:

@@ -7,6 +7,7 @@ import streamlit as st
 from lib import engine, finetune, gateway, provenance
 from lib.errors import ConfigError, explain
 from lib.finetune import from_kb
+from lib.finetune.local import training_base_for
 from lib.format import escape_markdown, usd, when
 
 settings = st.session_state.settings
@@ -128,6 +129,8 @@ with local_tab:
     local_jobs = workspace.jobs("local")
     current = local_jobs[0] if local_jobs else None
     running = current is not None and not current.finished
+    train_base, base_note = training_base_for(settings)  # the base role's model, when it is a catalogue model
+    st.caption(base_note)
     kb_section = kb is not None and kb.count() > 0
     kb_job = kb_section and current is not None and current.params.get("origin") == "knowledge_base"
     if kb_section:
@@ -137,7 +140,7 @@ with local_tab:
         kb_steps = k1.number_input("Steps", 5, 2000, 125, 5, key="ft_kb_steps",
                                    help="125 is the shipped adapter's recipe; fewer steps finish sooner and learn less.")
         kb_examples, _, kb_method = from_kb.training_set(settings, kb, offline=True)
-        guess = from_kb.estimate(workspace, int(kb_steps), kb_examples)
+        guess = from_kb.estimate(workspace, int(kb_steps), kb_examples, train_base)
         k2.info(f"Expected duration: about **{guess['seconds'] / 60:.0f} min** ({guess['seconds_per_step']:.1f} s per "
                 f"step, from {escape_markdown(guess['source'])}; {guess['note']}).", icon="⏱️")
         if st.button("Measure the speed on this machine (about a minute)", key="ft_kb_probe",
@@ -145,7 +148,7 @@ with local_tab:
                      help="A 3-step training run on this knowledge base's examples; nothing is registered."):
             with st.spinner("Training 3 steps to measure the speed…"):
                 try:
-                    from_kb.probe(workspace, kb_examples)
+                    from_kb.probe(workspace, kb_examples, base=train_base)
                     st.rerun()
                 except ConfigError as exc:
                     st.error(escape_markdown(str(exc)))
@@ -153,7 +156,7 @@ with local_tab:
                      help="Builds a training set from this knowledge base's own text (no model needed) and trains a "
                           "LoRA adapter; it is registered with what it was trained on and becomes the active model."):
             try:
-                from_kb.start(workspace, kb, kb_examples, kb_method, int(kb_steps))
+                from_kb.start(workspace, kb, kb_examples, kb_method, int(kb_steps), base=train_base)
                 st.rerun()
             except ConfigError as exc:
                 st.error(escape_markdown(str(exc)))
@@ -178,7 +181,11 @@ with local_tab:
         st.caption(f"Defaults: the shipped adapter's recipe ({recipe.get('steps')} steps, learning rate "
                    f"{recipe.get('lr')}, rank {recipe.get('rank')}, batch {recipe.get('batch')}; see the README).")
     name = st.text_input("Name", "my-adapter", key="ft_local_name")
-    if recipe.get("seconds_per_step"):
+    if train_base is not None:  # a downloaded model: its own measured speed, or a labelled rough estimate
+        guess = from_kb.estimate(workspace, int(steps), train_base)
+        st.info(f"Estimated training time: about **{guess['seconds'] / 60:.0f} min** for {steps} steps "
+                f"({guess['seconds_per_step']:.1f} s per step: {guess['source']}).", icon="⏱️")
+    elif recipe.get("seconds_per_step"):
         per_step = float(recipe["seconds_per_step"])
         minutes = steps * per_step / 60
         st.info(f"Estimated training time: about **{minutes:.0f} min** for {steps} steps, at the "
@@ -191,7 +198,7 @@ with local_tab:
     if st.button("Start local training", type="primary", key="ft_local_start", disabled=bool(reasons)):
         try:
             finetune.start_local_training(workspace, ready, name, int(steps), int(rank), float(lr), trained_on,
-                                          kb_name)
+                                          kb_name, base=train_base)
             st.rerun()
         except ConfigError as exc:
             st.error(str(exc))

@@ -158,3 +158,168 @@ if overrides and st.button("Reset to the defaults", key="settings_reset"):
     for key in (*IN_FORCE, "settings_tests"):  # the form then starts again from the defaults
         st.session_state.pop(key, None)
     st.rerun()
+
+# ================================================================ Local models: the catalogue (issue 23)
+# A separate block: downloads, the workspace's chosen local models and Ollama. Logic in lib.catalogue and
+# lib.modelhub; downloads run in a process of their own (they outlive the page) and are followed here.
+import pandas as pd  # noqa: E402
+
+from lib import catalogue, modelhub  # noqa: E402
+from lib import ollama as ollama_lib  # noqa: E402
+
+st.divider()
+st.subheader("Local models")
+models_ws = engine.workspace_for(settings)
+models_cat = catalogue.catalogue()
+st.caption(f"Catalogue of {models_cat.date}: small open models (Apache-2.0) in GGUF, run offline by llama.cpp once "
+           f"downloaded (into {modelhub.models_dir(settings.data_dir)}, shared by every workspace; each file is "
+           "checked against the hub's SHA-256 before it is offered). Sizes marked 'about' and parameters marked "
+           "'card' are the model cards' figures until the file is here. Tokens/s: measured on this machine, or "
+           "estimated ('est.') from the bundled model's measured speed and the parameter ratio.")
+models_rows = catalogue.rows(settings)
+st.dataframe(pd.DataFrame(catalogue.table(models_rows)), hide_index=True, width="stretch")
+if models_rows[0]["speed"]["source"] == "unknown" and st.button(
+        "Measure the bundled model's speed, for the estimates (a few seconds)", key="settings_models_measure_bundled"):
+    with st.spinner("Measuring…"):
+        try:
+            catalogue.measure_speed(settings, catalogue.BUNDLED)
+            st.rerun()
+        except Exception as exc:
+            st.error(escape_markdown(str(exc)))
+chosen_base = catalogue.chosen(models_ws) or catalogue.BUNDLED
+st.caption(f"Workspace **{escape_markdown(models_ws.name)}**: base role **{escape_markdown(settings.base.label)}**"
+           + (f" (chosen: {escape_markdown(chosen_base)}, but the configuration names the base model)"
+              if settings.base_explicit and catalogue.chosen(models_ws) else "")
+           + f"; fine-tuned role **{escape_markdown(settings.finetuned.label) if settings.finetuned else 'none'}**.")
+
+by_name = {r["name"]: r for r in models_rows}
+pick = st.selectbox("Model", list(by_name), key="settings_models_pick",
+                    format_func=lambda n: f"{by_name[n]['label']} ({n})")
+row = by_name[pick]
+
+
+def _follow_session(role: str) -> None:
+    """After a choice in this section, the session follows the workspace (the form above shows what is in force)."""
+    overrides.pop(role, None)
+    for form_key in (*IN_FORCE, "settings_tests"):
+        st.session_state.pop(form_key, None)
+
+
+def _download_view(key: str) -> None:
+    state = modelhub.status(settings.data_dir, key)
+    if state is None or state.status == "done":
+        st.rerun(scope="app")  # finished: the table shows it downloaded
+    st.progress(state.fraction, text=escape_markdown(state.line()))
+    if state.active:
+        st.button("Cancel the download", key=f"settings_models_cancel_{key}",
+                  on_click=modelhub.cancel, args=(settings.data_dir, key))
+    else:
+        st.rerun(scope="app")
+
+
+for key, what in ((pick, "the model"), (f"{pick}.train", "its training weights")):
+    state = modelhub.status(settings.data_dir, key)
+    if state is not None and state.active:
+        st.fragment(_download_view, run_every=1.0)(key)
+    elif state is not None and state.status in ("interrupted", "cancelled", "failed"):
+        told = {"interrupted": "stopped (the process ended)", "cancelled": "was cancelled", "failed": "failed"}
+        (st.error if state.status == "failed" else st.warning)(
+            f"The download of {what} {told[state.status]} at {state.done_bytes / 1e6:,.0f} MB"
+            + (f": {escape_markdown(state.error or '')}" if state.error else "") + " Downloading again resumes "
+            "from there (a file that failed its checksum starts over).")
+        if st.button("Discard what arrived", key=f"settings_models_discard_{key}"):
+            modelhub.discard(settings.data_dir, key)
+            st.rerun()
+
+busy = any((s := modelhub.status(settings.data_dir, k)) is not None and s.active for k in (pick, f"{pick}.train"))
+m1, m2, m3, m4, m5 = st.columns(5)
+if not row["downloaded"]:
+    if m1.button(f"Download ({catalogue.size_text(row['size_bytes'], row['size_exact'])})",
+                 key="settings_models_pull", type="primary",
+                 disabled=busy, help=f"From {row['repo']} ({row['file']}) at {settings.hf_endpoint}."):
+        try:
+            modelhub.start_pull(settings, pick)
+            st.rerun()
+        except Exception as exc:
+            st.error(escape_markdown(str(exc)))
+else:
+    if m1.button("Use for the base role", key="settings_models_use_base", type="primary", disabled=busy,
+                 help="The workspace's base model from now on (Baseline and RAG arms), unless the configuration "
+                      "(WORKBENCH_BASE_MODEL or a hosted provider) names one."):
+        catalogue.use(settings, models_ws, pick, "base")
+        _follow_session("base")
+        st.rerun()
+    loras = catalogue.loras_for(settings, models_ws, pick)
+    if m2.button("Use for the fine-tuned role", key="settings_models_use_ft", disabled=not loras or busy,
+                 help="The newest LoRA trained for this model in this workspace becomes the fine-tuned model."
+                      if loras else "No LoRA trained for this model yet: make it the base model, then fine-tune it "
+                                    "on the Fine-tune page."):
+        catalogue.use(settings, models_ws, pick, "finetuned")
+        _follow_session("finetuned")
+        st.rerun()
+    if m3.button("Measure its speed", key="settings_models_measure", disabled=busy,
+                 help="Generates 32 tokens from a fixed prompt in the local worker (a few seconds to a minute)."):
+        with st.spinner("Measuring…"):
+            try:
+                speed = catalogue.measure_speed(settings, pick)
+                st.success(f"{pick}: {speed['tokens_per_s']} tokens/s generating, {speed['prompt_tokens_per_s']} "
+                           "tokens/s reading the prompt.")
+            except Exception as exc:
+                st.error(escape_markdown(str(exc)))
+    if not row["bundled"] and m4.button("Remove", key="settings_models_remove", disabled=busy):
+        modelhub.remove(settings.data_dir, pick)
+        st.rerun()
+    if row["can_finetune"] and not row["training_downloaded"] and m5.button(
+            f"Download its training weights ({catalogue.size_text(row['training_bytes'], False)})",
+            key="settings_models_pull_training", disabled=busy,
+            help="Safetensors for LoRA training on this machine (same checks as the model). Training needs about "
+                 f"{(row['training_memory_bytes'] or 0) / 1e9:.0f} GB of memory."):
+        try:
+            modelhub.start_pull(settings, pick, training=True)
+            st.rerun()
+        except Exception as exc:
+            st.error(escape_markdown(str(exc)))
+st.caption(escape_markdown(row["notes"]) + (f" Memory: {escape_markdown(row['memory_note'])}."
+                                            if row["memory_note"] else "")
+           + (" To fine-tune it: make it the base model, download its training weights, then Fine-tune > 2a."
+              if row["can_finetune"] and not row["bundled"] else ""))
+
+with st.expander("No internet? Add a GGUF file by hand"):
+    st.caption(modelhub.by_hand(settings) + " Browsers cannot upload files this large through the app, so give the "
+               "path of the file on the machine the app runs on.")
+    a1, a2 = st.columns([3, 1])
+    gguf_path = a1.text_input("Path of a .gguf file", key="settings_models_add_path",
+                              placeholder="/home/me/Downloads/qwen2.5-0.5b-instruct-q4_k_m.gguf")
+    gguf_name = a2.text_input("Name (optional)", key="settings_models_add_name")
+    if st.button("Check and add", key="settings_models_add", disabled=not gguf_path.strip()):
+        with st.spinner("Copying and loading it in the local model worker…"):
+            try:
+                added = modelhub.add_file(settings, gguf_path.strip(), gguf_name.strip() or None)
+                st.success(f"Added {added.name}: choose it above.")
+            except Exception as exc:
+                st.error(escape_markdown(str(exc)))
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def _ollama_models(url: str) -> ollama_lib.OllamaStatus:
+    return ollama_lib.list_models(settings)
+
+
+ollama_status = _ollama_models(ollama_lib.ollama_base(settings))
+st.markdown("**Ollama**")
+if not ollama_status.reachable:
+    st.caption(f"{escape_markdown(ollama_status.error or '')}. With Ollama running (OLLAMA_HOST, or "
+               "localhost:11434), its models are listed here and can play either role through its "
+               "OpenAI-compatible endpoint; `ollama pull MODEL` downloads them.")
+elif not ollama_status.models:
+    st.caption(f"Ollama at {escape_markdown(ollama_status.url)} has no models yet: `ollama pull llama3.2:1b`.")
+else:
+    o1, o2, o3 = st.columns([2, 1, 1])
+    tag = o1.selectbox("Ollama model", [m.name for m in ollama_status.models], key="settings_models_ollama",
+                       format_func=lambda n: next(f"{m.name} ({m.parameter_size}, {m.quantization})"
+                                                  for m in ollama_status.models if m.name == n))
+    for col, role, label in ((o2, "base", "Use for the base role"), (o3, "finetuned", "Use for the fine-tuned role")):
+        if col.button(label, key=f"settings_models_ollama_{role}"):
+            catalogue.use(settings, models_ws, f"ollama:{tag}", role)
+            _follow_session(role)
+            st.rerun()

@@ -83,9 +83,15 @@ def trained_on(kb: Any) -> tuple[dict[str, str], ...]:
     return tuple({"name": d.name, "sha256": d.sha256} for d in kb.documents())
 
 
-def probe(workspace: Any, examples: list[Example], steps: int = 3) -> dict[str, Any]:
+def probe_key(base: str | None) -> str:
+    """Where a speed probe's result is kept in the workspace: per base model (the bundled one keeps its old key)."""
+    return "training_probe" if base in (None, "", "smollm2-135m") else f"training_probe:{base}"
+
+
+def probe(workspace: Any, examples: list[Example], steps: int = 3, base: str | None = None) -> dict[str, Any]:
     """Measure this machine's training speed on these examples: a few real LoRA steps in a temporary folder
-    (nothing is registered). The result is kept in the workspace for the next estimates."""
+    (nothing is registered), on `base` (a downloaded catalogue model with its training weights; None: the bundled
+    model). The result is kept in the workspace for the next estimates for that model."""
     import json
     import os
     import subprocess
@@ -94,6 +100,7 @@ def probe(workspace: Any, examples: list[Example], steps: int = 3) -> dict[str, 
     import time
     from pathlib import Path
 
+    from lib.catalogue import training_base
     from lib.errors import ConfigError
     from lib.finetune.data import to_jsonl
     from lib.finetune.local import missing_training_deps
@@ -103,13 +110,18 @@ def probe(workspace: Any, examples: list[Example], steps: int = 3) -> dict[str, 
     if missing:
         raise ConfigError(f"Measuring the training speed needs {', '.join(missing)}: "
                           ".venv/bin/pip install -r requirements-train.txt")
+    info = training_base(workspace.data_dir, base)
+    if info is not None and not info["train_dir"]:
+        raise ConfigError(f"Measuring the training speed of {info['label']} needs its training weights: "
+                          f"python -m lib models pull {info['name']} --training")
+    extra = ["--base", info["gguf"], "--base-dir", info["train_dir"]] if info else []
     with tempfile.TemporaryDirectory(prefix="probe-") as tmp:
         data, out = Path(tmp) / "probe.jsonl", Path(tmp) / "probe.gguf"
         data.write_text(to_jsonl(examples[:16]))
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
         t0 = time.monotonic()
         done = subprocess.run([sys.executable, "-m", "training.train_lora", "--data", str(data), "--out", str(out),
-                               "--steps", str(steps), "--seed", "42"], cwd=PROJECT_ROOT, env=env,
+                               "--steps", str(steps), "--seed", "42", *extra], cwd=PROJECT_ROOT, env=env,
                               capture_output=True, text=True, timeout=900)
         sidecar = out.with_name(out.name + ".json")
         if done.returncode != 0 or not sidecar.is_file():
@@ -118,27 +130,39 @@ def probe(workspace: Any, examples: list[Example], steps: int = 3) -> dict[str, 
     result = {"seconds_per_step": float(meta["seconds_per_step"]), "steps": steps, "examples": len(examples[:16]),
               "setup_seconds": round(time.monotonic() - t0 - float(meta["train_seconds"]), 1),
               "measured_at": time.time(), "threads": meta.get("threads")}
-    workspace.set_meta("training_probe", json.dumps(result))
+    result["base"] = base or "smollm2-135m"
+    workspace.set_meta(probe_key(base), json.dumps(result))
     return result
 
 
-def seconds_per_step(workspace: Any) -> tuple[float, str]:
-    """Measured training speed on this machine: the last local training run in this workspace, else a speed probe
-    run here, else the shipped adapter's run (batch 4, examples up to 512 tokens)."""
+def seconds_per_step(workspace: Any, base: str | None = None) -> tuple[float, str]:
+    """Measured training speed on this machine for `base` (None: the bundled model): the last local training run
+    of that model in this workspace, else a speed probe of it run here; for the bundled model, else the shipped
+    adapter's run (batch 4, examples up to 512 tokens); for another model, else the bundled model's speed scaled
+    by the parameter ratio (a rough guide, said so, until a probe runs)."""
     import json
 
     from lib.finetune.registry import SHIPPED_ADAPTER
 
+    bundled = base in (None, "", "smollm2-135m")
     for job in workspace.jobs("local"):
-        if job.status == "succeeded":
+        job_base = (job.params.get("base") or {}).get("name")
+        if job.status == "succeeded" and (job_base is None if bundled else job_base == base):
             side = workspace.adapter_sidecar(job.id) or {}
             if side.get("seconds_per_step"):
                 return float(side["seconds_per_step"]), f"the last local training run here ({job.name})"
-    stored = workspace.meta("training_probe")
+    stored = workspace.meta(probe_key(base))
     if stored:
         measured = json.loads(stored)
         return float(measured["seconds_per_step"]), (f"a {measured['steps']}-step speed probe on this machine, on "
                                                      "this knowledge base's examples")
+    if not bundled:
+        from lib.catalogue import estimate_training, find
+
+        per_step, source = seconds_per_step(workspace)
+        scaled = estimate_training(per_step, find(str(base)).params)
+        return float(scaled or per_step), (f"a rough estimate: the bundled model's {per_step:.1f} s per step ({source}) "
+                                           f"x the parameter ratio; measure the speed for a real figure")
     try:
         meta = json.loads(SHIPPED_ADAPTER.with_name(SHIPPED_ADAPTER.name + ".json").read_text())
         return float(meta["seconds_per_step"]), (f"the shipped adapter's training run ({meta.get('threads', '?')} "
@@ -176,13 +200,15 @@ def _shipped_examples() -> list[Example]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
-def estimate(workspace: Any, steps: int, examples: list[Example] | None = None) -> dict[str, Any]:
-    """Expected training time: steps x seconds per step measured on this machine (see `seconds_per_step`). When
-    only the shipped adapter's speed is known and the examples are given, its speed is scaled by how much longer
-    these examples are than its own (an estimate, said so; the speed probe measures instead)."""
-    per_step, source = seconds_per_step(workspace)
-    note = "measured speed"
-    if examples and source.startswith(("the shipped adapter", "a default")):
+def estimate(workspace: Any, steps: int, examples: list[Example] | None = None,
+             base: str | None = None) -> dict[str, Any]:
+    """Expected training time for `base` (None: the bundled model): steps x seconds per step measured on this
+    machine (see `seconds_per_step`). When only the shipped adapter's speed is known and the examples are given,
+    its speed is scaled by how much longer these examples are than its own (an estimate, said so; the speed probe
+    measures instead)."""
+    per_step, source = seconds_per_step(workspace, base)
+    note = "measured speed" if not source.startswith("a rough estimate") else "an estimate"
+    if examples and source.startswith(("the shipped adapter", "a default", "a rough estimate")):
         ours, theirs = mean_example_tokens(examples), mean_example_tokens(_shipped_examples())
         if ours and theirs:
             factor = max(1.0, ours / theirs)
@@ -193,7 +219,7 @@ def estimate(workspace: Any, steps: int, examples: list[Example] | None = None) 
         else:
             note = "document chunks are longer than short question/answer pairs: expect this to take longer"
     return {"steps": steps, "seconds_per_step": per_step, "seconds": steps * per_step, "source": source,
-            "note": note}
+            "base": base or "smollm2-135m", "note": note}
 
 
 # ---------------------------------------------------------------- the use case the Fine-tune page and the CLI share
@@ -216,7 +242,7 @@ def training_set(settings: Any, kb: Any, offline: bool = True) -> tuple[list[Exa
 
 
 def start(workspace: Any, kb: Any, examples: list[Example], method: str, steps: int = 125, rank: int = 16,
-          lr: float = 3e-3, name: str | None = None) -> str:
+          lr: float = 3e-3, name: str | None = None, base: Any = None) -> str:
     """Start fine-tuning the local model on a knowledge base's training set (a background job that registers the
     model with what it was trained on); returns the job id."""
     from lib.errors import ConfigError
@@ -227,4 +253,4 @@ def start(workspace: Any, kb: Any, examples: list[Example], method: str, steps: 
     if not examples:
         raise ConfigError("No training examples could be made from this knowledge base.")
     return start_local_training(workspace, examples, name or f"{kb.name}-lora", int(steps), int(rank), float(lr),
-                                trained_on(kb), kb.name, method, origin="knowledge_base")
+                                trained_on(kb), kb.name, method, base=base, origin="knowledge_base")

@@ -33,8 +33,18 @@ def missing_training_deps() -> list[str]:
 
 def start_local_training(ws: Workspace, examples: list[Example], name: str, steps: int = 60, rank: int = 16,
                          lr: float = 1e-3, trained_on: tuple[dict[str, str], ...] = (),
-                         knowledge_base: str = "", data_method: str = "", origin: str = "training_set") -> str:
-    """Start training in a background process; returns the job id. The process registers the model."""
+                         knowledge_base: str = "", data_method: str = "", base: str | None = None,
+                         origin: str = "training_set") -> str:
+    """Start training in a background process; returns the job id. The process registers the model.
+    `base`: a downloaded catalogue model to train the LoRA for (its training weights must be downloaded);
+    None trains for the bundled model."""
+    from lib.catalogue import training_base
+
+    base_info = training_base(ws.data_dir, base)
+    if base_info is not None and not base_info["train_dir"]:
+        raise ConfigError(f"Training a LoRA for {base_info['label']} needs its training weights (safetensors), not "
+                          "downloaded yet: Settings > Local models > 'Download its training weights', or "
+                          f"`python -m lib models pull {base_info['name']} --training`.")
     missing = missing_training_deps()
     if missing:
         raise ConfigError(f"Local training needs {', '.join(missing)}, which are not installed. Run: "
@@ -51,6 +61,8 @@ def start_local_training(ws: Workspace, examples: list[Example], name: str, step
         "training_file": str(path), "training_sha256": sha256_text(data), "trained_on": list(trained_on),
         "knowledge_base": knowledge_base, "adapter": str(ws.adapter_path(job_id)), "data_method": data_method,
         "origin": origin}  # "knowledge_base": the one-click fine-tune on a knowledge base; "training_set": tab 1
+    if base_info is not None:
+        params["base"] = base_info
     ws.add_job(job_id, "local", name, params)
     cmd = [sys.executable, "-m", "lib.finetune.runner", "--data-dir", str(ws.data_dir), "--workspace", ws.name,
            "--job", job_id]
@@ -62,6 +74,26 @@ def start_local_training(ws: Workspace, examples: list[Example], name: str, step
     _children.append(proc)
     threading.Thread(target=proc.wait, name=f"reap-{job_id}", daemon=True).start()
     return job_id
+
+
+def training_base_for(settings: Any) -> tuple[str | None, str]:
+    """Which model local training makes a LoRA for: the base role's model when it is a downloaded catalogue model
+    that can be fine-tuned here, else the bundled one; and a sentence that says so (and what is missing)."""
+    from lib import catalogue, modelhub
+
+    name = catalogue.local_name(settings, settings.base)
+    if name in (None, catalogue.BUNDLED) or name not in catalogue.names():
+        return None, ("LoRA adapters are trained for the bundled SmolLM2-135M model. To fine-tune a larger one, "
+                      "download it and make it the base model (Settings > Local models).")
+    model = catalogue.find(name)
+    if model.training is None:
+        return None, (f"The base model {model.label} cannot be fine-tuned locally here, so adapters are trained for "
+                      "the bundled SmolLM2-135M model (they apply to it only).")
+    ready = modelhub.training_dir(settings.data_dir, name) is not None
+    return name, (f"LoRA adapters are trained for the base model {model.label}, on its own weights"
+                  + ("." if ready else ": download its training weights first (Settings > Local models, about "
+                     f"{(model.training.size_bytes or 0) / 1e9:.1f} GB).")
+                  + f" Training it needs about {(model.training.memory_bytes or 0) / 1e9:.0f} GB of memory.")
 
 
 def local_status(ws: Workspace, job: JobRecord) -> dict[str, Any]:

@@ -48,7 +48,7 @@ def model_to_record(model: FineTunedModel) -> dict[str, Any]:
     return {"version": MODEL_RECORD_VERSION, **asdict(model), "trained_on": list(model.trained_on)}
 
 
-PROVIDER_KINDS = {"local", "openai", "azure"}  # tests add their fake provider here, as to lib.providers.PROVIDERS
+PROVIDER_KINDS = {"local", "openai", "azure", "ollama"}  # tests add their fake provider here, as to lib.providers.PROVIDERS
 
 
 def model_from_record(record: Any) -> FineTunedModel | None:

@@ -37,6 +37,10 @@ def run(ws: Workspace, job_id: str) -> int:
             "--progress-file", str(folder / "progress.json")]
     if p.get("batch"):
         args += ["--batch", str(p["batch"])]
+    base = p.get("base")  # a downloaded catalogue model: trained on its safetensors, for its GGUF
+    if base:
+        args += ["--base", base["gguf"], "--base-dir", base["train_dir"]]
+
     def stop(signum: int, frame: object) -> None:  # a cancel that arrives before the trainer takes over
         raise KeyboardInterrupt
 
@@ -68,6 +72,7 @@ def run(ws: Workspace, job_id: str) -> int:
 
 
 def _train(ws: Workspace, job_id: str, job: Any, p: dict[str, Any], args: list[str], adapter: Path) -> int:
+    base = p.get("base")  # a downloaded catalogue model, or None for the bundled one
     ws.update_job(job_id, status="running", pid=os.getpid())
     t0 = time.time()
     try:
@@ -88,7 +93,8 @@ def _train(ws: Workspace, job_id: str, job: Any, p: dict[str, Any], args: list[s
                                                      + ws.job_log_tail(job_id, 400))
         return code or 1
     model = FineTunedModel(
-        id=job_id, name=job.name, provider="local", model=LOCAL_BASE_MODEL, base_model="SmolLM2-135M-Instruct",
+        id=job_id, name=job.name, provider="local", model=base["gguf"] if base else LOCAL_BASE_MODEL,
+        base_model=base["label"] if base else "SmolLM2-135M-Instruct",
         lora=str(adapter), created_at=time.time(), training_file=p["training_file"],
         training_sha256=p["training_sha256"], examples=int(p["examples"]), training_cost_usd=0.0,
         trained_on=tuple(p.get("trained_on") or ()), notes=f"LoRA r={p['rank']}, {p['steps']} steps, lr {p['lr']}",
