@@ -61,6 +61,18 @@ def _pct(x: float | None) -> str:
     return "unknown" if x is None else f"{x:.0%}"
 
 
+def _citation_figures(label: str, s: dict[str, Any], short: bool = False) -> str:
+    """An arm's measured citations: correct of cited, and the shares citing a supporting source, a wrong one,
+    none (claim-checked; runs graded before that have only the first figure)."""
+    acc = s.get("citation_accuracy")
+    if s.get("citations_correct") is None:
+        return f"{label} {_pct(acc)} of cited answers correct"
+    if short:
+        return f"{label} {_pct(acc)} of the answers that cite ({_pct(s['citations_correct'])} of all answers)"
+    return (f"{label} {_pct(acc)} of cited answers correct ({_pct(s['citations_correct'])} cite a supporting "
+            f"source, {_pct(s.get('citations_wrong'))} a wrong one, {_pct(s.get('citations_none'))} none)")
+
+
 def decide(summary: dict[str, dict[str, Any]], situation: Situation = Situation(),
            freshness: dict[str, dict[str, Any]] | None = None, monthly_cost: dict[str, float | None] | None = None,
            small_model: bool = False) -> Recommendation:
@@ -107,16 +119,24 @@ def decide(summary: dict[str, dict[str, Any]], situation: Situation = Situation(
                            "retrainings, while retrieval picks up a re-indexed document at once")
             changes.append("documents that change rarely would make fine-tuning alone viable")
 
-    # 2. Are citations needed?
+    # 2. Are citations needed? (measured: a citation counts only when the cited source supports the answer's claim)
     cites = {a: summary[a].get("citation_accuracy") for a in arms if a in ("rag", "hybrid")}
     if situation.citations:
-        matrix.append(Question("Are citations needed?", "yes; citation accuracy "
-                               + ", ".join(f"{LABELS[a]} {_pct(v)}" for a, v in cites.items()), "you",
+        matrix.append(Question("Are citations needed?", "yes; claim-checked citations: "
+                               + "; ".join(_citation_figures(LABELS[a], summary[a]) for a in cites), "you",
                                "RAG and hybrid"))
         score["finetuned"] = score.get("finetuned", 0) - 0.5
         for a, v in cites.items():
             score[a] += 0.1 * (v or 0)
-        reasons.append("Answers need citations: only the retrieval arms can point to a source")
+        reasons.append("Answers need citations: only the retrieval arms can point to a source"
+                       + ("; measured, a cited source supports the answer's own claim in "
+                          + ", ".join(_citation_figures(LABELS[a], summary[a], short=True) for a in cites)
+                          if cites else ""))
+        poor = [a for a, v in cites.items() if v is not None and v < 0.5]
+        if poor:
+            reasons.append(f"{', '.join(LABELS[a] for a in poor)} cite(s) a source that does not support the "
+                           "claim more often than one that does: citations alone do not make those answers "
+                           "checkable")
         changes.append("not needing citations would bring the fine-tuned arm back into the choice")
     else:
         matrix.append(Question("Are citations needed?", "no" if situation.citations is False else "not answered",

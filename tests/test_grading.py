@@ -23,8 +23,10 @@ def test_paraphrased_numbers_are_correct(reference, answer):
 def test_an_answer_with_conflicting_values_is_not_correct():
     g = grade_answer("What is the default?", "50", "100 by default, or sometimes 50.")
     assert not g.correct and "conflicting" in g.reason and "100" in g.reason
-    days = grade_answer("How long is the refund window?", "45 days", "45 days, or 21 days for e-bikes.")
+    days = grade_answer("How long is the refund window?", "45 days", "45 days, or maybe 21 days.")
     assert not days.correct and "21" in days.reason
+    # a value bound to something else the answer names is no rival ("21 days for e-bikes" qualifies another case)
+    assert grade_answer("How long is the refund window?", "45 days", "45 days, or 21 days for e-bikes.").correct
     # a different kind of number beside the right one is no conflict
     fine = grade_answer("How long is the refund window?", "45 days", "45 days, with a 13% restocking fee.")
     assert fine.correct
@@ -35,7 +37,7 @@ def test_an_answer_with_conflicting_values_is_not_correct():
 
 def test_the_wrong_unit_does_not_match():
     g = grade_answer("q", "30 days", "30 months.")
-    assert not g.correct and "missing" in g.reason
+    assert not g.correct and "another unit" in g.reason
 
 
 def test_negation_counts():

@@ -46,26 +46,43 @@ DOCUMENTS = {
 }
 
 
+def interleaved(path: Path, out: Path) -> None:
+    """The question set with tune and held-out questions alternating, so that any prefix of a run has both."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    parts = [[r for r in rows if r["part"] == p] for p in ("tune", "heldout")]
+    mixed = [r for pair in zip(*parts) for r in pair]
+    longer = max(parts, key=len)
+    mixed += longer[len(min(parts, key=len)):]
+    out.write_text("".join(json.dumps(r) + "\n" for r in mixed))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--arms", default="baseline,rag,finetuned,hybrid")
     ap.add_argument("--top-k", type=int, default=2)
     ap.add_argument("--limit", type=int)
+    ap.add_argument("--data-dir", type=Path, help="keep the knowledge base and the run here (default: a temporary "
+                                                  "folder); with --dump-only, write out what a run there has")
+    ap.add_argument("--dump-only", action="store_true")
     args = ap.parse_args()
     python = sys.executable
     with tempfile.TemporaryDirectory() as tmp:
-        docs, data = Path(tmp, "docs"), Path(tmp, "data")
-        docs.mkdir()
-        for name, path in DOCUMENTS.items():
-            shutil.copyfile(path, docs / name)
+        data = args.data_dir or Path(tmp, "data")
         common = ["--data-dir", str(data), "--collection", "labels"]
-        subprocess.run([python, "-m", "lib", "ingest", str(docs), *common], cwd=ROOT, check=True)
-        run = [python, "-m", "lib", "eval", "--set", str(HERE / "questions.jsonl"), "--arms", args.arms,
-               "--top-k", str(args.top_k), "--run-name", "labels", *common]
-        if args.limit:
-            run += ["--limit", str(args.limit)]
-        subprocess.run(run, cwd=ROOT, check=True)
+        if not args.dump_only:
+            docs = Path(tmp, "docs")
+            docs.mkdir()
+            for name, path in DOCUMENTS.items():
+                shutil.copyfile(path, docs / name)
+            subprocess.run([python, "-m", "lib", "ingest", str(docs), *common], cwd=ROOT, check=True)
+            questions = Path(tmp, "questions.jsonl")
+            interleaved(HERE / "questions.jsonl", questions)
+            run = [python, "-m", "lib", "eval", "--set", str(questions), "--arms", args.arms,
+                   "--top-k", str(args.top_k), "--run-name", "labels", *common]
+            if args.limit:
+                run += ["--limit", str(args.limit)]
+            subprocess.run(run, cwd=ROOT, check=True)
         dump = ("import json, sys; from pathlib import Path; from lib import engine, evalrun; "
                 "from lib.settings import load_settings; "
                 "ws = engine.workspace_for(load_settings(data_dir=Path(sys.argv[1]), collection='labels')); "
