@@ -60,11 +60,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--arms", default="baseline,rag,finetuned,hybrid")
-    ap.add_argument("--top-k", type=int, default=2)
+    ap.add_argument("--top-k", type=int, default=1)
     ap.add_argument("--limit", type=int)
     ap.add_argument("--data-dir", type=Path, help="keep the knowledge base and the run here (default: a temporary "
                                                   "folder); with --dump-only, write out what a run there has")
     ap.add_argument("--dump-only", action="store_true")
+    ap.add_argument("--run-name", default="labels")
+    ap.add_argument("--no-ingest", action="store_true", help="the knowledge base in --data-dir is there already")
     args = ap.parse_args()
     python = sys.executable
     with tempfile.TemporaryDirectory() as tmp:
@@ -75,19 +77,21 @@ def main() -> int:
             docs.mkdir()
             for name, path in DOCUMENTS.items():
                 shutil.copyfile(path, docs / name)
-            subprocess.run([python, "-m", "lib", "ingest", str(docs), *common], cwd=ROOT, check=True)
+            if not args.no_ingest:
+                subprocess.run([python, "-m", "lib", "ingest", str(docs), *common], cwd=ROOT, check=True)
             questions = Path(tmp, "questions.jsonl")
             interleaved(HERE / "questions.jsonl", questions)
             run = [python, "-m", "lib", "eval", "--set", str(questions), "--arms", args.arms,
-                   "--top-k", str(args.top_k), "--run-name", "labels", *common]
+                   "--top-k", str(args.top_k), "--run-name", args.run_name, *common]
             if args.limit:
                 run += ["--limit", str(args.limit)]
             subprocess.run(run, cwd=ROOT, check=True)
         dump = ("import json, sys; from pathlib import Path; from lib import engine, evalrun; "
                 "from lib.settings import load_settings; "
                 "ws = engine.workspace_for(load_settings(data_dir=Path(sys.argv[1]), collection='labels')); "
-                "print(json.dumps(evalrun.export_json(ws, 'labels')))")
-        out = subprocess.run([python, "-c", dump, str(data)], cwd=ROOT, check=True, capture_output=True, text=True)
+                "print(json.dumps(evalrun.export_json(ws, sys.argv[2])))")
+        out = subprocess.run([python, "-c", dump, str(data), args.run_name], cwd=ROOT, check=True,
+                             capture_output=True, text=True)
     exported = json.loads(out.stdout)
     with args.out.open("w") as f:
         for a in exported["answers"]:
