@@ -116,7 +116,7 @@ whether here already still even ever every own same too""".split())
 ROLE_WORDS = {"default": "default", "defaults": "default", "maximum": "maximum", "max": "maximum",
               "largest": "maximum", "limit": "maximum", "minimum": "minimum", "min": "minimum", "smallest": "minimum",
               "first": "first", "last": "last", "before": "before", "after": "after", "initial": "initial"}
-_NEGATION = re.compile(r"\b(?:not|no|never|none|nothing|nobody|nowhere|cannot|without|neither|nor|isn't|aren't|"
+_NEGATION = re.compile(r"\b(?:not|no|never|none|nothing|nobody|nowhere|cannot|neither|nor|isn't|aren't|"
                        r"wasn't|weren't|doesn't|don't|didn't|can't|couldn't|won't|wouldn't|shouldn't|mustn't|"
                        r"hasn't|haven't|hadn't|mayn't|needn't)\b|n't\b", re.I)
 # negations that do not negate the claim they sit in
@@ -131,9 +131,9 @@ _NON_FLIPPING = re.compile(
 def stem(word: str) -> str:
     """A light stemmer: plural, -ed, -ing, -ly (enough to match "terminates" with "terminate")."""
     w = word.lower().strip("'")
-    for suffix, keep in (("ies", "y"), ("sses", "ss"), ("ing", ""), ("edly", ""), ("ed", ""), ("ly", ""),
-                         ("es", ""), ("s", "")):
-        if w.endswith(suffix) and len(w) - len(suffix) >= 3 and not (suffix == "s" and w.endswith("ss")):
+    for suffix, keep in (("ies", "y"), ("sses", "ss"), ("ches", "ch"), ("shes", "sh"), ("xes", "x"), ("zes", "z"),
+                         ("ing", ""), ("edly", ""), ("ed", ""), ("ly", ""), ("s", "")):
+        if w.endswith(suffix) and len(w) - len(suffix) >= 3 and not (suffix == "s" and w.endswith(("ss", "us", "is"))):
             w = w[:-len(suffix)] + keep
             break
     if len(w) > 4 and w[-1] == "e":
@@ -412,6 +412,13 @@ def quantities(text: str, offset: int = 0) -> list[Quantity]:
             continue  # "two of them"
         out.append(_quantity(value, unit, dim, bases, masked, m.start(), end, offset))
         taken.append((m.start(), end))
+    # "once", "twice": counts of times
+    for m in re.finditer(r"\b(once|twice|thrice)\b", masked, re.I):
+        if free(m.start(), m.end()):
+            v = {"once": 1.0, "twice": 2.0, "thrice": 3.0}[m.group(1).lower()]
+            out.append(Quantity(v, "times", "times", (v,), m.group(0), offset + m.start(), offset + m.end(),
+                                raw=(v,)))
+            taken.append((m.start(), m.end()))
     # "a minute", "an hour": one of a time unit
     for m in re.finditer(r"\b(an?)\s+(second|minute|hour|day|week|month|year|kilobyte|megabyte|byte)\b", masked,
                          re.I):
@@ -468,7 +475,8 @@ def quantities(text: str, offset: int = 0) -> list[Quantity]:
 
 
 def _version_context(text: str, pos: int) -> bool:
-    words = _before(text, pos, 1)
+    token = re.search(r"(\S+)\s*$", text[max(0, pos - 40):pos])
+    words = [token.group(1).lower().strip("(,:;")] if token else []
     prev = text[max(0, pos - 1):pos]
     if prev in ("v", "V") and (pos < 2 or not text[pos - 2].isalpha()):
         return True
@@ -503,9 +511,16 @@ def _mark(found: list[Quantity], text: str, offset: int) -> list[Quantity]:
     out = []
     for q in found:
         a = q.start - offset
-        prev = _before(text, a, 1)
+        token = re.search(r"(\S+)\s*$", text[max(0, a - 40):a])
+        prev = [token.group(1).lower().strip("(,:;")] if token and re.search(r"[A-Za-z§#]", token.group(1)) else []
         kind = q.kind
-        if kind == "value" and q.unit is None and prev and prev[-1].rstrip(".") in _SECTION_WORDS:
+        bound = re.search(r"(?<!no )\b(?:more|less|fewer|greater|higher|lower|longer|shorter)\s+than\s*$",
+                          text[max(0, a - 30):a], re.I)
+        if kind == "value" and bound:
+            kind = "bound"  # "more than once" is not once
+            q = Quantity(q.value, q.unit, q.dimension, q.bases, f"{bound.group(0).strip()} {q.text}", q.start, q.end,
+                         q.kind, q.raw)
+        elif kind == "value" and q.unit is None and prev and prev[-1].rstrip(".") in _SECTION_WORDS:
             kind = "section"
         elif kind == "value" and q.unit is None and re.search(r"§\s*$", text[max(0, a - 3):a]):
             kind = "section"
@@ -514,6 +529,13 @@ def _mark(found: list[Quantity], text: str, offset: int) -> list[Quantity]:
             kind = "section"
         out.append(q if kind == q.kind else Quantity(q.value, q.unit, q.dimension, q.bases, q.text, q.start, q.end,
                                                      kind, q.raw))
+    # "sections 15 and 16", "clauses 3, 4 or 5": a list after a section number is sections too
+    for i in range(1, len(out)):
+        x, y = out[i - 1], out[i]
+        gap = text[x.end - offset:y.start - offset]
+        if x.kind == "section" and y.kind == "value" and y.unit is None and \
+                re.fullmatch(r"\s*(?:,|or|and|,\s*or|,\s*and)\s*", gap):
+            out[i] = _as(y, "section")
     # "4 or 8 bytes", "32, 64 or 128 bits": a bare number takes the unit of the one it lists with
     for i in range(len(out) - 2, -1, -1):
         x, y = out[i], out[i + 1]
@@ -735,9 +757,29 @@ class Claims:
         return next((s for s in self.segments if s.start <= start < s.end), None)
 
 
+def _split_listed(segs: list[Segment], text: str) -> list[Segment]:
+    """"Default 50, max 100": a clause listing values each after its own role or name is one claim each."""
+    out: list[Segment] = []
+    role = "|".join(sorted(ROLE_WORDS, key=len, reverse=True))
+    for s in segs:
+        cuts = [m.start() for m in re.finditer(rf",\s+(?=(?:the\s+)?(?:{role})\b|[A-Za-z]+[A-Z_]\w*\b)", s.text)]
+        if not cuts or len(re.findall(r"\d", s.text)) < 2:
+            out.append(s)
+            continue
+        bounds = [0, *cuts, len(s.text)]
+        pieces = [(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
+        if sum(bool(re.search(r"\d", s.text[a:b])) for a, b in pieces) < 2:
+            out.append(s)
+            continue
+        for a, b in pieces:
+            lead = len(s.text[a:b]) - len(s.text[a:b].lstrip(", "))
+            out.append(_make(text, s.start + a + lead, s.start + b, s.aside, s.contrast))
+    return out
+
+
 def extract(text: str) -> Claims:
     """Everything `lib.grading` compares, read from one text."""
-    segs = segments(text)
+    segs = _split_listed(segments(text), text)
     found = quantities(text)
     for q in found:
         s = next((s for s in segs if s.start <= q.start < s.end), None)

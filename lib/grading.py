@@ -155,6 +155,10 @@ _REFUSAL_PATTERNS = [re.compile(p, re.I) for p in (
     r"details?|data|reference|indication|record|such|answer|statement|specification|figure|number|value|"
     r"evidence|documentation)\b",
     r"\bno\s+(?:such|mention|indication|record)\b",
+    rf"\bnothing\s+in\s+(?:\w+\s+){{0,3}}?{_DOC}\b[^.;!?]{{0,60}}?{_SAY}",
+    rf"\b(?:neither|no|none\s+of\s+the)\s+(?:of\s+the\s+)?(?:\w+\s+)?{_DOC}\s+(?:\w+\s+){{0,2}}?{_SAY}",
+    rf"\b(?:is|are|was|were)\s*(?:n't|\s+not)\s+(?:anywhere\s+|to\s+be\s+found\s+)?(?:in|among|within)\s+"
+    rf"(?:the|these|those|my|any|your|this)\s+(?:\w+\s+)?{_DOC}\b",
     r"\bnone\s+of\s+(?:the\s+|these\s+|those\s+)?(?:\w+\s+)?(?:documents?|sources?|passages?|texts?|excerpts?|"
     r"pages?|results?|snippets?|chunks?)\b",
     r"\b(?:none|nothing)\s+(?:that\s+)?I\s+(?:can|could)\s+(?:find|see|locate)\b",
@@ -206,6 +210,10 @@ def _pattern_refusal(text: str) -> bool:
     return negated(text) and bool(_AVAILABILITY.search(text)) and bool(_DOC_WORD.search(text))
 
 
+def _refusal_spans(text: str) -> list[tuple[int, int]]:
+    return [(m.start(), m.end()) for p in _REFUSAL_PATTERNS for m in p.finditer(text)]
+
+
 def is_refusal(answer: str, similarity: Similarity | None = None) -> bool:
     """Whether an answer declines or says the documents do not hold the answer, however it is worded."""
     return _refusal_segments(_first_part(answer), extract(_first_part(answer)), similarity) != []
@@ -251,8 +259,9 @@ def _refusal_segments(text: str, claims: Claims, similarity: Similarity | None, 
     """The clauses of an answer that decline (empty when it does not decline at all)."""
     segs = [s for s in claims.segments if s.text.strip(" .,;:-")]
     found = [s for s in segs if _pattern_refusal(s.text) or _lacks_what_was_asked(s.text, question)]
-    if not found and _pattern_refusal(text):  # a refusal that spans two clauses
-        found = segs[:1]
+    if not found:  # a refusal that spans two clauses: the clauses it covers
+        spans = _refusal_spans(text)
+        found = [s for s in segs if any(a < s.end and s.start < b for a, b in spans)]
     if not found and similarity is not None:
         found = [s for s in segs if not s.quantities and _refusal_by_meaning(s.text, similarity)]
         if not found and _refusal_by_meaning(text, similarity):
@@ -283,7 +292,8 @@ def _first_part(answer: str) -> str:
 
 _YES_NO_QUESTION = re.compile(r"^\s*(?:is|are|was|were|does|do|did|can|could|may|might|must|should|shall|will|"
                               r"would|has|have|had|isn't|aren't|doesn't|don't)\b", re.I)
-_LEADING = re.compile(r"^\W*(yes|no|nope|yep|correct|incorrect|true|false)\b", re.I)
+_LEADING = re.compile(r"^\W*(?:(?:so,?\s+)?the\s+(?:short\s+)?answer(?:\s+to\s+(?:this|your|the)\s+question)?\s+is\s*:?\s*"
+                      r"[\"'“]?)?(yes|no|nope|yep|correct|incorrect|true|false)\b", re.I)
 _WH = re.compile(r"\b(?:what|which|who|whom|whose|when|where|why|how|in\s+what|at\s+what|by\s+what)\b", re.I)
 
 
@@ -450,7 +460,7 @@ def _check_quantity(fact: _Fact, a: Claims, q: Claims, ref_all: list[Quantity], 
                     skip: set[int]) -> _Check:
     ranges = any(x.kind == "range-end" for x in fact.quantities)
     sections = all(x.kind == "section" for x in fact.quantities)
-    kinds = {"value", "date"} | ({"range-end"} if ranges else set()) | ({"section"} if sections else set())
+    kinds = {"value", "date", "bound"} | ({"range-end"} if ranges else set()) | ({"section"} if sections else set())
     cands: list[tuple[Quantity, Segment]] = []
     for s in a.segments:
         if not s.claim or id(s) in skip:
@@ -465,7 +475,8 @@ def _check_quantity(fact: _Fact, a: Claims, q: Claims, ref_all: list[Quantity], 
             if is_year(x) and not any(is_year(r) for r in fact.quantities) and \
                     not any(same_quantity(r, x) for r in fact.quantities):
                 continue
-            cands.append((x, s))
+            cands.append((x if x.kind != "bound" or any(r.kind == "bound" for r in fact.quantities)
+                          else _unmatchable(x), s))
     if not cands:
         wrong_unit = [x for s in a.segments if s.claim for x in s.quantities
                       if any(same_number_other_unit(r, x) for r in fact.quantities)]
@@ -478,6 +489,13 @@ def _check_quantity(fact: _Fact, a: Claims, q: Claims, ref_all: list[Quantity], 
     pool = [(x, s) for x, s in cands if id(s) not in foreign] or cands
     best = max(_score(s, want) for _, s in pool)
     claim = [(x, s) for x, s in pool if _score(s, want) == best]
+    strong = {"default", "maximum", "minimum"}
+    asked = want.roles & strong
+    bound = {r for _, s in claim for r in s.roles} & strong
+    if asked and bound and not asked & bound and len(claim) == len({id(s) for _, s in claim}):
+        x = claim[0][0]
+        return _Check(False, 0.0, f"gives {x.text} as the {' and '.join(sorted(bound))}; the question asks for the "
+                                  f"{' and '.join(sorted(asked))}")
     matched = [x for x, _ in claim if any(same_quantity(r, x) for r in fact.quantities)]
     # values the reference lists with this one ("32 or 64 bits", "sections 1 through 9") are no rivals
     siblings = [y for o in others if o.segment == fact.segment for y in o.quantities]
@@ -498,7 +516,14 @@ def _check_quantity(fact: _Fact, a: Claims, q: Claims, ref_all: list[Quantity], 
     wrong_unit = [x for x in rivals if any(same_number_other_unit(r, x) for r in fact.quantities)]
     if wrong_unit:
         return _Check(False, 0.0, f"{wrong_unit[0].text} is not {fact.quantities[0].text} (another unit)")
+    if not rivals:
+        return _Check(False, 0.0, f"missing: {fact.text}")
     return _Check(False, 0.0, f"gives {rivals[0].text} where the reference has {fact.quantities[0].text}")
+
+
+def _unmatchable(x: Quantity) -> Quantity:
+    """"More than once" names a bound, never the value itself."""
+    return Quantity(x.value, x.unit, "bound", (float("nan"),), x.text, x.start, x.end, "bound", (float("nan"),))
 
 
 def _foreign(seg: Segment, want: _Keys, q: Claims, others: list[_Fact]) -> bool:
@@ -535,7 +560,7 @@ def _check_identifier(fact: _Fact, a: Claims, q: Claims, skip: set[int]) -> _Che
     if _id_in(claim_text, norm):
         # a rival of the same family bound to the subject asked ("FFI_BAD_TYPEDEF when the abi is invalid")
         rivals = [(i, s) for s in a.segments if s.claim and id(s) not in skip for i in s.identifiers
-                  if i.norm != norm and _family(i.norm) == _family(norm) and not _id_in(" ".join(
+                  if i.norm != norm and _related(i.norm, norm) and not _id_in(" ".join(
                       x.text for x in q.segments), i.norm)]
         if rivals:
             want = fact.keys or _Keys(set(), set(), set())
@@ -559,6 +584,16 @@ _ROLE_VALUE = re.compile(r"\b(default|maximum|minimum|max|min)\s+(?:value\s+)?(?
 def _family(norm: str) -> str:
     parts = [p for p in re.split(r"[/_\-.\s]", norm.strip("/-$")) if p]
     return parts[0] if parts else norm
+
+
+def _related(a: str, b: str) -> bool:
+    """Two identifiers of one family: the same first or last part ("ffi_ok" / "ffi_bad_abi", "update-passwd" /
+    "base-passwd")."""
+    pa = [p for p in re.split(r"[/_\-.\s]", a.strip("/-$")) if p]
+    pb = [p for p in re.split(r"[/_\-.\s]", b.strip("/-$")) if p]
+    if not pa or not pb:
+        return False
+    return pa[0] == pb[0] or (len(pa) > 1 and len(pb) > 1 and pa[-1] == pb[-1])
 
 
 def _similar(a: str, b: str) -> bool:
@@ -683,11 +718,31 @@ def _grade_claims(question: str, reference: str, body: str, keywords: Sequence[s
                 checks.append(_check_version(f, a, q, skip))
         score = sum(c.score for c in checks) / len(checks)
         failed = [c for c in checks if not c.ok]
+        if not failed and _COMPOUND.search(question) and not keywords:
+            # "Where are they kept, and which group can write them?": the reference's other part must be there too
+            rest = _outside_facts(reference, r, facts)
+            novel = [w for w in content_words(rest) if w not in set(q.words)]
+            have = {w for sg in a.segments if not sg.contrast and id(sg) not in skip for w in _words_of(sg.text)}
+            if novel and sum(w in have for w in novel) / len(novel) < 0.5:
+                failed = [_Check(False, 0.5, f"answers one part only; missing: {', '.join(w for w in novel if w not in have)}")]
+                score = 0.5
         if not failed:
             return True, 1.0, "matches the reference: " + "; ".join(c.reason for c in checks) + \
                 (" (keywords)" if keywords else "")
         return False, score, "; ".join(c.reason for c in failed)
     return _grade_words(question, reference, body, a, r, skip, similarity)
+
+
+_COMPOUND = re.compile(r"[,;]?\s+and\s+(?:which|what|who|whom|where|when|how|why)\b", re.I)
+
+
+def _outside_facts(reference: str, r: Claims, facts: list[_Fact]) -> str:
+    """The reference with the spans of its values and identifiers blanked (what else it says)."""
+    chars = list(reference)
+    spans = [(x.start, x.end) for x in r.quantities] + [(i.start, i.end) for i in r.identifiers]
+    for a, b in spans:
+        chars[a:b] = " " * (b - a)
+    return "".join(chars)
 
 
 def _without(a: Claims, skip: set[int]) -> Claims:
@@ -771,53 +826,137 @@ def grade_citations(question: str, answer: str, sources: Sequence[Any] | None,
     return ("correct", f"{label} supports {why}") if ok else ("wrong", f"{label} does not support {why}")
 
 
+_GENERIC = {"source", "sourc", "say", "answer", "document", "passag", "retriev", "text", "question", "cite", "cit",
+            "reason", "accord", "mention", "stat", "provid", "given", "giv", "inform", "note", "context", "follow",
+            "mean", "also", "therefore", "thu", "case", "exampl", "use", "need", "make"}
+_WINDOW = 25  # words either side of a value in a source: the passage that binds it to a subject
+
+
+def _windows(source: str, spans: list[tuple[int, int]]) -> list[str]:
+    """The source's words around each span (a value or identifier found there)."""
+    words = list(re.finditer(r"\S+", source))
+    out = []
+    for a, b in spans:
+        i = next((k for k, w in enumerate(words) if w.end() > a), len(words))
+        j = next((k for k, w in enumerate(words) if w.end() >= b), len(words) - 1)
+        lo, hi = max(0, i - _WINDOW), min(len(words), j + _WINDOW + 1)
+        out.append(source[words[lo].start():words[hi - 1].end()] if words else "")
+    return out
+
+
+def _words_of(text: str) -> set[str]:
+    """Content words, with the parts of names in code as words too ("server.keepAliveTimeout" -> keepalivetimeout)."""
+    words = set(content_words(text))
+    return words | {p for w in list(words) for p in re.split(r"[._/\-]", w) if p}
+
+
+def _about_question(window: str, q_words: set[str], q_ids: set[str]) -> bool:
+    """Whether a passage is about what was asked: it names the question's identifiers (when the source names
+    them at all: q_ids holds only those) and holds at least 60% of its content words."""
+    if q_ids and not any(_mentions(window, i) for i in q_ids):
+        return False
+    if not q_words:
+        return True
+    have = _words_of(window)
+    return sum(w in have for w in q_words) / len(q_words) >= 0.5
+
+
 def _supports(question: str, body: str, a: Claims, q: Claims, source: str) -> tuple[bool, str]:
     """Whether a source states the answer's own claim: each value and identifier the answer asserts about what
-    was asked, bound there to the same subject; or for claims in words, the same comparison against it."""
+    was asked, found in the source in a passage about the question (and not given there for something else);
+    for claims in words, most of the answer's own words in such a passage; for a bare yes/no, the polarity of
+    the passage about the question."""
     s = extract(source)
     focus = extract(_focus(question))
     want = _Keys({i.norm for i in focus.identifiers}, {x for g in focus.segments for x in g.roles},
                  set(focus.words), set(q.words))
-    claim_segs = [g for g in a.segments if g.claim]
+    measure = {stem_word(m.group(1)) for m in re.finditer(r"\bhow\s+(\w+)", question, re.I)}
+    q_words = {w for w in q.words if w not in _GENERIC and w not in measure}  # "how long" asks, it is no topic
+    q_ids = {i.norm for i in q.identifiers if i.kind == "code" and _mentions(source, i.norm)}
+    q_opts = {i.norm for i in q.identifiers if i.kind == "code" and _option_like(i.text)}
+    claim_segs = [g for g in a.segments if g.claim] or a.segments
+    q_text = " ".join(g.text for g in q.segments)
     values = [x for g in claim_segs for x in g.quantities if x.kind in ("value", "date") and not _is_echo(x, q, [])]
     if values:
         best_segs = _best_answer_segments(claim_segs, want)
         values = [x for g in best_segs for x in g.quantities if x in values] or values
         for x in values:
-            holders = [g for g in s.segments if any(same_quantity(x, y) for y in g.quantities)]
-            if not holders:
+            found = [y for y in s.quantities if same_quantity(x, y)]
+            if not found:
                 return False, f"{x.text} (not in the source)"
+            if not any(_about_question(w, q_words, q_ids) for w in _windows(source, [(y.start, y.end) for y in found])):
+                return False, f"{x.text} (the source states it about something else)"
+            bound = {_bound_to(source, y.start) for y in found} - {None}
+            if q_opts and bound and not any(_names_asked(b, q_opts) for b in bound):
+                return False, f"{x.text} (the source gives it for {sorted(bound)[0]})"
+            holders = [g for g in s.segments if any(same_quantity(x, y) for y in g.quantities)]
             rivals = [g for g in s.segments if any(_compatible(x, y) and not same_quantity(x, y) and
                                                     y.kind in ("value", "date") for y in g.quantities)]
             if rivals and max(_score(g, want) for g in rivals) > max(_score(g, want) for g in holders):
                 return False, f"{x.text} (the source gives it for something else)"
         return True, ", ".join(x.text for x in values)
-    q_text = " ".join(g.text for g in q.segments)
     ids = [i for g in claim_segs for i in g.identifiers if i.kind in ("code", "hyphenated", "name")
            and not _id_in(q_text, i.norm)]
     if ids:
         for i in ids:
-            if not _id_in(source, i.norm):
+            spans = _id_spans(source, i.norm)
+            if not spans:
                 return False, f"{i.text} (not in the source)"
+            if not any(_about_question(w, q_words, q_ids) for w in _windows(source, spans)):
+                return False, f"{i.text} (the source names it for something else)"
         return True, ", ".join(i.text for i in ids)
     pol = _polarity(a, body)
-    words = [w for g in claim_segs for w in g.words if w not in set(q.words)]
+    words = [w for g in claim_segs for w in g.words if w not in set(q.words) and w not in _GENERIC]
     if pol is not None and bool(_YES_NO_QUESTION.match(question)) and not words:
         relevant = max(s.segments, key=lambda g: _score(g, want), default=None)
-        if relevant is None or _score(relevant, want) < max(2, len(want.words) // 3):
+        if relevant is None or not _about_question(relevant.text, q_words, q_ids):
             return False, f"'{pol}' (the source is not about the question)"
         src_pol = "no" if relevant.negated else "yes"
         if src_pol != pol:
             return False, f"'{pol}' (the source says {src_pol})"
-        if not words:
-            return True, f"'{pol}'"
+        return True, f"'{pol}'"
     if not words:
-        return True, "the answer"
-    have = set(s.words)
-    share = sum(w in have for w in words) / len(words)
-    if share >= 0.5:
+        return False, "no claim of the answer's own"
+    best = 0.0
+    for g in s.segments:  # the passage (a clause and its neighbours) holding most of the answer's words
+        window = " ".join(x.text for x in s.segments[max(0, s.segments.index(g) - 1):s.segments.index(g) + 2])
+        have = set(content_words(window))
+        share = sum(w in have for w in words) / len(words)
+        if share > best and _about_question(window, q_words, q_ids):
+            best = share
+    if best >= 0.6:
         return True, "the answer's words"
-    return False, f"the answer ({share:.0%} of its words are in the source)"
+    return False, f"the answer (at most {best:.0%} of its words in a passage about the question)"
+
+
+def _mentions(text: str, norm: str) -> bool:
+    """A name anywhere in a text as a whole token, also inside a dotted one ("server.keepAliveTimeout")."""
+    return re.search(r"(?<![\w])" + re.escape(norm) + r"(?![\w])", text.lower()) is not None
+
+
+def _option_like(token: str) -> bool:
+    """A setting's name: camelCase or with underscores ("keepAliveTimeout", "max_connections")."""
+    t = token.strip("`'\"")
+    return bool(re.search(r"[a-z][A-Z]", t) or re.search(r"[a-z]_[a-z]", t))
+
+
+def _bound_to(source: str, pos: int) -> str | None:
+    """The setting a value in a source belongs to: the last setting's name since the start of its list item,
+    heading or paragraph ("* `requestTimeout`: ... **Default:** `300000`" -> requesttimeout)."""
+    head = source[:pos]
+    starts = [m.end() for m in re.finditer(r"\n\s*\n|\n\s*(?:[*•#-]\s|\d+\.\s)|(?:^|\s)\*\s+(?=`)", head)]
+    scope = head[starts[-1] if starts else 0:]
+    names = [t for t in re.findall(r"[A-Za-z_][\w.]*", scope) if _option_like(t.split(".")[-1])]
+    return names[-1].split(".")[-1].lower() if names else None
+
+
+def _names_asked(name: str, asked: set[str]) -> bool:
+    return any(name == a or name.endswith(a) or a.endswith(name) for a in asked)
+
+
+def _id_spans(text: str, norm: str) -> list[tuple[int, int]]:
+    low = text.lower()
+    return [(m.start(), m.end()) for m in re.finditer(r"(?<![\w\-./$])" + re.escape(norm) + r"(?![\w\-/]|\.\w)", low)]
 
 
 def _best_answer_segments(segs: list[Segment], want: _Keys) -> list[Segment]:
