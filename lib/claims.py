@@ -373,6 +373,8 @@ def quantities(text: str, offset: int = 0) -> list[Quantity]:
         return not any(a < y and x < b for x, y in taken)
 
     masked = re.sub(r"\[\s*\d{1,2}(?:\s*[,–-]\s*\d{1,2})*\s*\]", lambda m: " " * len(m.group(0)), text)
+    # phone numbers and other digit groups joined by dashes ("1-800-555-0147") are names, not quantities
+    masked = re.sub(r"(?<![\w.])\+?\d{1,4}(?:-\d{2,4}){2,}(?!\w)", lambda m: " " * len(m.group(0)), masked)
     # numbers inside identifiers (x86-64, UTF-8, HTTP/1.1, LICENSE-2.0, ffi_type_uint8) are not quantities
     for ident in identifiers(masked):
         if ident.kind in ("code", "hyphenated") and re.search(r"[A-Za-z]", ident.text) and \

@@ -366,7 +366,9 @@ def _reference_facts(question: str, reference: str, keywords: Sequence[str], q: 
     if keywords:
         for k in keywords:
             kq = [x for x in _claim_quantities(k) if x.kind in ("value", "date")]
-            if re.fullmatch(r"\s*v?\d+\.\d+(?:\.\d+)*\s*", k):  # "4.0": a version as often as a number
+            versionish = re.search(r"\b(?:version|release|v\d)", f"{question} {reference}", re.I) or \
+                re.fullmatch(r"\s*v?\d+\.\d+\.\d+(?:\.\d+)*\s*", k)
+            if versionish and re.fullmatch(r"\s*v?\d+\.\d+(?:\.\d+)*\s*", k):  # "4.0" of "which version?"
                 facts.append(_Fact("version", k, [], version=re.sub(r"(?:\.0)+$", "", k.strip().lstrip("v")),
                                    keys=focus_keys))
             elif kq:
@@ -462,9 +464,10 @@ def _check_quantity(fact: _Fact, a: Claims, q: Claims, ref_all: list[Quantity], 
     sections = all(x.kind == "section" for x in fact.quantities)
     kinds = {"value", "date", "bound"} | ({"range-end"} if ranges else set()) | ({"section"} if sections else set())
     cands: list[tuple[Quantity, Segment]] = []
-    for s in a.segments:
-        if not s.claim or id(s) in skip:
-            continue
+    usable = [s for s in a.segments if s.claim and id(s) not in skip and s.quantities]
+    if not usable:  # "(generally 32 or 64 bits)": a value given in an aside is still given
+        usable = [s for s in a.segments if not s.contrast and id(s) not in skip]
+    for s in usable:
         for x in s.quantities:
             if x.kind not in kinds or _is_echo(x, q, ref_all):
                 continue
@@ -477,6 +480,8 @@ def _check_quantity(fact: _Fact, a: Claims, q: Claims, ref_all: list[Quantity], 
                 continue
             cands.append((x if x.kind != "bound" or any(r.kind == "bound" for r in fact.quantities)
                           else _unmatchable(x), s))
+    if not cands and re.fullmatch(r"\d+", fact.text.strip()) and _digit_group_in(a, skip, fact.text.strip()):
+        return _Check(True, 1.0, f"states {fact.text} (in {fact.text.strip()!r})")
     if not cands:
         wrong_unit = [x for s in a.segments if s.claim for x in s.quantities
                       if any(same_number_other_unit(r, x) for r in fact.quantities)]
@@ -519,6 +524,12 @@ def _check_quantity(fact: _Fact, a: Claims, q: Claims, ref_all: list[Quantity], 
     if not rivals:
         return _Check(False, 0.0, f"missing: {fact.text}")
     return _Check(False, 0.0, f"gives {rivals[0].text} where the reference has {fact.quantities[0].text}")
+
+
+def _digit_group_in(a: Claims, skip: set[int], digits: str) -> bool:
+    """A number keyword as a group of a longer number ("0147" in "1-800-555-0147")."""
+    text = " ".join(s.text for s in a.segments if not s.contrast and id(s) not in skip)
+    return re.search(r"(?<![\w.])" + re.escape(digits) + r"(?![\w])", text) is not None
 
 
 def _unmatchable(x: Quantity) -> Quantity:
