@@ -141,9 +141,14 @@ def stem(word: str) -> str:
     return w
 
 
+_ORDINALS = {"1st": "first", "2nd": "second", "3rd": "third", "4th": "fourth", "5th": "fifth"}
+
+
 def content_words(text: str) -> list[str]:
-    """Content-word stems in order (no stop words, no numbers); names in code stay whole ("ffi_prep_cif")."""
+    """Content-word stems in order (no stop words, no numbers); names in code stay whole ("ffi_prep_cif");
+    "2nd" is "second"."""
     out: list[str] = []
+    text = re.sub(r"\b(1st|2nd|3rd|4th|5th)\b", lambda m: _ORDINALS[m.group(1).lower()], text, flags=re.I)
     for tok in re.findall(r"[A-Za-z_][\w'\-./]*\w|[A-Za-z]", text):
         if _looks_code(tok):
             out.append(norm_id(tok))
@@ -496,9 +501,9 @@ def _version_context(text: str, pos: int) -> bool:
 
 def _quantity(value: float, unit: str | None, dim: str | None, bases: tuple[float, ...], text: str, a: int,
               end: int, offset: int) -> Quantity:
-    if unit == "k":  # "16K": a thousand or 1024, of something unsaid
+    if unit == "k":  # "16K": a thousand or 1024, of something unsaid (never the bare 16)
         return Quantity(value, "k", None, tuple(value * b for b in bases), text[a:end].strip(), offset + a,
-                        offset + end, raw=tuple(value * b for b in bases) + (value,))
+                        offset + end, raw=tuple(value * b for b in bases))
     if unit is None:
         return Quantity(value, None, None, (value,), text[a:end].strip(), offset + a, offset + end, raw=(value,))
     return Quantity(value, unit, dim, tuple(value * b for b in bases), text[a:end].strip(), offset + a,
@@ -657,14 +662,24 @@ _EXAMPLE = re.compile(r"\b(?:a|an|any)\s+(?:larger|smaller|higher|lower|bigger|g
                       r"shorter)\s+(?:\w+\s+){0,2}(?:such\s+as|like|e\.g\.?|for\s+example)|"
                       r"\b(?:for\s+example|for\s+instance|e\.g\.)", re.I)
 _SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\[`\"'])|\n\s*\n\s*|\n(?=\s*(?:[*•#>|]|-\s|\d+\.\s))|;\s*|,\s+and\s+|\s+[-–—]\s+|,?\s+(?:while|whereas|but|although|though|"
-                    r"however|compared\s+with|compared\s+to)\s+|(?<![Bb]etween)(?<=\S)\s+and\s+(?=(?:the\s+|its\s+|"
-                    r"a\s+|an\s+)?[`'\"]?[A-Za-z_\-]+[`'\"]?(?:\s+\w+)?\s*(?:is|are|was|were|to|defaults?|:|=|has|"
-                    r"had|took|needs?|needed|takes?|of|for|\d)\b)|,\s+(?=or\s|not\s|rather\s|instead\s|unlike\s)|"
+                    r"however)\s+|,\s+(?=compared\s+(?:with|to)\b)|(?<![Bb]etween)(?<=\S)\s+and\s+(?=(?:the\s+|its\s+|"
+                    r"a\s+|an\s+)?[`'\"]?[A-Za-z_\-]+[`'\"]?(?:\s+\w+)?\s*(?:(?:is|are|was|were|to|defaults?|has|"
+                    r"had|took|needs?|needed|takes?|of|for|\d)\b|[:=]))|,\s+(?=or\s|not\s|rather\s|instead\s|unlike\s)|"
                     r"\.\s+(?=[A-Z])", re.I)
 
 
 def segments(text: str) -> list[Segment]:
     """The text cut into clauses, each marked aside / contrast / negated, with its claims."""
+    fences = [(m.start(), m.end()) for m in re.finditer(r"```.*?(?:```|$)", text, re.S)]
+    if fences:  # a fenced code block is an example, not a claim: an aside of its own
+        out: list[Segment] = []
+        pos = 0
+        for a, b in fences:
+            out += [s for s in _shifted(segments(text[pos:a]), pos, text)]
+            out.append(_make(text, a, b, True))
+            pos = b
+        out += [s for s in _shifted(segments(text[pos:]), pos, text)]
+        return out
     spans: list[tuple[int, int, bool]] = []  # (start, end, aside)
     depth, start = 0, 0
     for i, ch in enumerate(text):  # parentheses are asides
@@ -698,6 +713,10 @@ def segments(text: str) -> list[Segment]:
             out.extend(_segment(text, a + x, a + y, aside))
     _details_after_colon(out, text)
     return out
+
+
+def _shifted(segs: list[Segment], offset: int, text: str) -> list[Segment]:
+    return [_make(text, s.start + offset, s.end + offset, s.aside, s.contrast) for s in segs]
 
 
 def _segment(text: str, a: int, b: int, aside: bool) -> list[Segment]:

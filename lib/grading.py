@@ -180,7 +180,9 @@ _REFUSAL_PATTERNS = [re.compile(p, re.I) for p in (
 _AVAILABILITY = re.compile(r"\b(?:given|stated|mentioned|specified|provided|covered|listed|included|described|"
                            r"documented|defined|found|available|known|appears?|shown|determined|named|set\s+out|"
                            r"spelled\s+out|spelt\s+out|answerable|answered|indicated)\b", re.I)
-_DOC_WORD = re.compile(rf"\b{_DOC}\b", re.I)
+_DOC_WORD = re.compile(r"\b(?:documents?|sources?|context|passages?|texts?|excerpts?|pages?|spec(?:ification)?s?|"
+                       r"licen[cs]es?|faq|documentation|docs|materials?|manual|snippets?|results?|chunks?|articles?|"
+                       r"files?|here|anywhere|retrieved|provided)\b", re.I)  # no pronouns: "it is not available"
 
 REFUSAL_EXAMPLES = (
     "I don't know.", "I could not find this in the provided documents.", "The documents do not say.",
@@ -322,7 +324,9 @@ class _Keys:
 
 
 def _keys(seg: Segment, exclude: set[str] = frozenset()) -> _Keys:  # type: ignore[assignment]
-    return _Keys({i.norm for i in seg.identifiers if i.norm not in exclude}, set(seg.roles), set(seg.words))
+    ids = {i.norm for i in seg.identifiers if i.norm not in exclude}
+    ids |= {i.rsplit(".", 1)[-1] for i in ids if "." in i and "/" not in i}  # "options.windowBits" is windowBits
+    return _Keys(ids, set(seg.roles), set(seg.words))
 
 
 def _score(seg: Segment, want: _Keys) -> float:
@@ -439,9 +443,12 @@ def _code_like(text: str) -> bool:
 
 
 def _id_in(text: str, norm: str) -> bool:
-    """An identifier as a whole token of `text` (case aside): "/bin/sync" is not in "/usr/bin/sync"."""
+    """An identifier as a whole token of `text` (case aside): "/bin/sync" is not in "/usr/bin/sync"; a setting's
+    name may follow an object's ("options.windowBits")."""
     low = text.lower()
-    pattern = r"(?<![\w\-./$])" + re.escape(norm) + r"(?![\w\-/]|\.\w)"
+    before = r"(?<![\w\-/$])(?<![^\w]\.)(?<!^\.)" if not re.search(r"[/\s]|^[.\-]", norm) else \
+        r"(?<![\w\-./$])"
+    pattern = before + re.escape(norm) + r"(?![\w\-/]|\.\w)"
     for m in re.finditer(pattern, low):
         after = text[m.end():m.end() + 40]
         if " " in norm and re.match(r"\s+(?:[A-Z][\w&'\-]*)", after):
@@ -715,6 +722,8 @@ def _grade_claims(question: str, reference: str, body: str, keywords: Sequence[s
             if got == ref_pol:
                 return True, 1.0, f"answers {got}, as the reference does"
             return False, 0.0, f"answers {got}; the reference says {ref_pol}"
+        if not _novel_words(question, re.sub(r"^\W*(?:yes|no)\b\W*", "", reference, flags=re.I), r):
+            return False, 0.0, f"says neither yes nor no; the reference says {ref_pol}"
     facts = _reference_facts(question, reference, keywords, q, r)
     if facts:
         ref_all = [x for f in facts for x in f.quantities]
@@ -903,7 +912,7 @@ def _supports(question: str, body: str, a: Claims, q: Claims, source: str) -> tu
             holders = [g for g in s.segments if any(same_quantity(x, y) for y in g.quantities)]
             rivals = [g for g in s.segments if any(_compatible(x, y) and not same_quantity(x, y) and
                                                     y.kind in ("value", "date") for y in g.quantities)]
-            if rivals and max(_score(g, want) for g in rivals) > max(_score(g, want) for g in holders):
+            if rivals and max(_density(g, want) for g in rivals) > max(_density(g, want) for g in holders):
                 return False, f"{x.text} (the source gives it for something else)"
         return True, ", ".join(x.text for x in values)
     ids = [i for g in claim_segs for i in g.identifiers if i.kind in ("code", "hyphenated", "name")
@@ -968,6 +977,11 @@ def _names_asked(name: str, asked: set[str]) -> bool:
 def _id_spans(text: str, norm: str) -> list[tuple[int, int]]:
     low = text.lower()
     return [(m.start(), m.end()) for m in re.finditer(r"(?<![\w\-./$])" + re.escape(norm) + r"(?![\w\-/]|\.\w)", low)]
+
+
+def _density(seg: Segment, want: _Keys) -> float:
+    """How much a source clause is about what was asked, for its length (a long clause matches more words)."""
+    return _score(seg, want) / max(2.0, len(seg.words)) ** 0.5
 
 
 def _best_answer_segments(segs: list[Segment], want: _Keys) -> list[Segment]:
