@@ -364,10 +364,6 @@ def _unit_after(text: str, pos: int) -> tuple[str | None, str | None, tuple[floa
     return None, None, (), pos, ""
 
 
-def _before(text: str, pos: int, n: int = 2) -> list[str]:
-    return [w.lower() for w in re.findall(r"[A-Za-z§#.]+", text[max(0, pos - 40):pos])][-n:]
-
-
 def quantities(text: str, offset: int = 0) -> list[Quantity]:
     """The quantities in a text, in order; citation markers [n] and numbers inside identifiers are not
     quantities; dates are read as dates and versions as versions."""

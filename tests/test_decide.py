@@ -105,7 +105,20 @@ def test_frequent_changes_and_citations_favour_retrieval():
     assert r.choice == "rag"
     assert any("citations" in x for x in r.reasons) and any("daily" in x for x in r.reasons)
     assert any("not needing citations" in x for x in r.would_change)
+    # the reason names the measured citation figures; hybrid, whose citations are mostly wrong, is said to be
+    cites = next(x for x in r.reasons if x.startswith("Answers need citations"))
+    assert "RAG 90%" in cites and "Hybrid 50%" in cites and "supports the answer's own claim" in cites
     assert [q.source for q in r.matrix][:2] == ["you", "you"] and len(r.matrix) == 6
+
+
+def test_citation_reasons_use_the_claim_checked_shares():
+    s = _summary(rag={"accuracy": 0.6, "citation_accuracy": 0.3, "citations_correct": 0.25,
+                      "citations_wrong": 0.6, "citations_none": 0.15},
+                 finetuned={"accuracy": 0.55})
+    r = decide(s, Situation(citations=True))
+    row = next(q for q in r.matrix if q.question == "Are citations needed?")
+    assert "RAG 30% of cited answers correct (25% cite a supporting source, 60% a wrong one, 15% none)" in row.answer
+    assert any("RAG cite(s) a source that does not support the claim" in x for x in r.reasons)
 
 
 def test_latency_target_and_format_favour_fine_tuning():
