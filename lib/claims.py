@@ -379,7 +379,8 @@ def quantities(text: str, offset: int = 0) -> list[Quantity]:
     # numbers inside identifiers (x86-64, UTF-8, HTTP/1.1, LICENSE-2.0, ffi_type_uint8) are not quantities
     for ident in identifiers(masked):
         if ident.kind in ("code", "hyphenated") and re.search(r"[A-Za-z]", ident.text) and \
-                not re.fullmatch(r"\d+(?:\.\d+)?[A-Za-z]+", ident.text):
+                not re.fullmatch(r"\d+(?:\.\d+)?[A-Za-z]+", ident.text) and not _NUMBER_WORDS.fullmatch(ident.text) \
+                and not re.fullmatch(r"\d+-[a-z]+", ident.text):  # "forty-five", "30-day" are numbers
             taken.append((ident.start, ident.end))
     # dates: "29 June 2007", "June 29, 2007", "January 2004"
     month = "|".join(sorted(_MONTHS, key=len, reverse=True))

@@ -9,6 +9,7 @@ from lib.store import Source
 @pytest.mark.parametrize(("reference", "answer"), [
     ("30 days", "You have thirty days to return it."),
     ("45 days from the delivery date.", "Forty-five days after delivery [1]."),
+    ("45 days from the delivery date.", "The refund window is forty-five days [1]."),
     ("The context window is 16K (16384 tokens).", "It reads up to 16384 tokens."),
     ("The context window is 16K (16384 tokens).", "16K tokens."),
     ("1,250 kg", "It holds 1250 kg."),
