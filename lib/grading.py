@@ -202,7 +202,9 @@ STATEMENT_EXAMPLES = (
     "Bit fields are not supported.", "It does not terminate their licenses.", "The default is 30 days.",
     "Yes, they survive termination.", "It is a no-op.", "Only occasionally and noncommercially.",
 )
-REFUSAL_SIMILARITY = 0.62  # tuned on the tuning part of eval/labels (the held-out part never)
+# Set before tuning and left there: on eval/labels the patterns alone find every refusal, so the embedder changes no
+# grade of that set; it is there for wordings the patterns miss.
+REFUSAL_SIMILARITY = 0.62
 REFUSAL_MARGIN = 0.08
 
 
@@ -740,7 +742,7 @@ def _grade_claims(question: str, reference: str, body: str, keywords: Sequence[s
         failed = [c for c in checks if not c.ok]
         if not failed and _COMPOUND.search(question) and not keywords:
             # "Where are they kept, and which group can write them?": the reference's other part must be there too
-            rest = _outside_facts(reference, r, facts)
+            rest = _outside_facts(reference, r)
             novel = [w for w in content_words(rest) if w not in set(q.words)]
             have = {w for sg in a.segments if not sg.contrast and id(sg) not in skip for w in _words_of(sg.text)}
             if novel and sum(w in have for w in novel) / len(novel) < 0.5:
@@ -756,7 +758,7 @@ def _grade_claims(question: str, reference: str, body: str, keywords: Sequence[s
 _COMPOUND = re.compile(r"[,;]?\s+and\s+(?:which|what|who|whom|where|when|how|why)\b", re.I)
 
 
-def _outside_facts(reference: str, r: Claims, facts: list[_Fact]) -> str:
+def _outside_facts(reference: str, r: Claims) -> str:
     """The reference with the spans of its values and identifiers blanked (what else it says)."""
     chars = list(reference)
     spans = [(x.start, x.end) for x in r.quantities] + [(i.start, i.end) for i in r.identifiers]
