@@ -299,8 +299,13 @@ class Quantity:
         return self.text
 
 
-def _words_to_number(words: str) -> float | None:
+def words_to_number(words: str) -> float | None:
+    """"forty-five" -> 45, "a hundred" -> 100; None when the words are not a number."""
     parts = [w for w in re.split(r"[\s-]+", words.lower()) if w and w != "and"]
+    if parts and parts[0] in ("a", "an"):
+        if len(parts) < 2 or parts[1] not in _SCALES:
+            return None  # "a day" is no number here
+        parts[0] = "one"
     total, current, seen = 0, 0, False
     for p in parts:
         if p in _ONES:
@@ -406,7 +411,7 @@ def quantities(text: str, offset: int = 0) -> list[Quantity]:
         if not free(m.start(), m.end()):
             continue
         words = m.group(0)
-        value = _words_to_number(words)
+        value = words_to_number(words)
         if value is None:
             continue
         unit, dim, bases, end, _ = _unit_after(masked, m.end())

@@ -47,6 +47,7 @@ from lib.claims import (
     norm_id,
     same_number_other_unit,
     same_quantity,
+    words_to_number,
 )
 from lib.claims import quantities as _claim_quantities
 
@@ -54,38 +55,10 @@ Similarity = Callable[[str, str], float]
 
 # ---------------------------------------------------------------- normalising (also used by lib.freshness)
 
-_ONES = {"zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
-         "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15,
-         "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19, "a": 1, "an": 1}
-_TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80,
-         "ninety": 90}
-_SCALES = {"hundred": 100, "thousand": 1000, "million": 1_000_000}
 _NUMBER_WORD = re.compile(
     r"\b(?:(?:zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|"
     r"sixteen|seventeen|eighteen|nineteen|twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety|hundred|thousand|"
     r"million|a|an)(?:[\s-]+(?:and[\s-]+)?)?)+\b", re.I)
-
-
-def _words_to_number(words: str) -> int | None:
-    parts = [w for w in re.split(r"[\s-]+", words.lower()) if w and w != "and"]
-    if not parts or all(p in ("a", "an") for p in parts):
-        return None
-    if parts[0] in ("a", "an") and (len(parts) == 1 or parts[1] not in _SCALES):
-        return None
-    total, current, seen = 0, 0, False
-    for p in parts:
-        if p in _ONES:
-            current += _ONES[p]
-        elif p in _TENS:
-            current += _TENS[p]
-        elif p in _SCALES:
-            current = max(current, 1) * _SCALES[p]
-            if _SCALES[p] >= 1000:
-                total, current = total + current, 0
-        else:
-            return None
-        seen = True
-    return total + current if seen else None
 
 
 def normalise(text: str) -> str:
@@ -102,10 +75,10 @@ def normalise(text: str) -> str:
             lead, words = words[:head.end()], words[head.end():]
         if words in ("a", "an", "one", ""):
             return raw
-        value = _words_to_number(words)
+        value = words_to_number(words)
         if value is None:
             return raw
-        return f"{lead}{value}{raw[len(raw.rstrip()):]}"
+        return f"{lead}{value:g}{raw[len(raw.rstrip()):]}"
 
     t = _NUMBER_WORD.sub(spell, t)
     t = re.sub(r"(\d)\s*(?:per cent|percent)\b", r"\1%", t)
