@@ -1,10 +1,11 @@
 """How answers.jsonl was made (kept for provenance; answers.jsonl is the labelled set itself).
 
-    .venv/bin/python eval/labels/make_set.py --local /tmp/local_labelled.jsonl --out eval/labels/answers.jsonl
+    .venv/bin/python eval/labels/make_set.py     # rewrites the hand-written rows, keeps the labelled local ones
 
 Hand-written answers (in the style of a hosted model) are below, each with its class, its hand label and why;
 cited ones carry passages cut from the real documents (on a Debian machine, under /usr/share). The local arms'
-answers (eval/labels/local_answers.py) were labelled by hand in a separate file and are merged in as they are.
+answers (eval/labels/local_answers.py) were labelled by hand and merged in (`--local FILE`); their labels live in
+answers.jsonl, which a run without `--local` keeps.
 Every question belongs to one document; the part (tune or heldout) is the question's, fixed in questions.jsonl
 by document before the grader was tuned.
 """
@@ -577,9 +578,11 @@ def main() -> int:
             row["label"]["citations"] = item[6]
         rows.append(row)
     if args.local:
-        for line in args.local.read_text().splitlines():
-            if line.strip():
-                rows.append(json.loads(line))
+        local = [json.loads(line) for line in args.local.read_text().splitlines() if line.strip()]
+    else:  # keep the labelled local answers already in the set (their labels live only there)
+        local = [r for r in map(json.loads, args.out.read_text().splitlines()) if r["origin"].startswith("local:")] \
+            if args.out.exists() else []
+    rows += local
     with args.out.open("w") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
