@@ -70,7 +70,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("file", type=Path, help="JSONL (or CSV): question, reference, answer, optional keywords, "
                                            "answerable (default true)")
     p.add_argument("--no-embedder", action="store_true",
-                   help="rules only: skip the local embedder's similarity for references without numbers")
+                   help="rules only: no local embedder (refusals found by patterns alone, answers in words "
+                        "compared by word overlap)")
     _common(p)
 
     p = sub.add_parser("project", help="monthly cost per arm at a volume, from an evaluation run")
@@ -210,7 +211,7 @@ def _evaluate(settings: Any, kb: Any, args: argparse.Namespace, arms: list[str])
             if args.json:
                 _emit({"run": run_id, "id": g.question.id, "arm": g.arm, "correct": g.correct, "score": g.score,
                        "refused": g.refused, "fabricated": g.fabricated, "reason": g.reason, "cites": g.cites,
-                       "citation_ok": g.citation_ok, "retrieval_hit": g.retrieval_hit,
+                       "citation_ok": g.citation_ok, "citations": g.citations, "retrieval_hit": g.retrieval_hit,
                        "house_style": g.house_style, "answer": g.answer, "error": g.error,
                        "total_ms": g.total_ms, "cost_usd": g.cost_usd})
             else:
@@ -413,20 +414,17 @@ def _training_base(settings: Any, ws: Any, args: argparse.Namespace) -> str | No
 
 
 def _grade(args: argparse.Namespace) -> int:
-    """One JSON line per input line: correct, score, refused, reason (and fabricated, method)."""
+    """One JSON line per input line: correct, score, refused, reason (and fabricated, method, and citations:
+    none / correct / wrong when the line gives its `sources`, else null)."""
     from lib.evalsets import read_grading_file
     from lib.grading import grade_answer
 
     rows, problems = read_grading_file(args.file)
     similarity = None
-    if not args.no_embedder and any(not r.get("keywords") for r in rows):
-        from lib.embeddings import MiniLMEmbedder
+    if not args.no_embedder and any("error" not in r for r in rows):
+        from lib.evalrun import cached_similarity
 
-        embedder = MiniLMEmbedder()
-
-        def similarity(a: str, b: str) -> float:
-            va, vb = embedder.embed([a, b])
-            return float((va * vb).sum())
+        similarity = cached_similarity()  # refusals by meaning, and answers in words
 
     failed = False
     for row in rows:
@@ -435,7 +433,7 @@ def _grade(args: argparse.Namespace) -> int:
             out = {"line": row["line"], "error": row["error"]}
         else:
             g = grade_answer(row["question"], row["reference"], row["answer"], row["keywords"], row["answerable"],
-                             similarity)
+                             similarity, row.get("sources"))
             out = {"line": row["line"], "question": row["question"], **g.to_dict()}
         if args.json:
             _emit(out)
@@ -443,7 +441,8 @@ def _grade(args: argparse.Namespace) -> int:
             print(f"line {out['line']}: error: {out['error']}")
         else:
             mark = "PASS" if out["correct"] else ("REFUSED" if out["refused"] else "FAIL")
-            print(f"line {out['line']}: {mark} {out['score']:.2f}  {out['question'][:60]}  ({out['reason']})")
+            cites = f"  citations {out['citations']}" if out.get("citations") else ""
+            print(f"line {out['line']}: {mark} {out['score']:.2f}  {out['question'][:60]}  ({out['reason']}){cites}")
     for line, message in problems:
         failed = True
         _emit({"line": line, "error": message}) if args.json else print(f"line {line}: error: {message}")

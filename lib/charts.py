@@ -309,6 +309,28 @@ def eval_accuracy_vs_cost(summary: dict[str, dict[str, Any]]) -> go.Figure:
     return fig
 
 
+CITATION_COLORS = {"correct": "#2ca02c", "wrong": "#d62728", "none": "#c7c7c7"}
+
+
+def eval_citations(summary: dict[str, dict[str, Any]]) -> go.Figure:
+    """Per arm, the answers (answerable questions) citing a source that supports their claim, one that does not,
+    or none: stacked to 100%. Arms graded before citations were claim-checked are left out, and said to be."""
+    arms = [a for a, s in summary.items() if s.get("citations_correct") is not None]
+    fig = go.Figure()
+    for key, label in (("correct", "cites a supporting source"), ("wrong", "cites a wrong source"),
+                       ("none", "cites none")):
+        values = [summary[a][f"citations_{key}"] * 100 for a in arms]
+        fig.add_bar(name=label, x=[_arm_label(a) for a in arms], y=values, marker_color=CITATION_COLORS[key],
+                    text=[f"{v:.0f}%" if v else "" for v in values], textposition="inside",
+                    hovertemplate=f"%{{x}}: %{{y:.0f}}% {label}<extra></extra>")
+    missing = [_arm_label(a) for a in summary if a not in arms]
+    fig.update_layout(barmode="stack", yaxis_title="% of answers", yaxis_range=[0, 100],
+                      title="Citations, checked against each answer's claim"
+                            + (f" — not graded for {', '.join(missing)} (regrade the run)" if missing else ""),
+                      **_LAYOUT)
+    return fig
+
+
 def eval_latency(graded: list[Any]) -> go.Figure:
     """Total time per answer, per arm (box with every point)."""
     fig = go.Figure()

@@ -90,17 +90,33 @@ def accuracy_reason(summary: dict[str, dict[str, Any]], arms: list[str]) -> str:
             f"of {LABELS[best]} (their 95% intervals overlap)")
 
 
-def citation_figures(summary: dict[str, dict[str, Any]], arm: str) -> str:
-    """An arm's measured citations in words: how often it cited a source, and how often the cited source
-    supported what the answer claims."""
-    s = summary.get(arm) or {}
-    cites = s.get("cites")
-    if cites is None:
-        return f"{LABELS.get(arm, arm)}: citations not measured"
-    text = f"{LABELS.get(arm, arm)} cited a source in {cites:.0%} of its answers"
-    if cites and s.get("citation_accuracy") is not None:
-        text += f", correctly in {s['citation_accuracy']:.0%} of the answerable ones it cited in"
-    return text
+def _citation_figures(label: str, s: dict[str, Any], short: bool = False) -> str:
+    """An arm's measured citations in words. Claim-checked runs: correct of cited, and the shares of answers
+    citing a supporting source, a wrong one, none. Older runs: how often it cited, and correct of cited."""
+    acc = s.get("citation_accuracy")
+    if s.get("citations_correct") is not None:
+        if short:
+            return f"{label} {_pct(acc)} of the answers that cite ({_pct(s['citations_correct'])} of all answers)"
+        return (f"{label} {_pct(acc)} of cited answers correct ({_pct(s['citations_correct'])} cite a supporting "
+                f"source, {_pct(s.get('citations_wrong'))} a wrong one, {_pct(s.get('citations_none'))} none)")
+    if s.get("cites") is not None:
+        text = f"{label} cited a source in {s['cites']:.0%} of its answers"
+        return text + (f", correctly in {acc:.0%} of the answerable ones it cited in" if s["cites"] and acc is not None
+                       else "")
+    return f"{label} {_pct(acc)} of cited answers correct"
+
+
+def _cited_well(s: dict[str, Any]) -> float:
+    """The share of answers that cite a source supporting their claim (estimated for runs graded before)."""
+    if s.get("citations_correct") is not None:
+        return float(s["citations_correct"])
+    if s.get("cites") is not None:
+        return float(s["cites"]) * float(s.get("citation_accuracy") or 0.0)
+    return float(s.get("citation_accuracy") or 0.0)
+
+
+def _never_cites(s: dict[str, Any]) -> bool:
+    return s.get("citations_none") == 1 or (s.get("citations_none") is None and s.get("cites") == 0)
 
 
 @dataclass(frozen=True)
@@ -160,26 +176,32 @@ def _rules(summary: dict[str, dict[str, Any]], situation: Situation,
                            "retrainings, while retrieval picks up a re-indexed document at once")
             changes.append("documents that change rarely would make fine-tuning alone viable")
 
-    # 2. Are citations needed? Only what was measured is claimed: how often each retrieval arm cited a source.
+    # 2. Are citations needed? Only what was measured is claimed (a citation counts when the cited source supports
+    # the answer's own claim).
     retrieval_arms = [a for a in arms if a in ("rag", "hybrid")]
-    measured = "; ".join(citation_figures(summary, a) for a in retrieval_arms)
+    measured = "; ".join(_citation_figures(LABELS[a], summary[a]) for a in retrieval_arms)
     if situation.citations:
-        matrix.append(Question("Are citations needed?", "yes" + (f"; measured: {measured}" if measured else ""),
-                               "you", "RAG and hybrid"))
+        matrix.append(Question("Are citations needed?", "yes" + (f"; claim-checked citations: {measured}"
+                                                                 if measured else ""), "you", "RAG and hybrid"))
         if "finetuned" in score:
             score["finetuned"] -= 0.5
         for a in retrieval_arms:
-            cites = summary[a].get("cites") or 0.0
-            score[a] += 0.1 * cites * (summary[a].get("citation_accuracy") or 0.0)
-        never = [a for a in retrieval_arms if summary[a].get("cites") == 0]
-        reason = "Answers need citations: the fine-tuned arm without retrieval has no source to point to"
-        if measured:
-            reason += f"; measured: {measured}"
-        reasons.append(reason)
+            score[a] += 0.1 * _cited_well(summary[a])
+        never = [a for a in retrieval_arms if _never_cites(summary[a])]
+        reasons.append("Answers need citations: the fine-tuned arm without retrieval has no source to point to"
+                       + ("; measured, a cited source supports the answer's own claim in "
+                          + ", ".join(_citation_figures(LABELS[a], summary[a], short=True) for a in retrieval_arms)
+                          if retrieval_arms else ""))
         if never:
             reasons.append(f"{', '.join(LABELS[a] for a in never)} put no citation in any answer: as measured it "
                            "does not give citations either (a model that follows the citation instruction, or "
                            "showing the retrieved sources beside each answer, would)")
+        poor = [a for a in retrieval_arms if a not in never and summary[a].get("citation_accuracy") is not None
+                and summary[a]["citation_accuracy"] < 0.5]
+        if poor:
+            reasons.append(f"{', '.join(LABELS[a] for a in poor)} cite(s) a source that does not support the "
+                           "claim more often than one that does: citations alone do not make those answers "
+                           "checkable")
         changes.append("not needing citations would bring the fine-tuned arm back into the choice")
     else:
         matrix.append(Question("Are citations needed?", ("no" if situation.citations is False else "not answered")

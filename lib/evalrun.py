@@ -105,8 +105,9 @@ def answer_record(g: Graded, result: dict[str, Any]) -> dict[str, Any]:
         "source": g.question.source,
         "arm": g.arm, "result": result,
         "grade": {"correct": g.correct, "score": g.score, "refused": g.refused, "fabricated": g.fabricated,
-                  "reason": g.reason, "cites": g.cites, "citation_ok": g.citation_ok, "grounded": g.grounded,
-                  "retrieval_hit": g.retrieval_hit, "house_style": g.house_style},
+                  "reason": g.reason, "cites": g.cites, "citation_ok": g.citation_ok, "citations": g.citations,
+                  "citation_reason": g.citation_reason, "grounded": g.grounded, "retrieval_hit": g.retrieval_hit,
+                  "house_style": g.house_style},
     }
 
 
@@ -130,7 +131,8 @@ def graded_from_records(records: list[dict[str, Any]]) -> list[Graded]:
                           refused=g["refused"], fabricated=g["fabricated"], reason=g["reason"],
                           citation_ok=g["citation_ok"], grounded=g["grounded"], retrieval_hit=g["retrieval_hit"],
                           cost_usd=res.get("cost_usd"), prompt_tokens=usage.get("prompt_tokens"),
-                          completion_tokens=usage.get("completion_tokens")))
+                          completion_tokens=usage.get("completion_tokens"), citations=g.get("citations"),
+                          citation_reason=g.get("citation_reason", "")))
     return out
 
 
@@ -415,20 +417,39 @@ def load_set(workspace: Any, name: str) -> list[Question]:
     raise ValueError(f"No question set {name!r}: use one of {sets}, or the path of a JSONL or CSV file.")
 
 
-def local_similarity(settings: Any) -> Callable[[str, str], float] | None:
-    """Cosine similarity by the offline embedder (for references without numbers or keywords)."""
-    from lib.embeddings import MiniLMEmbedder
-    from lib.engine import embedder_for
+def cached_similarity(embedder: Any = None, limit: int = 4096) -> Callable[[str, str], float]:
+    """Cosine similarity by the offline embedder, each text embedded once (the grader compares every answer
+    with the same refusal examples); at most `limit` texts are kept."""
+    import threading
 
-    embedder = embedder_for(settings)
-    if not isinstance(embedder, MiniLMEmbedder):
-        embedder = MiniLMEmbedder()
+    from lib.embeddings import MiniLMEmbedder
+
+    model = embedder if isinstance(embedder, MiniLMEmbedder) else MiniLMEmbedder()
+    cache: dict[str, Any] = {}
+    lock = threading.Lock()
+
+    def vector(text: str) -> Any:
+        with lock:
+            if text in cache:
+                return cache[text]
+        v = model.embed([text])[0]
+        with lock:
+            if len(cache) >= limit:
+                cache.clear()
+            cache[text] = v
+        return v
 
     def similarity(a: str, b: str) -> float:
-        va, vb = embedder.embed([a, b])
-        return float((va * vb).sum())
+        return float((vector(a) * vector(b)).sum())
 
     return similarity
+
+
+def local_similarity(settings: Any) -> Callable[[str, str], float] | None:
+    """Cosine similarity by the offline embedder (refusals by meaning; answers in words)."""
+    from lib.engine import embedder_for
+
+    return cached_similarity(embedder_for(settings) if settings.embedder == "minilm" else None)
 
 
 def eval_providers(settings: Any) -> dict[str, Provider | Exception]:
@@ -616,6 +637,25 @@ def summary(workspace: Any, run: str) -> tuple[dict[str, Any], dict[str, dict[st
     record, answers = load(workspace, run)
     graded = _graded(record, answers)
     return record, _summarise(record, answers, graded), graded
+
+
+def judge_disagreements(workspace: Any, run: str) -> list[dict[str, Any]]:
+    """The answers where the LLM judge and the offline grader disagree (spot-check these first), each with both
+    verdicts and reasons; empty when the run has no judge."""
+    record = workspace.run(run)
+    if record is None:
+        raise ValueError(f"No evaluation run {run!r} in workspace {workspace.name!r}.")
+    out = []
+    for a in workspace.answers(record["id"]):
+        verdict = a.get("judge") or {}
+        if "correct" not in verdict or bool(verdict["correct"]) == bool(a["grade"]["correct"]):
+            continue
+        out.append({"question_id": a["question_id"], "arm": a["arm"], "question": a["question"],
+                    "reference": a.get("reference", ""), "answer": (a.get("result") or {}).get("answer", ""),
+                    "offline": "correct" if a["grade"]["correct"] else "wrong", "offline_reason": a["grade"]["reason"],
+                    "judge": "correct" if verdict["correct"] else "wrong", "judge_reason": verdict.get("reason", "")})
+    order = {q["id"]: i for i, q in enumerate(record.get("questions", []))}
+    return sorted(out, key=lambda r: (order.get(r["question_id"], len(order)), r["arm"]))
 
 
 def changed_questions(a: list[Graded], b: list[Graded]) -> list[dict[str, Any]]:

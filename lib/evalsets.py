@@ -54,9 +54,15 @@ def _row(n: int, item: Any, need_answer: bool) -> dict[str, Any]:
     keywords = _keywords(item.get("keywords"))
     if answerable and not reference and not keywords:
         return {"line": n, "error": "an answerable question needs a 'reference' (or 'keywords')"}
-    return {"line": n, "id": str(item.get("id") or f"q{n:03d}"), "question": question, "reference": reference,
-            "keywords": keywords, "answerable": answerable, "answer": str(item.get("answer") or ""),
-            "source": str(item.get("source") or item.get("source_document") or "")}
+    row = {"line": n, "id": str(item.get("id") or f"q{n:03d}"), "question": question, "reference": reference,
+           "keywords": keywords, "answerable": answerable, "answer": str(item.get("answer") or ""),
+           "source": str(item.get("source") or item.get("source_document") or "")}
+    if need_answer and item.get("sources") is not None:  # the texts retrieved for the answer, numbered from 1
+        sources = item["sources"]
+        if not isinstance(sources, list) or not all(isinstance(x, str) for x in sources):
+            return {"line": n, "error": "'sources' must be a list of source texts (the first is [1])"}
+        row["sources"] = sources
+    return row
 
 
 def read_rows(data: bytes | str, name: str = "", need_answer: bool = False) -> tuple[list[dict[str, Any]],

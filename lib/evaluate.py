@@ -1,5 +1,6 @@
 """Accuracy, refusals, fabrication, citations and latency of each arm on a question set, graded by
-lib.grading (offline rules: numbers and units normalised, conflicting values, negation, refusals)."""
+lib.grading (offline: the claim an answer makes against the reference's, refusals by meaning, citations
+checked against the answer's own claim)."""
 
 from __future__ import annotations
 
@@ -61,39 +62,47 @@ class Graded:
     refused: bool = False
     fabricated: bool = False
     reason: str = ""
-    citation_ok: bool | None = None  # None: nothing cited
+    citation_ok: bool | None = None  # None: nothing cited (derived from `citations`)
     grounded: bool | None = None  # retrieval arms: every number in the answer is in its sources
     retrieval_hit: bool | None = None  # retrieval arms: the reference's document was among the sources
     cost_usd: float | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    citations: str | None = None  # none | correct | wrong: a cited source supports the answer's claim (None: error)
+    citation_reason: str = ""
+
+
+def citation_ok_of(citations: str | None) -> bool | None:
+    """The older yes/no/none view of a citation grade."""
+    return {"correct": True, "wrong": False}.get(citations or "none")
 
 
 def grade(question: Question, comparison: Comparison,
           similarity: Callable[[str, str], float] | None = None) -> list[Graded]:
-    from lib.grading import check_citations, grade_answer, grounded
+    from lib.grading import grade_answer, grade_citations, grounded
 
     out = []
     for r in comparison.results:
         valid = [n for n in citations(r.answer) if 1 <= n <= len(r.sources)]
+        texts = [getattr(s, "text", s) for s in r.sources or ()]
         if r.error is not None:
-            g = None
+            g, cites, cite_why = None, None, ""
         else:
             g = grade_answer(question.question, question.answer, r.answer, question.keywords, question.answerable,
                              similarity)
+            cites, cite_why = grade_citations(question.question, r.answer, texts, similarity)
         retrieval = bool(r.sources) or r.arm in ("rag", "hybrid")
-        cite_ok, _ = check_citations(r.answer, r.sources, question.answer, question.keywords) if r.error is None \
-            else (None, "")
         out.append(Graded(
             question, r.arm, r.answer, bool(g and g.correct), bool(valid), follows_house_style(r.answer), r.error,
             r.total_ms, score=g.score if g else 0.0, refused=bool(g and g.refused),
             fabricated=bool(g and g.fabricated), reason=g.reason if g else f"request failed: {r.error}",
-            citation_ok=cite_ok if question.answerable else None,
+            citation_ok=citation_ok_of(cites) if question.answerable else None,
             grounded=grounded(r.answer, r.sources)[0] if retrieval and r.error is None and r.sources else None,
             retrieval_hit=(any(s.document == question.source for s in r.sources)
                            if retrieval and question.source else None),
             cost_usd=r.cost_usd, prompt_tokens=r.usage.prompt_tokens if r.usage else None,
-            completion_tokens=r.usage.completion_tokens if r.usage else None))
+            completion_tokens=r.usage.completion_tokens if r.usage else None, citations=cites,
+            citation_reason=cite_why))
     return out
 
 
@@ -121,9 +130,15 @@ def _rate(flags: list[bool | None]) -> float | None:
     return sum(known) / len(known) if known else None
 
 
+def _share(values: list[str | None], which: str) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(v == which for v in known) / len(known) if known else None
+
+
 def summarise(graded: list[Graded]) -> dict[str, dict[str, Any]]:
     """Per arm: accuracy on answerable questions with its 95% interval, refusals, fabrication on unanswerable
-    ones, citations, retrieval hits, latency p50/p95, tokens and cost per question."""
+    ones, citations (claim-checked: the shares of answers citing no source, a source that supports the answer's
+    claim, or one that does not; and correct / cited), retrieval hits, latency p50/p95, tokens and cost."""
     out: dict[str, dict[str, Any]] = {}
     for arm in dict.fromkeys(g.arm for g in graded):
         rows = [g for g in graded if g.arm == arm]
@@ -143,7 +158,11 @@ def summarise(graded: list[Graded]) -> dict[str, dict[str, Any]]:
             "unanswerable": len(unanswerable),
             "fabrication_rate": _rate([g.fabricated for g in unanswerable]),
             "cites": sum(g.cites for g in rows) / len(rows),
-            "citation_accuracy": _rate([g.citation_ok for g in answerable]),
+            "citation_accuracy": _rate([citation_ok_of(g.citations) if g.citations is not None else g.citation_ok
+                                        for g in answerable]),
+            "citations_none": _share([g.citations for g in answerable], "none"),
+            "citations_correct": _share([g.citations for g in answerable], "correct"),
+            "citations_wrong": _share([g.citations for g in answerable], "wrong"),
             "grounded_rate": _rate([g.grounded for g in answerable]),
             "retrieval_hit_rate": _rate([g.retrieval_hit for g in answerable]),
             "house_style": sum(g.house_style for g in rows) / len(rows),

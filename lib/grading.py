@@ -1,21 +1,30 @@
-"""Grading an answer against a reference, offline and explainably.
+"""Grading an answer against a reference, offline and explainably: the claim, not the words.
 
-Every grade has pass/fail, a score in 0..1, whether the answer was a refusal, and a one-line
-reason. The rules, in order:
+Every grade has pass/fail, a score in 0..1, whether the answer was a refusal, a one-line reason that
+names what decided it, and (given the retrieved sources) whether its citations hold. The steps:
 
-1. Refusals ("I don't know", "the sources do not say"): for an answerable question that is a
-   wrong answer (`refused`); for a question the documents do not answer it is the right one.
-   Any other answer to an unanswerable question is a fabrication.
-2. Key facts: the `keywords` when given, else the reference's numbers (with their units), else its
-   content words. Numbers are normalised first: "thirty days" = "30 days", "1,250" = "1250",
-   "13 percent" = "13%", "16K" = 16000 (and = 16384 when the reference gives both).
-3. An answer that offers several values of the same kind ("100 by default, or sometimes 50") is not
-   correct even when one of them is the reference's.
-4. A number with the wrong unit ("30 months" for "30 days") does not match.
-5. Polarity: when the facts are words, an answer that negates what the reference affirms (or the
-   reverse: "grants" for "does not grant") is wrong.
+1. Refusals, by meaning: patterns for negated existence or availability ("the specification describes no
+   such thing", "I could not find this", "that is not covered here") and, with the local embedder, similarity
+   to examples of refusals against examples of negated facts. A refusal of an answerable question is wrong;
+   on a question the documents do not answer it is right, and any other answer there is a fabrication. A
+   partial refusal that still asserts a value ("not stated, but probably 30 days") is graded on the value.
+2. The answer's claims (`lib.claims`): values with their units and the subject or role they are bound to,
+   identifiers, versions, and polarity scoped to the claim. Numbers and words from the question, section
+   and clause numbers, range ends, and contrasts ("not 60 but 30 days", "a larger value such as 64 * 1024")
+   are not claims.
+3. Compared with the reference's claims (or the `keywords`, when given): quantities after unit conversion
+   ("36 months" = "three years", "16 KiB" = 16384 bytes; "16384 kilobytes" is not), identifiers exactly
+   (case and quotes aside: "/usr/bin/sync" is not "/bin/sync", "Mozilla Corporation" not "Mozilla
+   Foundation"), values role by role ("the default is 100 and the maximum 50" swaps them), several values
+   for one claim a hedge; yes/no questions by polarity; other answers by the reference's words that the
+   question does not already contain (an answer that echoes the question proves nothing), helped by the
+   embedder's similarity when given.
+4. Citations: correct only when a cited source supports the answer's own claim (its value or identifier
+   stated there for the subject asked, or for other claims the same comparison against the source); a
+   number that points to no retrieved source is wrong.
 
-An optional `similarity(a, b)` (the local embedder's cosine) helps word-based references only.
+`similarity(a, b)` (the local embedder's cosine) is optional: without it refusals are found by patterns
+alone and word answers by word overlap.
 """
 
 from __future__ import annotations
@@ -23,65 +32,38 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from dataclasses import field as dataclass_field
 from typing import Any
 
-# ---------------------------------------------------------------- numbers
+from lib.claims import (
+    Claims,
+    Identifier,
+    Quantity,
+    Segment,
+    content_words,
+    extract,
+    is_year,
+    negated,
+    norm_id,
+    same_number_other_unit,
+    same_quantity,
+    words_to_number,
+)
+from lib.claims import quantities as _claim_quantities
 
-_UNITS = {
-    "day": "day", "days": "day", "week": "week", "weeks": "week", "month": "month", "months": "month",
-    "year": "year", "years": "year", "hour": "hour", "hours": "hour", "hr": "hour", "hrs": "hour",
-    "minute": "minute", "minutes": "minute", "min": "minute", "mins": "minute", "second": "second",
-    "seconds": "second", "business": "business-day", "working": "business-day",
-    "kg": "kg", "kilogram": "kg", "kilograms": "kg", "g": "g", "grams": "g", "gram": "g", "lb": "lb", "lbs": "lb",
-    "%": "%", "percent": "%", "per": None, "cm": "cm", "mm": "mm", "m": "m", "km": "km", "l": "l", "litres": "l",
-    "liters": "l", "ml": "ml", "w": "w", "watts": "w", "wh": "wh", "v": "v", "mb": "mb", "gb": "gb", "kb": "kb",
-    "tokens": "token", "token": "token", "digits": "digit", "digit": "digit", "characters": "character",
-    "times": "times", "people": "person", "persons": "person", "nights": "night", "night": "night",
-    "euro": "eur", "euros": "eur", "eur": "eur", "dollars": "usd", "usd": "usd", "pounds": "gbp", "gbp": "gbp",
-}
-_CURRENCY = {"$": "usd", "€": "eur", "£": "gbp"}
-_DIMENSION = {"day": "time", "week": "time", "month": "time", "year": "time", "hour": "time", "minute": "time",
-              "second": "time", "business-day": "time", "night": "time", "kg": "mass", "g": "mass", "lb": "mass",
-              "usd": "money", "eur": "money", "gbp": "money", "cm": "length", "mm": "length", "m": "length",
-              "km": "length"}
+Similarity = Callable[[str, str], float]
 
-_ONES = {"zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
-         "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15,
-         "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19, "a": 1, "an": 1}
-_TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80,
-         "ninety": 90}
-_SCALES = {"hundred": 100, "thousand": 1000, "million": 1_000_000}
+# ---------------------------------------------------------------- normalising (also used by lib.freshness)
+
 _NUMBER_WORD = re.compile(
     r"\b(?:(?:zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|"
     r"sixteen|seventeen|eighteen|nineteen|twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety|hundred|thousand|"
     r"million|a|an)(?:[\s-]+(?:and[\s-]+)?)?)+\b", re.I)
 
 
-def _words_to_number(words: str) -> int | None:
-    parts = [w for w in re.split(r"[\s-]+", words.lower()) if w and w != "and"]
-    if not parts or all(p in ("a", "an") for p in parts):
-        return None
-    if parts[0] in ("a", "an") and (len(parts) == 1 or parts[1] not in _SCALES):
-        return None  # "a day" is not a number here; "a hundred" is
-    total, current, seen = 0, 0, False
-    for p in parts:
-        if p in _ONES:
-            current += _ONES[p]
-        elif p in _TENS:
-            current += _TENS[p]
-        elif p in _SCALES:
-            current = max(current, 1) * _SCALES[p]
-            if _SCALES[p] >= 1000:
-                total, current = total + current, 0
-        else:
-            return None
-        seen = True
-    return total + current if seen else None
-
-
 def normalise(text: str) -> str:
     """Lower case, thousands separators dropped, number words as digits, 'percent' as '%'."""
-    t = " ".join(text.lower().replace("\u2019", "'").split())  # one space for any run of whitespace
+    t = " ".join(text.lower().replace("\u2019", "'").split())
     t = re.sub(r"(?<=\d),(?=\d{3}\b)", "", t)
 
     def spell(m: re.Match[str]) -> str:
@@ -89,123 +71,179 @@ def normalise(text: str) -> str:
         words = raw.strip()
         lead = ""
         head = re.match(r"(an?|one)[\s-]+(?!hundred|thousand|million)", words)
-        if head:  # "a thirty-day window": the article is not part of the number
+        if head:
             lead, words = words[:head.end()], words[head.end():]
-        if words in ("a", "an", "one", ""):  # "one of them", "a day": not a quantity worth normalising
+        if words in ("a", "an", "one", ""):
             return raw
-        value = _words_to_number(words)
+        value = words_to_number(words)
         if value is None:
             return raw
-        return f"{lead}{value}{raw[len(raw.rstrip()):]}"
+        return f"{lead}{value:g}{raw[len(raw.rstrip()):]}"
 
     t = _NUMBER_WORD.sub(spell, t)
     t = re.sub(r"(\d)\s*(?:per cent|percent)\b", r"\1%", t)
     return t
 
 
-@dataclass(frozen=True)
-class Quantity:
-    value: float
-    unit: str | None
-    text: str
-
-    @property
-    def dimension(self) -> str | None:
-        return _DIMENSION.get(self.unit or "", self.unit)
+def quantities(text: str) -> list[Quantity]:
+    """The quantities in a text (see lib.claims): value, unit, text."""
+    return _claim_quantities(text)
 
 
-_NUM = re.compile(r"(?P<cur>[$€£])?\s?(?<![\w.\-])(?P<num>\d+(?:\.\d+)?)(?P<k>\s?k\b)?(?:\s?(?P<unit>%|[a-z]+))?",
-                  re.I)
+# ---------------------------------------------------------------- refusals
+
+_DOC = (r"(?:documents?|sources?|context|passages?|texts?|excerpts?|pages?|spec(?:ification)?s?|licen[cs]es?|"
+        r"faq|documentation|docs|materials?|manual|information|snippets?|results?|chunks?|articles?|files?|"
+        r"here|retrieved|provided|given|above|notes?|policy|guide|readme|terms|it|they|this|these)")
+_SAY = (r"(?:say|says|said|saying|state|states|stated|mention|mentions|mentioned|specify|specifies|specified|cover|"
+        r"covers|covered|address|addresses|addressed|describe|describes|described|discuss|discusses|discussed|"
+        r"define|defines|defined|tell|tells|told|answer|answers|answered|explain|explains|explained|indicate|"
+        r"indicates|indicated|spell|spells|spelled|spelt|detail|details|detailed|document|documents|documented|"
+        r"list|lists|listed|name|names|named|reveal|reveals|set\s+out|sets\s+out|touch|touches|clarify|clarifies|"
+        r"clarified|identify|identifies|identified|confirm|confirms|confirmed|show|shows|shown|appear|appears|"
+        r"given|provide\s+(?:that|this|it|any|such|an?\s+answer|the\s+answer|information|details)|"
+        r"include\s+(?:that|this|it|any|such|information|details)|"
+        r"contain\s+(?:that|this|it|any|such|information|details)|"
+        r"give\s+(?:that|this|it|any|such|a\s+(?:figure|number|value|date)|information|details))")
+_REFUSAL_PATTERNS = [re.compile(p, re.I) for p in (
+    # first person: cannot find, do not know, not sure
+    r"\bI\s*(?:do\s*n[o']t|don't|dont|did\s*n[o']t|didn't|cannot|can't|can\s+not|could\s*n[o']t|couldn't|"
+    r"am\s+unable\s+to|'m\s+unable\s+to|am\s+not\s+able\s+to|'m\s+not\s+able\s+to|was\s+unable\s+to|"
+    r"was\s+not\s+able\s+to|have\s+no|haven't|have\s+not|wasn't\s+able\s+to)\s+(?:\w+\s+){0,2}?"
+    r"(?:know|find|found|see|locate|determine|tell|say|answer|confirm|identify|give|provide|access|have|"
+    r"information|idea|data|details|verify|work\s+out|figure|extract)\b",
+    r"\bI(?:'m|\s+am)\s+(?:not\s+(?:sure|certain|aware)|unsure|uncertain|unaware|afraid)\b",
+    r"\b(?:no|not\s+enough|insufficient)\s+(?:information|idea|data|details?|context|evidence)\b",
+    r"\bnot\s+sure\b|\bunsure\b",
+    # the documents lack it
+    rf"\b{_DOC}\b[^.;!?]{{0,60}}?\b(?:do|does|did|can|could|will|would)\s*(?:n[o']t|\s+not|n't)\s+"
+    rf"(?:\w+\s+){{0,2}}?{_SAY}",
+    rf"\b{_DOC}\b[^.;!?]{{0,60}}?\b(?:never|nowhere)\s+(?:\w+\s+){{0,2}}?{_SAY}",
+    rf"\b{_DOC}\b[^.;!?]{{0,40}}?\b(?:says?|states?|mentions?|specif(?:y|ies)|gives?|lists?|contains?|"
+    rf"provides?|offers?|includes?|describes?|holds?|has|have|makes?)\s+(?:nothing|no\s+(?:such|mention|"
+    r"information|details?|figure|number|value|indication|reference|data|word)|none)\b",
+    rf"\b{_DOC}\b[^.;!?]{{0,40}}?\b(?:is|are|was|were|remains?|stays?)\s+(?:silent|unclear|vague|mute)\b",
+    r"\b(?:silent|quiet)\s+(?:on|about|regarding)\b",
+    r"\b(?:there\s+is|there's|there\s+are|there\s+were|there\s+was)\s+no\s+(?:\w+\s+){0,3}?(?:information|mention|"
+    r"details?|data|reference|indication|record|such|answer|statement|specification|figure|number|value|"
+    r"evidence|documentation)\b",
+    r"\bno\s+(?:such|mention|indication|record)\b",
+    rf"\bnothing\s+in\s+(?:\w+\s+){{0,3}}?{_DOC}\b[^.;!?]{{0,60}}?{_SAY}",
+    rf"\b(?:neither|no|none\s+of\s+the)\s+(?:of\s+the\s+)?(?:\w+\s+)?{_DOC}\s+(?:\w+\s+){{0,2}}?{_SAY}",
+    rf"\b(?:is|are|was|were)\s*(?:n't|\s+not)\s+(?:anywhere\s+|to\s+be\s+found\s+)?(?:in|among|within)\s+"
+    rf"(?:the|these|those|my|any|your|this)\s+(?:\w+\s+)?{_DOC}\b",
+    r"\bnone\s+of\s+(?:the\s+|these\s+|those\s+)?(?:\w+\s+)?(?:documents?|sources?|passages?|texts?|excerpts?|"
+    r"pages?|results?|snippets?|chunks?)\b",
+    r"\b(?:none|nothing)\s+(?:that\s+)?I\s+(?:can|could)\s+(?:find|see|locate)\b",
+    # it is not given / cannot be determined
+    r"\b(?:cannot|can't|can\s+not|could\s+not|couldn't)\s+be\s+(?:answered|determined|found|known|inferred|"
+    r"established|said|told|confirmed|identified|derived|worked\s+out|deduced|located)\b",
+    r"(?:^|[.;:!?]\s*)\W*(?:unknown|unclear|not\s+known|not\s+clear|uncertain|n/a|not\s+(?:specified|stated|"
+    r"mentioned|given|provided|covered|documented|available|listed|defined|described|found))\b",
+    r"\b(?:is|are|was|were|isn't|aren't|wasn't|weren't)\s+(?:not\s+|never\s+)?(?:\w+\s+)?(?:mentioned|specified|"
+    r"stated|covered|documented|addressed|discussed|answered|spelled\s+out|spelt\s+out|set\s+out|defined|"
+    r"described|detailed|disclosed|listed)\s+(?:in|by|anywhere|here|there)\b",
+    r"\bnot\s+(?:something|a\s+(?:thing|detail|point|question))\s+(?:that\s+)?(?:the\s+)?(?:\w+\s+){0,3}?"
+    r"(?:covers?|mentions?|says?|discusses?|addresses?|answers?|states?|specifies?)\b",
+    r"\bunable\s+to\s+(?:find|answer|determine|locate|tell|say|confirm|identify)\b",
+    r"\bbeyond\s+(?:the\s+scope|what)\b.*\b(?:document|source|text|context)",
+)]
+# isn't/not + availability words, with the documents named in the same clause ("No version number is given
+# in the FAQ", "No notice period of that kind appears in the licence", "That isn't covered here")
+_AVAILABILITY = re.compile(r"\b(?:given|stated|mentioned|specified|provided|covered|listed|included|described|"
+                           r"documented|defined|found|available|known|appears?|shown|determined|named|set\s+out|"
+                           r"spelled\s+out|spelt\s+out|answerable|answered|indicated)\b", re.I)
+_DOC_WORD = re.compile(r"\b(?:documents?|sources?|context|passages?|texts?|excerpts?|pages?|spec(?:ification)?s?|"
+                       r"licen[cs]es?|faq|documentation|docs|materials?|manual|snippets?|results?|chunks?|articles?|"
+                       r"files?|here|anywhere|retrieved|provided)\b", re.I)  # no pronouns: "it is not available"
+
+REFUSAL_EXAMPLES = (
+    "I don't know.", "I could not find this in the provided documents.", "The documents do not say.",
+    "This cannot be answered from the sources.", "The text does not mention that.",
+    "There is no information about this in the context.", "The sources are silent on this point.",
+    "That is not covered by the documentation.", "The specification describes no such thing.",
+    "I'm not able to answer that from the given passages.", "Nothing in the documents addresses this question.",
+    "The provided material doesn't give a figure for that.", "No such value is given in the text.",
+    "Unfortunately the retrieved excerpts don't include that detail.", "It is not stated anywhere in the sources.",
+    "I have no information on that.", "The answer isn't in the documents I was given.",
+    "The page doesn't provide this information.", "Not specified in the sources.", "Unknown from the context.",
+)
+STATEMENT_EXAMPLES = (
+    "No, the license does not grant patent rights.", "It is not a law firm.", "They do not satisfy Depends.",
+    "The warranty does not cover zips.", "No, it cannot be revoked.", "Web content should not be owned by it.",
+    "The licence does not require a fee.", "No one else may publish new versions.", "It is not thread-safe.",
+    "Bit fields are not supported.", "It does not terminate their licenses.", "The default is 30 days.",
+    "Yes, they survive termination.", "It is a no-op.", "Only occasionally and noncommercially.",
+)
+# Set before tuning and left there: on eval/labels the patterns alone find every refusal, so the embedder changes no
+# grade of that set; it is there for wordings the patterns miss.
+REFUSAL_SIMILARITY = 0.62
+REFUSAL_MARGIN = 0.08
 
 
-def quantities(text: str, normalised: bool = False) -> list[Quantity]:
-    """The numbers in a text with their units; citation markers [n] are not numbers."""
-    t = text if normalised else normalise(text)
-    t = re.sub(r"\[\d+\]", " ", t)
-    out = []
-    for m in _NUM.finditer(t):
-        value = float(m.group("num"))
-        if m.group("k"):
-            value *= 1000
-        unit = _CURRENCY.get(m.group("cur") or "")
-        word = (m.group("unit") or "").lower()
-        if unit is None and word:
-            unit = _UNITS.get(word)
-            if word == "business" or word == "working":
-                unit = "business-day"
-        shown = (m.group("cur") or "") + m.group("num") + (m.group("k") or "").strip()
-        if unit and word and m.group("unit"):
-            shown += ("" if word == "%" else " ") + word
-        out.append(Quantity(value, unit, shown))
-    return out
+def _pattern_refusal(text: str) -> bool:
+    if any(p.search(text) for p in _REFUSAL_PATTERNS):
+        return True
+    return negated(text) and bool(_AVAILABILITY.search(text)) and bool(_DOC_WORD.search(text))
 
 
-def _is_year(q: Quantity) -> bool:
-    return q.unit is None and q.value == int(q.value) and 1900 <= q.value <= 2100 and "." not in q.text
+def _refusal_spans(text: str) -> list[tuple[int, int]]:
+    return [(m.start(), m.end()) for p in _REFUSAL_PATTERNS for m in p.finditer(text)]
 
 
-def _same_value(a: float, b: float) -> bool:
-    return abs(a - b) < 1e-9 * max(1.0, abs(a), abs(b))
+def is_refusal(answer: str, similarity: Similarity | None = None) -> bool:
+    """Whether an answer declines or says the documents do not hold the answer, however it is worded."""
+    return _refusal_segments(_first_part(answer), extract(_first_part(answer)), similarity) != []
 
 
-def _alternates(ref: list[Quantity]) -> list[list[Quantity]]:
-    """Reference numbers that name one fact twice ("16K (16384)"): within 5% of each other, same unit."""
-    groups: list[list[Quantity]] = []
-    for q in ref:
-        for g in groups:
-            same_kind = g[0].unit == q.unit or g[0].unit is None or q.unit is None
-            if same_kind and abs(g[0].value - q.value) <= 0.05 * max(g[0].value, q.value):
-                g.append(q)
-                break
-        else:
-            groups.append([q])
-    return groups
+_DOUBT = re.compile(r"\b(?:unknown|unclear|uncertain|unsure|sorry|unfortunately|silent|nothing|none|nowhere|"
+                    r"unable|no|not|never|cannot|without|lack|lacks|missing|absent|beyond)\b|n't\b", re.I)
 
 
-# ---------------------------------------------------------------- words, refusals, polarity
-
-_STOP = set("""a an the and or of to in on for by with at from is are was were be been it its this that these
-those as per any all each can may must should will would do does did has have had not no than then so if
-into about over under after before within up out your you our we they their there what which who whom when
-where how why yes""".split())
-_REFUSAL = re.compile(
-    r"i (?:do not|don't|dont) know|i'm not sure|i am not sure|i (?:cannot|can't|can not|am unable to|'m unable to) "
-    r"(?:find|answer|determine|tell|say|help)|unable to (?:find|answer|determine)|not (?:mentioned|specified|"
-    r"stated|provided|given|included|covered|listed) in|no (?:information|mention|details?) (?:about|on|of|in|is)|"
-    r"(?:sources?|documents?|context|passages?|text) (?:do|does|did) not (?:contain|mention|say|include|specify|"
-    r"provide|state|cover)|there is no (?:information|mention)|i'm sorry|i am sorry|not enough information|"
-    r"cannot be determined|can't be determined|i don't have (?:that|this|any|enough)|i do not have (?:that|this|"
-    r"any|enough)", re.I)
-_NEGATION = re.compile(r"\b(?:not|no|never|none|cannot|without|neither|nor)\b|n't\b", re.I)
+def _refusal_by_meaning(text: str, similarity: Similarity | None) -> bool:
+    """Similarity to refusals, against similarity to negated facts (only for clauses with a cue of doubt or
+    negation: a refusal says what is not there)."""
+    if similarity is None or len(text.split()) > 40 or not text.strip() or not _DOUBT.search(text):
+        return False
+    refusal = max(similarity(text, e) for e in REFUSAL_EXAMPLES)
+    if refusal < REFUSAL_SIMILARITY:
+        return False
+    statement = max(similarity(text, e) for e in STATEMENT_EXAMPLES)
+    return refusal - statement >= REFUSAL_MARGIN
 
 
-def is_refusal(answer: str) -> bool:
-    return bool(_REFUSAL.search(answer))
+_LACKS = re.compile(r"\b(?:gives?|lists?|states?|provides?|specif(?:y|ies)|mentions?|names?|includes?|contains?|"
+                    r"has|have|offers?|shows?|sets?\s+out|places?|puts?|assigns?|defines?)\s+no\s+(?:\w+\s+){0,2}?"
+                    r"(\w+)", re.I)
 
 
-def _stem(word: str) -> str:
-    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
-        return word[:-1]
-    return word
+def _lacks_what_was_asked(text: str, question: str) -> bool:
+    """"(The page lists www-data but) gives no uid for it": it says the thing asked for is missing."""
+    if not question or _YES_NO_QUESTION.match(question):
+        return False  # "The licence provides no warranty" answers "Does it provide one?"
+    asked = set(content_words(_focus(question)))
+    return any(stem_word(m.group(1)) in asked for m in _LACKS.finditer(text))
 
 
-def _content_words(text: str) -> list[str]:
-    words = re.findall(r"[a-z][a-z\-']+", normalise(text))
-    return list(dict.fromkeys(_stem(w) for w in words if w not in _STOP and len(w) > 2))
+def stem_word(word: str) -> str:
+    from lib.claims import stem
+
+    return stem(word)
 
 
-def _first_part(answer: str) -> str:
-    """The answer without its 'Reason:' line (the house style's explanation)."""
-    return re.split(r"\n\s*reason\s*:", answer, maxsplit=1, flags=re.I)[0]
-
-
-def _negated(text: str) -> bool:
-    return bool(_NEGATION.search(text))
-
-
-def _yes_no(text: str) -> str | None:
-    m = re.match(r"\s*(yes|no)\b", text.lower())
-    return m.group(1) if m else None
+def _refusal_segments(text: str, claims: Claims, similarity: Similarity | None, question: str = ""
+                      ) -> list[Segment]:
+    """The clauses of an answer that decline (empty when it does not decline at all)."""
+    segs = [s for s in claims.segments if s.text.strip(" .,;:-")]
+    found = [s for s in segs if _pattern_refusal(s.text) or _lacks_what_was_asked(s.text, question)]
+    if not found:  # a refusal that spans two clauses: the clauses it covers
+        spans = _refusal_spans(text)
+        found = [s for s in segs if any(a < s.end and s.start < b for a, b in spans)]
+    if not found and similarity is not None:
+        found = [s for s in segs if not s.quantities and _refusal_by_meaning(s.text, similarity)]
+        if not found and _refusal_by_meaning(text, similarity):
+            found = segs[:1]
+    return found
 
 
 # ---------------------------------------------------------------- grades
@@ -218,131 +256,729 @@ class Grade:
     reason: str
     fabricated: bool = False  # an unanswerable question answered as if the documents said
     method: str = "rules"
+    citations: str | None = None  # none | correct | wrong (None: no sources given, not graded)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _match_keyword(answer_norm: str, keyword: str) -> bool:
-    key = normalise(keyword).strip()
-    if not key:
-        return True
-    kq = quantities(key, normalised=True)
-    if kq and re.fullmatch(r"[$€£]?\s?\d+(?:\.\d+)?\s?k?\s?(?:%|[a-z]+)?", key):
-        return any(_number_matches(kq[0], a) for a in quantities(answer_norm, normalised=True))
-    left = r"(?<![\w.])" if key[:1].isalnum() else ""
-    right = r"(?![\w])" if key[-1:].isalnum() else ""
-    return re.search(left + re.escape(key) + right, answer_norm) is not None
+def _first_part(answer: str) -> str:
+    """The answer without its 'Reason:' line (the house style's explanation)."""
+    return re.split(r"\n\s*reason\s*:", answer or "", maxsplit=1, flags=re.I)[0]
 
 
-def _number_matches(ref: Quantity, got: Quantity) -> bool:
-    if not _same_value(ref.value, got.value):
-        return False
-    if ref.unit and got.unit and ref.unit != got.unit and ref.dimension == got.dimension:
-        return False  # 30 months is not 30 days
+_YES_NO_QUESTION = re.compile(r"^\s*(?:is|are|was|were|does|do|did|can|could|may|might|must|should|shall|will|"
+                              r"would|has|have|had|isn't|aren't|doesn't|don't)\b", re.I)
+_LEADING = re.compile(r"^\W*(?:(?:so,?\s+)?the\s+(?:short\s+)?answer(?:\s+to\s+(?:this|your|the)\s+question)?\s+is\s*:?\s*"
+                      r"[\"'“]?)?(yes|no|nope|yep|correct|incorrect|true|false)\b", re.I)
+_WH = re.compile(r"\b(?:what|which|who|whom|whose|when|where|why|how|in\s+what|at\s+what|by\s+what)\b", re.I)
+
+
+def _polarity(claims: Claims, text: str) -> str | None:
+    m = _LEADING.match(text)
+    if m:
+        return "yes" if m.group(1).lower() in ("yes", "yep", "correct", "true") else "no"
+    main = [s for s in claims.segments if s.claim and s.text.strip(" .,;:-")]
+    if main and main[0].negated:
+        return "no"
+    return None
+
+
+def _focus(question: str) -> str:
+    """The part of a question that asks (from its wh-word on), which the answer's claim should be about."""
+    m = _WH.search(question)
+    return question[m.start():] if m and m.start() > 0 else question
+
+
+@dataclass
+class _Keys:
+    ids: set[str]
+    roles: set[str]
+    words: set[str]  # what the question asks (its focus), or the reference's own binding
+    context: set[str] = dataclass_field(default_factory=set)  # the rest of the question
+
+
+def _keys(seg: Segment, exclude: set[str] = frozenset()) -> _Keys:  # type: ignore[assignment]
+    ids = {i.norm for i in seg.identifiers if i.norm not in exclude}
+    ids |= {i.rsplit(".", 1)[-1] for i in ids if "." in i and "/" not in i}  # "options.windowBits" is windowBits
+    return _Keys(ids, set(seg.roles), set(seg.words))
+
+
+def _score(seg: Segment, want: _Keys) -> float:
+    k = _keys(seg)
+    return (3 * len(k.ids & want.ids) + 2 * len(k.roles & want.roles) + 3 * len(k.words & want.words)
+            + len(k.words & (want.context - want.words)))
+
+
+def _is_echo(q: Quantity, question: Claims, reference: list[Quantity]) -> bool:
+    return any(same_quantity(q, x) and x.kind == q.kind for x in question.quantities) and \
+        not any(same_quantity(q, r) for r in reference)
+
+
+def _compatible(ref: Quantity, got: Quantity) -> bool:
+    if ref.kind == "date" or got.kind == "date":
+        return ref.kind == got.kind
+    if ref.dimension and got.dimension:
+        return ref.dimension == got.dimension
     return True
 
 
-def grade_answer(question: str, reference: str, answer: str, keywords: Sequence[str] = (),
-                 answerable: bool = True, similarity: Callable[[str, str], float] | None = None) -> Grade:
-    """Grade one answer; see the module docstring for the rules."""
-    text = (answer or "").strip()
-    if not text:
-        return Grade(False, 0.0, False, "empty answer")
-    refused = is_refusal(_first_part(text))
-    if not answerable:
-        if refused:
-            return Grade(True, 1.0, True, "correctly said the documents do not answer this")
-        return Grade(False, 0.0, False, "answered a question the documents do not answer (fabrication)",
-                     fabricated=True)
-    if refused and not reference.strip():
-        return Grade(False, 0.0, True, "refused, and there is no reference answer to grade against")
+@dataclass
+class _Fact:
+    """One thing the reference (or a keyword) asserts that the answer must assert too."""
 
-    body = _first_part(text)
-    answer_norm = normalise(body)
-    got = quantities(answer_norm, normalised=True)
+    kind: str  # quantity | identifier | version
+    text: str
+    quantities: list[Quantity]
+    identifier: Identifier | None = None
+    version: str = ""
+    keys: _Keys | None = None
+    segment: int = -1  # where in the reference it is stated (facts listed together share one)
 
+
+def _reference_facts(question: str, reference: str, keywords: Sequence[str], q: Claims, r: Claims
+                     ) -> list[_Fact]:
+    facts: list[_Fact] = []
+    focus = extract(_focus(question))
+    focus_keys = _Keys({i.norm for i in focus.identifiers}, {x for s in focus.segments for x in s.roles},
+                       set(focus.words))
     if keywords:
-        missing = [k for k in keywords if not _match_keyword(answer_norm, k)]
-        facts_numeric = [q for k in keywords for q in quantities(k)]
-        score = 1 - len(missing) / len(keywords)
-        problems = [f"missing: {', '.join(missing)}"] if missing else []
-    else:
-        ref_q = quantities(reference)
-        facts_numeric = ref_q
-        if ref_q:
-            groups = _alternates(ref_q)
-            missing = [g[0].text for g in groups if not any(_number_matches(r, a) for r in g for a in got)]
-            score = 1 - len(missing) / len(groups)
-            problems = [f"missing: {', '.join(missing)}"] if missing else []
+        for k in keywords:
+            kq = [x for x in _claim_quantities(k) if x.kind in ("value", "date")]
+            versionish = re.search(r"\b(?:version|release|v\d)", f"{question} {reference}", re.I) or \
+                re.fullmatch(r"\s*v?\d+\.\d+\.\d+(?:\.\d+)*\s*", k)
+            if versionish and re.fullmatch(r"\s*v?\d+\.\d+(?:\.\d+)*\s*", k):  # "4.0" of "which version?"
+                facts.append(_Fact("version", k, [], version=re.sub(r"(?:\.0)+$", "", k.strip().lstrip("v")),
+                                   keys=focus_keys))
+            elif kq:
+                same = [x for x in r.quantities if same_quantity(x, kq[0])] or kq
+                facts.append(_Fact("quantity", k, same, keys=focus_keys))
+            else:
+                ident = Identifier(k, norm_id(k), "code" if _code_like(k) else "word", 0, 0)
+                facts.append(_Fact("identifier", k, [], ident, keys=focus_keys))
+        return facts
+    ref_q = [x for x in r.quantities if x.kind in ("value", "date", "range-end")]
+    primary = [x for x in ref_q if (r.segment_of(x.start) or Segment("", 0, 0)).claim]
+    if not primary:
+        primary = ref_q
+    if not primary and re.search(r"\b(?:section|sections|clause|clauses|article|chapter|paragraph|exhibit|"
+                                 r"subsection)\b", _focus(question), re.I):
+        primary = [x for x in r.quantities if x.kind == "section"]  # "Sections 1 through 9" is the claim
+    non_echo = [x for x in primary if not _is_echo(x, q, [])]
+    primary = non_echo or ([] if primary and all(_is_echo(x, q, []) for x in primary) else primary)
+    groups: list[list[Quantity]] = []
+    for x in primary:
+        for g in groups:
+            if any(same_quantity(x, y) for y in g):
+                g.append(x)
+                break
         else:
-            words = _content_words(reference)
-            have = set(_content_words(body))
-            recall = sum(w in have for w in words) / len(words) if words else 1.0
-            sim = similarity(body, reference) if similarity else None
-            score = max(recall, sim or 0.0)
-            ok = recall >= 0.6 or (sim is not None and sim >= 0.75 and recall >= 0.3)
-            problems = [] if ok else [f"covers {recall:.0%} of the reference's key words"
-                                      + (f", similarity {sim:.2f}" if sim is not None else "")]
-            ref_yn, got_yn = _yes_no(reference), _yes_no(body)
-            if (ref_yn and got_yn and ref_yn != got_yn) or _negated(reference) != _negated(body):
-                problems.append("states the opposite of the reference (negation differs)")
-                score = min(score, 0.2)
+            groups.append([x])
+    q_ids = {i.norm for i in q.identifiers} | set(_question_terms(question))
+    for g in groups:
+        seg = r.segment_of(g[0].start)
+        keys = _keys(seg, {norm_id(x.text) for x in g}) if seg else _Keys(set(), set(), set())
+        keys.ids -= {i.norm for i in (seg.identifiers if seg else []) if i.kind == "name" and
+                     any(c.isdigit() for c in i.text)}
+        if not keys.ids and not keys.roles:
+            keys = _Keys(keys.ids | focus_keys.ids, keys.roles | focus_keys.roles, focus_keys.words | keys.words)
+        facts.append(_Fact("quantity", g[0].text, g, keys=keys, segment=seg.start if seg else -1))
+    short = len(re.findall(r"[A-Za-z0-9]+", reference)) <= 8
+    for ident in r.identifiers:
+        seg = r.segment_of(ident.start)
+        if seg is not None and seg.contrast:
+            continue
+        if ident.norm in q_ids or any(ident.norm == norm_id(x.text) for x in r.quantities):
+            continue
+        if ident.kind in ("name", "hyphenated", "word") and not short:
+            continue
+        if ident.kind == "name" and ident.norm in ("infinity",):
+            continue
+        if any(f.identifier and f.identifier.norm == ident.norm for f in facts):
+            continue
+        if any(ident.start < x.end and x.start < ident.end for x in r.quantities):
+            continue
+        facts.append(_Fact("identifier", ident.text, [], ident, keys=focus_keys))
+    q_versions = set(q.versions)
+    for v in r.versions:
+        if v not in q_versions:
+            facts.append(_Fact("version", v, [], version=v, keys=focus_keys))
+    if not keywords and not facts and re.fullmatch(r"\s*v?\d+\.\d+(?:\.\d+)*\.?\s*", reference):
+        v = re.sub(r"(?:\.0)+$", "", reference.strip().rstrip(".").lstrip("v"))
+        facts.append(_Fact("version", v, [], version=v, keys=focus_keys))
+    return facts
 
-    # Several values of the kind the reference asks for: the answer hedges between them.
-    if facts_numeric and got:
-        matching = [a for a in got if any(_number_matches(r, a) for r in facts_numeric)]
-        kinds = {q.dimension for q in facts_numeric} | {a.dimension for a in matching}
-        years = any(_is_year(r) for r in facts_numeric)
-        others = sorted({a.text for a in got if a.dimension in kinds
-                         and not any(_same_value(a.value, r.value) for r in facts_numeric)
-                         and (years or not _is_year(a))})  # "in 2025" is a date, not a rival value
-        matched = bool(matching)
-        if others and matched:
-            problems.append(f"offers conflicting values ({', '.join(others)} besides the reference's)")
-            score = min(score, 0.5)
 
-    if refused:
-        return Grade(False, 0.0, True, "refused an answerable question")
-    if problems:
-        return Grade(False, round(max(0.0, score), 3), False, "; ".join(problems))
-    return Grade(True, 1.0, False, "matches the reference" + (" (keywords)" if keywords else ""))
+def _question_terms(question: str) -> list[str]:
+    return [norm_id(t) for t in re.findall(r"[\w\-./]+", question)]
+
+
+def _code_like(text: str) -> bool:
+    return bool(re.search(r"[_/\-.]|[a-z][A-Z]|^[A-Z]{2,}$", text.strip()))
+
+
+def _id_in(text: str, norm: str) -> bool:
+    """An identifier as a whole token of `text` (case aside): "/bin/sync" is not in "/usr/bin/sync"; a setting's
+    name may follow an object's ("options.windowBits")."""
+    low = text.lower()
+    before = r"(?<![\w\-/$])(?<![^\w]\.)(?<!^\.)" if not re.search(r"[/\s]|^[.\-]", norm) else \
+        r"(?<![\w\-./$])"
+    pattern = before + re.escape(norm) + r"(?![\w\-/]|\.\w)"
+    for m in re.finditer(pattern, low):
+        after = text[m.end():m.end() + 40]
+        if " " in norm and re.match(r"\s+(?:[A-Z][\w&'\-]*)", after):
+            continue  # "Free Software Foundation Europe" is not the Free Software Foundation
+        return True
+    return False
+
+
+@dataclass
+class _Check:
+    ok: bool
+    score: float
+    reason: str
+    decisive: bool = True
+
+
+def _check_quantity(fact: _Fact, a: Claims, q: Claims, ref_all: list[Quantity], others: list[_Fact],
+                    skip: set[int]) -> _Check:
+    ranges = any(x.kind == "range-end" for x in fact.quantities)
+    sections = all(x.kind == "section" for x in fact.quantities)
+    kinds = {"value", "date", "bound"} | ({"range-end"} if ranges else set()) | ({"section"} if sections else set())
+    cands: list[tuple[Quantity, Segment]] = []
+    usable = [s for s in a.segments if s.claim and id(s) not in skip and s.quantities]
+    if not usable:  # "(generally 32 or 64 bits)": a value given in an aside is still given
+        usable = [s for s in a.segments if not s.contrast and id(s) not in skip]
+    for s in usable:
+        for x in s.quantities:
+            if x.kind not in kinds or _is_echo(x, q, ref_all):
+                continue
+            if not any(_compatible(r, x) for r in fact.quantities):
+                if any(same_number_other_unit(r, x) for r in fact.quantities):
+                    return _Check(False, 0.0, f"{x.text} is not {fact.quantities[0].text} (another unit)")
+                continue
+            if is_year(x) and not any(is_year(r) for r in fact.quantities) and \
+                    not any(same_quantity(r, x) for r in fact.quantities):
+                continue
+            cands.append((x if x.kind != "bound" or any(r.kind == "bound" for r in fact.quantities)
+                          else _unmatchable(x), s))
+    if not cands and re.fullmatch(r"\d+", fact.text.strip()) and _digit_group_in(a, skip, fact.text.strip()):
+        return _Check(True, 1.0, f"states {fact.text} (in {fact.text.strip()!r})")
+    if not cands:
+        wrong_unit = [x for s in a.segments if s.claim for x in s.quantities
+                      if any(same_number_other_unit(r, x) for r in fact.quantities)]
+        if wrong_unit:
+            return _Check(False, 0.0, f"{wrong_unit[0].text} is not {fact.quantities[0].text} (another unit)")
+        return _Check(False, 0.0, f"missing: {fact.text}")
+    want = fact.keys or _Keys(set(), set(), set())
+    # segments about something the question does not ask (a qualifier of their own) are not this claim
+    foreign = {id(s) for _, s in cands if _foreign(s, want, q, others)}
+    pool = [(x, s) for x, s in cands if id(s) not in foreign] or cands
+    best = max(_score(s, want) for _, s in pool)
+    claim = [(x, s) for x, s in pool if _score(s, want) == best]
+    strong = {"default", "maximum", "minimum"}
+    asked = want.roles & strong
+    bound = {r for _, s in claim for r in s.roles} & strong
+    if asked and bound and not asked & bound and len(claim) == len({id(s) for _, s in claim}):
+        x = claim[0][0]
+        return _Check(False, 0.0, f"gives {x.text} as the {' and '.join(sorted(bound))}; the question asks for the "
+                                  f"{' and '.join(sorted(asked))}")
+    matched = [x for x, _ in claim if any(same_quantity(r, x) for r in fact.quantities)]
+    # values the reference lists with this one ("32 or 64 bits", "sections 1 through 9") are no rivals
+    siblings = [y for o in others if o.segment == fact.segment for y in o.quantities]
+    rivals = [x for x, _ in claim if not any(same_quantity(r, x) for r in fact.quantities)
+              and not any(same_quantity(y, x) for y in siblings)]
+    if matched and not rivals:
+        return _Check(True, 1.0, f"states {fact.quantities[0].text}")
+    if matched and rivals:
+        return _Check(False, 0.5, f"offers conflicting values ({', '.join(dict.fromkeys(x.text for x in rivals))} "
+                                  f"besides the reference's {fact.quantities[0].text})")
+    elsewhere = [x for x, s in cands if any(same_quantity(r, x) for r in fact.quantities)]
+    if elsewhere:
+        if any(o.quantities and any(same_quantity(o.quantities[0], y) for y in rivals) for o in others):
+            return _Check(False, 0.0, f"swaps values: gives {rivals[0].text} where the reference has "
+                                      f"{fact.quantities[0].text}")
+        return _Check(False, 0.3, f"offers conflicting values ({', '.join(dict.fromkeys(x.text for x in rivals))} "
+                                  f"besides the reference's {fact.quantities[0].text})")
+    wrong_unit = [x for x in rivals if any(same_number_other_unit(r, x) for r in fact.quantities)]
+    if wrong_unit:
+        return _Check(False, 0.0, f"{wrong_unit[0].text} is not {fact.quantities[0].text} (another unit)")
+    if not rivals:
+        return _Check(False, 0.0, f"missing: {fact.text}")
+    return _Check(False, 0.0, f"gives {rivals[0].text} where the reference has {fact.quantities[0].text}")
+
+
+def _digit_group_in(a: Claims, skip: set[int], digits: str) -> bool:
+    """A number keyword as a group of a longer number ("0147" in "1-800-555-0147")."""
+    text = " ".join(s.text for s in a.segments if not s.contrast and id(s) not in skip)
+    return re.search(r"(?<![\w.])" + re.escape(digits) + r"(?![\w])", text) is not None
+
+
+def _unmatchable(x: Quantity) -> Quantity:
+    """"More than once" names a bound, never the value itself."""
+    return Quantity(x.value, x.unit, "bound", (float("nan"),), x.text, x.start, x.end, "bound", (float("nan"),))
+
+
+def _foreign(seg: Segment, want: _Keys, q: Claims, others: list[_Fact]) -> bool:
+    """A clause bound to another subject: it names an identifier, or 'for X', that the claim is not about."""
+    own = {i.norm for i in seg.identifiers}
+    if own & want.ids:
+        return False
+    other_keys = set().union(*(o.keys.ids for o in others if o.keys)) if others else set()
+    if own & other_keys:
+        return True
+    if own - {i.norm for i in q.identifiers} and want.ids:
+        return True
+    m = re.search(r"\bfor\s+(?:the\s+|an?\s+)?([A-Za-z][\w\-]+)", seg.text)
+    if m and m.group(1).lower() not in want.words and m.group(1).lower() not in {w.lower() for w in q.words}:
+        from lib.claims import stem
+
+        return stem(m.group(1).lower()) not in want.words and stem(m.group(1).lower()) not in set(q.words)
+    return False
+
+
+def _check_identifier(fact: _Fact, a: Claims, q: Claims, skip: set[int]) -> _Check:
+    assert fact.identifier is not None
+    norm = fact.identifier.norm
+    claim_text = " ".join(s.text for s in a.segments if not s.contrast and id(s) not in skip)
+    want = fact.keys or _Keys(set(), set(), set())
+    for s in a.segments:  # "The default is no": a value bound to the role asked
+        if not s.claim or id(s) in skip:
+            continue
+        for m in _ROLE_VALUE.finditer(s.text):
+            role, value = m.group(1).lower(), norm_id(m.group(2))
+            role = {"max": "maximum", "min": "minimum", "defaults": "default"}.get(role, role)
+            if role in want.roles and value != norm and not _id_in(value, norm) and value not in ("set", "not"):
+                return _Check(False, 0.0, f"gives {m.group(2)} as the {role}, not {fact.text}")
+    if _id_in(claim_text, norm):
+        # a rival of the same family bound to the subject asked ("FFI_BAD_TYPEDEF when the abi is invalid")
+        rivals = [(i, s) for s in a.segments if s.claim and id(s) not in skip for i in s.identifiers
+                  if i.norm != norm and _related(i.norm, norm) and not _id_in(" ".join(
+                      x.text for x in q.segments), i.norm)]
+        if rivals:
+            want = fact.keys or _Keys(set(), set(), set())
+            holder = [s for s in a.segments if s.claim and _id_in(s.text, norm)]
+            best_rival = max(_score(s, want) for _, s in rivals)
+            best_own = max((_score(s, want) for s in holder), default=0)
+            if best_rival > best_own:
+                return _Check(False, 0.0, f"binds {rivals[0][0].text} to what was asked, not {fact.text}")
+        return _Check(True, 1.0, f"names {fact.text}")
+    near = [i.text for s in a.segments if not s.contrast for i in s.identifiers
+            if i.norm != norm and (_family(i.norm) == _family(norm) or _similar(i.norm, norm))]
+    if near:
+        return _Check(False, 0.0, f"names {near[0]}, not {fact.text}")
+    return _Check(False, 0.0, f"missing: {fact.text}")
+
+
+_ROLE_VALUE = re.compile(r"\b(default|maximum|minimum|max|min)\s+(?:value\s+)?(?:is|=|:|will\s+be)\s+"
+                         r"[`'\"“]?([\w\-/.]+)", re.I)
+
+
+def _family(norm: str) -> str:
+    parts = [p for p in re.split(r"[/_\-.\s]", norm.strip("/-$")) if p]
+    return parts[0] if parts else norm
+
+
+def _related(a: str, b: str) -> bool:
+    """Two identifiers of one family: the same first or last part ("ffi_ok" / "ffi_bad_abi", "update-passwd" /
+    "base-passwd")."""
+    pa = [p for p in re.split(r"[/_\-.\s]", a.strip("/-$")) if p]
+    pb = [p for p in re.split(r"[/_\-.\s]", b.strip("/-$")) if p]
+    if not pa or not pb:
+        return False
+    return pa[0] == pb[0] or (len(pa) > 1 and len(pb) > 1 and pa[-1] == pb[-1])
+
+
+def _similar(a: str, b: str) -> bool:
+    import difflib
+
+    return difflib.SequenceMatcher(None, a, b).ratio() >= 0.75
+
+
+def _check_version(fact: _Fact, a: Claims, q: Claims, skip: set[int]) -> _Check:
+    from lib.claims import versions
+
+    def named(seg: Segment) -> list[str]:
+        found = versions(seg.text) + [re.sub(r"(?:\.0)+$", "", x.text) for x in seg.quantities
+                                      if x.kind == "value" and re.fullmatch(r"\d+\.\d+", x.text)]
+        ranged = {v for m in re.finditer(r"(?i)\b(?:between|from)\s+(?:\w+\s+)?v?([\d.]+)\s+(?:and|to|until)\s+"
+                                         r"(?:\w+\s+)?v?([\d.]+)", seg.text) for v in m.groups()}
+        return [v for v in dict.fromkeys(found) if re.sub(r"(?:\.0)+$", "", v) not in
+                {re.sub(r"(?:\.0)+$", "", r) for r in ranged}] + [re.sub(r"(?:\.0)+$", "", r) for r in ranged]
+
+    asked = set(q.versions)
+    segs = [s for s in a.segments if not s.contrast and id(s) not in skip]
+    got = [v for s in segs for v in named(s)]
+    bare = [x for x in a.quantities if x.kind == "value" and fact.version == re.sub(r"(?:\.0)+$", "", f"{x.value:g}")]
+    if fact.version in got or bare:
+        rivals = [v for s in segs if not s.aside for v in versions(s.text) + [
+            re.sub(r"(?:\.0)+$", "", x.text) for x in s.quantities if x.kind == "value" and "." in x.text]
+            if v != fact.version and v not in asked and not _in_range(s.text, v)]
+        if rivals:
+            return _Check(False, 0.5, f"offers conflicting versions ({', '.join(dict.fromkeys(rivals))} besides "
+                                      f"{fact.version})")
+        return _Check(True, 1.0, f"names version {fact.version}")
+    if got:
+        return _Check(False, 0.0, f"names version {got[0]}, not {fact.version}")
+    return _Check(False, 0.0, f"missing: {fact.text}")
+
+
+def _in_range(text: str, version: str) -> bool:
+    return any(version in {re.sub(r"(?:\.0)+$", "", g) for g in m.groups()} for m in re.finditer(
+        r"(?i)\b(?:between|from)\s+(?:\w+\s+)?v?([\d.]+)\s+(?:and|to|until)\s+(?:\w+\s+)?v?([\d.]+)", text))
+
+
+def _novel_words(question: str, reference: str, r: Claims) -> list[str]:
+    q_words = set(content_words(question))
+    main = " ".join(s.text for s in r.segments if not s.contrast) or reference
+    words = [w for w in content_words(main) if w not in q_words]
+    if not words:  # "You do": the pronoun is the claim
+        words = [w.lower() for w in re.findall(r"[A-Za-z]+", main)
+                 if w.lower() not in ("the", "a", "an", "do", "does", "did", "is", "are", "it", "so", "yes", "no")
+                 and w.lower() not in {x.lower() for x in re.findall(r"[A-Za-z]+", question)}]
+    return list(dict.fromkeys(words))
+
+
+def grade_answer(question: str, reference: str, answer: str, keywords: Sequence[str] = (),
+                 answerable: bool = True, similarity: Similarity | None = None,
+                 sources: Sequence[Any] | None = None) -> Grade:
+    """Grade one answer; see the module docstring for the rules. With `sources` (the texts retrieved for
+    it, numbered from 1) the grade also says whether its citations hold."""
+    text = (answer or "").strip()
+    cites = grade_citations(question, text, sources, similarity)[0] if sources is not None else None
+    if not text:
+        return Grade(False, 0.0, False, "empty answer", citations=cites)
+    body = _first_part(text)
+    a, q, r = extract(body), extract(question), extract(reference or "")
+    refusing = _refusal_segments(body, a, similarity, question)
+    skip = {id(s) for s in refusing}
+    asserted = _asserted(a, q, skip, answerable)
+    if not answerable:
+        if refusing and not asserted:
+            return Grade(True, 1.0, True, "correctly said the documents do not answer this", citations=cites)
+        what = f": {asserted}" if asserted else ""
+        return Grade(False, 0.0, False, f"answered a question the documents do not answer (fabrication){what}",
+                     fabricated=True, citations=cites)
+    if refusing and not asserted:
+        return Grade(False, 0.0, True, "refused an answerable question", citations=cites)
+    if not (reference or "").strip() and not keywords:
+        return Grade(False, 0.0, False, "no reference answer to grade against", citations=cites)
+    ok, score, reason = _grade_claims(question, reference, body, keywords, a, q, r, skip, similarity)
+    return Grade(ok, round(max(0.0, min(1.0, score)), 3), False, reason, citations=cites)
+
+
+def _asserted(a: Claims, q: Claims, skip: set[int], answerable: bool) -> str:
+    """What an answer asserts outside its refusing clauses: a value, an identifier, or (answerable questions)
+    words of its own; empty when it asserts nothing."""
+    for s in a.segments:
+        if id(s) in skip or s.contrast:
+            continue
+        for x in s.quantities:
+            if x.kind in ("value", "date") and not _is_echo(x, q, []):
+                return x.text
+        q_text = " ".join(x.text for x in q.segments)
+        for i in s.identifiers:
+            if i.kind in ("code", "hyphenated") and not _id_in(q_text, i.norm):
+                return i.text
+        if answerable:
+            own = [w for w in s.words if w not in set(q.words)]
+            if len(own) >= 1 and not s.aside:
+                return s.text.strip()[:60]
+    return ""
+
+
+def _grade_claims(question: str, reference: str, body: str, keywords: Sequence[str], a: Claims, q: Claims,
+                  r: Claims, skip: set[int], similarity: Similarity | None) -> tuple[bool, float, str]:
+    yes_no = bool(_YES_NO_QUESTION.match(question)) and not keywords
+    if yes_no:
+        ref_pol = _polarity(r, reference) or "yes"
+        got = _polarity(_without(a, skip), body)
+        if got is not None:
+            if got == ref_pol:
+                return True, 1.0, f"answers {got}, as the reference does"
+            return False, 0.0, f"answers {got}; the reference says {ref_pol}"
+        if not _novel_words(question, re.sub(r"^\W*(?:yes|no)\b\W*", "", reference, flags=re.I), r):
+            return False, 0.0, f"says neither yes nor no; the reference says {ref_pol}"
+    facts = _reference_facts(question, reference, keywords, q, r)
+    if facts:
+        ref_all = [x for f in facts for x in f.quantities]
+        checks = []
+        for f in facts:
+            others = [o for o in facts if o is not f and o.kind == "quantity"]
+            if f.kind == "quantity":
+                checks.append(_check_quantity(f, a, q, ref_all, others, skip))
+            elif f.kind == "identifier":
+                checks.append(_check_identifier(f, a, q, skip))
+            else:
+                checks.append(_check_version(f, a, q, skip))
+        score = sum(c.score for c in checks) / len(checks)
+        failed = [c for c in checks if not c.ok]
+        if not failed and _COMPOUND.search(question) and not keywords:
+            # "Where are they kept, and which group can write them?": the reference's other part must be there too
+            rest = _outside_facts(reference, r)
+            novel = [w for w in content_words(rest) if w not in set(q.words)]
+            have = {w for sg in a.segments if not sg.contrast and id(sg) not in skip for w in _words_of(sg.text)}
+            if novel and sum(w in have for w in novel) / len(novel) < 0.5:
+                failed = [_Check(False, 0.5, f"answers one part only; missing: {', '.join(w for w in novel if w not in have)}")]
+                score = 0.5
+        if not failed:
+            return True, 1.0, "matches the reference: " + "; ".join(c.reason for c in checks) + \
+                (" (keywords)" if keywords else "")
+        return False, score, "; ".join(c.reason for c in failed)
+    return _grade_words(question, reference, body, a, r, skip, similarity)
+
+
+_COMPOUND = re.compile(r"[,;]?\s+and\s+(?:which|what|who|whom|where|when|how|why)\b", re.I)
+
+
+def _outside_facts(reference: str, r: Claims) -> str:
+    """The reference with the spans of its values and identifiers blanked (what else it says)."""
+    chars = list(reference)
+    spans = [(x.start, x.end) for x in r.quantities] + [(i.start, i.end) for i in r.identifiers]
+    for a, b in spans:
+        chars[a:b] = " " * (b - a)
+    return "".join(chars)
+
+
+def _without(a: Claims, skip: set[int]) -> Claims:
+    return Claims(a.text, [s for s in a.segments if id(s) not in skip], a.quantities, a.identifiers, a.versions,
+                  a.words)
+
+
+def _grade_words(question: str, reference: str, body: str, a: Claims, r: Claims, skip: set[int],
+                 similarity: Similarity | None) -> tuple[bool, float, str]:
+    novel = _novel_words(question, reference, r)
+    claim_segs = [s for s in a.segments if not s.contrast and id(s) not in skip]
+    have = {w for s in claim_segs for w in s.words} | {w.lower() for s in claim_segs
+                                                       for w in re.findall(r"[A-Za-z]+", s.text)}
+    recall = sum(w in have for w in novel) / len(novel) if novel else 1.0
+    sim = similarity(body, reference) if similarity and reference.strip() else None
+    score = max(recall, sim or 0.0)
+    ok = recall >= 0.5 or (sim is not None and sim >= 0.8 and recall >= 0.25)
+    if not novel:
+        ok, score = True, 1.0
+    ref_carrying = _carrying([s for s in r.segments if s.claim], novel)
+    got_carrying = _carrying([s for s in claim_segs if s.claim], novel)
+    ref_neg = bool(ref_carrying) and ref_carrying.negated
+    got_neg = bool(got_carrying) and got_carrying.negated
+    if ok and novel and got_carrying is not None and ref_neg != got_neg:
+        return False, min(score, 0.2), "states the opposite of the reference (negation differs)"
+    if ok:
+        missing = [w for w in novel if w not in have]
+        return True, score, (f"covers the reference's claim ({recall:.0%} of its words"
+                             + (f", similarity {sim:.2f}" if sim is not None else "") + ")"
+                             + (f"; not: {', '.join(missing[:3])}" if missing else ""))
+    shown = ", ".join([w for w in novel if w not in have][:4])
+    return False, score, (f"covers {recall:.0%} of the reference's claim (missing: {shown})"
+                          + (f", similarity {sim:.2f}" if sim is not None else ""))
+
+
+def _carrying(segs: list[Segment], novel: list[str]) -> Segment | None:
+    """The clause that carries most of the claim's words (its negation is the claim's)."""
+    scored = [(len(set(s.words) & set(novel)), -i, s) for i, s in enumerate(segs)]
+    scored = [x for x in scored if x[0] > 0]
+    return max(scored, key=lambda x: (x[0], x[1]))[2] if scored else None
 
 
 # ---------------------------------------------------------------- citations and groundedness
 
 def cited_numbers(answer: str) -> list[int]:
-    return [int(n) for n in re.findall(r"\[(\d{1,2})\]", answer)]
+    """The source numbers an answer cites: [1], [1][2], [1, 2], [1-3]."""
+    out: list[int] = []
+    for m in re.finditer(r"\[\s*(\d{1,3}(?:\s*(?:,|–|-|and)\s*\d{1,3})*)\s*\]", answer):
+        for part in re.split(r"\s*,\s*|\s+and\s+", m.group(1)):
+            if re.fullmatch(r"\d+\s*[–-]\s*\d+", part):
+                lo, hi = (int(x) for x in re.split(r"\s*[–-]\s*", part))
+                out += list(range(lo, hi + 1)) if 0 < hi - lo < 20 else [lo, hi]
+            elif part.strip().isdigit():
+                out.append(int(part))
+    return out
 
 
-def check_citations(answer: str, sources: Sequence[Any], reference: str = "", keywords: Sequence[str] = ()
-                    ) -> tuple[bool | None, str]:
-    """(None when nothing is cited; else whether every cited source exists and holds a key fact, and why)."""
-    cited = list(dict.fromkeys(cited_numbers(answer)))
+def _source_text(s: Any) -> str:
+    return str(getattr(s, "text", s))
+
+
+def grade_citations(question: str, answer: str, sources: Sequence[Any] | None,
+                    similarity: Similarity | None = None) -> tuple[str, str]:
+    """("none" | "correct" | "wrong", why): a citation is correct only when a cited source supports the
+    claim the answer makes; a number beyond the sources retrieved is wrong."""
+    sources = list(sources or [])
+    cited = list(dict.fromkeys(cited_numbers(answer or "")))
     if not cited:
-        return None, "cites no source"
+        return "none", "cites no source"
     bad = [n for n in cited if not 1 <= n <= len(sources)]
     if bad:
-        return False, f"cites [{bad[0]}], which was not retrieved"
-    facts = list(keywords) or [q.text for q in quantities(reference)] or _content_words(reference)[:5]
-    if not facts:
-        return True, "cites a retrieved source"
-    unsupported = []
-    for n in cited:
-        text = normalise(str(getattr(sources[n - 1], "text", sources[n - 1])))
-        if not any(_match_keyword(text, f) for f in facts):
-            unsupported.append(n)
-    if unsupported:
-        return False, f"source [{unsupported[0]}] does not contain the supporting fact"
-    return True, "the cited source contains the supporting fact"
+        return "wrong", f"cites [{bad[0]}], which was not retrieved ({len(sources)} source(s))"
+    body = _first_part(answer)
+    a, q = extract(body), extract(question)
+    refusing = _refusal_segments(body, a, similarity, question)
+    if refusing and not _asserted(a, q, {id(s) for s in refusing}, True):
+        return "wrong", "cites a source for a refusal, which no source supports"
+    support = "\n".join(_source_text(sources[n - 1]) for n in cited)
+    ok, why = _supports(question, body, a, q, support)
+    label = "[" + "][".join(str(n) for n in cited) + "]"
+    return ("correct", f"{label} supports {why}") if ok else ("wrong", f"{label} does not support {why}")
+
+
+_GENERIC = {"source", "sourc", "say", "answer", "document", "passag", "retriev", "text", "question", "cite", "cit",
+            "reason", "accord", "mention", "stat", "provid", "given", "giv", "inform", "note", "context", "follow",
+            "mean", "also", "therefore", "thu", "case", "exampl", "use", "need", "make"}
+_WINDOW = 25  # words either side of a value in a source: the passage that binds it to a subject
+
+
+def _windows(source: str, spans: list[tuple[int, int]]) -> list[str]:
+    """The source's words around each span (a value or identifier found there)."""
+    words = list(re.finditer(r"\S+", source))
+    out = []
+    for a, b in spans:
+        i = next((k for k, w in enumerate(words) if w.end() > a), len(words))
+        j = next((k for k, w in enumerate(words) if w.end() >= b), len(words) - 1)
+        lo, hi = max(0, i - _WINDOW), min(len(words), j + _WINDOW + 1)
+        out.append(source[words[lo].start():words[hi - 1].end()] if words else "")
+    return out
+
+
+def _words_of(text: str) -> set[str]:
+    """Content words, with the parts of names in code as words too ("server.keepAliveTimeout" -> keepalivetimeout)."""
+    words = set(content_words(text))
+    return words | {p for w in list(words) for p in re.split(r"[._/\-]", w) if p}
+
+
+def _about_question(window: str, q_words: set[str], q_ids: set[str]) -> bool:
+    """Whether a passage is about what was asked: it names the question's identifiers (when the source names
+    them at all: q_ids holds only those) and holds at least 60% of its content words."""
+    if q_ids and not any(_mentions(window, i) for i in q_ids):
+        return False
+    if not q_words:
+        return True
+    have = _words_of(window)
+    return sum(w in have for w in q_words) / len(q_words) >= 0.5
+
+
+def _supports(question: str, body: str, a: Claims, q: Claims, source: str) -> tuple[bool, str]:
+    """Whether a source states the answer's own claim: each value and identifier the answer asserts about what
+    was asked, found in the source in a passage about the question (and not given there for something else);
+    for claims in words, most of the answer's own words in such a passage; for a bare yes/no, the polarity of
+    the passage about the question."""
+    s = extract(source)
+    focus = extract(_focus(question))
+    want = _Keys({i.norm for i in focus.identifiers}, {x for g in focus.segments for x in g.roles},
+                 set(focus.words), set(q.words))
+    measure = {stem_word(m.group(1)) for m in re.finditer(r"\bhow\s+(\w+)", question, re.I)}
+    q_words = {w for w in q.words if w not in _GENERIC and w not in measure}  # "how long" asks, it is no topic
+    q_ids = {i.norm for i in q.identifiers if i.kind == "code" and _mentions(source, i.norm)}
+    q_opts = {i.norm for i in q.identifiers if i.kind == "code" and _option_like(i.text)}
+    claim_segs = [g for g in a.segments if g.claim] or a.segments
+    q_text = " ".join(g.text for g in q.segments)
+    values = [x for g in claim_segs for x in g.quantities if x.kind in ("value", "date") and not _is_echo(x, q, [])]
+    if values:
+        best_segs = _best_answer_segments(claim_segs, want)
+        values = [x for g in best_segs for x in g.quantities if x in values] or values
+        for x in values:
+            found = [y for y in s.quantities if same_quantity(x, y)]
+            if not found:
+                return False, f"{x.text} (not in the source)"
+            if not any(_about_question(w, q_words, q_ids) for w in _windows(source, [(y.start, y.end) for y in found])):
+                return False, f"{x.text} (the source states it about something else)"
+            bound = {_bound_to(source, y.start) for y in found} - {None}
+            if q_opts and bound and not any(_names_asked(b, q_opts) for b in bound):
+                return False, f"{x.text} (the source gives it for {sorted(bound)[0]})"
+            holders = [g for g in s.segments if any(same_quantity(x, y) for y in g.quantities)]
+            rivals = [g for g in s.segments if any(_compatible(x, y) and not same_quantity(x, y) and
+                                                    y.kind in ("value", "date") for y in g.quantities)]
+            if rivals and max(_density(g, want) for g in rivals) > max(_density(g, want) for g in holders):
+                return False, f"{x.text} (the source gives it for something else)"
+        return True, ", ".join(x.text for x in values)
+    ids = [i for g in claim_segs for i in g.identifiers if i.kind in ("code", "hyphenated", "name")
+           and not _id_in(q_text, i.norm)]
+    if ids:
+        for i in ids:
+            spans = _id_spans(source, i.norm)
+            if not spans:
+                return False, f"{i.text} (not in the source)"
+            if not any(_about_question(w, q_words, q_ids) for w in _windows(source, spans)):
+                return False, f"{i.text} (the source names it for something else)"
+        return True, ", ".join(i.text for i in ids)
+    pol = _polarity(a, body)
+    words = [w for g in claim_segs for w in g.words if w not in set(q.words) and w not in _GENERIC]
+    if pol is not None and bool(_YES_NO_QUESTION.match(question)) and not words:
+        relevant = max(s.segments, key=lambda g: _score(g, want), default=None)
+        if relevant is None or not _about_question(relevant.text, q_words, q_ids):
+            return False, f"'{pol}' (the source is not about the question)"
+        src_pol = "no" if relevant.negated else "yes"
+        if src_pol != pol:
+            return False, f"'{pol}' (the source says {src_pol})"
+        return True, f"'{pol}'"
+    if not words:
+        return False, "no claim of the answer's own"
+    best = 0.0
+    for g in s.segments:  # the passage (a clause and its neighbours) holding most of the answer's words
+        window = " ".join(x.text for x in s.segments[max(0, s.segments.index(g) - 1):s.segments.index(g) + 2])
+        have = set(content_words(window))
+        share = sum(w in have for w in words) / len(words)
+        if share > best and _about_question(window, q_words, q_ids):
+            best = share
+    if best >= 0.6:
+        return True, "the answer's words"
+    return False, f"the answer (at most {best:.0%} of its words in a passage about the question)"
+
+
+def _mentions(text: str, norm: str) -> bool:
+    """A name anywhere in a text as a whole token, also inside a dotted one ("server.keepAliveTimeout")."""
+    return re.search(r"(?<![\w])" + re.escape(norm) + r"(?![\w])", text.lower()) is not None
+
+
+def _option_like(token: str) -> bool:
+    """A setting's name: camelCase or with underscores ("keepAliveTimeout", "max_connections")."""
+    t = token.strip("`'\"")
+    return bool(re.search(r"[a-z][A-Z]", t) or re.search(r"[a-z]_[a-z]", t))
+
+
+def _bound_to(source: str, pos: int) -> str | None:
+    """The setting a value in a source belongs to: the last setting's name since the start of its list item,
+    heading or paragraph ("* `requestTimeout`: ... **Default:** `300000`" -> requesttimeout)."""
+    head = source[:pos]
+    starts = [m.end() for m in re.finditer(r"\n\s*\n|\n\s*(?:[*•#-]\s|\d+\.\s)|(?:^|\s)\*\s+(?=`)", head)]
+    scope = head[starts[-1] if starts else 0:]
+    names = [t for t in re.findall(r"[A-Za-z_][\w.]*", scope) if _option_like(t.split(".")[-1])]
+    return names[-1].split(".")[-1].lower() if names else None
+
+
+def _names_asked(name: str, asked: set[str]) -> bool:
+    return any(name == a or name.endswith(a) or a.endswith(name) for a in asked)
+
+
+def _id_spans(text: str, norm: str) -> list[tuple[int, int]]:
+    low = text.lower()
+    return [(m.start(), m.end()) for m in re.finditer(r"(?<![\w\-./$])" + re.escape(norm) + r"(?![\w\-/]|\.\w)", low)]
+
+
+def _density(seg: Segment, want: _Keys) -> float:
+    """How much a source clause is about what was asked, for its length (a long clause matches more words)."""
+    return _score(seg, want) / max(2.0, len(seg.words)) ** 0.5
+
+
+def _best_answer_segments(segs: list[Segment], want: _Keys) -> list[Segment]:
+    with_values = [g for g in segs if g.quantities]
+    if not with_values:
+        return []
+    best = max(_score(g, want) for g in with_values)
+    return [g for g in with_values if _score(g, want) == best]
+
+
+def check_citations(answer: str, sources: Sequence[Any], reference: str = "", keywords: Sequence[str] = (),
+                    question: str = "") -> tuple[bool | None, str]:
+    """(None when nothing is cited; else whether the citations hold, and why): see grade_citations."""
+    label, why = grade_citations(question, answer, sources)
+    return {"none": None, "correct": True, "wrong": False}[label], why
 
 
 def grounded(answer: str, sources: Sequence[Any]) -> tuple[bool, str]:
     """Every number in the answer appears in the retrieved sources (the answer's own claims, not the reference)."""
-    text = normalise(" ".join(str(getattr(s, "text", s)) for s in sources))
-    have = quantities(text, normalised=True)
-    missing = [q.text for q in quantities(_first_part(answer))
-               if not any(_same_value(q.value, h.value) for h in have)]
+    have = _claim_quantities(" ".join(_source_text(s) for s in sources))
+    missing = [x.text for x in _claim_quantities(_first_part(answer)) if x.kind in ("value", "date")
+               and not any(same_quantity(x, h) for h in have)]
     if missing:
         return False, f"not in the sources: {', '.join(dict.fromkeys(missing))}"
     return True, "every number in the answer is in the sources"

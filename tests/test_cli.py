@@ -141,6 +141,27 @@ def test_grade_prints_one_json_line_per_answer(tmp_path, capsys):
     assert "conflicting" in out[1]["reason"] and "fabrication" in out[4]["reason"]
 
 
+def test_grade_checks_citations_against_the_answers_claim_when_given_sources(tmp_path, capsys):
+    sources = ["Refunds are accepted within 45 days of delivery. E-bikes: 21 days.", "The warranty lasts two years."]
+    q = "How long is the refund window?"
+    rows = [{"question": q, "reference": "45 days", "answer": "45 days [1].", "sources": sources},
+            {"question": q, "reference": "45 days", "answer": "45 days [2].", "sources": sources},
+            {"question": q, "reference": "45 days", "answer": "21 days [1].", "sources": sources},
+            {"question": q, "reference": "45 days", "answer": "45 days [3].", "sources": sources},
+            {"question": q, "reference": "45 days", "answer": "45 days.", "sources": sources},
+            {"question": q, "reference": "45 days", "answer": "45 days [1]."},
+            {"question": q, "reference": "45 days", "answer": "45 days [1].", "sources": "not a list"}]
+    f = tmp_path / "answers.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["grade", str(f), "--json", "--no-embedder"]) == 1  # the last line is bad
+    out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [o.get("citations") for o in out[:6]] == ["correct", "wrong", "wrong", "wrong", "none", None]
+    assert [o["correct"] for o in out[:6]] == [True, True, False, True, True, True]
+    for o in out[:6]:  # the contract's fields are all there, as before
+        assert set(o) >= {"correct", "score", "refused", "reason", "citations"}
+    assert out[6]["line"] == 7 and "sources" in out[6]["error"]
+
+
 def test_grade_reports_bad_lines_and_goes_on(tmp_path, capsys):
     f = tmp_path / "answers.jsonl"
     f.write_text('{"question": "q", "reference": "45 days", "answer": "45 days"}\nnot json\n{"question": "q"}\n')

@@ -97,15 +97,28 @@ def _summary(**arms):
 
 
 def test_frequent_changes_and_citations_favour_retrieval():
-    s = _summary(rag={"accuracy": 0.6, "citation_accuracy": 0.9, "cites": 1.0}, finetuned={"accuracy": 0.65},
-                 hybrid={"accuracy": 0.62, "citation_accuracy": 0.5, "cites": 1.0})
+    s = _summary(rag={"accuracy": 0.6, "citation_accuracy": 0.9}, finetuned={"accuracy": 0.65},
+                 hybrid={"accuracy": 0.62, "citation_accuracy": 0.5})
     r = decide(s, Situation(changes="daily", citations=True),
                freshness={"rag": {"follows_change": True}, "finetuned": {"keeps_old": True},
                           "hybrid": {"follows_change": True}})
     assert r.choice == "rag"
     assert any("citations" in x for x in r.reasons) and any("daily" in x for x in r.reasons)
     assert any("not needing citations" in x for x in r.would_change)
+    # the reason names the measured citation figures; hybrid, whose citations are mostly wrong, is said to be
+    cites = next(x for x in r.reasons if x.startswith("Answers need citations"))
+    assert "RAG 90%" in cites and "Hybrid 50%" in cites and "supports the answer's own claim" in cites
     assert [q.source for q in r.matrix][:2] == ["you", "you"] and len(r.matrix) == 6
+
+
+def test_citation_reasons_use_the_claim_checked_shares():
+    s = _summary(rag={"accuracy": 0.6, "citation_accuracy": 0.3, "citations_correct": 0.25,
+                      "citations_wrong": 0.6, "citations_none": 0.15},
+                 finetuned={"accuracy": 0.55})
+    r = decide(s, Situation(citations=True))
+    row = next(q for q in r.matrix if q.question == "Are citations needed?")
+    assert "RAG 30% of cited answers correct (25% cite a supporting source, 60% a wrong one, 15% none)" in row.answer
+    assert any("RAG cite(s) a source that does not support the claim" in x for x in r.reasons)
 
 
 def test_latency_target_and_format_favour_fine_tuning():
@@ -143,6 +156,13 @@ def test_citations_are_claimed_only_as_measured():
     assert "RAG cited a source in 0% of its answers" in text and "Hybrid cited a source in 80%" in text
     assert "correctly in 55%" in text and "RAG put no citation in any answer" in text
     assert "only the retrieval arms can point to a source" not in text
+    # claim-checked figures: an arm whose answerable answers never cite is said to give no citations
+    checked = _summary(rag={"accuracy": 0.5, "citation_accuracy": None, "citations_correct": 0.0,
+                            "citations_wrong": 0.0, "citations_none": 1.0},
+                       hybrid={"accuracy": 0.5, "citation_accuracy": 0.9, "citations_correct": 0.72,
+                               "citations_wrong": 0.08, "citations_none": 0.2})
+    r = decide(checked, Situation(citations=True))
+    assert any(x.startswith("RAG put no citation in any answer") for x in r.reasons) and r.choice == "hybrid"
     assert r.choice == "hybrid"  # the arm that measurably cites
 
 

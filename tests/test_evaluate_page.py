@@ -126,6 +126,9 @@ def test_a_run_completes_and_shows_per_arm_accuracy_charts_and_exports(hosted_ap
     at.run()
     assert not at.exception, at.exception
     assert ws.run("page-run")["status"] == "finished"
+    columns = at.multiselect(key="eval_columns")
+    assert "cites none" in columns.options and "cites none" not in columns.value  # a compact table by default
+    columns.set_value(list(columns.options)).run()  # the user picks every column
     table = _frame(at, "fabrication rate")
     assert list(table["arm"]) == ["Baseline", "RAG"]
     _, summary, _ = evalrun.summary(ws, "page-run")
@@ -133,7 +136,13 @@ def test_a_run_completes_and_shows_per_arm_accuracy_charts_and_exports(hosted_ap
     assert list(table["correct"]) == [f"{summary[a]['correct']}/3" for a in ("baseline", "rag")]
     assert any("differences between arms" in c.value for c in at.caption)
     assert not any("135M" in w.value for w in at.warning)  # hosted models: no demo-model warning
-    assert len(at.get("plotly_chart")) == 4
+    assert len(at.get("plotly_chart")) == 5
+    # citations are claim-checked: the shares of answers citing a supporting source, a wrong one, none
+    for column, key in (("cites supporting", "citations_correct"), ("cites wrong", "citations_wrong"),
+                        ("cites none", "citations_none")):
+        assert list(table[column]) == [summary["baseline"][key], summary["rag"][key]]
+    assert summary["rag"]["citations_correct"] + summary["rag"]["citations_wrong"] + \
+        summary["rag"]["citations_none"] == pytest.approx(1.0)
     # an answer opens with its grade reason and sources
     at.selectbox(key="eval_open").set_value(("q01", "rag")).run()
     assert any("45 days" in t.value for t in at.text)
@@ -261,6 +270,10 @@ def test_a_judged_run_shows_the_judges_agreement_with_the_offline_grader(hosted_
         at.selectbox(key="eval_result_run").set_value(run_id).run()
     lines = [m.value for m in at.markdown if "LLM judge" in m.value]
     assert lines and "agreement 50%" in lines[0] and "judge accuracy 100%" in lines[0]
+    # the one answer where they disagree is listed first for a spot check, with both verdicts
+    disagree = _frame(at, "judge_reason")
+    assert list(disagree["question_id"]) == ["q02"] and list(disagree["offline"]) == ["wrong"]
+    assert list(disagree["judge"]) == ["correct"] and list(disagree["judge_reason"]) == ["same facts"]
 
 
 def test_choices_survive_a_visit_to_another_page_and_defaults_match_compare(offline_app):

@@ -278,15 +278,17 @@ with tab_results:
         "arm": ARMS[a].label if a in ARMS else a, "answered": s["n"], "correct": f"{s['correct']}/{s['answerable']}",
         "accuracy": s["accuracy"], "95% interval": f"{s['accuracy_ci95'][0]:.0%}–{s['accuracy_ci95'][1]:.0%}",
         "refusal rate": s["refusal_rate"], "fabrication rate": s["fabrication_rate"],
-        "citation accuracy": s["citation_accuracy"], "retrieval hit rate": s["retrieval_hit_rate"],
+        "citation accuracy": s["citation_accuracy"], "cites supporting": s.get("citations_correct"),
+        "cites wrong": s.get("citations_wrong"), "cites none": s.get("citations_none"),
+        "retrieval hit rate": s["retrieval_hit_rate"],
         "p50 (s)": (s["median_total_ms"] or 0) / 1000, "p95 (s)": (s["p95_total_ms"] or 0) / 1000,
         "prompt tokens": s["mean_prompt_tokens"], "completion tokens": s["mean_completion_tokens"],
         "cost / question": usd(s["cost_per_question_usd"]) + (" (local)" if s["cost_per_question_usd"] == 0 else ""),
         "errors": s["errors"] - s.get("capped", 0), **({"refused by the cap": s.get("capped", 0)} if capped else {})}
         for a, s in summ.items()])
     pct = {"format": "percent"}
-    compact = ["arm", "correct", "accuracy", "95% interval", "fabrication rate", "citation accuracy", "p95 (s)",
-               "cost / question"]
+    compact = ["arm", "correct", "accuracy", "95% interval", "fabrication rate", "cites supporting", "cites wrong",
+               "p95 (s)", "cost / question"]
     if st.session_state.get("eval_columns") is None:
         st.session_state.eval_columns = compact
     shown = st.multiselect("Columns", list(table.columns), key="eval_columns",
@@ -298,15 +300,22 @@ with tab_results:
         "95% interval": st.column_config.TextColumn(help="Wilson 95% interval of the accuracy"),
         "refusal rate": st.column_config.NumberColumn(help="answerable questions the arm declined", **pct),
         "fabrication rate": st.column_config.NumberColumn(help="unanswerable questions answered anyway", **pct),
-        "citation accuracy": st.column_config.NumberColumn(help="cited sources that contain the supporting fact",
-                                                           **pct),
+        "citation accuracy": st.column_config.NumberColumn(
+            help="of the answers that cite, those whose cited source supports the answer's own claim", **pct),
+        "cites supporting": st.column_config.NumberColumn(
+            help="answers citing a source that states what the answer claims (claim-checked)", **pct),
+        "cites wrong": st.column_config.NumberColumn(
+            help="answers citing a source that does not support their claim, or a number beyond the sources "
+                 "retrieved", **pct),
+        "cites none": st.column_config.NumberColumn(help="answers that cite no source", **pct),
         "retrieval hit rate": st.column_config.NumberColumn(help="the reference's document was retrieved", **pct),
         "p50 (s)": st.column_config.NumberColumn(format="%.2f s"), "p95 (s)": st.column_config.NumberColumn(format="%.2f s"),
         "prompt tokens": st.column_config.NumberColumn(format="%.0f"),
         "completion tokens": st.column_config.NumberColumn(format="%.0f"),
     })
     st.caption("*None*: no question of that kind in this run (fabrication needs unanswerable questions; citation "
-               "accuracy, answers that cite; retrieval hit rate, retrieval arms and questions with a source).")
+               "accuracy, answers that cite; retrieval hit rate, retrieval arms and questions with a source; the "
+               "three citation shares, a run graded before citations were checked against claims: regrade it).")
     st.caption(noise_sentence(min((s["answerable"] for s in summ.values()), default=0)))
     judged = {a: s for a, s in summ.items() if s.get("judge_agreement") is not None}
     if judged:
@@ -316,17 +325,31 @@ with tab_results:
                         + (f", kappa {s['judge_kappa']:.2f}" if s.get("judge_kappa") is not None else "")
                         + (f", {s['judge_errors']} judge errors" if s.get("judge_errors") else "")
                         for a, s in judged.items()))
-    st.caption("How each grade is made, offline with no API key: numbers and units are normalised (\"thirty days\" "
-               "= \"30 days\", \"16K\" = \"16384\"); an answer that gives several conflicting values is not correct; "
-               "negation counts (\"does not grant\" ≠ \"grants\"); refusals are detected, so a refused answerable "
-               "question is wrong and an answered unanswerable one is a fabrication; a citation is right only when "
-               "the cited source contains the supporting fact; references without numbers or keywords are compared "
-               "by the local embedder's similarity. Every grade carries its one-line reason.")
+        disagree = evalrun.judge_disagreements(ws, record["id"])
+        if disagree:
+            st.caption(f"{len(disagree)} answer(s) where the judge and the offline grader disagree: check these "
+                       "by hand first (open one below).")
+            st.dataframe(pd.DataFrame(disagree, columns=["question_id", "arm", "question", "answer", "offline",
+                                                         "offline_reason", "judge", "judge_reason"]),
+                         hide_index=True, width="stretch", key="eval_judge_disagree")
+        else:
+            st.caption("The judge and the offline grader agree on every answer.")
+    st.caption("How each grade is made, offline with no API key: the claim the answer makes is compared with the "
+               "reference's. Values are compared after unit conversion (\"36 months\" = \"three years\"; "
+               "\"16384 kilobytes\" is not 16384 bytes) and role by role (a swapped default and maximum is wrong); "
+               "identifiers exactly (\"/usr/bin/sync\" is not \"/bin/sync\"); numbers from the question, section "
+               "numbers and contrasts (\"not 60 but 30 days\") are no claims; several values for one claim are a "
+               "hedge. Refusals are recognised by meaning, so a refused answerable question is wrong and an answered "
+               "unanswerable one is a fabrication. A citation is correct only when the cited source supports the "
+               "answer's own claim; a number beyond the sources retrieved is wrong. Every grade carries its one-line "
+               "reason.")
 
     c1, c2 = st.columns(2)
     c1.plotly_chart(charts.eval_accuracy(summ), key="eval_chart_accuracy")
     c2.plotly_chart(charts.eval_accuracy_vs_cost(summ), key="eval_chart_cost")
-    st.plotly_chart(charts.eval_latency(graded), key="eval_chart_latency")
+    c3, c4 = st.columns(2)
+    c3.plotly_chart(charts.eval_citations(summ), key="eval_chart_citations")
+    c4.plotly_chart(charts.eval_latency(graded), key="eval_chart_latency")
 
     st.subheader("Every answer")
     st.caption("Pass, fail, refused (an answerable question declined) or error, per question and arm; hover for the "
@@ -355,6 +378,12 @@ with tab_results:
                     f"Reference: {escape_markdown(record_of['reference'] or '(unanswerable)')}")
         st.markdown(f"**{ARMS[cell[1]].label if cell[1] in ARMS else cell[1]}** — {verdict}, score "
                     f"{g['score']:.2f}: {escape_markdown(g['reason'])}")
+        if g.get("citations"):
+            st.caption(f"Citations: {g['citations']}" + (f" ({escape_markdown(g['citation_reason'])})"
+                                                          if g.get("citation_reason") else ""))
+        if "correct" in (record_of.get("judge") or {}):
+            st.caption(f"LLM judge: {'correct' if record_of['judge']['correct'] else 'wrong'}: "
+                       f"{escape_markdown(record_of['judge'].get('reason', ''))}")
         st.text(res.get("answer") or res.get("error") or "")
         for i, s in enumerate(res.get("sources") or [], 1):
             with st.expander(f"[{i}] {s['document']} · chunk {s['chunk']} · score {s['score']:.2f}"):
