@@ -206,6 +206,8 @@ class Settings:
     hf_endpoint: str = DEFAULT_HF_ENDPOINT  # where the model catalogue downloads from (HF_ENDPOINT)
     hf_offline: bool = False  # HF_HUB_OFFLINE: never contact the hub, even when asked to download
     ollama_host: str | None = None  # OLLAMA_HOST; None: try http://localhost:11434
+    # WORKBENCH_CONTEXT_WINDOWS: hosted models' context windows, over lib/data/context_windows.json
+    context_windows: tuple[tuple[str, int], ...] = ()
 
     @property
     def default_top_k(self) -> int:
@@ -379,6 +381,10 @@ def load_settings(
     if extra not in ("auto", "on", "off"):
         raise ValueError(f"WORKBENCH_LLAMA_EXTRA_BUFTS={extra!r}: use auto, on or off.")
     values["llama_extra_bufts"] = extra
+    if get("WORKBENCH_CONTEXT_WINDOWS"):
+        from lib.context_windows import parse_overrides
+
+        values["context_windows"] = parse_overrides(get("WORKBENCH_CONTEXT_WINDOWS") or "")
     if get("WORKBENCH_LOCAL_CTX"):
         try:
             values["local_max_ctx"] = int(get("WORKBENCH_LOCAL_CTX") or 0)
