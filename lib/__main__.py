@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="only the first N questions")
     p.add_argument("--run-name", help="name the run (stored in the workspace; later commands find it by name)")
     p.add_argument("--resume", metavar="RUN", help="answer what a stopped run (id or name) has not answered yet")
+    p.add_argument("--new-models", action="store_true",
+                   help="with --resume: answer what the run has not answered in a new run, with the models "
+                        "configured now (a run never mixes two models)")
     p.add_argument("--regrade", metavar="RUN", help="grade a stored run's answers again with the current grader "
                                                     "(asks no model) and print its summary")
     p.add_argument("--concurrency", type=int, default=8, help="hosted requests at once (local arms queue)")
@@ -188,6 +192,10 @@ def _evaluate(settings: Any, kb: Any, args: argparse.Namespace, arms: list[str])
         if record is None:
             raise ValueError(f"No evaluation run {args.resume!r} in workspace {ws.name!r}.")
         run_id = record["id"]
+        if args.new_models:
+            run_id = evalrun.rerun_rest(settings, ws, run_id, args.run_name)
+            note = f"answering the rest of run {record['name']} in a new run, {run_id}, with the models configured now"
+            _emit({"run": run_id, "rerun_of": record["id"]}) if args.json else print(note, flush=True)
     else:
         chosen = args.question_set or (str(args.questions) if args.questions else evalrun.SAMPLE_SET)
         run_id, _, _ = evalrun.start(settings, ws, kb, chosen, arms, args.run_name, args.top_k, 0.0, 0.0,
@@ -207,7 +215,16 @@ def _evaluate(settings: Any, kb: Any, args: argparse.Namespace, arms: list[str])
                       f"({g.reason})", flush=True)
 
     if not args.regrade:
-        evalrun.resume(settings, ws, kb, run_id, on_progress=progress)
+        cancel = _run_cancellable(lambda stop: evalrun.resume(settings, ws, kb, run_id, stop, on_progress=progress))
+        if cancel:
+            record = ws.run(run_id) or {"name": run_id, "answered": 0}
+            message = (f"cancelled: {record['answered']} answers of run {record['name']} are stored; finish it "
+                       f"with `python -m lib eval --resume {record['name']}`")
+            _emit({"run": run_id, "cancelled": True, "answered": record["answered"]}) if args.json else \
+                print(message, file=sys.stderr)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)  # answers still in flight are dropped; threads waiting on a server are not waited for
     record, summary, _ = evalrun.summary(ws, run_id)
     if args.json:
         _emit({"run": run_id, "name": record["name"], "summary": summary})
@@ -226,6 +243,33 @@ def _evaluate(settings: Any, kb: Any, args: argparse.Namespace, arms: list[str])
                   f"{s['p95_total_ms'] or 0:>7.0f}")
         print(evaluate.noise_sentence(max((s["answerable"] for s in summary.values()), default=0)))
     return 0
+
+
+def _run_cancellable(work: Any) -> bool:
+    """Run `work(cancel_event)` with Ctrl-C setting the event (a second Ctrl-C ends the process at once);
+    True when it was cancelled."""
+    import signal
+    import threading
+
+    cancel = threading.Event()
+
+    def on_interrupt(signum: int, frame: Any) -> None:
+        if cancel.is_set():
+            os._exit(130)
+        cancel.set()
+        print("Cancelling: questions not started are dropped; answers stored so far are kept.", file=sys.stderr,
+              flush=True)
+
+    try:
+        previous = signal.signal(signal.SIGINT, on_interrupt)
+    except ValueError:  # not the main thread: no Ctrl-C to catch here
+        previous = None
+    try:
+        work(cancel)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    return cancel.is_set()
 
 
 def _project(settings: Any, args: argparse.Namespace) -> int:

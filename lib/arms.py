@@ -182,13 +182,52 @@ def apportion(total: int, weights: list[int]) -> list[int]:
     return out
 
 
-def _usage(provider: Provider, parts: PromptParts, done: Done, answer: str) -> tuple[Usage, str]:
+# Slack over `max_tokens` for a completion count a server may report (an end-of-text token, say).
+COMPLETION_SLACK = 16
+
+
+def prompt_token_ceiling(messages: list[Message]) -> int:
+    """The most tokens any tokenizer can make of these messages: one per byte of their text (byte-level BPE and
+    byte-fallback tokenizers never make more), plus 32 a message for a chat template's framing and 256 for a
+    server's own preamble."""
+    return sum(len(m.get("content", "").encode("utf-8")) + 32 for m in messages) + 256
+
+
+def untrusted_usage(done: Done, prompt_ceiling: int, max_tokens: int | None) -> str | None:
+    """Why the usage a provider reported cannot be right (None when it can): not whole numbers, negative, a
+    completion past `max_tokens`, a prompt past `prompt_ceiling` (more tokens than the prompt sent could make),
+    or cached tokens outside the prompt."""
+    values = {"prompt_tokens": done.prompt_tokens, "completion_tokens": done.completion_tokens,
+              "cached_tokens": done.cached_tokens}
+    for name, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != value or value in (
+                float("inf"), float("-inf")) or int(value) != value:
+            return f"{name} {value!r} is not a whole number"
+        if value < 0:
+            return f"{name} {value:,} is negative"
+    prompt, completion = int(done.prompt_tokens or 0), int(done.completion_tokens or 0)
+    if max_tokens is not None and completion > max_tokens + COMPLETION_SLACK:
+        return f"completion_tokens {completion:,} is more than the {max_tokens:,} max tokens asked for"
+    if prompt > prompt_ceiling:
+        return f"prompt_tokens {prompt:,} is more than the prompt sent could make (at most {prompt_ceiling:,})"
+    if int(done.cached_tokens or 0) > prompt:
+        return f"cached_tokens {int(done.cached_tokens or 0):,} is more than the prompt's {prompt:,}"
+    return None
+
+
+def _usage(provider: Provider, parts: PromptParts, done: Done, answer: str,
+           max_tokens: int | None = None) -> tuple[Usage, str, str | None]:
     """Prompt and completion tokens, and the prompt split into system, context, question and chat template.
 
     The parts are counted with the provider's tokenizer as we know it. When the provider reports a prompt
     total that differs from our own count of the whole prompt (a server whose tokenizer is not tiktoken's),
     the parts (and our estimate of the chat template) are scaled to the reported total and flagged
-    `parts_estimated`: they always sum exactly to `prompt_tokens`, and none is negative."""
+    `parts_estimated`: they always sum exactly to `prompt_tokens`, and none is negative.
+
+    Reported usage that cannot be right (`untrusted_usage`) is not used: the tokens are counted instead and
+    marked estimated, and the third value says why (None when the reported usage was used or none came)."""
     from lib.tokens import count_chat
 
     system = provider.count_tokens(parts.system)
@@ -196,6 +235,11 @@ def _usage(provider: Provider, parts: PromptParts, done: Done, answer: str) -> t
     question = provider.count_tokens(parts.question)
     counted = system + context + question
     reported = done.prompt_tokens is not None and done.completion_tokens is not None
+    distrust = untrusted_usage(done, prompt_token_ceiling(parts.messages()), max_tokens) \
+        if reported or done.cached_tokens else None
+    if distrust:
+        reported = False
+        done = Done(done.finish_reason, None, None, 0)
     if reported:
         prompt, completion, source = int(done.prompt_tokens or 0), int(done.completion_tokens or 0), "provider"
     else:
@@ -205,12 +249,13 @@ def _usage(provider: Provider, parts: PromptParts, done: Done, answer: str) -> t
         ours = prompt  # the same tokenizer counted the parts and the whole (llama.cpp's own, or ours)
     else:
         ours = count_chat(parts.messages(), getattr(provider.spec, "name", ""))
+    cached = int(done.cached_tokens or 0)
     if ours == prompt and counted <= prompt:
-        return Usage(prompt, completion, system, context, question, prompt - counted, done.cached_tokens), source
+        return Usage(prompt, completion, system, context, question, prompt - counted, cached), source, distrust
     template = max(0, ours - counted)
     s, c, q, t = apportion(prompt, [system, context, question, template])
-    return Usage(prompt, completion, s, c, q, t, done.cached_tokens, parts_estimated=True,
-                 counted_prompt_tokens=max(ours, counted)), source
+    return Usage(prompt, completion, s, c, q, t, cached, parts_estimated=True,
+                 counted_prompt_tokens=max(ours, counted)), source, distrust
 
 
 def run_arm(arm: Arm, provider: Provider | Exception, question: str, sources: list[Source] | None,
@@ -256,8 +301,17 @@ def run_arm(arm: Arm, provider: Provider | Exception, question: str, sources: li
     notes: tuple[str, ...] = ()
     if kind != "local" and (done is None or done.finish_reason is None):
         notes = ("The stream ended without a finish reason: the answer may be cut off.",)
-    usage, usage_source = _usage(provider, parts, done or Done(None, None, None), answer)
-    cost, note = cost_for(provider.spec, usage)
+    try:  # whatever the provider reported, a failure here is this arm's alone
+        usage, usage_source, distrust = _usage(provider, parts, done or Done(None, None, None), answer,
+                                               params.max_tokens)
+        cost, note = cost_for(provider.spec, usage)
+    except Exception as exc:
+        return ArmResult(arm.key, arm.label, model, kind, answer, shown, None, "estimate", None, "", retrieval_ms,
+                         None, None, (started - asked) * 1000, None,
+                         f"The usage {model} reported could not be read ({explain(exc)}); the answer is not scored.")
+    if distrust:
+        notes = (*notes, f"The server reported usage that cannot be right ({distrust}): the tokens were counted "
+                         "here instead, and the figures are estimated.")
     return ArmResult(
         arm=arm.key, label=arm.label, model=model, provider=kind, answer=answer, sources=shown, usage=usage,
         usage_source=usage_source, cost_usd=cost, cost_note=note, retrieval_ms=retrieval_ms,

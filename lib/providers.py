@@ -58,6 +58,34 @@ class StopFilter:
         return out
 
 
+def scrubbed(events: Iterator[Event]) -> Iterator[Event]:
+    """A provider's events with every secret redacted from the streamed text (lib.errors.RedactingStream), even
+    when a key arrives split across chunks: what a provider says enters the system here, once."""
+    from lib.errors import RedactingStream
+
+    scrub = RedactingStream()
+    try:
+        for event in events:
+            if isinstance(event, Delta):
+                text = scrub.feed(event.text)
+                if text:
+                    yield Delta(text)
+                continue
+            if isinstance(event, Done):
+                rest = scrub.flush()
+                if rest:
+                    yield Delta(rest)
+            yield event
+    except Exception:
+        rest = scrub.flush()  # what arrived before a failure is kept (redacted), as it would have been shown
+        if rest:
+            yield Delta(rest)
+        raise
+    rest = scrub.flush()
+    if rest:
+        yield Delta(rest)
+
+
 @dataclass(frozen=True)
 class Queued:
     """Waiting for the shared local model: `ahead` requests before this one (the running one included)."""
@@ -182,6 +210,9 @@ class LocalLlama:
     def stream(self, messages: list[Message], params: GenParams) -> Iterator[Event]:
         """Wait for this request's turn (yielding `Queued` with its place), then stream from the worker.
         Usage is exact: the worker counts the prompt with the model's own tokenizer and every sampled token."""
+        return scrubbed(self._stream(messages, params))
+
+    def _stream(self, messages: list[Message], params: GenParams) -> Iterator[Event]:
         queue = self.worker.queue
         ticket = queue.join()
         try:
@@ -248,6 +279,7 @@ class OpenAICompatible:
         self.read_timeout_s = read_timeout_s if read_timeout_s is not None else \
             (float(own) if isinstance(own, int | float) else 60.0)
         self.retries = retries if retries is not None else int(getattr(client, "max_retries", 2) or 0)
+        _remember_client_secrets(client)
 
     @property
     def where(self) -> str:
@@ -278,10 +310,21 @@ class OpenAICompatible:
                 if type(exc).__name__ not in self.RETRYABLE or attempt >= self.retries:
                     raise
                 attempt += 1
-                wait = _retry_after(exc) if _retry_after(exc) is not None else min(8.0, 0.5 * 2 ** attempt)
+                asked = _retry_after(exc)
+                left = deadline - time.monotonic()
+                if asked is not None and asked >= left:
+                    raise DeadlineExceeded(
+                        f"{self.spec.name}: the server asked to retry after {asked:g} s (Retry-After), past the "
+                        f"{self.deadline_s:g} s limit for one answer (WORKBENCH_ARM_DEADLINE), so it was not "
+                        f"retried ({attempt} attempt(s) made). Try again later, or raise the limit.") from exc
+                wait = asked if asked is not None else min(8.0, 0.5 * 2 ** attempt)
                 time.sleep(max(0.0, min(wait, deadline - time.monotonic() - 0.05)))
 
     def stream(self, messages: list[Message], params: GenParams) -> Iterator[Event]:
+        """Started, the answer's text (redacted of every secret, see `scrubbed`), then Done with the usage."""
+        return scrubbed(self._stream(messages, params))
+
+    def _stream(self, messages: list[Message], params: GenParams) -> Iterator[Event]:
         import threading
         import time
 
@@ -355,13 +398,43 @@ class OpenAICompatible:
             yield Done(finish, usage.prompt_tokens, usage.completion_tokens, cached)
 
 
+def _remember_client_secrets(client: Any) -> None:
+    """The key a client sends, and a password in its base URL, are redacted from everything it answers."""
+    from lib.errors import remember_secret
+
+    key = getattr(client, "api_key", None)
+    if isinstance(key, str) and key != "not-needed":
+        remember_secret(key)
+    password = getattr(getattr(client, "base_url", None), "password", None)
+    if isinstance(password, str):
+        remember_secret(password)
+
+
 def _retry_after(exc: Exception) -> float | None:
+    """Seconds the server asked to wait (`retry-after-ms`, or `Retry-After` in seconds or as an HTTP date)."""
     response = getattr(exc, "response", None)
-    value = response.headers.get("retry-after") if response is not None else None
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
+    headers = getattr(response, "headers", None)
+    if headers is None:
         return None
+    import math
+
+    try:
+        if headers.get("retry-after-ms") is not None:
+            seconds = float(headers["retry-after-ms"]) / 1000
+        elif headers.get("retry-after") is None:
+            return None
+        else:
+            value = headers["retry-after"]
+            try:
+                seconds = float(value)
+            except ValueError:
+                import email.utils
+                import time
+
+                seconds = max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None  # nonsense is ignored, not obeyed
 
 
 # ---------------------------------------------------------------- registry
