@@ -608,14 +608,10 @@ def export_rows(graded: list[Graded]) -> list[dict[str, Any]]:
 
 
 def export_csv(graded: list[Graded]) -> str:
-    import csv
-    import io
+    """The CSV export; a cell that a spreadsheet would run as a formula is neutralised (lib.format.csv_cell)."""
+    from lib.format import to_csv
 
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(EXPORT_COLUMNS))
-    writer.writeheader()
-    writer.writerows(export_rows(graded))
-    return out.getvalue()
+    return to_csv(export_rows(graded), EXPORT_COLUMNS)
 
 
 def export_json(workspace: Any, run: str) -> dict[str, Any]:
