@@ -462,7 +462,8 @@ class _Handler(BaseHTTPRequestHandler):
                  "completion_tokens": count_words("".join(words)) if model == "echo-key" else len(words)}
         if model == "bad-usage":
             usage.update(self.fake.bad_usage)
-        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        numbers = all(isinstance(usage[k], int | float) for k in ("prompt_tokens", "completion_tokens"))
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"] if numbers else None
         usage_details = {"prompt_tokens_details": {"cached_tokens": 0},
                          "completion_tokens_details": {"reasoning_tokens": 0}}
         base = {"id": new_id("chatcmpl-"), "created": int(time.time()), "model": model,
