@@ -154,8 +154,20 @@ with tab_run:
         st.warning(f"Run **{escape_markdown(r['name'])}** stopped at {r['answered']} of "
                    f"{r['spec'].get('questions', 0) * len(r['spec'].get('arms', []))} answers (the app restarted).")
         if st.button("Resume", key=f"eval_resume_{r['id']}"):
-            evalrun.run_in_background(settings, ws, kb, r["id"])
-            st.session_state.eval_result_run = r["id"]
+            problem = evalrun.models_problem(r, settings)  # a run never mixes two models
+            st.session_state.eval_models_problem = {"run": r["id"], "text": problem} if problem else None
+            if not problem:
+                evalrun.run_in_background(settings, ws, kb, r["id"])
+                st.session_state.eval_result_run = r["id"]
+                st.rerun()
+    refused = st.session_state.get("eval_models_problem")
+    if refused:
+        st.error(escape_markdown(refused["text"]))
+        if st.button("Answer the rest in a new run with the current models", key="eval_rerun_rest"):
+            new_id = evalrun.rerun_rest(settings, ws, refused["run"])
+            evalrun.run_in_background(settings, ws, kb, new_id)
+            st.session_state.eval_result_run = new_id
+            st.session_state.eval_models_problem = None
             st.rerun()
 
     arms = st.pills("Arms", list(ARMS), default=["baseline", *DEFAULT_ARMS], selection_mode="multi",
@@ -222,8 +234,20 @@ with tab_results:
     if record["status"] in ("cancelled", "failed") and evalrun.running(ws, record["id"]) is None:
         if st.button("Resume this run", key="eval_resume_result",
                      help="Answers what the run has not answered yet; answers already stored are kept."):
-            evalrun.run_in_background(settings, ws, kb, record["id"])
+            problem = evalrun.models_problem(record, settings)  # a run never mixes two models
+            st.session_state.eval_models_problem = {"run": record["id"], "text": problem} if problem else None
+            if not problem:
+                evalrun.run_in_background(settings, ws, kb, record["id"])
             st.rerun()
+        refused = st.session_state.get("eval_models_problem")
+        if refused and refused["run"] == record["id"]:
+            st.error(escape_markdown(refused["text"]))
+            if st.button("Answer the rest in a new run with the current models", key="eval_rerun_rest_result"):
+                new_id = evalrun.rerun_rest(settings, ws, record["id"])
+                evalrun.run_in_background(settings, ws, kb, new_id)
+                st.session_state.eval_result_run = new_id
+                st.session_state.eval_models_problem = None
+                st.rerun()
     st.caption(f"**{record['status']}**, {record['answered']} of {spec.get('questions', 0) * len(spec.get('arms', []))} "
                f"answers · set **{escape_markdown(spec.get('question_set', ''))}** · {spec.get('questions', 0)} questions · "
                f"top-k {spec.get('top_k')} · max tokens {spec.get('max_tokens')} · models: "
