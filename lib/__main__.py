@@ -591,7 +591,16 @@ def main(argv: list[str] | None = None) -> int:
         for r in comparison.results:
             _emit(_arm_json(r)) if args.json else _print_arm(r)
         return 1 if all(r.error for r in comparison.results) else 0
-    except (ConfigError, ValueError) as exc:
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if type(exc).__module__.split(".")[0] == "chromadb":  # the store failed: one line naming it
+            from lib.store import store_error
+
+            exc = store_error(exc, settings.chroma_host or Path(settings.data_dir) / "chroma")
+        elif not isinstance(exc, (ConfigError, ValueError)):
+            raise
         if args.json:
             _emit({"error": redact(str(exc))})
         else:
