@@ -228,3 +228,30 @@ def test_report_opens_offline_in_the_browser_with_its_charts(stored_run, tmp_pat
         assert "Recommendation" in page.inner_text("body")
         browser.close()
     assert all(u.startswith(("file:", "data:", "blob:", "about:")) for u in requests), requests
+
+
+def test_report_out_goes_into_an_existing_folder_only_and_leaves_nothing_stray(stored_run, tmp_path, capsys,
+                                                                            monkeypatch):
+    """Issue 18: `--out` a folder, or into a folder that does not exist, is refused before anything is written;
+    a write that fails leaves no partial file."""
+    from pathlib import Path
+
+    from lib.__main__ import main
+
+    common = ["--run", "for-report", "--data-dir", str(stored_run)]
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    assert main(["report", *common, "--out", str(folder)]) == 2
+    assert "is a folder: give the report's file name" in capsys.readouterr().err
+    missing = tmp_path / "not-made" / "r.html"
+    assert main(["report", *common, "--out", str(missing)]) == 2
+    assert "does not exist: create it first" in capsys.readouterr().err and not missing.parent.exists()
+
+    def disk_full(self, target):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "replace", disk_full)
+    assert main(["report", *common, "--out", str(folder / "r.html")]) == 2
+    err = capsys.readouterr().err
+    assert "could not be written" in err and "No space left" in err and "Traceback" not in err
+    assert list(folder.iterdir()) == []  # no report, no .part

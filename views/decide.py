@@ -51,8 +51,10 @@ with st.expander("Your situation and cost assumptions", expanded=True):
 
 try:
     hardware = float(hw) if hw.strip() else None
+    if hardware is not None and not 0 <= hardware <= 10_000:  # NaN fails this too
+        raise ValueError
 except ValueError:
-    st.error("The hardware cost must be a number of dollars per hour, e.g. 0.45.")
+    st.error("The hardware cost must be a number of dollars per hour from 0 to 10,000, e.g. 0.45.")
     st.stop()
 yes_no = {"yes": True, "no": False, "not sure": None}
 situation = Situation(changes=None if changes == "not sure" else changes, citations=yes_no[citations],
