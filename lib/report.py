@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import time
 from dataclasses import dataclass, replace
 from typing import Any
 
 from lib import charts, projection
 from lib.decision import LABELS, Recommendation, Situation, decide
+from lib.format import escape_markdown, one_line
 
 
 @dataclass(frozen=True)
@@ -90,12 +92,19 @@ def cost_rows(d: Decision) -> list[list[str]]:
             for p in d.projections]
 
 
-def _settings_line(d: Decision) -> str:
+def _settings_line(d: Decision, markdown: bool = True) -> str:
+    """The run's settings in a sentence; names the user gave (run, set, knowledge base, models) are escaped for
+    Markdown, so they are shown as written and cannot form a link or load an image."""
     s = d.run["spec"]
-    models = ", ".join(f"{role}: {m}" for role, m in (s.get("models") or {}).items() if m)
-    return (f"Run **{d.run['name']}** ({d.run['id']}), question set {s.get('question_set')}, "
-            f"{s.get('questions')} questions, arms {', '.join(s.get('arms', []))}; knowledge base "
-            f"{s.get('collection')}; top-k {s.get('top_k')}, temperature {s.get('temperature')}, max tokens "
+
+    def esc(x: Any) -> str:
+        return escape_markdown(one_line(str(x))) if markdown else str(x)
+
+    models = ", ".join(f"{role}: {esc(m)}" for role, m in (s.get("models") or {}).items() if m)
+    bold = "**" if markdown else ""
+    return (f"Run {bold}{esc(d.run['name'])}{bold} ({d.run['id']}), question set {esc(s.get('question_set'))}, "
+            f"{s.get('questions')} questions, arms {esc(', '.join(s.get('arms', [])))}; knowledge base "
+            f"{esc(s.get('collection'))}; top-k {s.get('top_k')}, temperature {s.get('temperature')}, max tokens "
             f"{s.get('max_tokens')}; models {models}.")
 
 
@@ -110,8 +119,8 @@ def _assumptions_line(d: Decision) -> str:
 
 def markdown(d: Decision) -> str:
     def table(header: list[str], rows: list[list[str]]) -> str:
-        def cell(x: str) -> str:
-            return str(x).replace("|", "\\|").replace("\n", " ")
+        def cell(x: str) -> str:  # a "|" not yet escaped would end the cell
+            return re.sub(r"(?<!\\)\|", r"\\|", str(x)).replace("\n", " ")
 
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]
@@ -128,7 +137,8 @@ def markdown(d: Decision) -> str:
     parts += [table(["question", "answer", "answered by", "favours"],
                     [[q.question, q.answer, q.source, q.favours] for q in r.matrix]), ""]
     parts += ["## Measurements", "", _settings_line(d), "", table(ARM_HEADER, arm_rows(d)), ""]
-    parts += ["## Cost at scale", "", "Assumptions: " + _assumptions_line(d), "", table(COST_HEADER, cost_rows(d)), ""]
+    costs = [[row[0], escape_markdown(one_line(row[1])), *row[2:]] for row in cost_rows(d)]  # model names as written
+    parts += ["## Cost at scale", "", "Assumptions: " + _assumptions_line(d), "", table(COST_HEADER, costs), ""]
     if d.crossings:
         parts += [f"- Break-even: {LABELS.get(c['arms'][0])} and {LABELS.get(c['arms'][1])} cross at month "
                   f"{c['month']:.1f}; {LABELS.get(c['cheaper_after'])} is cheaper after." for c in d.crossings] + [""]
@@ -180,7 +190,7 @@ def html_report(d: Decision) -> str:
 <h2>What would change it</h2><ul>{''.join(f'<li>{e(x)}</li>' for x in r.would_change)}</ul>
 <h2>The decision matrix</h2>{table(['question', 'answer', 'answered by', 'favours'],
                                    [[q.question, q.answer, q.source, q.favours] for q in r.matrix])}
-<h2>Measurements</h2><p>{e(_settings_line(d).replace('**', ''))}</p>{table(ARM_HEADER, arm_rows(d))}
+<h2>Measurements</h2><p>{e(_settings_line(d, markdown=False))}</p>{table(ARM_HEADER, arm_rows(d))}
 <h2>Cost at scale</h2><p>Assumptions: {e(_assumptions_line(d))}</p>{table(COST_HEADER, cost_rows(d))}
 <ul>{crossings}</ul>
 <div class="charts">{chart_html}</div>

@@ -132,7 +132,7 @@ def test_a_run_completes_and_shows_per_arm_accuracy_charts_and_exports(hosted_ap
     # an answer opens with its grade reason and sources
     at.selectbox(key="eval_open").set_value(("q01", "rag")).run()
     assert any("45 days" in t.value for t in at.text)
-    assert any(e.label.startswith("[1] ") for e in at.expander)
+    assert any(e.label.replace("\\", "").startswith("[1] ") for e in at.expander)  # names escaped
     assert at.download_button(key="eval_csv") and at.download_button(key="eval_json")
     frame = pd.read_csv(io.StringIO(evalrun.export_csv(evalrun.summary(ws, "page-run")[2])))
     assert len(frame) == 6 and {"correct", "score", "reason", "arm"} <= set(frame.columns)

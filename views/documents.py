@@ -5,6 +5,7 @@ import streamlit as st
 from lib import engine
 from lib.chunking import DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP_TOKENS, MAX_CHUNK_TOKENS
 from lib.errors import ConfigError
+from lib.documents import safe_name
 from lib.format import escape_markdown, one_line, when
 from lib.store import delete_knowledge_base
 
@@ -14,7 +15,7 @@ st.title("Documents")
 try:
     kb = engine.open_kb(settings)
 except ConfigError as exc:
-    st.error(str(exc))
+    st.error(escape_markdown(str(exc)))
     st.stop()
 
 summary = st.empty()  # filled at the end of the run, so the counts include what this run added or removed
@@ -40,14 +41,15 @@ if add or sample:
     results = []
     if add:
         for upload in uploads or []:
-            bar = st.progress(0.0, text=f"{upload.name}: reading")
+            bar = st.progress(0.0, text=f"{escape_markdown(one_line(safe_name(upload.name)))}: reading")
             results.append(engine.ingest_upload(
                 kb, upload.name, upload.getvalue(), size, overlap, settings.max_upload_mb * 1024 * 1024,
-                progress=lambda name, stage, f, bar=bar: bar.progress(f, text=f"{name}: {stage}")))
+                progress=lambda name, stage, f, bar=bar: bar.progress(
+                    f, text=f"{escape_markdown(one_line(name))}: {stage}")))
     else:
         bar = st.progress(0.0, text="Sample documents")
         results = engine.load_sample_corpus(
-            kb, progress=lambda name, stage, f: bar.progress(f, text=f"{name}: {stage}"))
+            kb, progress=lambda name, stage, f: bar.progress(f, text=f"{escape_markdown(one_line(name))}: {stage}"))
     st.session_state.docs_last_results = [r.to_dict() for r in results]
     if add:  # every file got its result (shown below): empty the uploader, so "Add" cannot run them twice
         st.session_state.docs_uploader_round += 1
@@ -85,7 +87,8 @@ else:
         st.session_state.docs_remove_pending = chosen
     if st.session_state.get("docs_remove_pending") == chosen:
         n_chunks = next(d.chunks for d in docs if d.name == chosen)
-        st.warning(f"Remove **{escape_markdown(chosen)}** and its {n_chunks} chunks from **{escape_markdown(kb.name)}**? "
+        st.warning(f"Remove **{escape_markdown(one_line(chosen))}** and its {n_chunks} chunks from "
+                   f"**{escape_markdown(kb.name)}**? "
                    "This cannot be undone.")
         y, n = st.columns([1, 4])
         if y.button("Yes, remove it", type="primary", key="docs_remove_confirm"):
@@ -109,10 +112,10 @@ with k1.form("docs_new_kb", clear_on_submit=True):
             st.session_state.docs_last_results = []
             st.rerun()
         except ConfigError as exc:
-            st.error(str(exc))
+            st.error(escape_markdown(str(exc)))
 with k2:
-    st.write(f"Delete **{kb.name}** and all its documents (its history stays on disk).")
-    confirm = st.checkbox(f"Yes, delete {kb.name}", key="docs_confirm_delete")
+    st.write(f"Delete **{escape_markdown(kb.name)}** and all its documents (its history stays on disk).")
+    confirm = st.checkbox(f"Yes, delete {escape_markdown(kb.name)}", key="docs_confirm_delete")
     if st.button("Delete knowledge base", disabled=not confirm, key="docs_delete"):
         delete_knowledge_base(engine.client_for(settings), kb.name)
         st.session_state.kb_switch = "default"

@@ -8,6 +8,7 @@ import streamlit as st
 
 from lib import workshop
 from lib.errors import ConfigError
+from lib.format import escape_markdown
 
 settings = st.session_state.settings
 config = workshop.workshop_config(os.environ)
@@ -25,7 +26,7 @@ if not st.session_state.get("host_ok"):
     st.stop()
 
 if "host_notice" in st.session_state:
-    st.success(st.session_state.pop("host_notice"))
+    st.success(escape_markdown(st.session_state.pop("host_notice")))
 rows = workshop.participant_rows(settings.data_dir)
 shop = workshop.Workshop(settings.data_dir)
 caps = []
@@ -56,4 +57,4 @@ try:
         st.session_state.host_notice = f"{p.name} was removed; their link no longer opens anything."
         st.rerun()
 except ConfigError as exc:
-    st.error(str(exc))
+    st.error(escape_markdown(str(exc)))

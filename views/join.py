@@ -4,6 +4,7 @@ import streamlit as st
 
 from lib import workshop
 from lib.errors import ConfigError
+from lib.format import escape_markdown
 
 settings = st.session_state.settings
 
@@ -18,7 +19,7 @@ with st.form("join", border=False):
         try:
             p = workshop.join(settings, name)
         except ConfigError as exc:
-            st.error(str(exc))
+            st.error(escape_markdown(str(exc)))
         else:
             st.session_state.workshop_token = p.token
             st.query_params["t"] = p.token
