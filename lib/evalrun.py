@@ -440,7 +440,9 @@ def resume(settings: Any, workspace: Any, kb: Any, run_id: str, cancel: threadin
         return execute(run["id"], spec, questions, kb, eval_providers(settings), workspace, cancel,
                        on_progress, local_similarity(settings), judge)
     except BaseException as exc:
-        workspace.update_run(run["id"], status="failed", error=f"{type(exc).__name__}: {exc}")
+        from lib.errors import redact
+
+        workspace.update_run(run["id"], status="failed", error=redact(f"{type(exc).__name__}: {exc}"))
         raise
 
 
@@ -522,7 +524,9 @@ def run_in_background(settings: Any, workspace: Any, kb: Any, run_id: str) -> Ru
             try:
                 handle.progress = resume(settings, workspace, kb, run_id, handle.cancel, on_progress)
             except Exception as exc:  # recorded on the run by resume(); shown by the page
-                handle.error = f"{type(exc).__name__}: {exc}"
+                from lib.errors import redact
+
+                handle.error = redact(f"{type(exc).__name__}: {exc}")
 
         handle.thread = threading.Thread(target=work, name=f"eval-{run_id}", daemon=True)
         _running[key] = handle

@@ -133,12 +133,16 @@ def generate_from_chunks(chunks: list[Any], provider: Any, per_chunk: int = 1,
                                                            GenParams(temperature=0.3, max_tokens=600, stop=()))
                            if isinstance(e, Delta))
         except Exception as exc:
-            problems.append(f"{where}: the model could not answer ({type(exc).__name__}: {exc})")
+            from lib.errors import explain
+
+            problems.append(f"{where}: the model could not answer ({explain(exc)})")
             text = None
         if text is not None:
             match = re.search(r"\[.*\]", text, re.S)
             try:
-                items = json.loads(match.group(0)) if match else None
+                from lib.documents import parse_json
+
+                items = parse_json(match.group(0)) if match else None
                 if not isinstance(items, list):
                     raise TypeError
                 found = [(str(x["question"]).strip(), str(x.get("reference") or x.get("answer") or "").strip())
@@ -149,7 +153,7 @@ def generate_from_chunks(chunks: list[Any], provider: Any, per_chunk: int = 1,
                 for q, r in found:
                     rows.append({"id": f"g{len(rows) + 1:03d}", "question": q, "reference": r, "keywords": [],
                                  "source": chunk.document, "answerable": True})
-            except (json.JSONDecodeError, TypeError, KeyError, AttributeError):
+            except (ValueError, TypeError, KeyError, AttributeError):  # not JSON, or nested too deeply
                 problems.append(f"{where}: the model's reply was not the JSON asked for")
         if on_progress:
             on_progress(i, len(chunks))

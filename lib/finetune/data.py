@@ -196,9 +196,11 @@ def generate_pairs(chunks: list[Any], provider: Any, per_chunk: int = 2,
                        if isinstance(e, Delta))
         match = re.search(r"\[.*\]", text, re.S)
         try:
-            items = json.loads(match.group(0)) if match else None
+            from lib.documents import parse_json
+
+            items = parse_json(match.group(0)) if match else None
             pairs += [(str(x["question"]), str(x["answer"])) for x in items if x.get("question") and x.get("answer")]
-        except (json.JSONDecodeError, TypeError, KeyError, AttributeError):
+        except (ValueError, TypeError, KeyError, AttributeError):  # not JSON, or nested too deeply
             problems.append(f"{chunk.document} chunk {chunk.chunk}: the model's reply was not the JSON asked for")
         if on_progress:
             on_progress(i, len(chunks))
