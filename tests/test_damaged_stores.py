@@ -33,9 +33,8 @@ def _damage(path, how):
 
 
 def _workspace_with_records(data):
-    from tests.test_workspace import _comparison
-
     from lib.history import comparison_to_dict
+    from tests.test_workspace import _comparison
 
     ws = Workspace(data)
     for i in range(60):

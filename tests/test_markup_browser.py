@@ -11,7 +11,7 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from tests.streamlit_server import StreamlitServer
-from tests.test_e2e_browser import APP_START_MS, CHROMIUM_ARGS, INGEST_MS, S, VIEWPORT, alert, chromium_path, go_to
+from tests.test_e2e_browser import APP_START_MS, CHROMIUM_ARGS, INGEST_MS, VIEWPORT, S, alert, chromium_path, go_to
 from tests.test_markup_from_names import canary_workspace  # noqa: F401 - the fixture
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

@@ -4,8 +4,8 @@ import streamlit as st
 
 from lib import engine
 from lib.chunking import DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP_TOKENS, MAX_CHUNK_TOKENS
-from lib.errors import ConfigError
 from lib.documents import safe_name
+from lib.errors import ConfigError
 from lib.format import escape_markdown, one_line, when
 from lib.store import delete_knowledge_base
 
