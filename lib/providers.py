@@ -81,6 +81,10 @@ def scrubbed(events: Iterator[Event]) -> Iterator[Event]:
         if rest:
             yield Delta(rest)
         raise
+    finally:
+        close = getattr(events, "close", None)
+        if close is not None:
+            close()  # a consumer that stops early ends the provider's stream now (its queue place, its request)
     rest = scrub.flush()
     if rest:
         yield Delta(rest)
