@@ -9,12 +9,35 @@ class ConfigError(Exception):
     """Something is not set up; the message says how to set it up."""
 
 
-_SECRETS = [
-    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{6,}"), r"\1 [REDACTED]"),
+def _credential(m: re.Match[str]) -> str:
+    """`Bearer X` / `Basic X` when X is a credential (not "basic coverage"): a bearer token of 16+ characters with a
+    digit, a basic token that is base64 of `user:password`."""
+    scheme, token = m.group(1), m.group(2)
+    if scheme.lower() == "bearer":
+        shaped = len(token) >= 16 and any(c.isdigit() for c in token)
+    else:
+        import base64
+        import binascii
+
+        try:
+            shaped = b":" in base64.b64decode(token + "=" * (-len(token) % 4), validate=True)
+        except (binascii.Error, ValueError):
+            shaped = False
+    return f"{scheme} [REDACTED]" if shaped else m.group(0)
+
+
+# Credentials by their shape, in any text (answers included): bearer and basic tokens, keys such as sk-...,
+# user:password@ in URLs.
+_SHAPED = [
+    (re.compile(r"(?i)\b(bearer|basic)\s+([A-Za-z0-9._~+/=-]{6,})"), _credential),
     (re.compile(r"\b(sk|rk|pk)-[A-Za-z0-9_-]{6,}"), "[REDACTED KEY]"),
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s:@]+:[^/\s@]+@"), r"\1[REDACTED]@"),
+]
+# In messages and records (not answers, where "Password: at least 12 characters" is text): `key=...` values too.
+_SECRETS = [
+    *_SHAPED,
     (re.compile(r"(?i)((?:api[-_]?key|x-api-key|access[-_]?token|token|key|sig|signature|password|secret)\s*[=:]\s*)"
                 r"[^\s&;,'\"]{4,}"), r"\1[REDACTED]"),
-    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s:@]+:[^/\s@]+@"), r"\1[REDACTED]@"),
 ]
 
 
@@ -81,11 +104,12 @@ def _patterns() -> tuple[re.Pattern[str] | None, re.Pattern[str] | None, int]:
     return _compiled[1], _compiled[2], _compiled[3]
 
 
-def redact(text: str, secrets: tuple[str | None, ...] = ()) -> str:
+def redact(text: str, secrets: tuple[str | None, ...] = (), answer: bool = False) -> str:
     """The text with API keys, bearer and basic tokens and URL credentials replaced by [REDACTED]: every
     remembered secret in its plain, URL-encoded, base64 and case-changed forms, and key-shaped strings of any
-    provider. Provider output is redacted where it enters (lib.providers, `explain`); messages, records and
-    exports that may carry a server's words go through this too."""
+    provider (in a message, also `key=...` and `password: ...` values; not in an `answer`, where such words are
+    text). Provider output is redacted where it enters (lib.providers, `explain`); messages, records and exports
+    that may carry a server's words go through this too."""
     if not text:
         return text
     for secret in secrets:
@@ -96,15 +120,14 @@ def redact(text: str, secrets: tuple[str | None, ...] = ()) -> str:
         text = fold.sub("[REDACTED]", text)
     if exact is not None:
         text = exact.sub("[REDACTED]", text)
-    for pattern, replacement in _SECRETS:
-        text = pattern.sub(replacement, text)
+    for pattern, replacement in _SHAPED if answer else _SECRETS:
+        text = pattern.sub(replacement, text)  # type: ignore[call-overload]
     return text
 
 
 # The unfinished end of a stream that may be the start of a key-shaped string (held back until it is complete).
 _TAIL = re.compile(r"(?i)(?:\b(?:sk|rk|pk)(?:-[A-Za-z0-9_-]*)?|\b(?:bearer|basic)(?:\s+[A-Za-z0-9._~+/=-]*)?"
-                   r"|(?:api[-_]?key|x-api-key|access[-_]?token|token|key|sig|signature|password|secret)\s*[=:]?\s*"
-                   r"[^\s&;,'\"]*|[a-z][a-z0-9+.-]*://[^/\s]*)$")
+                   r"|[a-z][a-z0-9+.-]*://[^/\s]*)$")
 
 
 def _prefixes() -> tuple[set[str], set[str]]:
@@ -129,8 +152,8 @@ _prefix_cache: tuple[frozenset[str], set[str], set[str]] = (frozenset(), set(), 
 class RedactingStream:
     """Redacts streamed text whose secrets may be split across chunks. Text goes through at once, redacted,
     except an end that could be the beginning of a secret (of a remembered secret's forms, or key-shaped: `sk-`,
-    `Bearer `, `api_key=`, a URL), which is held back until the next chunk shows what it is; so answers are not
-    delayed, and a key is never let out in pieces."""
+    `Bearer `, a URL), which is held back until the next chunk shows what it is; so answers are not delayed, and a
+    key is never let out in pieces. Answers keep words such as "Password: at least 12 characters" (see `redact`)."""
 
     MAX_HOLD = 4096  # an end that keeps looking like a key for longer than this goes out (redacted) anyway
 
@@ -162,11 +185,11 @@ class RedactingStream:
         if cut <= 0:
             return ""
         out, self.pending = self.pending[:cut], self.pending[cut:]
-        return redact(out)
+        return redact(out, answer=True)
 
     def flush(self) -> str:
         out, self.pending = self.pending, ""
-        return redact(out)
+        return redact(out, answer=True)
 
 
 class DeadlineExceeded(Exception):
