@@ -13,7 +13,17 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lib.errors import explain
-from lib.providers import Delta, Done, GenParams, Message, Provider, Queued, Started
+from lib.providers import (
+    Delta,
+    Done,
+    GenParams,
+    Message,
+    Provider,
+    Queued,
+    Started,
+    prompt_token_ceiling,
+    untrusted_usage,
+)
 from lib.store import KnowledgeBase, Source
 
 
@@ -182,41 +192,6 @@ def apportion(total: int, weights: list[int]) -> list[int]:
     return out
 
 
-# Slack over `max_tokens` for a completion count a server may report (an end-of-text token, say).
-COMPLETION_SLACK = 16
-
-
-def prompt_token_ceiling(messages: list[Message]) -> int:
-    """The most tokens any tokenizer can make of these messages: one per byte of their text (byte-level BPE and
-    byte-fallback tokenizers never make more), plus 32 a message for a chat template's framing and 256 for a
-    server's own preamble."""
-    return sum(len(m.get("content", "").encode("utf-8")) + 32 for m in messages) + 256
-
-
-def untrusted_usage(done: Done, prompt_ceiling: int, max_tokens: int | None) -> str | None:
-    """Why the usage a provider reported cannot be right (None when it can): not whole numbers, negative, a
-    completion past `max_tokens`, a prompt past `prompt_ceiling` (more tokens than the prompt sent could make),
-    or cached tokens outside the prompt."""
-    values = {"prompt_tokens": done.prompt_tokens, "completion_tokens": done.completion_tokens,
-              "cached_tokens": done.cached_tokens}
-    for name, value in values.items():
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != value or value in (
-                float("inf"), float("-inf")) or int(value) != value:
-            return f"{name} {value!r} is not a whole number"
-        if value < 0:
-            return f"{name} {value:,} is negative"
-    prompt, completion = int(done.prompt_tokens or 0), int(done.completion_tokens or 0)
-    if max_tokens is not None and completion > max_tokens + COMPLETION_SLACK:
-        return f"completion_tokens {completion:,} is more than the {max_tokens:,} max tokens asked for"
-    if prompt > prompt_ceiling:
-        return f"prompt_tokens {prompt:,} is more than the prompt sent could make (at most {prompt_ceiling:,})"
-    if int(done.cached_tokens or 0) > prompt:
-        return f"cached_tokens {int(done.cached_tokens or 0):,} is more than the prompt's {prompt:,}"
-    return None
-
-
 def _usage(provider: Provider, parts: PromptParts, done: Done, answer: str,
            max_tokens: int | None = None) -> tuple[Usage, str, str | None]:
     """Prompt and completion tokens, and the prompt split into system, context, question and chat template.
@@ -235,8 +210,8 @@ def _usage(provider: Provider, parts: PromptParts, done: Done, answer: str,
     question = provider.count_tokens(parts.question)
     counted = system + context + question
     reported = done.prompt_tokens is not None and done.completion_tokens is not None
-    distrust = untrusted_usage(done, prompt_token_ceiling(parts.messages()), max_tokens) \
-        if reported or done.cached_tokens else None
+    distrust = done.untrusted or (untrusted_usage(done, prompt_token_ceiling(parts.messages()), max_tokens)
+                                  if reported or done.cached_tokens else None)
     if distrust:
         reported = False
         done = Done(done.finish_reason, None, None, 0)

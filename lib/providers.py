@@ -111,9 +111,45 @@ class Delta:
 @dataclass(frozen=True)
 class Done:
     finish_reason: str | None
-    prompt_tokens: int | None  # None when the provider did not report usage
+    prompt_tokens: int | None  # None when the provider did not report usage (or reported usage that cannot be right)
     completion_tokens: int | None
     cached_tokens: int = 0
+    untrusted: str | None = None  # why the usage the server reported was not used (`untrusted_usage`)
+
+
+# Slack over `max_tokens` for a completion count a server may report (an end-of-text token, say).
+COMPLETION_SLACK = 16
+
+
+def prompt_token_ceiling(messages: list[Message]) -> int:
+    """The most tokens any tokenizer can make of these messages: one per byte of their text (byte-level BPE and
+    byte-fallback tokenizers never make more), plus 32 a message for a chat template's framing and 256 for a
+    server's own preamble."""
+    return sum(len(m.get("content", "").encode("utf-8")) + 32 for m in messages) + 256
+
+
+def untrusted_usage(done: Done, prompt_ceiling: int, max_tokens: int | None) -> str | None:
+    """Why the usage a provider reported cannot be right (None when it can): not whole numbers, negative, a
+    completion past `max_tokens`, a prompt past `prompt_ceiling` (more tokens than the prompt sent could make),
+    or cached tokens outside the prompt."""
+    values = {"prompt_tokens": done.prompt_tokens, "completion_tokens": done.completion_tokens,
+              "cached_tokens": done.cached_tokens}
+    for name, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != value or value in (
+                float("inf"), float("-inf")) or int(value) != value:
+            return f"{name} {value!r} is not a whole number"
+        if value < 0:
+            return f"{name} {value:,} is negative"
+    prompt, completion = int(done.prompt_tokens or 0), int(done.completion_tokens or 0)
+    if max_tokens is not None and completion > max_tokens + COMPLETION_SLACK:
+        return f"completion_tokens {completion:,} is more than the {max_tokens:,} max tokens asked for"
+    if prompt > prompt_ceiling:
+        return f"prompt_tokens {prompt:,} is more than the prompt sent could make (at most {prompt_ceiling:,})"
+    if int(done.cached_tokens or 0) > prompt:
+        return f"cached_tokens {int(done.cached_tokens or 0):,} is more than the prompt's {prompt:,}"
+    return None
 
 
 Event = Queued | Started | Delta | Done
@@ -398,8 +434,11 @@ class OpenAICompatible:
             yield Done(finish, None, None)
         else:
             details = getattr(usage, "prompt_tokens_details", None)
-            cached = int(getattr(details, "cached_tokens", 0) or 0) if details else 0
-            yield Done(finish, usage.prompt_tokens, usage.completion_tokens, cached)
+            reported = Done(finish, usage.prompt_tokens, usage.completion_tokens,
+                            (getattr(details, "cached_tokens", 0) or 0) if details else 0)
+            why = untrusted_usage(reported, prompt_token_ceiling(messages), params.max_tokens)
+            # Usage that cannot be right is not passed on (nor charged, nor priced): the arm counts instead.
+            yield Done(finish, None, None, 0, untrusted=why) if why else reported
 
 
 def _remember_client_secrets(client: Any) -> None:

@@ -114,3 +114,8 @@ def test_impossible_usage_is_counted_instead_and_fails_no_other_arm(hosted, open
     assert hosted_arm.cost_usd is None or hosted_arm.cost_usd < 0.01  # (a model without a price: unknown)
     assert any("cannot be right" in w and why in w for w in hosted_arm.warnings), hosted_arm.warnings
     assert other.error is None and other.usage_source == "provider" and not other.warnings
+    from lib.providers import Done
+
+    [done] = [e for e in providers["base"].stream([{"role": "user", "content": "How long?"}], GenParams(max_tokens=64))
+              if isinstance(e, Done)]
+    assert done.prompt_tokens is None and why in done.untrusted  # nothing downstream (caps, prices) sees it
