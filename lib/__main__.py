@@ -248,6 +248,8 @@ def _evaluate(settings: Any, kb: Any, args: argparse.Namespace, arms: list[str])
     from lib import engine, evalrun, evaluate
 
     ws = engine.workspace_for(settings)
+    if args.new_models and not args.resume:
+        raise ValueError("--new-models goes with --resume RUN: it answers what that run has not answered in a new run.")
     if args.regrade:
         record = ws.run(args.regrade)
         if record is None:
