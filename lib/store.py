@@ -49,6 +49,7 @@ def _admin(data_dir: str | Path | None, host: str | None) -> Any:
 
     if not host:
         (Path(data_dir or "data") / "chroma").mkdir(parents=True, exist_ok=True)
+        check_store_file(Path(data_dir or "data") / "chroma")  # before Chroma opens it (see there)
     return chromadb.AdminClient(_chroma_settings(data_dir, host))
 
 
