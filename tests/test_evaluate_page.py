@@ -246,3 +246,30 @@ def test_a_judged_run_shows_the_judges_agreement_with_the_offline_grader(hosted_
         at.selectbox(key="eval_result_run").set_value(run_id).run()
     lines = [m.value for m in at.markdown if "LLM judge" in m.value]
     assert lines and "agreement 50%" in lines[0] and "judge accuracy 100%" in lines[0]
+
+
+def test_resume_with_other_models_is_refused_and_offers_a_new_run(hosted_app, openai_server):
+    """Issue 18: a run stopped by a restart, resumed after the models changed, is not finished with the new ones:
+    the page says what changed and offers to answer the rest in a new run, which then has the new models only."""
+    at = hosted_app
+    openai_server.reply_fn = _reply
+    s = at.session_state["settings"]
+    ws = engine.workspace_for(s)
+    kb = engine.open_kb(s)
+    old = s.with_overrides(base=ModelSpec("openai", "gpt-4.1-mini"))
+    run_id, _, _ = evalrun.start(old, ws, kb, "sample", ["baseline"], "before", limit=3)
+    ws.update_run(run_id, status="running")  # stopped by a restart, nothing answered yet
+    at.run()
+    at.button(key=f"eval_resume_{run_id}").click().run()
+    assert not at.exception, at.exception
+    refused = [e.value.replace("\\", "") for e in at.error if "cannot be resumed" in e.value.replace("\\", "")]
+    assert refused and "gpt-4.1-mini" in refused[0] and "gpt-4o-mini" in refused[0]
+    assert evalrun.running(ws, run_id) is None and ws.answers(run_id) == []  # nothing was asked
+    at.button(key="eval_rerun_rest").click().run()
+    assert not at.exception, at.exception
+    new_id = at.session_state["eval_result_run"]
+    handle = evalrun.running(ws, new_id)
+    if handle is not None:
+        handle.thread.join(60)
+    assert new_id != run_id and len(ws.answers(new_id)) == 3
+    assert {a["result"]["model"] for a in ws.answers(new_id)} == {"gpt-4o-mini"} and ws.answers(run_id) == []
