@@ -30,6 +30,16 @@ def new_draft(rows, source, name):
     return {"rows": rows, "source": source, "name": name, "n": st.session_state.eval_draft_n} if rows else None
 
 
+refused = st.session_state.get("eval_models_problem")  # a Resume refused: the run's models changed since
+if refused:
+    st.error(escape_markdown(refused["text"]))
+    if st.button("Answer the rest in a new run with the current models", key="eval_rerun_rest"):
+        new_id = evalrun.rerun_rest(settings, ws, refused["run"])
+        evalrun.run_in_background(settings, ws, kb, new_id)
+        st.session_state.eval_result_run = new_id
+        st.session_state.eval_models_problem = None
+        st.rerun()
+
 tab_set, tab_run, tab_results = st.tabs(["Question set", "Run", "Results"])
 
 # ------------------------------------------------------------------ question sets
@@ -161,15 +171,6 @@ with tab_run:
             if not problem:
                 evalrun.run_in_background(settings, ws, kb, r["id"])
                 st.session_state.eval_result_run = r["id"]
-                st.rerun()
-    refused = st.session_state.get("eval_models_problem")
-    if refused:
-        st.error(escape_markdown(refused["text"]))
-        if st.button("Answer the rest in a new run with the current models", key="eval_rerun_rest"):
-            new_id = evalrun.rerun_rest(settings, ws, refused["run"])
-            evalrun.run_in_background(settings, ws, kb, new_id)
-            st.session_state.eval_result_run = new_id
-            st.session_state.eval_models_problem = None
             st.rerun()
 
     arms = st.pills("Arms", list(ARMS), default=["baseline", *DEFAULT_ARMS], selection_mode="multi",
@@ -241,15 +242,6 @@ with tab_results:
             if not problem:
                 evalrun.run_in_background(settings, ws, kb, record["id"])
             st.rerun()
-        refused = st.session_state.get("eval_models_problem")
-        if refused and refused["run"] == record["id"]:
-            st.error(escape_markdown(refused["text"]))
-            if st.button("Answer the rest in a new run with the current models", key="eval_rerun_rest_result"):
-                new_id = evalrun.rerun_rest(settings, ws, record["id"])
-                evalrun.run_in_background(settings, ws, kb, new_id)
-                st.session_state.eval_result_run = new_id
-                st.session_state.eval_models_problem = None
-                st.rerun()
     st.caption(f"**{record['status']}**, {record['answered']} of {spec.get('questions', 0) * len(spec.get('arms', []))} "
                f"answers · set **{escape_markdown(spec.get('question_set', ''))}** · {spec.get('questions', 0)} questions · "
                f"top-k {spec.get('top_k')} · max tokens {spec.get('max_tokens')} · models: "
