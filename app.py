@@ -7,7 +7,7 @@ import streamlit as st
 
 from lib import engine
 from lib.errors import ConfigError
-from lib.format import escape_markdown
+from lib.format import escape_markdown, one_line
 from lib.settings import load_settings, mask_key
 from lib.store import list_knowledge_bases
 from lib.workshop import HIDE_COOKIE, TOKEN_COOKIE, Workshop, locked_settings, remember_link_script, text
@@ -67,7 +67,7 @@ settings = dataclasses.replace(settings, workspace=st.session_state.workspace)
 try:
     workspace = engine.workspace_for(settings, create=False)
 except ConfigError as exc:
-    st.error(str(exc))
+    st.error(escape_markdown(str(exc)))
     if settings.workspace != "default" and st.button("Open the default workspace", key="ws_fallback"):
         st.session_state.workspace_switch = "default"
         st.rerun()
@@ -83,7 +83,7 @@ st.session_state.settings = settings
 with st.sidebar:
     st.markdown("### ⚖️ RAG vs Fine-tuning")
     if participant is not None:
-        st.markdown(f"**{escape_markdown(participant.name)}**, this is your own workspace.")
+        st.markdown(f"**{escape_markdown(one_line(participant.name))}**, this is your own workspace.")
         st.caption("This browser remembers your personal link (this page's address, with `?t=`), also after the "
                    "app restarts; keep a copy to come back from another device, and do not share it: it opens "
                    "your workspace.")
@@ -108,12 +108,12 @@ with st.sidebar:
                     st.session_state.workspace_switch = new_name.strip()
                     st.rerun()
                 except ConfigError as exc:
-                    st.error(str(exc))
+                    st.error(escape_markdown(str(exc)))
     try:
         names = list_knowledge_bases(engine.client_for(settings))
     except Exception as exc:  # a broken store must not take the whole app down
         names = []
-        st.error(f"The document store could not be opened: {exc}")
+        st.error(f"The document store could not be opened: {escape_markdown(str(exc))}")
     if settings.collection not in names:
         names = [settings.collection, *names]
     st.selectbox("Knowledge base", names, index=names.index(settings.collection), key="kb_name",
@@ -122,8 +122,8 @@ with st.sidebar:
     ft = settings.finetuned
     st.caption(
         f"**Workspace:** {settings.workspace}  \n"
-        f"**Base model:** {base.label} ({base.provider})  \n"
-        f"**Fine-tuned:** {ft.label + ' (' + ft.provider + ')' if ft else 'not configured'}  \n"
+        f"**Base model:** {escape_markdown(base.label)} ({base.provider})  \n"
+        f"**Fine-tuned:** {escape_markdown(ft.label) + ' (' + ft.provider + ')' if ft else 'not configured'}  \n"
         f"**API key:** {mask_key(settings.key_in_use())}"
     )
     if not settings.hosted_configured:
@@ -144,4 +144,4 @@ if workshop.enabled:
 try:
     st.navigation(pages).run()
 except ConfigError as exc:  # e.g. a workspace database damaged while in use: say so, never a traceback
-    st.error(str(exc))
+    st.error(escape_markdown(str(exc)))

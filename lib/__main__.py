@@ -5,15 +5,71 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
 from lib.arms import ARMS, DEFAULT_ARMS, ArmResult
-from lib.chunking import DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP_TOKENS
+from lib.chunking import DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP_TOKENS, MAX_CHUNK_TOKENS
 from lib.errors import ConfigError, redact
 from lib.providers import GenParams
 from lib.settings import load_settings
+
+
+def _whole(low: int, high: int) -> Any:
+    """An argparse type: a whole number from `low` to `high`, or a message that names the range."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number: use {low:,} to {high:,}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value:,} is out of range: use {low:,} to {high:,}")
+        return value
+
+    return parse
+
+
+def _number(low: float, high: float, low_open: bool = False) -> Any:
+    """An argparse type: a finite number from `low` (excluded when `low_open`) to `high`."""
+    def parse(text: str) -> float:
+        import math
+
+        rule = f"use a number above {low:g}, at most {high:g}" if low_open else f"use a number from {low:g} to {high:g}"
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number: {rule}") from None
+        if not math.isfinite(value) or value > high or value < low or (low_open and value == low):
+            raise argparse.ArgumentTypeError(f"{text} is out of range: {rule}")
+        return value
+
+    return parse
+
+
+def _arm_list(text: str) -> str:
+    """An argparse type: comma-separated arms, each known and named once."""
+    arms = [a.strip() for a in text.split(",") if a.strip()]
+    if not arms:
+        raise argparse.ArgumentTypeError(f"name at least one arm: {', '.join(ARMS)}")
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown arm(s) {', '.join(unknown)}: use {', '.join(ARMS)}")
+    twice = sorted({a for a in arms if arms.count(a) > 1})
+    if twice:
+        raise argparse.ArgumentTypeError(f"{', '.join(twice)} named more than once: name each arm once")
+    return ",".join(arms)
+
+
+# The ranges of the CLI's flags (each checked before anything runs, the message naming the range).
+TOP_K = _whole(1, 50)
+MAX_TOKENS = _whole(1, 16_384)
+PER_DAY = _whole(1, 1_000_000_000)
+MONTHS = _whole(1, 120)
+DOLLARS_AN_HOUR = _number(0, 10_000)
+LATENCY_MS = _number(0, 3_600_000, low_open=True)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -29,20 +85,22 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ingest", help="add files or folders to a knowledge base")
     p.add_argument("paths", nargs="+", type=Path)
-    p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_TOKENS, help="tokens per chunk (16-254)")
-    p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP_TOKENS, help="tokens shared by neighbours")
+    p.add_argument("--chunk-size", type=_whole(16, MAX_CHUNK_TOKENS), default=DEFAULT_CHUNK_TOKENS,
+                   help=f"tokens per chunk (16-{MAX_CHUNK_TOKENS})")
+    p.add_argument("--overlap", type=_whole(0, MAX_CHUNK_TOKENS // 2), default=DEFAULT_OVERLAP_TOKENS,
+                   help="tokens shared by neighbours (at most half the chunk size)")
     _common(p)
 
     p = sub.add_parser("ask", help="ask one question across arms")
     p.add_argument("question")
-    p.add_argument("--arms", default=",".join(("baseline", *DEFAULT_ARMS)),
+    p.add_argument("--arms", type=_arm_list, default=",".join(("baseline", *DEFAULT_ARMS)),
                    help=f"comma-separated, from {','.join(ARMS)}")
-    p.add_argument("--top-k", type=int, default=None,
-                   help="sources per question (default: 1 with the local model, 4 with hosted models)")
-    p.add_argument("--min-score", type=float, default=0.0)
-    p.add_argument("--temperature", type=float, default=0.0)
-    p.add_argument("--max-tokens", type=int, default=None,
-                   help="answer length limit (default: 96 with the local model, 256 with hosted models)")
+    p.add_argument("--top-k", type=TOP_K, default=None,
+                   help="sources per question, 1-50 (default: 1 with the local model, 4 with hosted models)")
+    p.add_argument("--min-score", type=_number(-1, 1), default=0.0, help="lowest similarity kept, -1 to 1")
+    p.add_argument("--temperature", type=_number(0, 2), default=0.0, help="0 to 2")
+    p.add_argument("--max-tokens", type=MAX_TOKENS, default=None,
+                   help="answer length limit, 1-16384 (default: 96 with the local model, 256 with hosted models)")
     _common(p)
 
     p = sub.add_parser("eval", help="accuracy, refusals, fabrication, citations and latency of each arm on a "
@@ -50,20 +108,24 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="question_set", default=None,
                    help="question set: 'sample' (default), a set stored in the workspace, or a JSONL/CSV file")
     p.add_argument("--questions", type=Path, help=argparse.SUPPRESS)  # the earlier name of --set FILE
-    p.add_argument("--arms", default=",".join(ARMS))
-    p.add_argument("--limit", type=int, help="only the first N questions")
+    p.add_argument("--arms", type=_arm_list, default=",".join(ARMS))
+    p.add_argument("--limit", type=_whole(1, 1_000_000), help="only the first N questions")
     p.add_argument("--run-name", help="name the run (stored in the workspace; later commands find it by name)")
     p.add_argument("--resume", metavar="RUN", help="answer what a stopped run (id or name) has not answered yet")
+    p.add_argument("--new-models", action="store_true",
+                   help="with --resume: answer what the run has not answered in a new run, with the models "
+                        "configured now (a run never mixes two models)")
     p.add_argument("--regrade", metavar="RUN", help="grade a stored run's answers again with the current grader "
                                                     "(asks no model) and print its summary")
-    p.add_argument("--concurrency", type=int, default=8, help="hosted requests at once (local arms queue)")
+    p.add_argument("--concurrency", type=_whole(1, 64), default=8,
+                   help="hosted requests at once, 1-64 (local arms queue)")
     p.add_argument("--judge", action="store_true",
                    help="also grade every answer with the hosted base model as an LLM judge, and report its "
                         "agreement with the offline grader")
-    p.add_argument("--top-k", type=int, default=None,
-                   help="sources per question (default: 1 with the local model, 4 with hosted models)")
-    p.add_argument("--max-tokens", type=int, default=None,
-                   help="answer length limit (default: 96 with the local model, 256 with hosted models)")
+    p.add_argument("--top-k", type=TOP_K, default=None,
+                   help="sources per question, 1-50 (default: 1 with the local model, 4 with hosted models)")
+    p.add_argument("--max-tokens", type=MAX_TOKENS, default=None,
+                   help="answer length limit, 1-16384 (default: 96 with the local model, 256 with hosted models)")
     _common(p)
 
     p = sub.add_parser("grade", help="grade given answers against references (no generation, offline)")
@@ -77,25 +139,27 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("project", help="monthly cost per arm at a volume, from an evaluation run")
     p.add_argument("--run", required=True, help="a run's name (as given with eval --run-name; the latest of that "
                                                 "name) or id")
-    p.add_argument("--per-day", type=int, default=10_000, help="questions a day (default 10,000)")
-    p.add_argument("--months", type=int, default=12, help="months for the break-even (default 12)")
-    p.add_argument("--hardware-usd-per-hour", type=float, help="what the machine running local models costs an hour")
+    p.add_argument("--per-day", type=PER_DAY, default=10_000, help="questions a day (default 10,000)")
+    p.add_argument("--months", type=MONTHS, default=12, help="months for the break-even, 1-120 (default 12)")
+    p.add_argument("--hardware-usd-per-hour", type=DOLLARS_AN_HOUR,
+                   help="what the machine running local models costs an hour")
     p.add_argument("--cached-input", action="store_true", help="price the repeated prompt prefix as cached input")
     p.add_argument("--changes", choices=["daily", "weekly", "monthly", "quarterly", "rarely"], default="rarely",
                    help="how often the documents change (retraining that often)")
-    p.add_argument("--amortise-months", type=int, default=12, help="spread one training's cost over this many months")
+    p.add_argument("--amortise-months", type=MONTHS, default=12,
+                   help="spread one training's cost over this many months (1-120)")
     _common(p)
 
     p = sub.add_parser("decide", help="a recommendation with its reasons, from an evaluation run")
     p.add_argument("--run", required=True, help="a run's name or id")
     p.add_argument("--changes", choices=["daily", "weekly", "monthly", "quarterly", "rarely"])
-    p.add_argument("--latency-ms", type=float, help="p95 latency target in milliseconds")
+    p.add_argument("--latency-ms", type=LATENCY_MS, help="p95 latency target in milliseconds")
     p.add_argument("--citations", choices=["yes", "no"])
     p.add_argument("--format", dest="format_matters", choices=["yes", "no"],
                    help="answers must follow a predictable format")
     p.add_argument("--training-examples", choices=["yes", "no"], help="quality training examples are available")
-    p.add_argument("--per-day", type=int, default=10_000, help="questions a day, for the cost comparison")
-    p.add_argument("--hardware-usd-per-hour", type=float)
+    p.add_argument("--per-day", type=PER_DAY, default=10_000, help="questions a day, for the cost comparison")
+    p.add_argument("--hardware-usd-per-hour", type=DOLLARS_AN_HOUR)
     _common(p)
 
     p = sub.add_parser("freshness", help="change a fact in a copy of the knowledge base and see which arms follow")
@@ -103,22 +167,23 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--find", required=True, help="the text or number to change (e.g. 45)")
     p.add_argument("--replace", required=True, help="what to put in its place (e.g. 60)")
     p.add_argument("--question", required=True, help="a question whose answer is that fact")
-    p.add_argument("--arms", default="rag,finetuned,hybrid")
-    p.add_argument("--top-k", type=int, default=None,
-                   help="sources per question (default: 1 with the local model, 4 with hosted models)")
-    p.add_argument("--max-tokens", type=int, default=None,
-                   help="answer length limit (default: 96 with the local model, 256 with hosted models)")
+    p.add_argument("--arms", type=_arm_list, default="rag,finetuned,hybrid")
+    p.add_argument("--top-k", type=TOP_K, default=None,
+                   help="sources per question, 1-50 (default: 1 with the local model, 4 with hosted models)")
+    p.add_argument("--max-tokens", type=MAX_TOKENS, default=None,
+                   help="answer length limit, 1-16384 (default: 96 with the local model, 256 with hosted models)")
     _common(p)
 
     p = sub.add_parser("report", help="a report to take to a meeting (self-contained HTML, or Markdown)")
     p.add_argument("--run", required=True, help="a run's name or id")
-    p.add_argument("--per-day", type=int, default=10_000)
-    p.add_argument("--out", required=True, type=Path, help="FILE.html (charts embedded, opens offline) or FILE.md")
-    p.add_argument("--months", type=int, default=12)
-    p.add_argument("--hardware-usd-per-hour", type=float)
+    p.add_argument("--per-day", type=PER_DAY, default=10_000)
+    p.add_argument("--out", required=True, type=Path,
+                   help="FILE.html (charts embedded, opens offline) or FILE.md, in an existing folder")
+    p.add_argument("--months", type=MONTHS, default=12)
+    p.add_argument("--hardware-usd-per-hour", type=DOLLARS_AN_HOUR)
     p.add_argument("--cached-input", action="store_true")
     p.add_argument("--changes", choices=["daily", "weekly", "monthly", "quarterly", "rarely"])
-    p.add_argument("--latency-ms", type=float)
+    p.add_argument("--latency-ms", type=LATENCY_MS)
     p.add_argument("--citations", choices=["yes", "no"])
     p.add_argument("--format", dest="format_matters", choices=["yes", "no"],
                    help="answers must follow a predictable format")
@@ -127,9 +192,10 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("finetune", help="fine-tune the local model on a knowledge base, no pairs written by hand")
     p.add_argument("--kb", required=True, help="the knowledge base to train on")
-    p.add_argument("--steps", type=int, default=125, help="training steps (default 125, the shipped recipe)")
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--rank", type=int, default=16)
+    p.add_argument("--steps", type=_whole(1, 20_000), default=125,
+                   help="training steps, 1-20,000 (default 125, the shipped recipe)")
+    p.add_argument("--lr", type=_number(0, 1, low_open=True), default=3e-3, help="learning rate, above 0 to 1")
+    p.add_argument("--rank", type=_whole(1, 256), default=16, help="LoRA rank, 1-256")
     p.add_argument("--name", help="the model's name (default: the knowledge base's name + '-lora')")
     p.add_argument("--offline", action="store_true",
                    help="build the training set without a model even when a hosted model is configured")
@@ -160,8 +226,13 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _emit(obj: dict[str, Any]) -> None:
-    print(json.dumps(obj, ensure_ascii=False), flush=True)
+    """One JSON object on one line, always valid UTF-8 JSON (a lone surrogate, as from a file name that is not
+    UTF-8, becomes U+FFFD)."""
+    print(_SURROGATE.sub("\ufffd", json.dumps(obj, ensure_ascii=False)), flush=True)
 
 
 def _arm_json(r: ArmResult) -> dict[str, Any]:
@@ -190,6 +261,8 @@ def _evaluate(settings: Any, kb: Any, args: argparse.Namespace, arms: list[str])
     from lib import engine, evalrun, evaluate
 
     ws = engine.workspace_for(settings)
+    if args.new_models and not args.resume:
+        raise ValueError("--new-models goes with --resume RUN: it answers what that run has not answered in a new run.")
     if args.regrade:
         record = ws.run(args.regrade)
         if record is None:
@@ -201,6 +274,10 @@ def _evaluate(settings: Any, kb: Any, args: argparse.Namespace, arms: list[str])
         if record is None:
             raise ValueError(f"No evaluation run {args.resume!r} in workspace {ws.name!r}.")
         run_id = record["id"]
+        if args.new_models:
+            run_id = evalrun.rerun_rest(settings, ws, run_id, args.run_name)
+            note = f"answering the rest of run {record['name']} in a new run, {run_id}, with the models configured now"
+            _emit({"run": run_id, "rerun_of": record["id"]}) if args.json else print(note, flush=True)
     else:
         chosen = args.question_set or (str(args.questions) if args.questions else evalrun.SAMPLE_SET)
         run_id, _, _ = evalrun.start(settings, ws, kb, chosen, arms, args.run_name, args.top_k, 0.0, 0.0,
@@ -220,7 +297,16 @@ def _evaluate(settings: Any, kb: Any, args: argparse.Namespace, arms: list[str])
                       f"({g.reason})", flush=True)
 
     if not args.regrade:
-        evalrun.resume(settings, ws, kb, run_id, on_progress=progress)
+        cancel = _run_cancellable(lambda stop: evalrun.resume(settings, ws, kb, run_id, stop, on_progress=progress))
+        if cancel:
+            record = ws.run(run_id) or {"name": run_id, "answered": 0}
+            message = (f"cancelled: {record['answered']} answers of run {record['name']} are stored; finish it "
+                       f"with `python -m lib eval --resume {record['name']}`")
+            _emit({"run": run_id, "cancelled": True, "answered": record["answered"]}) if args.json else \
+                print(message, file=sys.stderr)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)  # answers still in flight are dropped; threads waiting on a server are not waited for
     record, summary, _ = evalrun.summary(ws, run_id)
     if args.json:
         _emit({"run": run_id, "name": record["name"], "summary": summary})
@@ -243,6 +329,33 @@ def _evaluate(settings: Any, kb: Any, args: argparse.Namespace, arms: list[str])
             print(f"stopped at the spend cap: {capped} answer(s) refused before anything was sent (counted in "
                   f"errors, not graded); raise the cap, then: python -m lib eval --resume {run_id}")
     return 0
+
+
+def _run_cancellable(work: Any) -> bool:
+    """Run `work(cancel_event)` with Ctrl-C setting the event (a second Ctrl-C ends the process at once);
+    True when it was cancelled."""
+    import signal
+    import threading
+
+    cancel = threading.Event()
+
+    def on_interrupt(signum: int, frame: Any) -> None:
+        if cancel.is_set():
+            os._exit(130)
+        cancel.set()
+        print("Cancelling: questions not started are dropped; answers stored so far are kept.", file=sys.stderr,
+              flush=True)
+
+    try:
+        previous = signal.signal(signal.SIGINT, on_interrupt)
+    except ValueError:  # not the main thread: no Ctrl-C to catch here
+        previous = None
+    try:
+        work(cancel)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    return cancel.is_set()
 
 
 def _project(settings: Any, args: argparse.Namespace) -> int:
@@ -330,18 +443,29 @@ def _freshness(settings: Any, kb: Any, args: argparse.Namespace, arms: list[str]
 def _report(settings: Any, args: argparse.Namespace) -> int:
     from lib import engine, projection, report
 
+    out: Path = args.out
+    if out.is_dir():
+        raise ValueError(f"{out} is a folder: give the report's file name, e.g. {out / 'decision.html'}.")
+    if not out.parent.is_dir():
+        raise ValueError(f"The folder {out.parent} does not exist: create it first, or write the report elsewhere.")
+    if out.suffix.lower() not in (".html", ".htm", ".md"):
+        raise ValueError(f"{out.name}: name the report FILE.html (self-contained, opens offline) or FILE.md.")
     ws = engine.workspace_for(settings)
     a = projection.Assumptions(per_day=args.per_day, months=args.months, cached_input=args.cached_input,
                                hardware_usd_per_hour=args.hardware_usd_per_hour, changes=args.changes or "rarely")
     d = report.build(ws, args.run, a, _situation(args))
-    text = report.markdown(d) if args.out.suffix.lower() == ".md" else report.html_report(d)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".part")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(args.out)  # never a half-written report
-    row = {"out": str(args.out), "bytes": len(text.encode()), "recommendation": d.recommendation.choice,
+    text = report.markdown(d) if out.suffix.lower() == ".md" else report.html_report(d)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.part")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(out)  # never a half-written report
+    except OSError as exc:
+        raise ValueError(f"The report could not be written to {out}: {exc.strerror or exc}.") from None
+    finally:
+        tmp.unlink(missing_ok=True)  # nothing stray is left behind
+    row = {"out": str(out), "bytes": len(text.encode()), "recommendation": d.recommendation.choice,
            "run": d.run["id"]}
-    _emit(row) if args.json else print(f"wrote {args.out} ({row['bytes']:,} bytes): {d.recommendation.label}")
+    _emit(row) if args.json else print(f"wrote {out} ({row['bytes']:,} bytes): {d.recommendation.label}")
     return 0
 
 
@@ -545,10 +669,12 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{r.status:9} {r.file}: {detail}")
             return 1 if any(r.status == "error" for r in results) else 0
         if args.command == "list":
+            from lib.documents import display_safe
+
             for d in kb.documents():
                 row = {"document": d.name, "chunks": d.chunks, "tokens": d.tokens, "kind": d.kind,
                        "sha256": d.sha256, "added_at": d.added_at}
-                _emit(row) if args.json else print(f"{d.name}: {d.chunks} chunks, {d.tokens} tokens")
+                _emit(row) if args.json else print(f"{display_safe(d.name)}: {d.chunks} chunks, {d.tokens} tokens")
             return 0
         if args.command == "remove":
             n = kb.remove_document(args.document)
@@ -572,7 +698,16 @@ def main(argv: list[str] | None = None) -> int:
         for r in comparison.results:
             _emit(_arm_json(r)) if args.json else _print_arm(r)
         return 1 if all(r.error for r in comparison.results) else 0
-    except (ConfigError, ValueError) as exc:
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if type(exc).__module__.split(".")[0] == "chromadb":  # the store failed: one line naming it
+            from lib.store import store_error
+
+            exc = store_error(exc, settings.chroma_host or Path(settings.data_dir) / "chroma")
+        elif not isinstance(exc, (ConfigError, ValueError)):
+            raise
         if args.json:
             _emit({"error": redact(str(exc))})
         else:

@@ -13,7 +13,17 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lib.errors import explain
-from lib.providers import Delta, Done, GenParams, Message, Provider, Queued, Started
+from lib.providers import (
+    Delta,
+    Done,
+    GenParams,
+    Message,
+    Provider,
+    Queued,
+    Started,
+    prompt_token_ceiling,
+    untrusted_usage,
+)
 from lib.store import KnowledgeBase, Source
 
 
@@ -182,13 +192,17 @@ def apportion(total: int, weights: list[int]) -> list[int]:
     return out
 
 
-def _usage(provider: Provider, parts: PromptParts, done: Done, answer: str) -> tuple[Usage, str]:
+def _usage(provider: Provider, parts: PromptParts, done: Done, answer: str,
+           max_tokens: int | None = None) -> tuple[Usage, str, str | None]:
     """Prompt and completion tokens, and the prompt split into system, context, question and chat template.
 
     The parts are counted with the provider's tokenizer as we know it. When the provider reports a prompt
     total that differs from our own count of the whole prompt (a server whose tokenizer is not tiktoken's),
     the parts (and our estimate of the chat template) are scaled to the reported total and flagged
-    `parts_estimated`: they always sum exactly to `prompt_tokens`, and none is negative."""
+    `parts_estimated`: they always sum exactly to `prompt_tokens`, and none is negative.
+
+    Reported usage that cannot be right (`untrusted_usage`) is not used: the tokens are counted instead and
+    marked estimated, and the third value says why (None when the reported usage was used or none came)."""
     from lib.tokens import count_chat
 
     system = provider.count_tokens(parts.system)
@@ -196,6 +210,11 @@ def _usage(provider: Provider, parts: PromptParts, done: Done, answer: str) -> t
     question = provider.count_tokens(parts.question)
     counted = system + context + question
     reported = done.prompt_tokens is not None and done.completion_tokens is not None
+    distrust = done.untrusted or (untrusted_usage(done, prompt_token_ceiling(parts.messages()), max_tokens)
+                                  if reported or done.cached_tokens else None)
+    if distrust:
+        reported = False
+        done = Done(done.finish_reason, None, None, 0)
     if reported:
         prompt, completion, source = int(done.prompt_tokens or 0), int(done.completion_tokens or 0), "provider"
     else:
@@ -205,12 +224,13 @@ def _usage(provider: Provider, parts: PromptParts, done: Done, answer: str) -> t
         ours = prompt  # the same tokenizer counted the parts and the whole (llama.cpp's own, or ours)
     else:
         ours = count_chat(parts.messages(), getattr(provider.spec, "name", ""))
+    cached = int(done.cached_tokens or 0)
     if ours == prompt and counted <= prompt:
-        return Usage(prompt, completion, system, context, question, prompt - counted, done.cached_tokens), source
+        return Usage(prompt, completion, system, context, question, prompt - counted, cached), source, distrust
     template = max(0, ours - counted)
     s, c, q, t = apportion(prompt, [system, context, question, template])
-    return Usage(prompt, completion, s, c, q, t, done.cached_tokens, parts_estimated=True,
-                 counted_prompt_tokens=max(ours, counted)), source
+    return Usage(prompt, completion, s, c, q, t, cached, parts_estimated=True,
+                 counted_prompt_tokens=max(ours, counted)), source, distrust
 
 
 def run_arm(arm: Arm, provider: Provider | Exception, question: str, sources: list[Source] | None,
@@ -256,8 +276,17 @@ def run_arm(arm: Arm, provider: Provider | Exception, question: str, sources: li
     notes: tuple[str, ...] = ()
     if kind != "local" and (done is None or done.finish_reason is None):
         notes = ("The stream ended without a finish reason: the answer may be cut off.",)
-    usage, usage_source = _usage(provider, parts, done or Done(None, None, None), answer)
-    cost, note = cost_for(provider.spec, usage)
+    try:  # whatever the provider reported, a failure here is this arm's alone
+        usage, usage_source, distrust = _usage(provider, parts, done or Done(None, None, None), answer,
+                                               params.max_tokens)
+        cost, note = cost_for(provider.spec, usage)
+    except Exception as exc:
+        return ArmResult(arm.key, arm.label, model, kind, answer, shown, None, "estimate", None, "", retrieval_ms,
+                         None, None, (started - asked) * 1000, None,
+                         f"The usage {model} reported could not be read ({explain(exc)}); the answer is not scored.")
+    if distrust:
+        notes = (*notes, f"The server reported usage that cannot be right ({distrust}): the tokens were counted "
+                         "here instead, and the figures are estimated.")
     return ArmResult(
         arm=arm.key, label=arm.label, model=model, provider=kind, answer=answer, sources=shown, usage=usage,
         usage_source=usage_source, cost_usd=cost, cost_note=note, retrieval_ms=retrieval_ms,

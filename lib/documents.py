@@ -44,12 +44,64 @@ def _human(n: int) -> str:
     return f"{n / 1024 / 1024:.1f} MB" if n >= 1024 * 1024 else f"{n / 1024:.0f} KB"
 
 
+def sizes(size: int, limit: int) -> tuple[str, str]:
+    """A size and its limit for a message, never the same text for two different sizes (20,971,521 bytes, not
+    "20.0 MB; the limit is 20.0 MB")."""
+    a, b = _human(size), _human(limit)
+    return (a, b) if a != b else (f"{size:,} bytes", f"{limit:,} bytes")
+
+
+# How deeply an upload may nest: web pages (Chromium's own HTML parser stops nesting at 512 levels) and JSON lines
+# (question sets, answers to grade, training data: a few levels are all they need).
+MAX_HTML_NESTING = 512
+MAX_JSON_NESTING = 64
+
+
+def parse_json(text: str) -> object:
+    """One JSON value, nested at most MAX_JSON_NESTING levels; anything else is a ValueError with a plain message
+    (a JSONDecodeError for text that is not JSON)."""
+    import json
+
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise ValueError(f"nested more than {MAX_JSON_NESTING} levels deep (the limit is {MAX_JSON_NESTING})") from None
+    depth, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        depth = max(depth, level)
+        if depth > MAX_JSON_NESTING:
+            raise ValueError(f"nested more than {MAX_JSON_NESTING} levels deep (the limit is {MAX_JSON_NESTING})")
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        stack.extend((child, level + 1) for child in children if isinstance(child, dict | list))
+    return value
+
+
+_UNSAFE_IN_NAMES = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029"
+                                            "\u202a-\u202e\u2066-\u2069]")
+
+
+def display_safe(text: str) -> str:
+    """Text for one line of a listing: control characters (newlines included) and the bidirectional controls that
+    reorder what is shown ("invoice\u202efdp.txt" would show as "invoicetxt.pdf") written as escapes."""
+    def escape(m: re.Match[str]) -> str:
+        ch = m.group(0)
+        return {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(ch) or (f"\\x{ord(ch):02x}" if ord(ch) < 0x100
+                                                                    else f"\\u{ord(ch):04x}")
+    return _UNSAFE_IN_NAMES.sub(escape, text)
+
+
 def _looks_binary(data: bytes) -> bool:
     sample = data[:8192]
     if b"\x00" in sample:
         return True
     control = sum(1 for b in sample if b < 32 and b not in (9, 10, 12, 13))
     return control > len(sample) * 0.1
+
+
+def decode_text(name: str, data: bytes) -> str:
+    """An upload's bytes as text, or DocumentError: UTF-8 (or UTF-16 with its mark), never guessed."""
+    return _decode_text(name, data)
 
 
 def _decode_text(name: str, data: bytes) -> str:
@@ -110,11 +162,13 @@ def check_archive(name: str, data: bytes, limit: int | None = None) -> None:
     biggest = max(members, key=lambda m: m.file_size, default=None)
     xml = sum(m.file_size for m in members if m.filename.endswith((".xml", ".rels")))
     if xml > MAX_XML_BYTES:
-        raise DocumentError(f"{name} holds {_human(xml)} of XML when unpacked; the limit is {_human(MAX_XML_BYTES)} "
+        held, most = sizes(xml, MAX_XML_BYTES)
+        raise DocumentError(f"{name} holds {held} of XML when unpacked; the limit is {most} "
                             "(WORKBENCH_MAX_DOCX_XML_MB), to keep parsing it within memory. Split the document.")
     if total > limit:
-        raise DocumentError(f"{name} expands to {_human(total)} when unpacked ({biggest.filename if biggest else ''} "
-                            f"alone is {_human(biggest.file_size if biggest else 0)}); the limit is {_human(limit)} "
+        expands, most = sizes(total, limit)
+        raise DocumentError(f"{name} expands to {expands} when unpacked ({biggest.filename if biggest else ''} "
+                            f"alone is {_human(biggest.file_size if biggest else 0)}); the limit is {most} "
                             "(WORKBENCH_MAX_EXPANDED_MB). Split the document, or remove large embedded files.")
 
 
@@ -173,6 +227,13 @@ def _html_text(name: str, data: bytes) -> tuple[str, str | None]:
     from bs4.element import Comment, Declaration, Doctype, ProcessingInstruction
 
     soup = BeautifulSoup(_decode_text(name, data), "html.parser")
+    stack = [(soup, 0)]
+    while stack:  # measured without recursion: a page nested 1,500 levels deep must not overflow the stack
+        node, level = stack.pop()
+        if level > MAX_HTML_NESTING:
+            raise DocumentError(f"{name} nests its elements more than {MAX_HTML_NESTING} levels deep (browsers stop "
+                                "nesting there too). Save the page again from a browser, or as plain text.")
+        stack.extend((child, level + 1) for child in getattr(node, "contents", ()) if isinstance(child, Tag))
     title = soup.title.get_text(" ", strip=True) if soup.title else None
     for tag in soup(_HTML_DROPPED):
         tag.decompose()
@@ -212,8 +273,9 @@ def _tidy(text: str) -> str:
 
 
 def safe_name(name: str) -> str:
-    """A document name that is valid text: bytes that were not UTF-8 (surrogates) become U+FFFD."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    """A document name that is valid text and safe to show: bytes that were not UTF-8 (surrogates) become
+    U+FFFD, control and bidirectional characters are written as escapes (`display_safe`)."""
+    return display_safe(name.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
 
 
 def load_bytes(name: str, data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> Document:
@@ -226,8 +288,8 @@ def load_bytes(name: str, data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> Do
         raise DocumentError(f"{name}: {suffix or 'files without an extension'} is not supported. "
                             f"Use one of {allowed}.")
     if len(data) > max_bytes:
-        raise DocumentError(f"{name} is {_human(len(data))}; the limit is {_human(max_bytes)}. "
-                            "Split it into smaller files.")
+        size, limit = sizes(len(data), max_bytes)
+        raise DocumentError(f"{name} is {size}; the limit is {limit}. Split it into smaller files.")
     if not data.strip():
         raise DocumentError(f"{name} is empty.")
     title = pages = None
@@ -256,8 +318,9 @@ def load_path(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES, name: str | 
     try:
         size = path.stat().st_size
         if size > max_bytes:  # refuse before reading a huge file into memory
-            raise DocumentError(f"{path.name} is {_human(size)}; the limit is {_human(max_bytes)}. "
-                                "Split it into smaller files.")
+            shown, limit = sizes(size, max_bytes)
+            raise DocumentError(f"{safe_name(path.name)} is {shown}; the limit is {limit}. Split it into smaller "
+                                "files.")
         data = path.read_bytes()
     except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
         raise DocumentError(f"{path} cannot be read: {exc.strerror or exc}.") from exc
@@ -281,5 +344,5 @@ def expand_paths(paths: list[str | Path]) -> tuple[list[tuple[Path, str]], list[
                 else:
                     skipped.append(child)
         else:
-            files.append((path, path.name))
+            files.append((path, safe_name(path.name)))
     return files, skipped

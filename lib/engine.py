@@ -14,7 +14,7 @@ import numpy as np
 
 from lib.arms import Comparison, compare
 from lib.chunking import DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP_TOKENS, chunk_text, validate
-from lib.documents import DocumentError, expand_paths, load_bytes, load_path
+from lib.documents import DocumentError, expand_paths, load_bytes, load_path, safe_name
 from lib.embeddings import Embedder, make_embedder
 from lib.errors import ConfigError
 from lib.providers import GenParams, Provider
@@ -176,7 +176,7 @@ def ingest_paths(kb: KnowledgeBase, paths: Iterable[str | Path], size: int = DEF
                  progress: Progress | None = None) -> list[IngestResult]:
     validate(size, overlap)
     files, skipped = expand_paths(list(paths))
-    results = [IngestResult(str(p), "skipped", error="not a supported document type") for p in skipped]
+    results = [IngestResult(safe_name(str(p)), "skipped", error="not a supported document type") for p in skipped]
     for path, name in files:
         results.append(ingest_document(kb, name, lambda p=path, n=name: load_path(p, max_bytes, n), size,
                                        overlap, progress))
@@ -187,6 +187,7 @@ def ingest_upload(kb: KnowledgeBase, name: str, data: bytes, size: int = DEFAULT
                   overlap: int = DEFAULT_OVERLAP_TOKENS, max_bytes: int = 20 * 1024 * 1024,
                   progress: Progress | None = None) -> IngestResult:
     validate(size, overlap)
+    name = safe_name(name)  # the name as stored and shown: valid text, control and bidirectional characters escaped
     return ingest_document(kb, name, lambda: load_bytes(name, data, max_bytes), size, overlap, progress)
 
 

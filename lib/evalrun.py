@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -54,6 +54,8 @@ class RunSpec:
     questions: int = 0
     judge: str = ""  # a hosted model that also grades every answer (empty: offline rules only)
     params: dict[str, int | None] = field(default_factory=dict)  # role -> a local model's parameters (its GGUF)
+    # role -> the model exactly (provider, name, LoRA adapter, endpoint): a resume must use the same ones
+    model_specs: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -279,8 +281,11 @@ class _Watched:
 def execute(run_id: str, spec: RunSpec, questions: list[Question], kb: Any,
             providers: dict[str, Provider | Exception], store: RunStore,
             cancel: threading.Event | None = None, on_progress: OnProgress | None = None,
-            similarity: Callable[[str, str], float] | None = None, judge: Provider | None = None) -> Progress:
-    """Answer and grade every (question, arm) not yet stored for this run; returns the final progress."""
+            similarity: Callable[[str, str], float] | None = None, judge: Provider | None = None,
+            cancel_grace_s: float = 2.0) -> Progress:
+    """Answer and grade every (question, arm) not yet stored for this run; returns the final progress.
+    When `cancel` is set, questions not started are dropped at once, and the call returns within
+    `cancel_grace_s` (answers still in flight may be stored after it, as they complete)."""
     from lib.local_worker import machine_turn
 
     cancel = cancel or threading.Event()
@@ -360,11 +365,22 @@ def execute(run_id: str, spec: RunSpec, questions: list[Question], kb: Any,
             pass
     local = [(q, a) for q, a in todo if is_local(a)]
     hosted = [(q, a) for q, a in todo if not is_local(a)]
-    with ThreadPoolExecutor(max_workers=max(1, spec.concurrency), thread_name_prefix="eval-hosted") as pool, \
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="eval-local") as local_pool:
-        futures = [pool.submit(one, q, a) for q, a in hosted] + [local_pool.submit(one, q, a) for q, a in local]
-        for f in as_completed(futures):
-            f.result()
+    pool = ThreadPoolExecutor(max_workers=max(1, spec.concurrency), thread_name_prefix="eval-hosted")
+    local_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eval-local")
+    futures = [pool.submit(one, q, a) for q, a in hosted] + [local_pool.submit(one, q, a) for q, a in local]
+    try:
+        pending = set(futures)
+        while pending and not cancel.is_set():
+            done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            for f in done:
+                f.result()
+        if pending:  # cancelled: queued work is dropped at once; answers in flight get a short grace to be stored
+            for f in pending:
+                f.cancel()
+            wait([f for f in pending if not f.cancelled()], timeout=cancel_grace_s)
+    finally:
+        for p in (pool, local_pool):
+            p.shutdown(wait=not cancel.is_set(), cancel_futures=True)
     capped = sum(1 for r in store.answers(run_id) if r.get("capped"))
     if cancel.is_set() and progress.done < progress.total:
         store.update_run(run_id, status="cancelled", finished_at=time.time())
@@ -474,12 +490,10 @@ def start(settings: Any, workspace: Any, kb: Any, set_name: str, arms: list[str]
     kinds = {"base": settings.base.provider, "finetuned": settings.finetuned.provider if settings.finetuned else ""}
     if judge and (not settings.hosted_configured or settings.base.provider == "local"):
         raise ValueError("The LLM judge is a hosted model: configure one (API key or base URL) as the base model.")
-    from lib.catalogue import spec_params
-
-    params = {"base": spec_params(settings.base), "finetuned": spec_params(settings.finetuned)}
+    params = _params(settings)
     spec = RunSpec(run_name or f"{set_name}-{run_id}", set_name, tuple(arms), kb.name if kb is not None else "",
                    top_k, min_score, temperature, max_tokens, max(1, concurrency), models, kinds, len(questions),
-                   settings.base.name if judge else "", params)
+                   settings.base.name if judge else "", params, run_models(settings))
     workspace.create_run(run_id, spec.to_dict(), rows_from_questions(questions))
     return run_id, spec, questions
 
@@ -490,13 +504,108 @@ def spec_of(run: dict[str, Any]) -> RunSpec:
     return RunSpec(**{k: v for k, v in s.items() if k in RunSpec.__dataclass_fields__})
 
 
+def _params(settings: Any) -> dict[str, int | None]:
+    """role -> a local model's parameter count (its GGUF), recorded with a run for the small-model caveat."""
+    from lib.catalogue import spec_params
+
+    return {"base": spec_params(settings.base), "finetuned": spec_params(settings.finetuned)}
+
+
+def run_models(settings: Any) -> dict[str, dict[str, str]]:
+    """role -> the model that plays it now, exactly: provider, name, LoRA adapter and (for hosted models) the
+    endpoint, without credentials."""
+    from lib.errors import redact
+
+    where = {"openai": settings.openai_base_url or "https://api.openai.com/v1", "azure": settings.azure_endpoint or ""}
+    out = {}
+    for role, spec in (("base", settings.base), ("finetuned", settings.finetuned)):
+        if spec is not None:
+            out[role] = {"provider": spec.provider, "name": spec.name, "lora": spec.lora or "",
+                         "label": spec.label, "endpoint": redact(where.get(spec.provider, ""))}
+    return out
+
+
+class ModelsChanged(ValueError):
+    """A run is resumed with other models than it was started with; the message says what to configure."""
+
+
+def models_problem(run: dict[str, Any], settings: Any) -> str | None:
+    """Why `run` cannot be resumed with the models configured now (None when it can): every role its arms use
+    must be played by the model it was started with, or the run would mix answers of two models."""
+    spec = run["spec"]
+    roles = {ARMS[a].role for a in spec.get("arms", []) if a in ARMS}
+    recorded = spec.get("model_specs") or {}
+    now = run_models(settings)
+    changed = []
+    for role in sorted(roles):
+        then = recorded.get(role)
+        if then is not None:  # runs recorded since the exact models were kept
+            keys = ("provider", "name", "lora", "endpoint")
+            same = role in now and all(then.get(k, "") == now[role].get(k, "") for k in keys)
+        else:  # older runs kept each role's label and provider
+            then = {"label": (spec.get("models") or {}).get(role, ""),
+                    "provider": (spec.get("providers") or {}).get(role, "")}
+            if not then["label"]:
+                continue
+            same = role in now and (now[role]["label"], now[role]["provider"]) == (then["label"], then["provider"])
+        if not same:
+            def describe(m: dict[str, str] | None) -> str:
+                if not m:
+                    return "no model"
+                where = f" at {m['endpoint']}" if m.get("endpoint") else ""
+                return f"{m.get('label') or m.get('name')} ({m.get('provider')}{where})"
+
+            changed.append(f"the {role} model was {describe(then)} and is now {describe(now.get(role))}")
+    if not changed:
+        return None
+    hosted = any((recorded.get(r) or {}).get("provider", (spec.get("providers") or {}).get(r)) in ("openai", "azure")
+                 for r in roles)
+    how = (" Configure the same models again (the API key or base URL they were served with, and "
+           "WORKBENCH_BASE_MODEL / WORKBENCH_FT_MODEL or the Settings page) and resume," if hosted else
+           " Configure the same models again (Settings, WORKBENCH_BASE_MODEL / WORKBENCH_FT_MODEL / WORKBENCH_FT_LORA, "
+           "or the active fine-tuned model) and resume,")
+    return (f"Run {run['name']!r} cannot be resumed with the models configured now: {'; '.join(changed)}. "
+            "Its answers so far came from the models it was started with, and one run never mixes two models."
+            f"{how} or answer the rest in a new run with the current models (`python -m lib eval --resume "
+            f"{run['name']} --new-models`, or the button on the Evaluate page).")
+
+
+def check_models(run: dict[str, Any], settings: Any) -> None:
+    """Raise ModelsChanged when `run` was started with other models than those configured now."""
+    problem = models_problem(run, settings)
+    if problem:
+        raise ModelsChanged(problem)
+
+
+def rerun_rest(settings: Any, workspace: Any, run: str, name: str | None = None) -> str:
+    """A new run (its id) of the questions `run` has not answered with every arm, on the same arms and
+    settings, with the models configured now; `run` is left as it is."""
+    record = workspace.run(run)
+    if record is None:
+        raise ValueError(f"No evaluation run {run!r} in workspace {workspace.name!r}.")
+    spec = spec_of(record)
+    have = {(a["question_id"], a["arm"]) for a in workspace.answers(record["id"])}
+    rest = [q for q in questions_from_rows(record["questions"]) if any((q.id, a) not in have for a in spec.arms)]
+    if not rest:
+        raise ValueError(f"Run {record['name']!r} has answered every question with every arm: nothing to re-run.")
+    run_id = new_run_id()
+    new = RunSpec(name or f"{record['name']}-rest", spec.question_set, spec.arms, spec.collection, spec.top_k,
+                  spec.min_score, spec.temperature, spec.max_tokens, spec.concurrency,
+                  {"base": settings.base.label, "finetuned": settings.finetuned.label if settings.finetuned else ""},
+                  {"base": settings.base.provider, "finetuned": settings.finetuned.provider if settings.finetuned
+                   else ""}, len(rest), spec.judge, _params(settings), run_models(settings))
+    workspace.create_run(run_id, new.to_dict(), rows_from_questions(rest))
+    return run_id
+
+
 def resume(settings: Any, workspace: Any, kb: Any, run_id: str, cancel: threading.Event | None = None,
            on_progress: OnProgress | None = None) -> Progress:
-    """Answer what a run has not answered yet (a new run, or one stopped by a cancel or a restart)."""
+    """Answer what a run has not answered yet (a new run, or one stopped by a cancel or a restart), with the
+    models it was started with (ModelsChanged otherwise, and nothing is asked)."""
     run = workspace.run(run_id)
     if run is None:
         raise ValueError(f"No evaluation run {run_id!r} in workspace {workspace.name!r}.")
-    workspace.update_run(run["id"], status="running")
+    check_models(run, settings)
     questions = questions_from_rows(run["questions"])
     spec = spec_of(run)
     judge = None
@@ -511,10 +620,13 @@ def resume(settings: Any, workspace: Any, kb: Any, run_id: str, cancel: threadin
     cancel = cancel or threading.Event()
     release = _own(workspace, run["id"], cancel)  # one process answers a run at a time
     try:
+        workspace.update_run(run["id"], status="running")
         return execute(run["id"], spec, questions, kb, eval_providers(settings), workspace, cancel,
                        on_progress, local_similarity(settings), judge)
     except BaseException as exc:
-        workspace.update_run(run["id"], status="failed", error=f"{type(exc).__name__}: {exc}")
+        from lib.errors import redact
+
+        workspace.update_run(run["id"], status="failed", error=redact(f"{type(exc).__name__}: {exc}"))
         raise
     finally:
         release()
@@ -605,7 +717,7 @@ def _summarise(record: dict[str, Any], answers: list[dict[str, Any]], graded: li
     return per_arm
 
 
-def run_models(per_arm: dict[str, dict[str, Any]], spec: dict[str, Any] | None = None) -> dict[str, tuple[str, str]]:
+def arm_models(per_arm: dict[str, dict[str, Any]], spec: dict[str, Any] | None = None) -> dict[str, tuple[str, str]]:
     """arm -> (model, provider) the run's answers came from; for an arm with no answer yet, the model its role
     was given when the run started. Only the run's own arms: a role no arm used plays no part."""
     out = {arm: (str(s["model"]), str(s.get("provider") or "")) for arm, s in per_arm.items() if s.get("model")}
@@ -626,7 +738,7 @@ def caveat(per_arm: dict[str, dict[str, Any]], spec: dict[str, Any] | None = Non
     from lib.catalogue import small_model_caveat
 
     if spec is None:
-        models = run_models(per_arm)
+        models = arm_models(per_arm)
         spec = {"arms": list(models), "models": {ARMS[a].role: m for a, (m, _) in models.items() if a in ARMS},
                 "providers": {ARMS[a].role: p for a, (_, p) in models.items() if a in ARMS}}
     return small_model_caveat(spec)
@@ -717,7 +829,9 @@ def run_in_background(settings: Any, workspace: Any, kb: Any, run_id: str) -> Ru
             try:
                 handle.progress = resume(settings, workspace, kb, run_id, handle.cancel, on_progress)
             except Exception as exc:  # recorded on the run by resume(); shown by the page
-                handle.error = f"{type(exc).__name__}: {exc}"
+                from lib.errors import redact
+
+                handle.error = redact(f"{type(exc).__name__}: {exc}")
 
         handle.thread = threading.Thread(target=work, name=f"eval-{run_id}", daemon=True)
         _running[key] = handle
@@ -868,14 +982,10 @@ def export_rows(graded: list[Graded]) -> list[dict[str, Any]]:
 
 
 def export_csv(graded: list[Graded]) -> str:
-    import csv
-    import io
+    """The CSV export; a cell that a spreadsheet would run as a formula is neutralised (lib.format.csv_cell)."""
+    from lib.format import to_csv
 
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(EXPORT_COLUMNS))
-    writer.writeheader()
-    writer.writerows(export_rows(graded))
-    return out.getvalue()
+    return to_csv(export_rows(graded), EXPORT_COLUMNS)
 
 
 def export_json(workspace: Any, run: str) -> dict[str, Any]:

@@ -67,8 +67,17 @@ def _row(n: int, item: Any, need_answer: bool) -> dict[str, Any]:
 
 def read_rows(data: bytes | str, name: str = "", need_answer: bool = False) -> tuple[list[dict[str, Any]],
                                                                                    list[tuple[int, str]]]:
-    """Rows from JSONL (one object a line) or CSV (a header row); problems as (line, message)."""
-    text = data.decode("utf-8-sig", errors="replace") if isinstance(data, bytes) else data
+    """Rows from JSONL (one object a line) or CSV (a header row); problems as (line, message). Bytes are decoded
+    as documents are (UTF-8, or refused with the same message), never guessed; JSON nesting is bounded."""
+    from lib.documents import DocumentError, decode_text, display_safe, parse_json
+
+    if isinstance(data, bytes):
+        try:
+            text = decode_text(display_safe(name or "the file"), data)
+        except DocumentError as exc:
+            return [], [(1, str(exc))]
+    else:
+        text = data
     rows: list[dict[str, Any]] = []
     problems: list[tuple[int, str]] = []
     if name.lower().endswith(".csv"):
@@ -83,9 +92,12 @@ def read_rows(data: bytes | str, name: str = "", need_answer: bool = False) -> t
         if not line.strip():
             continue
         try:
-            item = json.loads(line)
+            item = parse_json(line)
         except json.JSONDecodeError as exc:
             rows.append({"line": n, "error": f"not valid JSON ({exc.msg}, column {exc.colno})"})
+            continue
+        except ValueError as exc:
+            rows.append({"line": n, "error": f"not a question: {exc}"})
             continue
         rows.append(_row(n, item, need_answer))
     return rows, problems
@@ -138,7 +150,9 @@ def generate_from_chunks(chunks: list[Any], provider: Any, per_chunk: int = 1,
         if text is not None:
             match = re.search(r"\[.*\]", text, re.S)
             try:
-                items = json.loads(match.group(0)) if match else None
+                from lib.documents import parse_json
+
+                items = parse_json(match.group(0)) if match else None
                 if not isinstance(items, list):
                     raise TypeError
                 found = [(str(x["question"]).strip(), str(x.get("reference") or x.get("answer") or "").strip())
@@ -149,7 +163,7 @@ def generate_from_chunks(chunks: list[Any], provider: Any, per_chunk: int = 1,
                 for q, r in found:
                     rows.append({"id": f"g{len(rows) + 1:03d}", "question": q, "reference": r, "keywords": [],
                                  "source": chunk.document, "answerable": True})
-            except (json.JSONDecodeError, TypeError, KeyError, AttributeError):
+            except (ValueError, TypeError, KeyError, AttributeError):  # not JSON, or nested too deeply
                 problems.append(f"{where}: the model's reply was not the JSON asked for")
         if on_progress:
             on_progress(i, len(chunks))

@@ -131,3 +131,27 @@ def sources_html(sources: Any, anchor: str) -> str:
                       f'<div class="wb-source-text" id="{html.escape(anchor)}-{n}">{html.escape(s.text)}</div>'
                       "</details>")
     return "".join(blocks)
+
+
+# OWASP's CSV-injection rule: a cell that starts with one of these is read as a formula by spreadsheets.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A value for a CSV cell that a spreadsheet opens as text, never as a formula: a string starting with
+    =, +, -, @, tab or carriage return gets a leading apostrophe (OWASP). Numbers and None are left as they are."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def to_csv(rows: list[dict[str, Any]], columns: list[str] | tuple[str, ...]) -> str:
+    """Rows as CSV text (a header row, then one line per row), every cell made safe by `csv_cell`."""
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(columns), extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows({k: csv_cell(r.get(k)) for k in columns} for r in rows)
+    return out.getvalue()

@@ -64,3 +64,11 @@ def rows(comparisons: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "sources": "; ".join(f"{s['document']}#{s['chunk']} ({s['score']:.2f})" for s in r["sources"]),
             })
     return out
+
+
+def export_csv(comparisons: list[dict[str, Any]]) -> str:
+    """The History page's CSV: one row per (comparison, arm), cells that a spreadsheet would run as a formula
+    neutralised (lib.format.csv_cell)."""
+    from lib.format import to_csv
+
+    return to_csv(rows(comparisons), ROW_COLUMNS)

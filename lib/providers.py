@@ -58,6 +58,38 @@ class StopFilter:
         return out
 
 
+def scrubbed(events: Iterator[Event]) -> Iterator[Event]:
+    """A provider's events with every secret redacted from the streamed text (lib.errors.RedactingStream), even
+    when a key arrives split across chunks: what a provider says enters the system here, once."""
+    from lib.errors import RedactingStream
+
+    scrub = RedactingStream()
+    try:
+        for event in events:
+            if isinstance(event, Delta):
+                text = scrub.feed(event.text)
+                if text:
+                    yield Delta(text)
+                continue
+            if isinstance(event, Done):
+                rest = scrub.flush()
+                if rest:
+                    yield Delta(rest)
+            yield event
+    except Exception:
+        rest = scrub.flush()  # what arrived before a failure is kept (redacted), as it would have been shown
+        if rest:
+            yield Delta(rest)
+        raise
+    finally:
+        close = getattr(events, "close", None)
+        if close is not None:
+            close()  # a consumer that stops early ends the provider's stream now (its queue place, its request)
+    rest = scrub.flush()
+    if rest:
+        yield Delta(rest)
+
+
 @dataclass(frozen=True)
 class Queued:
     """Waiting for the shared local model: `ahead` requests before this one (the running one included)."""
@@ -79,9 +111,45 @@ class Delta:
 @dataclass(frozen=True)
 class Done:
     finish_reason: str | None
-    prompt_tokens: int | None  # None when the provider did not report usage
+    prompt_tokens: int | None  # None when the provider did not report usage (or reported usage that cannot be right)
     completion_tokens: int | None
     cached_tokens: int = 0
+    untrusted: str | None = None  # why the usage the server reported was not used (`untrusted_usage`)
+
+
+# Slack over `max_tokens` for a completion count a server may report (an end-of-text token, say).
+COMPLETION_SLACK = 16
+
+
+def prompt_token_ceiling(messages: list[Message]) -> int:
+    """The most tokens any tokenizer can make of these messages: one per byte of their text (byte-level BPE and
+    byte-fallback tokenizers never make more), plus 32 a message for a chat template's framing and 256 for a
+    server's own preamble."""
+    return sum(len(m.get("content", "").encode("utf-8")) + 32 for m in messages) + 256
+
+
+def untrusted_usage(done: Done, prompt_ceiling: int, max_tokens: int | None) -> str | None:
+    """Why the usage a provider reported cannot be right (None when it can): not whole numbers, negative, a
+    completion past `max_tokens`, a prompt past `prompt_ceiling` (more tokens than the prompt sent could make),
+    or cached tokens outside the prompt."""
+    values = {"prompt_tokens": done.prompt_tokens, "completion_tokens": done.completion_tokens,
+              "cached_tokens": done.cached_tokens}
+    for name, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != value or value in (
+                float("inf"), float("-inf")) or int(value) != value:
+            return f"{name} {value!r} is not a whole number"
+        if value < 0:
+            return f"{name} {value:,} is negative"
+    prompt, completion = int(done.prompt_tokens or 0), int(done.completion_tokens or 0)
+    if max_tokens is not None and completion > max_tokens + COMPLETION_SLACK:
+        return f"completion_tokens {completion:,} is more than the {max_tokens:,} max tokens asked for"
+    if prompt > prompt_ceiling:
+        return f"prompt_tokens {prompt:,} is more than the prompt sent could make (at most {prompt_ceiling:,})"
+    if int(done.cached_tokens or 0) > prompt:
+        return f"cached_tokens {int(done.cached_tokens or 0):,} is more than the prompt's {prompt:,}"
+    return None
 
 
 Event = Queued | Started | Delta | Done
@@ -191,6 +259,9 @@ class LocalLlama:
     def stream(self, messages: list[Message], params: GenParams) -> Iterator[Event]:
         """Wait for this request's turn (yielding `Queued` with its place), then stream from the worker.
         Usage is exact: the worker counts the prompt with the model's own tokenizer and every sampled token."""
+        return scrubbed(self._stream(messages, params))
+
+    def _stream(self, messages: list[Message], params: GenParams) -> Iterator[Event]:
         queue = self.worker.queue
         ticket = queue.join()
         try:
@@ -272,6 +343,7 @@ class OpenAICompatible:
         self.read_timeout_s = read_timeout_s if read_timeout_s is not None else \
             (float(own) if isinstance(own, int | float) else 60.0)
         self.retries = retries if retries is not None else int(getattr(client, "max_retries", 2) or 0)
+        _remember_client_secrets(client)
 
     @property
     def where(self) -> str:
@@ -302,10 +374,21 @@ class OpenAICompatible:
                 if type(exc).__name__ not in self.RETRYABLE or attempt >= self.retries:
                     raise
                 attempt += 1
-                wait = _retry_after(exc) if _retry_after(exc) is not None else min(8.0, 0.5 * 2 ** attempt)
+                asked = _retry_after(exc)
+                left = deadline - time.monotonic()
+                if asked is not None and asked >= left:
+                    raise DeadlineExceeded(
+                        f"{self.spec.name}: the server asked to retry after {asked:g} s (Retry-After), past the "
+                        f"{self.deadline_s:g} s limit for one answer (WORKBENCH_ARM_DEADLINE), so it was not "
+                        f"retried ({attempt} attempt(s) made). Try again later, or raise the limit.") from exc
+                wait = asked if asked is not None else min(8.0, 0.5 * 2 ** attempt)
                 time.sleep(max(0.0, min(wait, deadline - time.monotonic() - 0.05)))
 
     def stream(self, messages: list[Message], params: GenParams) -> Iterator[Event]:
+        """Started, the answer's text (redacted of every secret, see `scrubbed`), then Done with the usage."""
+        return scrubbed(self._stream(messages, params))
+
+    def _stream(self, messages: list[Message], params: GenParams) -> Iterator[Event]:
         import threading
         import time
 
@@ -375,17 +458,50 @@ class OpenAICompatible:
             yield Done(finish, None, None)
         else:
             details = getattr(usage, "prompt_tokens_details", None)
-            cached = int(getattr(details, "cached_tokens", 0) or 0) if details else 0
-            yield Done(finish, usage.prompt_tokens, usage.completion_tokens, cached)
+            reported = Done(finish, usage.prompt_tokens, usage.completion_tokens,
+                            (getattr(details, "cached_tokens", 0) or 0) if details else 0)
+            why = untrusted_usage(reported, prompt_token_ceiling(messages), params.max_tokens)
+            # Usage that cannot be right is not passed on (nor charged, nor priced): the arm counts instead.
+            yield Done(finish, None, None, 0, untrusted=why) if why else reported
+
+
+def _remember_client_secrets(client: Any) -> None:
+    """The key a client sends, and a password in its base URL, are redacted from everything it answers."""
+    from lib.errors import remember_secret
+
+    key = getattr(client, "api_key", None)
+    if isinstance(key, str) and key != "not-needed":
+        remember_secret(key)
+    password = getattr(getattr(client, "base_url", None), "password", None)
+    if isinstance(password, str):
+        remember_secret(password)
 
 
 def _retry_after(exc: Exception) -> float | None:
+    """Seconds the server asked to wait (`retry-after-ms`, or `Retry-After` in seconds or as an HTTP date)."""
     response = getattr(exc, "response", None)
-    value = response.headers.get("retry-after") if response is not None else None
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
+    headers = getattr(response, "headers", None)
+    if headers is None:
         return None
+    import math
+
+    try:
+        if headers.get("retry-after-ms") is not None:
+            seconds = float(headers["retry-after-ms"]) / 1000
+        elif headers.get("retry-after") is None:
+            return None
+        else:
+            value = headers["retry-after"]
+            try:
+                seconds = float(value)
+            except ValueError:
+                import email.utils
+                import time
+
+                seconds = max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None  # nonsense is ignored, not obeyed
 
 
 # ---------------------------------------------------------------- registry

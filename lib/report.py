@@ -10,6 +10,7 @@ from typing import Any
 
 from lib import charts, projection
 from lib.decision import LABELS, Recommendation, Situation, decide
+from lib.format import escape_markdown, one_line
 
 
 @dataclass(frozen=True)
@@ -184,12 +185,19 @@ def cost_rows(d: Decision) -> list[list[str]]:
             for p in d.projections]
 
 
-def _settings_line(d: Decision) -> str:
+def _settings_line(d: Decision, markdown: bool = True) -> str:
+    """The run's settings in a sentence; names the user gave (run, set, knowledge base, models) are escaped for
+    Markdown, so they are shown as written and cannot form a link or load an image."""
     s = d.run["spec"]
-    models = ", ".join(f"{role}: {m}" for role, m in (s.get("models") or {}).items() if m)
-    return (f"Run **{d.run['name']}** ({d.run['id']}), question set {s.get('question_set')}, "
-            f"{s.get('questions')} questions, arms {', '.join(s.get('arms', []))}; knowledge base "
-            f"{s.get('collection')}; top-k {s.get('top_k')}, temperature {s.get('temperature')}, max tokens "
+
+    def esc(x: Any) -> str:
+        return escape_markdown(one_line(str(x))) if markdown else str(x)
+
+    models = ", ".join(f"{role}: {esc(m)}" for role, m in (s.get("models") or {}).items() if m)
+    bold = "**" if markdown else ""
+    return (f"Run {bold}{esc(d.run['name'])}{bold} ({d.run['id']}), question set {esc(s.get('question_set'))}, "
+            f"{s.get('questions')} questions, arms {esc(', '.join(s.get('arms', [])))}; knowledge base "
+            f"{esc(s.get('collection'))}; top-k {s.get('top_k')}, temperature {s.get('temperature')}, max tokens "
             f"{s.get('max_tokens')}; models {models}.")
 
 
@@ -219,16 +227,25 @@ def freshness_lines(d: Decision) -> list[str]:
             for arm, v in d.freshness.items()]
 
 
+@dataclass(frozen=True)
+class _Para:
+    """A paragraph written for Markdown (names in it already escaped) and the same as plain text."""
+
+    markdown: str
+    plain: str
+
+
 def _sections(d: Decision) -> list[tuple[str, list[Any]]]:
     """The report's content once, as (heading, blocks); a block is a string (a paragraph), a list of strings
     (bullets) or a (header, rows) table. Markdown and HTML render the same sections."""
     r = d.recommendation
     out: list[tuple[str, list[Any]]] = [
-        ("Recommendation", [f"**{r.label}**", "Why:", list(r.reasons), "What would change it:", list(r.would_change)]),
+        ("Recommendation", [_Para(f"**{r.label}**", r.label), "Why:", list(r.reasons), "What would change it:",
+                            list(r.would_change)]),
         ("Your situation", [(["question", "your answer"], situation_rows(d))]),
         ("The decision matrix", [(["question", "answer", "answered by", "favours"],
                                   [[q.question, q.answer, q.source, q.favours] for q in r.matrix])]),
-        ("Measurements", [_settings_line(d), (ARM_HEADER, arm_rows(d))]),
+        ("Measurements", [_Para(_settings_line(d), _settings_line(d, markdown=False)), (ARM_HEADER, arm_rows(d))]),
     ]
     if d.provenance:
         out.append(("What the fine-tuned model was trained on", [provenance_lines(d)]))
@@ -266,8 +283,10 @@ def markdown(d: Decision) -> str:
                 parts += [table(*block), ""]
             elif isinstance(block, list):
                 parts += [f"- {escape_markdown(x)}" for x in block] + [""]
+            elif isinstance(block, _Para):
+                parts += [block.markdown, ""]
             else:
-                parts += [block if block.startswith("**") else escape_markdown(block), ""]
+                parts += [escape_markdown(block), ""]
     return "\n".join(parts)
 
 
@@ -292,7 +311,7 @@ def html_report(d: Decision) -> str:
             return table(*b)
         if isinstance(b, list):
             return "<ul>" + "".join(f"<li>{e(x)}</li>" for x in b) + "</ul>" if b else ""
-        return f"<p>{e(b.replace('**', ''))}</p>"
+        return f"<p>{e(b.plain if isinstance(b, _Para) else b)}</p>"
 
     figs = figures(d)
     chart_html = "".join(

@@ -49,12 +49,58 @@ def _admin(data_dir: str | Path | None, host: str | None) -> Any:
 
     if not host:
         (Path(data_dir or "data") / "chroma").mkdir(parents=True, exist_ok=True)
+        check_store_file(Path(data_dir or "data") / "chroma")  # before Chroma opens it (see there)
     return chromadb.AdminClient(_chroma_settings(data_dir, host))
+
+
+class StoreError(ConfigError):
+    """The knowledge-base store cannot be used; one line naming the store and what to do."""
+
+
+def store_error(exc: BaseException, where: str | Path) -> StoreError:
+    """A Chroma failure as one plain line that names the store (no traceback)."""
+    detail = " ".join(str(exc).split())[:300]
+    return StoreError(f"The knowledge-base store {where} could not be used ({type(exc).__name__}: {detail}). It was "
+                      "left as it is: restore it from a backup, or move it aside to start with an empty store.")
+
+
+_store_checked: set[str] = set()  # embedded stores checked in this process (before Chroma first opened them)
+
+
+def check_store_file(path: str | Path) -> None:
+    """An embedded store's chroma.sqlite3 that is empty, truncated or not a database is reported before Chroma
+    opens it (Chroma would start an empty one in an empty file, and fail with a traceback on the others). Checked
+    once per process, strictly before Chroma opens it: closing any other handle on a file that Chroma holds open
+    would drop its locks."""
+    from lib.workspace import sqlite_file_problem
+
+    db = Path(path) / "chroma.sqlite3"
+    key = str(db.resolve())
+    if key in _store_checked:
+        return
+    problem = sqlite_file_problem(db)
+    if problem:
+        raise StoreError(f"The knowledge-base store {db} is damaged ({problem}). It was left as it is: restore it "
+                         "from a backup, or move the chroma folder aside to start with an empty store.")
+    _store_checked.add(key)
 
 
 def open_client(data_dir: str | Path | None = None, host: str | None = None, workspace: str = "default") -> Any:
     """A client for a workspace's Chroma database: embedded (PersistentClient under data_dir/chroma)
-    or a Chroma server ("host:port"). The database is created on first use, the same way for both."""
+    or a Chroma server ("host:port"). The database is created on first use, the same way for both.
+    A damaged store, or any failure opening it, is one plain line naming it (StoreError)."""
+    where = host or Path(data_dir or "data") / "chroma"
+    if not host:
+        check_store_file(where)
+    try:
+        return _open_client(data_dir, host, workspace)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise store_error(exc, where) from exc
+
+
+def _open_client(data_dir: str | Path | None, host: str | None, workspace: str) -> Any:
     import chromadb
     from chromadb.config import Settings as ChromaSettings
 
@@ -193,6 +239,18 @@ class KnowledgeBase:
         self.client = client
         self.name = check_name(name)
         self.embedder = embedder
+        try:
+            self._open(create, workspace)
+        except ConfigError:
+            raise
+        except Exception as exc:  # a damaged store: one line naming it, never a traceback
+            settings = getattr(client, "get_settings", lambda: None)()
+            where = getattr(settings, "persist_directory", None) or getattr(settings, "chroma_server_host", None) \
+                or "(Chroma)"
+            raise store_error(exc, where) from exc
+
+    def _open(self, create: bool, workspace: Workspace | None) -> None:
+        client, name, embedder = self.client, self.name, self.embedder
         existing = name in list_knowledge_bases(client)
         if not existing and not create:
             raise ConfigError(f"No knowledge base named {name!r}. Create it by ingesting documents into it.")

@@ -81,6 +81,46 @@ def delete_workspace_files(data_dir: str | Path, name: str) -> None:
     shutil.rmtree(folder)
 
 
+_checked: dict[str, tuple[int, int, int]] = {}  # path -> (inode, size, mtime) of the version found sound
+
+
+def sqlite_file_problem(path: str | Path, quick_check: bool = True) -> str | None:
+    """What is wrong with an existing SQLite database file (None when nothing is): empty (SQLite would start an
+    empty database in it), not a database, truncated, or pages that fail `PRAGMA quick_check`. Reads only, and
+    only through SQLite (closing any other handle on the file would drop the locks that SQLite connections of
+    this process hold on it); a file found sound is not checked again in this process until it changes."""
+    path = Path(path)
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    identity = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if _checked.get(str(path)) == identity:
+        return None
+    wal = path.with_name(path.name + "-wal")
+    if stat.st_size == 0:
+        if not (wal.is_file() and wal.stat().st_size > 0):
+            return "it is empty: 0 bytes"
+    if quick_check:
+        try:
+            con = sqlite3.connect(path, timeout=30)
+            try:
+                con.execute("PRAGMA busy_timeout = 30000")
+                found = [row[0] for row in con.execute("PRAGMA quick_check(5)")]
+            finally:
+                con.close()
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                return None  # a writer holds it: the next open checks it
+            return f"{type(exc).__name__}: {exc}"
+        except sqlite3.DatabaseError as exc:
+            return f"{type(exc).__name__}: {exc}"
+        if found != ["ok"]:
+            return "PRAGMA quick_check found damage: " + "; ".join(" ".join(str(f).split()) for f in found)[:300]
+    _checked[str(path)] = identity
+    return None
+
+
 @contextmanager
 def immediate(con: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """A write transaction taken at once (BEGIN IMMEDIATE): committed at the end, rolled back on any error."""
@@ -251,22 +291,52 @@ class Workspace:
                 raise WorkspaceError(f"No workspace named {self.name!r}. Create it with "
                                      f"`python -m lib workspaces create {self.name}` or in the sidebar.")
             self.folder.mkdir(parents=True, exist_ok=True)
+            self._create()
+        self._check_integrity()
         self._migrate()
         if self.name == DEFAULT_WORKSPACE:
             self.legacy_import = import_legacy(self)
 
     # ------------------------------------------------------------ database plumbing
 
-    def _damaged(self, exc: Exception) -> WorkspaceError:
+    def _damaged(self, exc: Exception | str) -> WorkspaceError:
+        why = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
         return WorkspaceError(
-            f"The workspace database {self.db_path} could not be read ({type(exc).__name__}: {exc}). It was left "
+            f"The workspace database {self.db_path} could not be read ({why}). It was left "
             "exactly as it is: nothing was replaced or deleted. Restore it from a backup, or move it aside "
             "(for example rename it to workspace.db.damaged) to start this workspace afresh.")
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
+    def _create(self) -> None:
+        """Make the database beside its place and link it in whole: a workspace.db is never seen empty or half
+        made (so an empty one is damage, and is reported), and of processes creating it at once one wins."""
+        import uuid
+
+        tmp = self.folder / f".{DB_NAME}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         try:
-            con = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+            self._migrate(tmp)
+            try:
+                os.link(tmp, self.db_path)
+            except FileExistsError:
+                pass  # another process made it first: use theirs
+            except OSError:  # a file system without hard links
+                if not self.db_path.exists():
+                    os.rename(tmp, self.db_path)
+        finally:
+            for leftover in (tmp, tmp.with_name(tmp.name + "-wal"), tmp.with_name(tmp.name + "-shm")):
+                leftover.unlink(missing_ok=True)
+
+    def _check_integrity(self) -> None:
+        """An existing database file is checked before anything is written to it: an empty file (which SQLite
+        would silently start afresh), a truncated or corrupted one (`PRAGMA quick_check`) is reported with its
+        path and left as it is. Checked once per process for each version of the file."""
+        problem = sqlite_file_problem(self.db_path)
+        if problem:
+            raise self._damaged(problem)
+
+    @contextmanager
+    def _connect(self, path: Path | None = None) -> Iterator[sqlite3.Connection]:
+        try:
+            con = sqlite3.connect(path or self.db_path, timeout=30, isolation_level=None)
         except sqlite3.Error as exc:
             raise self._damaged(exc) from exc
         try:
@@ -289,8 +359,8 @@ class Workspace:
         with self._connect() as con, immediate(con):
             yield con
 
-    def _migrate(self) -> None:
-        with self._connect() as con:
+    def _migrate(self, path: Path | None = None) -> None:
+        with self._connect(path) as con:
             mode = con.execute("PRAGMA journal_mode = WAL").fetchone()[0]  # also reads the header: fails if damaged
             if str(mode).lower() != "wal":
                 raise WorkspaceError(f"The workspace database {self.db_path} could not switch to WAL mode ({mode}).")

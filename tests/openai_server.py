@@ -16,6 +16,11 @@ Errors are injected by model name:
 - "empty-200":     200 with an empty body;  "plain-text": 200 with a text/plain body
 - "echo-auth":     400 whose message repeats the Authorization header and the URL it was sent
 - "stream-error":  streams the first words, then an SSE error event
+- "echo-key":      a careless server that puts the key it was sent into its answer (`echo_text`: plain,
+                   URL-encoded, base64, upper-case and in a Basic header), streamed 3 characters a chunk
+- "echo-key-error": the same text as a 400 error message
+- "retry-later":   429 with `Retry-After: 3600`
+- "bad-usage":     answers with the usage in `bad_usage` (e.g. negative or absurd token counts)
 
 Usage::
 
@@ -60,6 +65,16 @@ class ApiError(Exception):
         self.status = status
         self.body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
         self.headers = headers or {}
+
+
+def echo_text(key: str) -> str:
+    """What the "echo-key" models say: the key in every form a careless server might repeat it."""
+    from urllib.parse import quote
+
+    b64 = base64.b64encode(key.encode()).decode()
+    basic = base64.b64encode(f"user:{key}".encode()).decode()
+    return (f"Your key is {key} (URL-encoded {quote(key, safe='')}, base64 {b64}, upper-case {key.upper()}, "
+            f"lower-case {key.lower()}); header Authorization: Basic {basic}. The refund window is 45 days [1].")
 
 
 def count_words(text: str) -> int:
@@ -161,6 +176,7 @@ class FakeOpenAIServer:
             self.trickle_seconds = 0.5
             self.embedding_dim = 16
             self.fail_jobs = False
+            self.bad_usage: dict[str, Any] = {"prompt_tokens": -5, "completion_tokens": 7}
             self.requests.clear()
             self.rate_limit_hits = 0
             self.files.clear()
@@ -257,6 +273,9 @@ class FakeOpenAIServer:
                            headers={"Retry-After": "0"})
         if model == "server-error":
             raise ApiError(500, "The server had an error while processing your request.", type_="server_error")
+        if model == "retry-later":
+            raise ApiError(429, "Rate limit reached; come back in an hour", type_="requests",
+                           code="rate_limit_exceeded", headers={"Retry-After": "3600"})
         if model == "slow-model":
             self.sleep(self.slow_seconds)
 
@@ -432,13 +451,26 @@ class _Handler(BaseHTTPRequestHandler):
                 sent = self.fake.requests[-1]["headers"]
             raise ApiError(400, f"Invalid request. Headers received: Authorization: {sent.get('authorization', '')}; "
                                 f"api-key: {sent.get('api-key', '')}; url: {self.path}")
-        words = re.findall(r"\s*\S+", self.fake.reply_text(body))
+        with self.fake.lock:
+            sent = self.fake.requests[-1]["headers"]
+        key = sent.get("api-key") or sent.get("authorization", "").removeprefix("Bearer ").strip()
+        if model == "echo-key-error":
+            raise ApiError(400, f"Invalid request from {echo_text(key)}")
+        if model == "echo-key":  # the key split across chunks, so a filter must see it whole to catch it
+            text = echo_text(key)
+            words = [text[i:i + 3] for i in range(0, len(text), 3)]
+        else:
+            words = re.findall(r"\s*\S+", self.fake.reply_text(body))
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
         finish_reason = "stop"
-        if isinstance(limit, int) and len(words) > limit:
+        if isinstance(limit, int) and len(words) > limit and model != "echo-key":
             words, finish_reason = words[:limit], "length"
-        usage = {"prompt_tokens": prompt_tokens(messages), "completion_tokens": len(words)}
-        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        usage = {"prompt_tokens": prompt_tokens(messages),
+                 "completion_tokens": count_words("".join(words)) if model == "echo-key" else len(words)}
+        if model == "bad-usage":
+            usage.update(self.fake.bad_usage)
+        numbers = all(isinstance(usage[k], int | float) for k in ("prompt_tokens", "completion_tokens"))
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"] if numbers else None
         usage_details = {"prompt_tokens_details": {"cached_tokens": 0},
                          "completion_tokens_details": {"reasoning_tokens": 0}}
         base = {"id": new_id("chatcmpl-"), "created": int(time.time()), "model": model,

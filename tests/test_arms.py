@@ -153,7 +153,7 @@ class _Reports:
 SRC = [Source("refund_policy.md", 0, 0.8, "Refunds are accepted within 45 days of delivery. " * 20)]
 
 
-@pytest.mark.parametrize("reported", [40, 200, 5000])
+@pytest.mark.parametrize("reported", [40, 200, 1000])
 def test_token_parts_never_negative_and_sum_to_the_reported_total(reported):
     """A server whose tokenizer differs from ours (fewer or more tokens than we count): the parts are scaled."""
     u = run_arm(ARMS["rag"], _Reports("openai", reported), "How long?", SRC, GenParams()).usage

@@ -1,6 +1,7 @@
 """Bad input loses nothing and cannot take the app down (issue 9, items 6 and 13)."""
 
 import io
+import json
 import os
 import zipfile
 
@@ -98,3 +99,100 @@ def test_a_server_answering_invalid_json_is_explained():
     except json.JSONDecodeError as exc:
         message = explain(exc, "gpt-4o-mini", "http://127.0.0.1:9/v1")
     assert "not valid JSON" in message and "Check the base URL" in message and "JSONDecodeError" not in message
+
+
+# ---------------------------------------------------------------- issue 18: validated input
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["ask", "q", "--top-k", "-1"], "-1 is out of range: use 1 to 50"),
+    (["ask", "q", "--top-k", "0"], "0 is out of range: use 1 to 50"),
+    (["ask", "q", "--temperature", "nan"], "use a number from 0 to 2"),
+    (["ask", "q", "--arms", ""], "name at least one arm"),
+    (["ask", "q", "--arms", "rag,rag"], "rag named more than once"),
+    (["ask", "q", "--max-tokens", "0"], "use 1 to 16,384"),
+    (["eval", "--limit", "-1"], "use 1 to 1,000,000"),
+    (["eval", "--concurrency", "0"], "use 1 to 64"),
+    (["project", "--run", "r", "--per-day", "-1"], "use 1 to 1,000,000,000"),
+    (["project", "--run", "r", "--months", "0"], "use 1 to 120"),
+    (["project", "--run", "r", "--hardware-usd-per-hour", "-2"], "use a number from 0 to 10000"),
+    (["decide", "--run", "r", "--latency-ms", "inf"], "use a number above 0, at most 3.6e+06"),
+    (["finetune", "--kb", "k", "--steps", "1000000000"], "use 1 to 20,000"),
+    (["finetune", "--kb", "k", "--steps", "0"], "use 1 to 20,000"),
+    (["finetune", "--kb", "k", "--rank", "0"], "use 1 to 256"),
+    (["finetune", "--kb", "k", "--lr", "nan"], "use a number above 0, at most 1"),
+    (["ingest", "x.md", "--chunk-size", "5000"], "use 16 to 254"),
+])
+def test_every_cli_flag_with_a_range_is_checked_before_anything_runs(tmp_path, capsys, argv, message):
+    from lib.__main__ import main
+
+    data = tmp_path / "data"
+    with pytest.raises(SystemExit) as stopped:
+        main([*argv, "--data-dir", str(data)])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+    assert not data.exists()  # nothing ran: not even the workspace was opened
+
+
+def test_deeply_nested_html_and_json_get_a_plain_message():
+    from lib import finetune
+    from lib.evalsets import read_rows
+
+    with pytest.raises(DocumentError, match="more than 512 levels deep"):
+        load_bytes("deep.html", b"<div>" * 1500 + b"text" + b"</div>" * 1500)
+    assert "inner" in load_bytes("fine.html", b"<div>" * 200 + b"inner" + b"</div>" * 200).text
+    deep = b"[" * 200 + b"]" * 200
+    line = b'{"question": "q", "reference": "r"}\n' + deep + b"\n" + b"[" * 100_000 + b"\n"
+    rows, _ = read_rows(line, "set.jsonl")
+    assert "error" not in rows[0] and "nested more than 64 levels" in rows[1]["error"]
+    assert "nested more than 64 levels" in rows[2]["error"]  # past what Python's reader can take
+    examples, problems = finetune.parse_upload("train.jsonl", deep + b"\n")  # the Fine-tune page's upload
+    assert not examples and "nested more than 64 levels" in problems[0][1]
+
+
+def test_file_names_are_shown_safely_and_json_output_stays_valid(tmp_path, capsys):
+    from lib.__main__ import main
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    names = [b"invoice\xe2\x80\xaefdp.txt", b"two\nlines.txt", b"caf\xe9.txt"]  # RLO, a newline, not UTF-8
+    for raw in names:
+        with open(os.fsencode(folder) + b"/" + raw, "wb") as f:
+            f.write(b"The cafe opens at 8 in the morning.")
+    data = ["--data-dir", str(tmp_path / "data")]
+    files = [str(folder / os.fsdecode(raw)) for raw in names]
+    assert main(["ingest", *files, "--json", *data]) == 0
+    out = capsys.readouterr().out
+    out.encode("utf-8")  # valid UTF-8 (no lone surrogate)
+    shown = [json.loads(line)["file"] for line in out.splitlines()]
+    assert shown == ["invoice\\u202efdp.txt", "two\\nlines.txt", "caf\ufffd.txt"]
+    assert main(["list", *data]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert len(listed) == 3 and any(line.startswith("invoice\\u202efdp.txt:") for line in listed)
+    assert not any("\u202e" in line for line in listed)
+
+
+def test_a_latin1_question_set_is_refused_like_a_latin1_document(tmp_path):
+    from lib.evalsets import read_rows
+
+    latin1 = "question,reference\nQuel est le délai?,45 jours\n".encode("latin-1")
+    _, problems = read_rows(latin1, "set.csv")
+    with pytest.raises(DocumentError) as as_document:
+        load_bytes("set.txt", latin1)
+    assert problems == [(1, str(as_document.value).replace("set.txt", "set.csv"))]
+    assert "is not UTF-8 text (byte 0xe9" in problems[0][1]
+    path = tmp_path / "set.csv"
+    path.write_bytes(latin1)
+    from lib.evalrun import load_set
+
+    with pytest.raises(ValueError, match="is not UTF-8 text"):  # what `eval --set set.csv` reports
+        load_set(None, str(path))
+
+
+def test_size_messages_state_the_actual_size():
+    limit = 20 * 1024 * 1024
+    with pytest.raises(DocumentError) as refused:
+        load_bytes("big.txt", b"a" * (limit + 1), limit)
+    assert "is 20,971,521 bytes; the limit is 20,971,520 bytes" in str(refused.value)
+    with pytest.raises(DocumentError, match=r"is 30\.0 MB; the limit is 20\.0 MB"):
+        load_bytes("bigger.txt", b"a" * (30 * 1024 * 1024), limit)

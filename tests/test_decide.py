@@ -455,3 +455,28 @@ def test_break_even_is_never_month_zero_and_its_absence_is_said():
     none = decision({"rag": [0.0, 10.0, 20.0], "hybrid": [50.0, 60.0, 70.0]}, [])
     [line] = report.break_even_sentences(none)
     assert line == "No break-even within 12 months: RAG stays the cheapest throughout."
+def test_report_out_goes_into_an_existing_folder_only_and_leaves_nothing_stray(stored_run, tmp_path, capsys,
+                                                                            monkeypatch):
+    """Issue 18: `--out` a folder, or into a folder that does not exist, is refused before anything is written;
+    a write that fails leaves no partial file."""
+    from pathlib import Path
+
+    from lib.__main__ import main
+
+    common = ["--run", "for-report", "--data-dir", str(stored_run)]
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    assert main(["report", *common, "--out", str(folder)]) == 2
+    assert "is a folder: give the report's file name" in capsys.readouterr().err
+    missing = tmp_path / "not-made" / "r.html"
+    assert main(["report", *common, "--out", str(missing)]) == 2
+    assert "does not exist: create it first" in capsys.readouterr().err and not missing.parent.exists()
+
+    def disk_full(self, target):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "replace", disk_full)
+    assert main(["report", *common, "--out", str(folder / "r.html")]) == 2
+    err = capsys.readouterr().err
+    assert "could not be written" in err and "No space left" in err and "Traceback" not in err
+    assert list(folder.iterdir()) == []  # no report, no .part

@@ -225,3 +225,67 @@ def test_expected_duration_before_a_run_comes_from_similar_runs_here(fake_settin
     per = evalrun.seconds_per_answer(ws, {"base": fake_settings.base.label})["rag"]
     assert seconds == pytest.approx(10 * per / 8)  # the fake provider is hosted: 8 at a time
     assert "Similar runs here took RAG" in sentence
+# ---------------------------------------------------------------- issue 18: runs keep their models
+
+def test_a_run_is_never_resumed_with_other_models(hosted_settings, openai_server, sample_kb_dir, embedder, tmp_path):
+    """A run started on a hosted model and resumed without the key (so the local model would answer) is refused
+    with what to configure; nothing is asked, and the run stays resumable as it was."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(sample_kb_dir, data)
+    openai_server.reply_fn = _reply
+    s = hosted_settings.with_overrides(data_dir=data)
+    ws = engine.workspace_for(s)
+    kb = engine.open_kb(s, embedder=embedder)
+    run_id, _, _ = evalrun.start(s, ws, kb, "sample", ["baseline", "finetuned"], "mixed?", limit=4, concurrency=1)
+    cancel = threading.Event()
+    evalrun.resume(s, ws, kb, run_id, cancel=cancel, on_progress=lambda p, rows: p.done >= 2 and cancel.set())
+    answered, asked = len(ws.answers(run_id)), len(openai_server.requests)
+    assert 2 <= answered < 8 and ws.run(run_id)["spec"]["model_specs"]["base"]["name"] == "gpt-4o-mini"
+
+    from lib.settings import load_settings
+
+    no_key = engine.resolve_finetuned(load_settings(env={}, secrets_file=None, data_dir=data), ws)
+    with pytest.raises(evalrun.ModelsChanged) as refused:
+        evalrun.resume(no_key, ws, kb, run_id)
+    message = str(refused.value)
+    assert "gpt-4o-mini" in message and "smollm2" in message and "never mixes" in message
+    assert "API key" in message and "--new-models" in message
+    assert len(ws.answers(run_id)) == answered and len(openai_server.requests) == asked  # nothing asked
+    assert ws.run(run_id)["status"] == "cancelled"  # still resumable, not failed
+    evalrun.check_models(ws.run(run_id), s)  # with the run's own models it resumes
+
+
+def test_resume_with_new_models_answers_the_rest_in_a_new_run(hosted_settings, openai_server, sample_kb_dir,
+                                                             tmp_path, monkeypatch, capsys):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(sample_kb_dir, data)
+    openai_server.reply_fn = _reply
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-eval")
+    monkeypatch.setenv("OPENAI_BASE_URL", openai_server.base_url)
+    monkeypatch.setenv("WORKBENCH_BASE_MODEL", "gpt-4o-mini")
+    d = ["--data-dir", str(data)]
+    ws = engine.workspace_for(hosted_settings.with_overrides(data_dir=data))
+    assert main(["eval", "--limit", "3", "--arms", "baseline", "--run-name", "kept", "--json", *d]) == 0
+    first = ws.run("kept")
+    with ws._write() as con:  # as a run stopped after its first answer leaves it
+        con.execute("DELETE FROM eval_answers WHERE run_id = ? AND question_id != 'q01'", (first["id"],))
+        con.execute("UPDATE eval_runs SET status = 'cancelled' WHERE id = ?", (first["id"],))
+    capsys.readouterr()
+    monkeypatch.setenv("WORKBENCH_BASE_MODEL", "gpt-4.1-mini")  # another model configured since
+    assert main(["eval", "--resume", "kept", "--json", *d]) == 2
+    out = capsys.readouterr().out
+    assert "cannot be resumed with the models configured now" in out and "gpt-4o-mini" in out
+    assert len(ws.answers(first["id"])) == 1
+    assert main(["eval", "--resume", "kept", "--new-models", "--json", *d]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    new_id = lines[0]["run"]
+    assert lines[0]["rerun_of"] == first["id"] and new_id != first["id"]
+    new = ws.run(new_id)
+    assert [q["id"] for q in new["questions"]] == ["q02", "q03"] and new["status"] == "finished"
+    assert {a["result"]["model"] for a in ws.answers(new_id)} == {"gpt-4.1-mini"}
+    assert {a["result"]["model"] for a in ws.answers(first["id"])} == {"gpt-4o-mini"}  # the old run is untouched
+    assert ws.run(first["id"])["status"] == "cancelled"

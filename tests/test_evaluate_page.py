@@ -146,7 +146,7 @@ def test_a_run_completes_and_shows_per_arm_accuracy_charts_and_exports(hosted_ap
     # an answer opens with its grade reason and sources
     at.selectbox(key="eval_open").set_value(("q01", "rag")).run()
     assert any("45 days" in t.value for t in at.text)
-    assert any(e.label.startswith("[1] ") for e in at.expander)
+    assert any(e.label.replace("\\", "").startswith("[1] ") for e in at.expander)  # names escaped
     assert at.download_button(key="eval_csv") and at.download_button(key="eval_json")
     frame = pd.read_csv(io.StringIO(evalrun.export_csv(evalrun.summary(ws, "page-run")[2])))
     assert len(frame) == 6 and {"correct", "score", "reason", "arm"} <= set(frame.columns)
@@ -295,3 +295,30 @@ def test_choices_survive_a_visit_to_another_page_and_defaults_match_compare(offl
     assert list(at.pills(key="eval_arms").value) == ["rag"]
     assert at.slider(key="eval_top_k").value == 3 and at.slider(key="eval_max_tokens").value == 160
     assert at.text_input(key="eval_run_name").value == "mine"
+
+
+def test_resume_with_other_models_is_refused_and_offers_a_new_run(hosted_app, openai_server):
+    """Issue 18: a run stopped by a restart, resumed after the models changed, is not finished with the new ones:
+    the page says what changed and offers to answer the rest in a new run, which then has the new models only."""
+    at = hosted_app
+    openai_server.reply_fn = _reply
+    s = at.session_state["settings"]
+    ws = engine.workspace_for(s)
+    kb = engine.open_kb(s)
+    old = s.with_overrides(base=ModelSpec("openai", "gpt-4.1-mini"))
+    run_id, _, _ = evalrun.start(old, ws, kb, "sample", ["baseline"], "before", limit=3)
+    ws.update_run(run_id, status="running")  # stopped by a restart, nothing answered yet
+    at.run()
+    at.button(key=f"eval_resume_{run_id}").click().run()
+    assert not at.exception, at.exception
+    refused = [e.value.replace("\\", "") for e in at.error if "cannot be resumed" in e.value.replace("\\", "")]
+    assert refused and "gpt-4.1-mini" in refused[0] and "gpt-4o-mini" in refused[0]
+    assert evalrun.running(ws, run_id) is None and ws.answers(run_id) == []  # nothing was asked
+    at.button(key="eval_rerun_rest").click().run()
+    assert not at.exception, at.exception
+    new_id = at.session_state["eval_result_run"]
+    handle = evalrun.running(ws, new_id)
+    if handle is not None:
+        handle.thread.join(60)
+    assert new_id != run_id and len(ws.answers(new_id)) == 3
+    assert {a["result"]["model"] for a in ws.answers(new_id)} == {"gpt-4o-mini"} and ws.answers(run_id) == []

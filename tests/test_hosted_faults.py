@@ -81,3 +81,41 @@ def test_the_deadline_is_a_setting():
 
     assert load_settings(env={}, secrets_file=None).arm_deadline_s == 120.0
     assert load_settings(env={"WORKBENCH_ARM_DEADLINE": "30"}, secrets_file=None).arm_deadline_s == 30.0
+
+
+# ---------------------------------------------------------------- issue 18: one arm's fault is that arm's alone
+
+def test_a_retry_after_past_the_deadline_fails_at_once_naming_it(hosted, openai_server):
+    r, took = _arm(hosted, "retry-later", deadline=30.0, read_timeout=5.0, retries=3)
+    assert r.error and "Retry-After" in r.error and "3600" in r.error
+    assert "30 s limit for one answer" in r.error and "WORKBENCH_ARM_DEADLINE" in r.error
+    assert took < 3.0  # not a sleep until the deadline, nor a read timeout
+
+
+@pytest.mark.parametrize(("usage", "why"), [
+    ({"prompt_tokens": -5, "completion_tokens": 7}, "negative"),
+    ({"prompt_tokens": 40, "completion_tokens": 10 ** 12}, "more than the 64 max tokens"),
+    ({"prompt_tokens": 10 ** 12, "completion_tokens": 7}, "more than the prompt sent could make"),
+    ({"prompt_tokens": "lots", "completion_tokens": 7}, "not a whole number"),
+])
+def test_impossible_usage_is_counted_instead_and_fails_no_other_arm(hosted, openai_server, fake_provider, usage, why):
+    """A server reporting negative, absurd or unreadable usage: that arm's tokens are counted here and marked
+    estimated (no $2,000,000 answer), with a note saying why; the other arms are untouched."""
+    from lib.arms import compare
+    from lib.providers import make_provider
+
+    openai_server.bad_usage = usage
+    providers = {"base": OpenAICompatible(ModelSpec("openai", "bad-usage"), openai_client(hosted), 10.0, 5.0, 0),
+                 "finetuned": make_provider(ModelSpec("fake", "tuned-model"), hosted)}
+    c = compare("How long is the refund window?", ["baseline", "finetuned"], None, providers, GenParams(max_tokens=64))
+    hosted_arm, other = c.results
+    assert hosted_arm.error is None and "45 days" in hosted_arm.answer
+    assert hosted_arm.usage_source == "estimate" and 0 < hosted_arm.usage.completion_tokens <= 64
+    assert hosted_arm.cost_usd is None or hosted_arm.cost_usd < 0.01  # (a model without a price: unknown)
+    assert any("cannot be right" in w and why in w for w in hosted_arm.warnings), hosted_arm.warnings
+    assert other.error is None and other.usage_source == "provider" and not other.warnings
+    from lib.providers import Done
+
+    [done] = [e for e in providers["base"].stream([{"role": "user", "content": "How long?"}], GenParams(max_tokens=64))
+              if isinstance(e, Done)]
+    assert done.prompt_tokens is None and why in done.untrusted  # nothing downstream (caps, prices) sees it

@@ -17,7 +17,7 @@ st.title("Compare")
 try:
     kb = engine.open_kb(settings)
 except ConfigError as exc:
-    st.error(str(exc))
+    st.error(escape_markdown(str(exc)))
     st.stop()
 
 # Streamlit forgets the state of widgets that a run does not draw (another page), so the values are also

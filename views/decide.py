@@ -61,10 +61,10 @@ with st.expander("Your situation and cost assumptions", expanded=True):
 
 try:
     hardware = float(hw) if hw.strip() else None
-    if hardware is not None and hardware < 0:
+    if hardware is not None and not 0 <= hardware <= 10_000:  # NaN fails this too
         raise ValueError
 except ValueError:
-    st.error("The hardware cost must be a number of dollars per hour, e.g. 0.45.")
+    st.error("The hardware cost must be a number of dollars per hour from 0 to 10,000, e.g. 0.45.")
     st.stop()
 values = {"per_day": int(per_day), "months": int(months), "amortise_months": int(amortise),
           "changes": None if changes == "not sure" else changes, "citations": YES_NO[citations],

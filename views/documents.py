@@ -5,7 +5,8 @@ import streamlit as st
 
 from lib import engine
 from lib.chunking import DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP_TOKENS, MAX_CHUNK_TOKENS
-from lib.errors import ConfigError
+from lib.documents import safe_name
+from lib.errors import ConfigError, redact
 from lib.format import escape_markdown, one_line, when
 from lib.store import delete_knowledge_base
 
@@ -15,7 +16,7 @@ st.title("Documents")
 try:
     kb = engine.open_kb(settings)
 except ConfigError as exc:
-    st.error(str(exc))
+    st.error(escape_markdown(str(exc)))
     st.stop()
 
 summary = st.empty()  # filled at the end of the run, so the counts include what this run added or removed
@@ -60,13 +61,13 @@ if busy:
         for name, status in job.statuses().items():
             fraction, _, stage = status.partition(" ")
             bars.setdefault(name, st.empty()).progress(min(1.0, float(fraction)),
-                                                       text=f"{one_line(name)}: {stage}")
+                                                       text=f"{escape_markdown(one_line(safe_name(name)))}: {stage}")
         time.sleep(0.25)
     st.session_state.pop("docs_job")
     results = [r.to_dict() for r in job.result or []]
     if job.error is not None:
-        results.append({"file": "(the upload)", "status": "error", "error": f"{type(job.error).__name__}: "
-                        f"{job.error}", "chunks": 0, "tokens": 0})
+        results.append({"file": "(the upload)", "status": "error", "error": redact(f"{type(job.error).__name__}: "
+                                                                                 f"{job.error}"), "chunks": 0, "tokens": 0})
     st.session_state.docs_last_results = results
     st.rerun()
 
@@ -102,7 +103,8 @@ else:
         st.session_state.docs_remove_pending = chosen
     if st.session_state.get("docs_remove_pending") == chosen:
         n_chunks = next(d.chunks for d in docs if d.name == chosen)
-        st.warning(f"Remove **{escape_markdown(chosen)}** and its {n_chunks} chunks from **{escape_markdown(kb.name)}**? "
+        st.warning(f"Remove **{escape_markdown(one_line(chosen))}** and its {n_chunks} chunks from "
+                   f"**{escape_markdown(kb.name)}**? "
                    "This cannot be undone.")
         y, n = st.columns([1, 4])
         if y.button("Yes, remove it", type="primary", key="docs_remove_confirm"):
@@ -126,10 +128,10 @@ with k1.form("docs_new_kb", clear_on_submit=True):
             st.session_state.docs_last_results = []
             st.rerun()
         except ConfigError as exc:
-            st.error(str(exc))
+            st.error(escape_markdown(str(exc)))
 with k2:
-    st.write(f"Delete **{kb.name}** and all its documents (its history stays on disk).")
-    confirm = st.checkbox(f"Yes, delete {kb.name}", key="docs_confirm_delete")
+    st.write(f"Delete **{escape_markdown(kb.name)}** and all its documents (its history stays on disk).")
+    confirm = st.checkbox(f"Yes, delete {escape_markdown(kb.name)}", key="docs_confirm_delete")
     if st.button("Delete knowledge base", disabled=not confirm, key="docs_delete"):
         delete_knowledge_base(engine.client_for(settings), kb.name)
         st.session_state.kb_switch = "default"

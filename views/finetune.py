@@ -8,20 +8,21 @@ from lib import engine, finetune, gateway, provenance
 from lib.errors import ConfigError, explain
 from lib.finetune import from_kb
 from lib.finetune.local import training_base_for
-from lib.format import escape_markdown, usd, when
+from lib.format import escape_markdown, one_line, usd, when
 
 settings = st.session_state.settings
 workspace = engine.workspace_for(settings)
 st.title("Fine-tune")
 st.caption("Build a training set from your documents, train a model locally or on OpenAI, "
            f"then pick it for the Fine-tuned and Hybrid arms. Jobs and models belong to workspace "
-           f"**{settings.workspace}**: they keep running, and are registered, when you leave this page.")
+           f"**{escape_markdown(settings.workspace)}**: they keep running, and are registered, when you leave this "
+           "page.")
 st.session_state.setdefault("ft_examples", [])
 try:
     kb = engine.open_kb(settings)
 except ConfigError as exc:  # training from an upload still works without a usable knowledge base
     kb = None
-    st.warning(f"{exc} Generating pairs from documents is unavailable until then.")
+    st.warning(f"{escape_markdown(str(exc))} Generating pairs from documents is unavailable until then.")
 
 data_tab, local_tab, openai_tab, models_tab = st.tabs(["1. Training data", "2a. Train locally",
                                                        "2b. Train on OpenAI", "3. Models"])
@@ -62,10 +63,10 @@ with data_tab:
                     st.session_state.ft_examples = examples
                     st.session_state.ft_parse_problems = [(0, p) for p in gen_problems]
                 except Exception as exc:
-                    st.error(explain(exc, settings.base.name))
+                    st.error(escape_markdown(explain(exc, settings.base.name)))
 
     for row, problem in st.session_state.get("ft_parse_problems", []):
-        st.warning(f"Line {row}: {problem}" if row else problem)
+        st.warning(escape_markdown(f"Line {row}: {problem}" if row else problem))
     if st.session_state.ft_examples:
         st.subheader(f"Review ({len(st.session_state.ft_examples)} examples)")
         edited = st.data_editor(pd.DataFrame(finetune.table_rows(st.session_state.ft_examples)),
@@ -101,7 +102,7 @@ def local_job_view(job_id: str, was_running: bool) -> None:
     total = max(1, int(status.get("total_steps") or 1))
     step = int(status.get("step") or 0)
     phase = status.get("phase", job.status)
-    st.progress(min(1.0, step / total), text=f"{job.name}: {phase}, step {step} of {total}"
+    st.progress(min(1.0, step / total), text=f"{escape_markdown(one_line(job.name))}: {phase}, step {step} of {total}"
                 + (f" · about {status['eta_s']:.0f} s left" if status.get("eta_s") and not job.finished else ""))
     if status.get("losses"):
         st.line_chart(pd.DataFrame({"loss": status["losses"]}), x_label="step", y_label="loss", height=200)
@@ -110,8 +111,8 @@ def local_job_view(job_id: str, was_running: bool) -> None:
             finetune.cancel_local_training(workspace, job.id)
             st.rerun(scope="fragment")
     elif job.status == "succeeded":
-        st.success(f"Trained and registered {escape_markdown(job.name)}; it became the active fine-tuned model when "
-                   "it finished.")
+        st.success(f"Trained and registered {escape_markdown(one_line(job.name))}; it became the active fine-tuned "
+                   "model when it finished.")
     elif job.status == "cancelled":
         st.info("Training was cancelled: no adapter was written, and your existing models are unchanged.")
     else:
@@ -152,7 +153,7 @@ with local_tab:
                     st.rerun()
                 except ConfigError as exc:
                     st.error(escape_markdown(str(exc)))
-        if st.button(f"Fine-tune on {kb.name}", key="ft_kb_start", disabled=bool(missing or running),
+        if st.button(f"Fine-tune on {escape_markdown(kb.name)}", key="ft_kb_start", disabled=bool(missing or running),
                      help="Builds a training set from this knowledge base's own text (no model needed) and trains a "
                           "LoRA adapter; it is registered with what it was trained on and becomes the active model."):
             try:
@@ -201,7 +202,7 @@ with local_tab:
                                           kb_name, base=train_base)
             st.rerun()
         except ConfigError as exc:
-            st.error(str(exc))
+            st.error(escape_markdown(str(exc)))
     if reasons:
         st.caption("Training cannot start yet: " + "; ".join(escape_markdown(r) for r in reasons)
                    + (f" (and {len(blockers) - 3} more problems in tab 1)" if len(blockers) > 3 else "") + ".")
@@ -222,12 +223,12 @@ def openai_job_view(job_id: str, was_running: bool) -> None:
             _, events = client.refresh(workspace, record)
             record = workspace.job(job_id) or record
         except Exception as exc:
-            st.error(explain(exc, str(record.params.get("base_model", ""))))
+            st.error(escape_markdown(explain(exc, str(record.params.get("base_model", "")))))
     elif not record.finished:
         st.info("Add the API key in Settings to follow this job.")
     order = ["validating_files", "queued", "running", "succeeded"]
     done = order.index(record.status) + 1 if record.status in order else len(order)
-    st.progress(done / len(order), text=f"Job {job_id}: {record.status}")
+    st.progress(done / len(order), text=f"Job {escape_markdown(job_id)}: {escape_markdown(record.status)}")
     if events:
         with st.expander("Events", expanded=True):
             st.text("\n".join(events[-15:]))
@@ -237,15 +238,15 @@ def openai_job_view(job_id: str, was_running: bool) -> None:
             try:
                 client.cancel(job_id)  # type: ignore[union-attr]
             except Exception as exc:
-                st.error(explain(exc))
+                st.error(escape_markdown(explain(exc)))
             st.rerun(scope="fragment")
         if c2.button("Refresh", key="ft_oai_refresh"):
             st.rerun(scope="fragment")
     elif record.status == "succeeded":
-        st.success(f"Registered {(record.result or {}).get('model', '')}; it became the active fine-tuned model "
-                   "when the job succeeded.")
+        st.success(f"Registered {escape_markdown(str((record.result or {}).get('model', '')))}; it became the active "
+                   "fine-tuned model when the job succeeded.")
     elif record.status == "failed":
-        st.error(f"The job failed: {record.error or 'no reason given'}")
+        st.error(f"The job failed: {escape_markdown(record.error or 'no reason given')}")
     elif record.status == "cancelled":
         st.warning("The job was cancelled.")
     if was_running and record.finished:
@@ -272,7 +273,7 @@ with openai_tab:
                                                 ws=workspace, trained_on=trained_on, knowledge_base=kb_name)
             st.session_state.ft_oai_pick = started.id
         except Exception as exc:
-            st.error(explain(exc, base_model))
+            st.error(escape_markdown(explain(exc, base_model)))
     oai_jobs = workspace.jobs("openai")
     if oai_jobs:
         ids = [j.id for j in oai_jobs]

@@ -24,17 +24,25 @@ Example = dict[str, Any]
 # ---------------------------------------------------------------- training data
 
 def parse_jsonl(data: bytes | str) -> tuple[list[Example], list[tuple[int, str]]]:
-    """Examples from OpenAI chat JSONL, and (row, problem) for lines that are not JSON objects."""
-    text = data.decode("utf-8-sig", errors="replace") if isinstance(data, bytes) else data
+    """Examples from OpenAI chat JSONL, and (row, problem) for lines that are not JSON objects (or nest too
+    deeply); bytes that are not UTF-8 are refused as a document would be."""
+    from lib.documents import parse_json
+
+    text, problem = _text(data, "the JSONL file")
+    if problem:
+        return [], [problem]
     examples: list[Example] = []
     problems: list[tuple[int, str]] = []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
-            item = json.loads(line)
+            item = parse_json(line)
         except json.JSONDecodeError as exc:
             problems.append((n, f"not valid JSON ({exc.msg})"))
+            continue
+        except ValueError as exc:
+            problems.append((n, f"not a training example: {exc}"))
             continue
         if not isinstance(item, dict):
             problems.append((n, "each line must be a JSON object with a 'messages' list"))
@@ -58,7 +66,9 @@ def from_pairs(pairs: list[tuple[str, str]], system: str | None = None) -> list[
 
 def parse_csv(data: bytes | str) -> tuple[list[Example], list[tuple[int, str]]]:
     """Examples from a CSV with `question` and `answer` columns (a header row is required)."""
-    text = data.decode("utf-8-sig", errors="replace") if isinstance(data, bytes) else data
+    text, problem = _text(data, "the CSV file")
+    if problem:
+        return [], [problem]
     reader = csv.DictReader(io.StringIO(text))
     fields = {f.strip().lower(): f for f in reader.fieldnames or []}
     if "question" not in fields or "answer" not in fields:
@@ -71,6 +81,18 @@ def parse_csv(data: bytes | str) -> tuple[list[Example], list[tuple[int, str]]]:
             continue
         pairs.append((q, a))
     return from_pairs(pairs), problems
+
+
+def _text(data: bytes | str, name: str) -> tuple[str, tuple[int, str] | None]:
+    """An upload's text, decoded as documents are (UTF-8, or the same message as for a document)."""
+    from lib.documents import DocumentError, decode_text
+
+    if isinstance(data, str):
+        return data, None
+    try:
+        return decode_text(name, data), None
+    except DocumentError as exc:
+        return "", (1, str(exc))
 
 
 def parse_upload(name: str, data: bytes) -> tuple[list[Example], list[tuple[int, str]]]:
@@ -183,9 +205,11 @@ def generate_pairs(chunks: list[Any], provider: Any, per_chunk: int = 2,
             break  # the rest would be refused too: keep the pairs already written
         match = re.search(r"\[.*\]", text, re.S)
         try:
-            items = json.loads(match.group(0)) if match else None
+            from lib.documents import parse_json
+
+            items = parse_json(match.group(0)) if match else None
             pairs += [(str(x["question"]), str(x["answer"])) for x in items if x.get("question") and x.get("answer")]
-        except (json.JSONDecodeError, TypeError, KeyError, AttributeError):
+        except (ValueError, TypeError, KeyError, AttributeError):  # not JSON, or nested too deeply
             problems.append(f"{chunk.document} chunk {chunk.chunk}: the model's reply was not the JSON asked for")
         if on_progress:
             on_progress(i, len(chunks))
