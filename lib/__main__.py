@@ -485,7 +485,7 @@ def _finetune(settings: Any, args: argparse.Namespace) -> int:
     base = _training_base(settings, ws, args)
     if args.probe:
         from_kb.probe(ws, examples, base=base)
-    estimate = from_kb.estimate(ws, args.steps, examples, base)
+    estimate = from_kb.estimate(ws, args.steps, examples, base=base)
     head = {"knowledge_base": kb.name, "examples": len(examples), "kinds": kinds, "method": method,
             "estimate": estimate, "can_and_cannot": from_kb.CAN_AND_CANNOT}
     if args.json:

@@ -486,7 +486,7 @@ def test_a_downloaded_model_is_fine_tuned_locally_and_its_lora_registered(
     assert sidecar["base_weights"] == out["path"] and sidecar["base_model"] == Path(gguf.path).name
     meta, _ = read_adapter(model.lora)  # type: ignore[arg-type]
     assert meta["general.architecture"] == "llama" and meta["general.type"] == "adapter"
-    assert "last local training run" in from_kb.estimate(ws, 10, NAME)["source"]  # the estimate uses this model's speed
+    assert "last local training run" in from_kb.estimate(ws, 10, base=NAME)["source"]  # the estimate uses this model's speed
     assert catalogue.use(s, ws, NAME, "finetuned")["model_id"] == job_id
     tuned = LocalLlama(model.spec)
     done = [e for e in tuned.stream(examples[0]["messages"][:-1], GenParams(max_tokens=6)) if isinstance(e, Done)]

@@ -141,7 +141,7 @@ with local_tab:
         kb_steps = k1.number_input("Steps", 5, 2000, 125, 5, key="ft_kb_steps",
                                    help="125 is the shipped adapter's recipe; fewer steps finish sooner and learn less.")
         kb_examples, _, kb_method = from_kb.training_set(settings, kb, offline=True)
-        guess = from_kb.estimate(workspace, int(kb_steps), kb_examples, train_base)
+        guess = from_kb.estimate(workspace, int(kb_steps), kb_examples, base=train_base)
         k2.info(f"Expected duration: about **{guess['seconds'] / 60:.0f} min** ({guess['seconds_per_step']:.1f} s per "
                 f"step, from {escape_markdown(guess['source'])}; {guess['note']}).", icon="⏱️")
         if st.button("Measure the speed on this machine (about a minute)", key="ft_kb_probe",
@@ -183,7 +183,7 @@ with local_tab:
                    f"{recipe.get('lr')}, rank {recipe.get('rank')}, batch {recipe.get('batch')}; see the README).")
     name = st.text_input("Name", "my-adapter", key="ft_local_name")
     if train_base is not None:  # a downloaded model: its own measured speed, or a labelled rough estimate
-        guess = from_kb.estimate(workspace, int(steps), train_base)
+        guess = from_kb.estimate(workspace, int(steps), base=train_base)
         st.info(f"Estimated training time: about **{guess['seconds'] / 60:.0f} min** for {steps} steps "
                 f"({guess['seconds_per_step']:.1f} s per step: {guess['source']}).", icon="⏱️")
     elif recipe.get("seconds_per_step"):

@@ -200,7 +200,7 @@ def _shipped_examples() -> list[Example]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
-def estimate(workspace: Any, steps: int, examples: list[Example] | None = None,
+def estimate(workspace: Any, steps: int, examples: list[Example] | None = None, *,
              base: str | None = None) -> dict[str, Any]:
     """Expected training time for `base` (None: the bundled model): steps x seconds per step measured on this
     machine (see `seconds_per_step`). When only the shipped adapter's speed is known and the examples are given,
