@@ -290,7 +290,8 @@ def _evaluate(settings: Any, kb: Any, args: argparse.Namespace, arms: list[str])
                        "refused": g.refused, "fabricated": g.fabricated, "reason": g.reason, "cites": g.cites,
                        "citation_ok": g.citation_ok, "citations": g.citations, "retrieval_hit": g.retrieval_hit,
                        "house_style": g.house_style, "answer": g.answer, "error": g.error,
-                       "total_ms": g.total_ms, "cost_usd": g.cost_usd})
+                       "total_ms": g.total_ms, "cost_usd": g.cost_usd, "failure_mode": g.failure_mode,
+                       "expected_source": (g.expected or {}).get("source")})
             else:
                 left = f", about {p.seconds_left:.0f} s left" if p.seconds_left is not None else ""
                 print(f"[{p.done}/{p.total}{left}] {g.question.id} {g.arm}: {'ok' if g.correct else '--'} "

@@ -34,6 +34,12 @@ class Arm:
     role: str  # "base" | "finetuned"
     retrieval: bool
     blurb: str
+    whole_kb: bool = False  # the whole knowledge base in the prompt (the long-context arm), no retrieval
+
+    @property
+    def context(self) -> str:
+        """What the arm's prompt holds besides the question: "retrieved" chunks, "all" documents, or "none"."""
+        return "retrieved" if self.retrieval else ("all" if self.whole_kb else "none")
 
 
 ARMS: dict[str, Arm] = {
@@ -41,6 +47,8 @@ ARMS: dict[str, Arm] = {
     "rag": Arm("rag", "RAG", "base", True, "base model + retrieved sources"),
     "finetuned": Arm("finetuned", "Fine-tuned", "finetuned", False, "fine-tuned model, no retrieval"),
     "hybrid": Arm("hybrid", "Hybrid", "finetuned", True, "fine-tuned model + retrieved sources"),
+    "longcontext": Arm("longcontext", "Long context", "base", False,
+                       "base model + the whole knowledge base in the prompt, no retrieval", whole_kb=True),
 }
 DEFAULT_ARMS = ("rag", "finetuned", "hybrid")
 
@@ -49,6 +57,13 @@ SYSTEM_RETRIEVAL = (
     "You are a helpful assistant for a company's staff and customers. Answer briefly and precisely, "
     "using only the numbered sources. Cite the source you used like [1]. "
     "If the sources do not contain the answer, say that you do not know."
+)
+
+
+SYSTEM_LONG_CONTEXT = (
+    "You are a helpful assistant for a company's staff and customers. Answer briefly and precisely, "
+    "using only the numbered documents. Cite the document you used like [1]. "
+    "If the documents do not contain the answer, say that you do not know."
 )
 
 
@@ -79,6 +94,23 @@ def build_prompt(question: str, sources: list[Source] | None) -> PromptParts:
     else:
         context = "Sources: (none found for this question)"
     return PromptParts(SYSTEM_RETRIEVAL, context, f"Question: {question.strip()}")
+
+
+def build_prompt_all(question: str, documents: list[Source] | tuple[Source, ...]) -> PromptParts:
+    """The long-context arm's prompt: every document of the knowledge base, in a stable order (by name), each
+    numbered with its name so the answer can cite it, then the question."""
+    blocks = [f"[{i}] {d.document}\n{d.text.strip()}" for i, d in enumerate(documents, 1)]
+    context = "Documents:\n" + "\n\n".join(blocks) if blocks else "Documents: (the knowledge base is empty)"
+    return PromptParts(SYSTEM_LONG_CONTEXT, context, f"Question: {question.strip()}")
+
+
+def whole_knowledge_base(kb: KnowledgeBase | None) -> tuple[Source, ...]:
+    """Every document of a knowledge base as one source each (its whole text), sorted by name."""
+    if kb is None:
+        return ()
+    from lib.store import document_text
+
+    return tuple(Source(d.name, 0, 1.0, document_text(kb, d.name)) for d in sorted(kb.documents(), key=lambda d: d.name))
 
 
 @dataclass(frozen=True)
@@ -233,17 +265,70 @@ def _usage(provider: Provider, parts: PromptParts, done: Done, answer: str,
                  counted_prompt_tokens=max(ours, counted)), source, distrust
 
 
+def prompt_tokens(provider: Provider, parts: PromptParts) -> int:
+    """The whole prompt in the provider's tokens, chat template included (the local model renders its own)."""
+    from lib.tokens import count_chat
+
+    render = getattr(provider, "render", None)
+    if render is not None and getattr(provider, "kind", "") == "local":
+        return int(provider.count_tokens(render(parts.messages())[0]))
+    return count_chat(parts.messages(), getattr(provider.spec, "name", ""))
+
+
+def does_not_fit(arm: Arm, provider: Provider, parts: PromptParts, params: GenParams,
+                 windows: tuple[tuple[str, int], ...] = ()) -> ArmResult | None:
+    """The long-context arm's answer when the knowledge base does not fit the model's context window (the model
+    is not called: the error gives the token count and the window, the usage has no completion tokens); None when
+    it fits, or the window is unknown (then the model is asked and the server has the last word)."""
+    from lib.context_windows import window_of
+
+    window, source = window_of(provider, windows)
+    if window is None:
+        return None
+    tokens = prompt_tokens(provider, parts)
+    if tokens + params.max_tokens <= window:
+        return None
+    count = provider.count_tokens
+    system, question = count(parts.system), count(parts.question)
+    context = count(parts.context) if parts.context else 0
+    usage = Usage(tokens, 0, system, context, question, max(0, tokens - system - context - question))
+    return ArmResult(arm.key, arm.label, provider.spec.label, provider.kind, "", (), usage, "estimate", 0.0,
+                     "not sent: nothing was charged", 0.0, None, None, 0.0, None,
+                     f"The knowledge base does not fit in {provider.spec.label}'s context window: the prompt would be "
+                     f"{tokens:,} tokens, plus {params.max_tokens:,} for the answer, and the window is {window:,} "
+                     f"tokens ({source}). The model was not asked. Use retrieval (RAG), a smaller knowledge base, or "
+                     "a model with a larger window.")
+
+
 def run_arm(arm: Arm, provider: Provider | Exception, question: str, sources: list[Source] | None,
             params: GenParams, retrieval_ms: float = 0.0, on_delta: OnEvent | None = None,
-            on_status: OnStatus | None = None) -> ArmResult:
-    """One arm, start to finish; any failure becomes `error` on the result, never an exception."""
+            on_status: OnStatus | None = None, documents: tuple[Source, ...] | None = None,
+            windows: tuple[tuple[str, int], ...] = ()) -> ArmResult:
+    """One arm, start to finish; any failure becomes `error` on the result, never an exception. `documents`: the
+    whole knowledge base (`whole_knowledge_base`), for the long-context arm; `windows`: context windows that
+    override the known ones (WORKBENCH_CONTEXT_WINDOWS)."""
     from lib.pricing import cost_for
 
-    parts = build_prompt(question, sources)
-    shown = tuple(sources or ())
+    if arm.whole_kb:
+        parts = build_prompt_all(question, documents or ())
+        shown = tuple(documents or ())
+    else:
+        parts = build_prompt(question, sources)
+        shown = tuple(sources or ())
     if isinstance(provider, Exception):
         return ArmResult(arm.key, arm.label, "", "", "", shown, None, "estimate", None, "", retrieval_ms,
                          None, None, 0.0, None, explain(provider))
+    if arm.whole_kb:
+        try:
+            refused = does_not_fit(arm, provider, parts, params, windows)
+        except Exception as exc:
+            return ArmResult(arm.key, arm.label, provider.spec.label, provider.kind, "", shown, None, "estimate",
+                             None, "", 0.0, None, None, 0.0, None, explain(exc, provider.spec.name))
+        if refused is not None:
+            return refused
+        widen = getattr(provider, "with_context", None)  # a local model reads the whole prompt: room for it
+        if widen is not None:
+            provider = widen(prompt_tokens(provider, parts) + params.max_tokens)
     model, kind = provider.spec.label, provider.kind
     asked = time.monotonic()
     started = asked
@@ -298,9 +383,10 @@ def run_arm(arm: Arm, provider: Provider | Exception, question: str, sources: li
 def compare(question: str, arm_keys: list[str] | tuple[str, ...], kb: KnowledgeBase | None,
             providers: dict[str, Provider | Exception], params: GenParams = GenParams(),
             retrieval: RetrievalParams = RetrievalParams(), on_delta: OnEvent | None = None,
-            on_status: OnStatus | None = None) -> Comparison:
+            on_status: OnStatus | None = None, windows: tuple[tuple[str, int], ...] = ()) -> Comparison:
     """Retrieve once, then run every chosen arm on the same inputs: hosted arms concurrently, local
-    arms one at a time through the shared local model's queue (each timed from when its turn starts)."""
+    arms one at a time through the shared local model's queue (each timed from when its turn starts). The
+    long-context arm gets the whole knowledge base instead of retrieved sources."""
     if not question.strip():
         raise ValueError("Ask a question first.")
     unknown = [k for k in arm_keys if k not in ARMS]
@@ -313,11 +399,13 @@ def compare(question: str, arm_keys: list[str] | tuple[str, ...], kb: KnowledgeB
         t0 = time.monotonic()
         sources = kb.query(question, retrieval.top_k, retrieval.min_score)
         retrieval_ms = (time.monotonic() - t0) * 1000
+    documents = whole_knowledge_base(kb) if any(a.whole_kb for a in arms) else None
     missing = KeyError("no model")
     with ThreadPoolExecutor(max_workers=max(1, len(arms)), thread_name_prefix="arm") as pool:
         futures = [pool.submit(run_arm, arm, providers.get(arm.role, missing), question,
                                sources if arm.retrieval else None, params,
-                               retrieval_ms if arm.retrieval else 0.0, on_delta, on_status) for arm in arms]
+                               retrieval_ms if arm.retrieval else 0.0, on_delta, on_status, documents, windows)
+                   for arm in arms]
         results = tuple(f.result() for f in futures)
     return Comparison(id=uuid.uuid4().hex[:12], question=question.strip(), created_at=time.time(),
                       collection=kb.name if kb else "", retrieval=retrieval, params=params,

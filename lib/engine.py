@@ -219,7 +219,7 @@ def ask(settings: Settings, question: str, arms: list[str] | tuple[str, ...], kb
     from lib.arms import RetrievalParams
 
     comparison = compare(question, arms, kb, providers if providers is not None else providers_for(settings),
-                         params, RetrievalParams(top_k, min_score), on_delta, on_status)
+                         params, RetrievalParams(top_k, min_score), on_delta, on_status, settings.context_windows)
     return with_provenance(settings, comparison, kb)
 
 

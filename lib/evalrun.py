@@ -17,7 +17,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-from lib.arms import ARMS, Comparison, RetrievalParams, run_arm
+from lib.arms import ARMS, Comparison, RetrievalParams, run_arm, whole_knowledge_base
 from lib.evaluate import Graded, Question, grade
 from lib.providers import GenParams, Provider
 
@@ -109,14 +109,16 @@ def answer_record(g: Graded, result: dict[str, Any]) -> dict[str, Any]:
         "grade": {"correct": g.correct, "score": g.score, "refused": g.refused, "fabricated": g.fabricated,
                   "reason": g.reason, "cites": g.cites, "citation_ok": g.citation_ok, "citations": g.citations,
                   "citation_reason": g.citation_reason, "grounded": g.grounded, "retrieval_hit": g.retrieval_hit,
-                  "house_style": g.house_style},
+                  "house_style": g.house_style, "failure_mode": g.failure_mode},
+        "failure_mode": g.failure_mode, "expected": g.expected, "format": g.question.format,
     }
 
 
 def question_of(record: dict[str, Any]) -> Question:
     """The question a stored answer record was asked."""
     return Question(record["question_id"], record["question"], tuple(record.get("keywords") or ()),
-                    record.get("reference", ""), record.get("source", ""), bool(record.get("answerable", True)))
+                    record.get("reference", ""), record.get("source", ""), bool(record.get("answerable", True)),
+                    str(record.get("format") or ""))
 
 
 def graded_from_records(records: list[dict[str, Any]]) -> list[Graded]:
@@ -134,7 +136,8 @@ def graded_from_records(records: list[dict[str, Any]]) -> list[Graded]:
                           citation_ok=g["citation_ok"], grounded=g["grounded"], retrieval_hit=g["retrieval_hit"],
                           cost_usd=res.get("cost_usd"), prompt_tokens=usage.get("prompt_tokens"),
                           completion_tokens=usage.get("completion_tokens"), citations=g.get("citations"),
-                          citation_reason=g.get("citation_reason", "")))
+                          citation_reason=g.get("citation_reason", ""), failure_mode=g.get("failure_mode"),
+                          expected=r.get("expected")))
     return out
 
 
@@ -282,7 +285,7 @@ def execute(run_id: str, spec: RunSpec, questions: list[Question], kb: Any,
             providers: dict[str, Provider | Exception], store: RunStore,
             cancel: threading.Event | None = None, on_progress: OnProgress | None = None,
             similarity: Callable[[str, str], float] | None = None, judge: Provider | None = None,
-            cancel_grace_s: float = 2.0) -> Progress:
+            cancel_grace_s: float = 2.0, windows: tuple[tuple[str, int], ...] = ()) -> Progress:
     """Answer and grade every (question, arm) not yet stored for this run; returns the final progress.
     When `cancel` is set, questions not started are dropped at once, and the call returns within
     `cancel_grace_s` (answers still in flight may be stored after it, as they complete)."""
@@ -304,6 +307,8 @@ def execute(run_id: str, spec: RunSpec, questions: list[Question], kb: Any,
     sources: dict[str, tuple[list[Any], float]] = {}
     sources_lock = threading.Lock()
     lock = threading.Lock()
+    expected_of: dict[str, dict[str, Any] | None] = {}
+    documents: dict[str, Any] = {}
 
     def retrieve(q: Question) -> tuple[list[Any], float]:
         with sources_lock:
@@ -314,6 +319,20 @@ def execute(run_id: str, spec: RunSpec, questions: list[Question], kb: Any,
                 sources[q.id] = (found, (time.monotonic() - t0) * 1000)
             return sources[q.id]
 
+    def expected(q: Question) -> dict[str, Any] | None:
+        """The question's expected source and its rank in the retriever's top 20 (once per question)."""
+        with sources_lock:
+            if q.id not in expected_of:
+                with machine_turn():
+                    expected_of[q.id] = expected_source(q, kb)
+            return expected_of[q.id]
+
+    def whole_kb() -> Any:
+        with sources_lock:
+            if "all" not in documents:
+                documents["all"] = whole_knowledge_base(kb)
+            return documents["all"]
+
     def one(q: Question, arm: Any) -> list[Graded]:
         if cancel.is_set():
             return []
@@ -321,12 +340,13 @@ def execute(run_id: str, spec: RunSpec, questions: list[Question], kb: Any,
         chosen = providers.get(arm.role, KeyError("no model"))
         provider = chosen if isinstance(chosen, Exception) else _Watched(chosen, cancel)
         found, ms = retrieve(q) if arm.retrieval else (None, 0.0)
-        result = run_arm(arm, provider, q.question, found, params, ms if arm.retrieval else 0.0)
+        result = run_arm(arm, provider, q.question, found, params, ms if arm.retrieval else 0.0,
+                         documents=whole_kb() if arm.whole_kb else None, windows=windows)
         if isinstance(provider, _Watched) and provider.cancelled:
             return []  # cut short by a cancel: not an answer; Resume asks it again
         comparison = Comparison(run_id, q.question, time.time(), spec.collection, retrieval, params,
                                 tuple(found or ()), ms, (result,))
-        graded = grade(q, comparison, similarity)
+        graded = grade(q, comparison, similarity, expected(q))
         record = answer_record(graded[0], result.to_dict())
         if isinstance(provider, _Watched) and provider.capped:
             record["capped"] = True  # refused by the spend cap before anything was sent: no answer to grade
@@ -398,15 +418,36 @@ def execute(run_id: str, spec: RunSpec, questions: list[Question], kb: Any,
 SAMPLE_SET = "sample"
 
 
+def expected_source(q: Question, kb: Any) -> dict[str, Any] | None:
+    """Where the answer to `q` is: the question set's `source`, or else the document of the chunk that best
+    supports the reference (said so in `from`); and that document's rank among the retriever's top 20 for the
+    question (None when it is not there). None for a question the documents do not answer, or no knowledge base."""
+    from lib.failures import TOP_N, rank_of
+
+    if kb is None or not q.answerable:
+        return None
+    source, origin = q.source, "question set"
+    if not source and q.answer.strip():
+        best = kb.query(q.answer, 1, 0.0)
+        if best:
+            source, origin = best[0].document, "best-supporting chunk"
+    if not source:
+        return None
+    ranked = kb.query(q.question, TOP_N, 0.0)
+    return {"source": source, "from": origin, "rank": rank_of(source, [s.document for s in ranked])}
+
+
 def questions_from_rows(rows: list[dict[str, Any]]) -> list[Question]:
     return [Question(str(r.get("id") or f"q{i:03d}"), str(r["question"]), tuple(r.get("keywords") or ()),
                      str(r.get("reference") or r.get("answer") or ""), str(r.get("source") or ""),
-                     bool(r.get("answerable", True))) for i, r in enumerate(rows, 1) if "error" not in r]
+                     bool(r.get("answerable", True)), str(r.get("format") or ""))
+            for i, r in enumerate(rows, 1) if "error" not in r]
 
 
 def rows_from_questions(questions: list[Question]) -> list[dict[str, Any]]:
     return [{"id": q.id, "question": q.question, "reference": q.answer, "keywords": list(q.keywords),
-             "source": q.source, "answerable": q.answerable} for q in questions]
+             "source": q.source, "answerable": q.answerable, **({"format": q.format} if q.format else {})}
+            for q in questions]
 
 
 def load_set(workspace: Any, name: str) -> list[Question]:
@@ -622,7 +663,7 @@ def resume(settings: Any, workspace: Any, kb: Any, run_id: str, cancel: threadin
     try:
         workspace.update_run(run["id"], status="running")
         return execute(run["id"], spec, questions, kb, eval_providers(settings), workspace, cancel,
-                       on_progress, local_similarity(settings), judge)
+                       on_progress, local_similarity(settings), judge, windows=settings.context_windows)
     except BaseException as exc:
         from lib.errors import redact
 
@@ -956,8 +997,10 @@ def regrade(workspace: Any, run: str, similarity: Callable[[str, str], float] | 
             arm=a["arm"], answer=res.get("answer", ""), error=None, total_ms=res.get("total_ms"),
             cost_usd=res.get("cost_usd"), usage=SimpleNamespace(**usage) if usage else None,
             sources=[SimpleNamespace(**src) for src in res.get("sources") or []])
-        [graded] = grade(q, SimpleNamespace(results=(stored,)), similarity)  # type: ignore[arg-type]
-        a["grade"] = answer_record(graded, res)["grade"]
+        [graded] = grade(q, SimpleNamespace(results=(stored,)), similarity,  # type: ignore[arg-type]
+                         a.get("expected"))
+        fresh = answer_record(graded, res)
+        a["grade"], a["failure_mode"], a["expected"] = fresh["grade"], fresh["failure_mode"], fresh["expected"]
         workspace.save_answer(record["id"], a["question_id"], a["arm"], a)
         count += 1
     return count

@@ -57,6 +57,8 @@ def _row(n: int, item: Any, need_answer: bool) -> dict[str, Any]:
     row = {"line": n, "id": str(item.get("id") or f"q{n:03d}"), "question": question, "reference": reference,
            "keywords": keywords, "answerable": answerable, "answer": str(item.get("answer") or ""),
            "source": str(item.get("source") or item.get("source_document") or "")}
+    if str(item.get("format") or "").strip():  # a format the answer must keep (lib.failures.format_ok)
+        row["format"] = str(item["format"]).strip()
     if need_answer and item.get("sources") is not None:  # the texts retrieved for the answer, numbered from 1
         sources = item["sources"]
         if not isinstance(sources, list) or not all(isinstance(x, str) for x in sources):

@@ -23,6 +23,7 @@ class Question:
     answer: str = ""  # the reference answer
     source: str = ""  # the document that answers it
     answerable: bool = True
+    format: str = ""  # a format the answer must keep ("house", "one-line", "number", "re:PATTERN"; lib.failures)
 
 
 def load_questions(path: str | Path) -> list[Question]:
@@ -70,6 +71,8 @@ class Graded:
     completion_tokens: int | None = None
     citations: str | None = None  # none | correct | wrong: a cited source supports the answer's claim (None: error)
     citation_reason: str = ""
+    failure_mode: str | None = None  # why a wrong answer was wrong (lib.failures); None when it is right
+    expected: dict[str, Any] | None = None  # the expected source: {"source", "from", "rank" in the top 20}
 
 
 def citation_ok_of(citations: str | None) -> bool | None:
@@ -78,9 +81,16 @@ def citation_ok_of(citations: str | None) -> bool | None:
 
 
 def grade(question: Question, comparison: Comparison,
-          similarity: Callable[[str, str], float] | None = None) -> list[Graded]:
+          similarity: Callable[[str, str], float] | None = None,
+          expected: dict[str, Any] | None = None) -> list[Graded]:
+    """Each arm's answer graded against the question's reference, with its failure mode when wrong. `expected`:
+    the expected source ({"source", "from", "rank"}: its rank in the retriever's top 20, measured by an evaluation
+    run); without it the question set's source is used and retrieval misses are not told apart."""
+    from lib.arms import ARMS
+    from lib.failures import classify, format_ok, is_partial
     from lib.grading import grade_answer, grade_citations, grounded
 
+    expected = expected or ({"source": question.source, "from": "question set"} if question.source else None)
     out = []
     for r in comparison.results:
         valid = [n for n in citations(r.answer) if 1 <= n <= len(r.sources)]
@@ -91,18 +101,32 @@ def grade(question: Question, comparison: Comparison,
             g = grade_answer(question.question, question.answer, r.answer, question.keywords, question.answerable,
                              similarity)
             cites, cite_why = grade_citations(question.question, r.answer, texts, similarity)
-        retrieval = bool(r.sources) or r.arm in ("rag", "hybrid")
+        arm = ARMS.get(r.arm)
+        retrieval = arm.retrieval if arm is not None else bool(r.sources)
+        correct, refused, score, why = bool(g and g.correct), bool(g and g.refused), g.score if g else 0.0, \
+            g.reason if g else ""
+        fmt = format_ok(r.answer, question.format) if g else None
+        if correct and fmt is False:  # the right content in the wrong format is not a right answer
+            correct, why = False, f"{why}; but it breaks the required format ({question.format})"
+        mode = classify(correct=correct, answerable=question.answerable, fabricated=bool(g and g.fabricated),
+                        error=r.error, context=arm.context if arm is not None else ("retrieved" if retrieval else
+                                                                                      "none"),
+                        expected_source=(expected or {}).get("source", ""),
+                        prompt_documents=[s.document for s in r.sources or ()],
+                        expected_rank=(expected or {}).get("rank"),
+                        rank_measured=bool(expected and "rank" in expected),
+                        partial=is_partial(correct, refused, score, why), format_ok=fmt)
         out.append(Graded(
-            question, r.arm, r.answer, bool(g and g.correct), bool(valid), follows_house_style(r.answer), r.error,
-            r.total_ms, score=g.score if g else 0.0, refused=bool(g and g.refused),
-            fabricated=bool(g and g.fabricated), reason=g.reason if g else f"request failed: {r.error}",
+            question, r.arm, r.answer, correct, bool(valid), follows_house_style(r.answer), r.error,
+            r.total_ms, score=score, refused=refused,
+            fabricated=bool(g and g.fabricated), reason=why if g else f"request failed: {r.error}",
             citation_ok=citation_ok_of(cites) if question.answerable else None,
             grounded=grounded(r.answer, r.sources)[0] if retrieval and r.error is None and r.sources else None,
-            retrieval_hit=(any(s.document == question.source for s in r.sources)
-                           if retrieval and question.source else None),
+            retrieval_hit=(any(s.document == expected["source"] for s in r.sources)
+                           if retrieval and expected and expected.get("source") else None),
             cost_usd=r.cost_usd, prompt_tokens=r.usage.prompt_tokens if r.usage else None,
             completion_tokens=r.usage.completion_tokens if r.usage else None, citations=cites,
-            citation_reason=cite_why))
+            citation_reason=cite_why, failure_mode=mode, expected=expected))
     return out
 
 
@@ -172,8 +196,15 @@ def summarise(graded: list[Graded]) -> dict[str, dict[str, Any]]:
             "mean_prompt_tokens": _mean([g.prompt_tokens for g in rows]),
             "mean_completion_tokens": _mean([g.completion_tokens for g in rows]),
             "cost_per_question_usd": sum(costs) / len(costs) if costs else None,
+            "failure_modes": failure_counts([g.failure_mode for g in rows]),
         }
     return out
+
+
+def failure_counts(modes: list[str | None]) -> dict[str, int]:
+    from lib.failures import counts
+
+    return counts(modes)
 
 
 def _mean(values: list[int | None]) -> float | None:

@@ -31,6 +31,7 @@ MODES: dict[str, str] = {
     "missed_top_ranked": "the right source was not retrieved, but is in the top 20: a higher top-k or a reranker "
                          "would reach it",
     "missed_retrieval": "the right source is not even in the top 20: a chunking or embedding problem",
+    "not_retrieved": "the right source was not retrieved (not checked against the top 20)",
     "not_extracted": "the right source was in the prompt and the answer is still wrong",
     "wrong_format": "the right answer in the wrong format",
     "incomplete": "part of the reference's facts, part missing",
@@ -40,26 +41,27 @@ MODES: dict[str, str] = {
 }
 LABELS: dict[str, str] = {
     "missing_content": "missing content (fabricated)", "missed_top_ranked": "missed the top-ranked",
-    "missed_retrieval": "not in the top 20", "not_extracted": "not extracted", "wrong_format": "wrong format",
+    "missed_retrieval": "not in the top 20", "not_retrieved": "not retrieved", "not_extracted": "not extracted", "wrong_format": "wrong format",
     "incomplete": "incomplete", "not_known": "not known (no retrieval)", "request_failed": "request failed",
     "unclassified": "unclassified",
 }
 # What fine-tuning can address, and what it cannot (the Decide page's reasons say so).
 FINE_TUNING_CAN_FIX = ("wrong_format", "not_extracted", "not_known", "incomplete")
-FINE_TUNING_CANNOT_FIX = ("missing_content", "missed_top_ranked", "missed_retrieval")
-RETRIEVAL_MODES = ("missed_top_ranked", "missed_retrieval")
+FINE_TUNING_CANNOT_FIX = ("missing_content", "missed_top_ranked", "missed_retrieval", "not_retrieved")
+RETRIEVAL_MODES = ("missed_top_ranked", "missed_retrieval", "not_retrieved")
 
 
 def classify(*, correct: bool, answerable: bool, fabricated: bool = False, error: str | None = None,
              context: str = "none", expected_source: str = "", prompt_documents: Iterable[str] = (),
-             expected_rank: int | None = None, partial: bool = False, format_ok: bool | None = None) -> str | None:
+             expected_rank: int | None = None, partial: bool = False, format_ok: bool | None = None,
+             rank_measured: bool = True) -> str | None:
     """The failure mode of one graded answer (None when it is right).
 
     context: what the arm's prompt held: "none" (no retrieval), "retrieved" (top-k chunks) or "all" (the whole
     knowledge base, the long-context arm). prompt_documents: the documents of the chunks in the prompt.
     expected_rank: the expected source's first rank in the retriever's top TOP_N (1-based), None if absent or
-    not measured. partial: some but not all of the reference's claims are in the answer. format_ok: False when a
-    required format is broken (None when no format is required)."""
+    not measured (then `rank_measured` is False). partial: some but not all of the reference's claims are in the
+    answer. format_ok: False when a required format is broken (None when no format is required)."""
     if error:
         return "request_failed"
     if not answerable:
@@ -68,6 +70,8 @@ def classify(*, correct: bool, answerable: bool, fabricated: bool = False, error
         return "wrong_format" if format_ok is False else None
     if context == "retrieved":
         if expected_source and expected_source not in set(prompt_documents):
+            if not rank_measured:
+                return "not_retrieved"
             return "missed_top_ranked" if expected_rank is not None else "missed_retrieval"
         if partial:
             return "incomplete"
@@ -77,6 +81,14 @@ def classify(*, correct: bool, answerable: bool, fabricated: bool = False, error
     if context == "all":
         return "not_extracted"
     return "not_known"
+
+
+def is_partial(correct: bool, refused: bool, score: float, reason: str) -> bool:
+    """A wrong answer that has part of the reference's claims and misses the rest (not a hedge between values,
+    a swap or the opposite claim: those are wrong, not incomplete)."""
+    if correct or refused or not 0 < score < 1:
+        return False
+    return not any(word in reason for word in ("conflicting", "opposite", "swaps", "another unit", "neither"))
 
 
 def rank_of(document: str, ranked_documents: Iterable[str]) -> int | None:

@@ -250,6 +250,15 @@ class LocalLlama:
         stop = result.stop if isinstance(result.stop, list) else [result.stop]
         return result.prompt, [s for s in stop if s]
 
+    def with_context(self, tokens: int) -> LocalLlama:
+        """This model with room for `tokens` (prompt and answer) in its context, up to its own window: the
+        long-context arm reads the whole knowledge base. The worker reloads its context for a new size."""
+        import copy
+
+        wider = copy.copy(self)
+        wider.n_ctx = max(self.n_ctx, min(self.context_window, -(-tokens // 256) * 256))
+        return wider
+
     def request(self, messages: list[Message], params: GenParams) -> dict[str, Any]:
         return {"model": str(self.path), "lora": self.spec.lora, "n_ctx": self.n_ctx, "threads": self.threads,
                 "label": self.spec.label, "messages": messages,

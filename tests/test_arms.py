@@ -13,9 +13,10 @@ from lib.store import Source
 
 
 def test_the_grid():
-    assert {k: (a.role, a.retrieval) for k, a in ARMS.items()} == {
-        "baseline": ("base", False), "rag": ("base", True),
-        "finetuned": ("finetuned", False), "hybrid": ("finetuned", True)}
+    assert {k: (a.role, a.retrieval, a.context) for k, a in ARMS.items()} == {
+        "baseline": ("base", False, "none"), "rag": ("base", True, "retrieved"),
+        "finetuned": ("finetuned", False, "none"), "hybrid": ("finetuned", True, "retrieved"),
+        "longcontext": ("base", False, "all")}
 
 
 def test_prompt_parts_and_citations():
@@ -45,9 +46,11 @@ def test_compare_is_fair_and_reports_everything(sample_kb_dir, fake_settings, em
     for r in c.results:
         assert r.error is None and r.answer
         assert r.usage_source == "provider"
-        assert r.usage.context_tokens == (0 if not ARMS[r.arm].retrieval else r.usage.context_tokens) >= 0
+        assert r.usage.context_tokens == (0 if ARMS[r.arm].context == "none" else r.usage.context_tokens) >= 0
         assert r.total_ms >= r.ttft_ms >= 0
     assert by["rag"].usage.context_tokens > 50 and by["baseline"].usage.context_tokens == 0
+    # the long-context arm read the whole knowledge base: far more context than three sources
+    assert by["longcontext"].usage.context_tokens > 10 * by["rag"].usage.context_tokens
     assert set(deltas) == set(ARMS)
     from tests.conftest import FakeProvider
     params = {p for _, _, p in FakeProvider.history}
@@ -186,3 +189,54 @@ def test_apportion_sums_exactly():
     assert sorted(apportion(10, [1, 1, 1])) == [3, 3, 4]
     assert apportion(7, [0, 0, 0]) == [0, 0, 7] and apportion(0, [5, 5]) == [0, 0]
     assert sum(apportion(673, [40, 820, 12, 24])) == 673
+
+
+# ---------------------------------------------------------------- the long-context arm (issue 22)
+
+def test_long_context_prompt_holds_every_document_in_a_stable_order_with_its_name():
+    from lib.arms import SYSTEM_LONG_CONTEXT, build_prompt_all
+
+    docs = (Source("a.md", 0, 1.0, "Alpha text."), Source("b.md", 0, 1.0, "Beta text."))
+    p = build_prompt_all("What?", docs)
+    assert p.system == SYSTEM_LONG_CONTEXT and "Cite the document" in p.system
+    assert p.context.index("[1] a.md\nAlpha text.") < p.context.index("[2] b.md\nBeta text.")
+    assert p.question == "Question: What?"
+
+
+def test_long_context_arm_gets_the_whole_knowledge_base_and_cites_documents(fake_settings, fake_provider, tmp_path,
+                                                                            embedder):
+    (tmp_path / "b.md").write_text("The warranty lasts 7 years.")
+    (tmp_path / "a.md").write_text("Refunds within 45 days.")
+    kb = engine.open_kb(fake_settings, "small", embedder=embedder)
+    engine.ingest_paths(kb, [tmp_path / "a.md", tmp_path / "b.md"])
+    fake_provider.enqueue("45 days [1].")
+    c = engine.ask(fake_settings, "How long for refunds?", ["longcontext"], kb, GenParams(max_tokens=32))
+    [r] = c.results
+    assert r.arm == "longcontext" and r.error is None and r.answer == "45 days [1]."
+    assert [s.document for s in r.sources] == ["a.md", "b.md"]  # every document, by name
+    _, messages, _ = fake_provider.history[-1]
+    assert "Refunds within 45 days." in messages[1]["content"] and "The warranty lasts 7 years." in messages[1]["content"]
+    assert r.retrieval_ms == 0.0 and c.sources == ()  # no retrieval ran
+
+
+def test_long_context_arm_refuses_a_knowledge_base_that_does_not_fit_without_asking(openai_server, settings,
+                                                                                     tmp_path, embedder):
+    from lib import gateway
+    from lib.arms import ARMS, run_arm
+
+    s = settings.with_overrides(openai_api_key="sk-test-window", openai_base_url=openai_server.base_url,
+                                base=ModelSpec("openai", "tiny-window"), context_windows=(("tiny-window", 300),))
+    provider = gateway.provider(s, s.base, "base")
+    docs = tuple(Source(f"d{i}.md", 0, 1.0, "Refunds are possible within 45 days of delivery. " * 20)
+                 for i in range(3))
+    before = len(openai_server.requests)
+    r = run_arm(ARMS["longcontext"], provider, "How long?", None, GenParams(max_tokens=64), documents=docs,
+                windows=s.context_windows)
+    assert len(openai_server.requests) == before  # the model was not called
+    assert r.error and "does not fit" in r.error and "the window is 300 tokens" in r.error
+    assert f"{r.usage.prompt_tokens:,} tokens" in r.error and r.usage.completion_tokens == 0
+    # a window large enough: the model is asked
+    openai_server.reply_fn = lambda body: "45 days [1]."
+    ok = run_arm(ARMS["longcontext"], provider, "How long?", None, GenParams(max_tokens=64), documents=docs,
+                 windows=(("tiny-window", 100_000),))
+    assert ok.error is None and ok.answer == "45 days [1]." and len(openai_server.requests) == before + 1
