@@ -173,7 +173,8 @@ def cumulative_cost(rows: list[dict[str, Any]]) -> go.Figure:
 
 # ---------------------------------------------------------------- decide: cost at scale
 
-_ARM_NAMES = {"baseline": "Baseline", "rag": "RAG", "finetuned": "Fine-tuned", "hybrid": "Hybrid"}
+_ARM_NAMES = {"baseline": "Baseline", "rag": "RAG", "finetuned": "Fine-tuned", "hybrid": "Hybrid",
+              "longcontext": "Long context"}
 UNKNOWN_COST = "Cost unknown: give the hardware's cost per hour for local models"
 
 
@@ -381,4 +382,38 @@ def eval_grid(graded: list[Any]) -> go.Figure:
                       **{**_LAYOUT, "height": max(320, 140 + 24 * len(qids)),
                          "legend": {"orientation": "h", "y": 0, "yanchor": "top", "x": 0},
                          "margin": {"l": 10, "r": 10, "t": 90, "b": 40}})
+    return fig
+
+
+# ---------------------------------------------------------------- why answers were wrong (failure modes)
+
+FAILURE_COLORS = {"missing_content": "#d62728", "missed_top_ranked": "#ff7f0e", "missed_retrieval": "#8c564b",
+                  "not_retrieved": "#c49c94", "not_extracted": "#1f77b4", "wrong_format": "#9467bd",
+                  "incomplete": "#17becf", "not_known": "#7f7f7f", "request_failed": "#bcbd22",
+                  "unclassified": "#c7c7c7"}
+
+
+def eval_failure_modes(summary: dict[str, dict[str, Any]]) -> go.Figure:
+    """Per arm, its wrong answers by failure mode (stacked); customdata carries (mode, arm) so a click opens the
+    questions of that mode."""
+    from lib.failures import LABELS as MODE_LABELS
+    from lib.failures import MODES
+
+    arms = [a for a, s in summary.items() if s.get("failure_modes")]
+    fig = go.Figure()
+    for mode in MODES:
+        counts = [summary[a]["failure_modes"].get(mode, 0) for a in arms]
+        if not any(counts):
+            continue
+        fig.add_bar(name=MODE_LABELS[mode], y=[_arm_label(a) for a in arms], x=counts, orientation="h",
+                    marker_color=FAILURE_COLORS.get(mode, "#888888"), customdata=[[mode, a] for a in arms],
+                    hovertemplate="%{y}: %{x} answer(s) " + html.escape(MODE_LABELS[mode]) + "<br>"
+                                  + html.escape(MODES[mode]) + "<extra></extra>")
+    fig.update_layout(barmode="stack", title="Why answers were wrong (failure modes; click a bar for its questions)",
+                      xaxis={"title": "answers", **_count_axis(max((sum(summary[a]["failure_modes"].values())
+                                                                    for a in arms), default=1))},
+                      yaxis={"autorange": "reversed"}, **_LAYOUT)
+    if not arms:
+        fig.add_annotation(text="No wrong answer to explain", showarrow=False, x=0.5, y=0.5, xref="paper",
+                           yref="paper", font={"size": 15})
     return fig

@@ -14,8 +14,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-LABELS = {"baseline": "Baseline", "rag": "RAG", "finetuned": "Fine-tuned", "hybrid": "Hybrid"}
-CANDIDATES = ("rag", "finetuned", "hybrid")
+LABELS = {"baseline": "Baseline", "rag": "RAG", "finetuned": "Fine-tuned", "hybrid": "Hybrid",
+          "longcontext": "Long context"}
+CANDIDATES = ("rag", "finetuned", "hybrid", "longcontext")
 SMALL_MODEL_CAVEAT = ("These measurements come from the 135M-parameter offline demo model. At this size results "
                       "can invert: decide on the model you will ship, with its own evaluation run.")
 
@@ -90,6 +91,63 @@ def accuracy_reason(summary: dict[str, dict[str, Any]], arms: list[str]) -> str:
             f"of {LABELS[best]} (their 95% intervals overlap)")
 
 
+def _retrieval_misses(summary: dict[str, dict[str, Any]]) -> tuple[int, int, int]:
+    """(wrong answers whose right source retrieval missed, wrong answers, of the missed those in the top 20) over
+    the retrieval arms, from their failure modes (lib.failures)."""
+    from lib.failures import RETRIEVAL_MODES
+
+    missed = wrong = in_top = 0
+    for arm in ("rag", "hybrid"):
+        modes = (summary.get(arm) or {}).get("failure_modes") or {}
+        wrong += sum(v for k, v in modes.items() if k != "request_failed")
+        missed += sum(modes.get(k, 0) for k in RETRIEVAL_MODES)
+        in_top += modes.get("missed_top_ranked", 0)
+    return missed, wrong, in_top
+
+
+def _fixable_by_fine_tuning(summary: dict[str, dict[str, Any]]) -> str | None:
+    """Which of the retrieval arms' failures fine-tuning could address, and which it cannot, in a sentence."""
+    from lib.failures import FINE_TUNING_CAN_FIX, FINE_TUNING_CANNOT_FIX
+    from lib.failures import LABELS as MODE_LABELS
+
+    modes: dict[str, int] = {}
+    for arm in ("rag", "hybrid"):
+        for k, v in ((summary.get(arm) or {}).get("failure_modes") or {}).items():
+            modes[k] = modes.get(k, 0) + v
+    can = {k: v for k, v in modes.items() if k in FINE_TUNING_CAN_FIX}
+    cannot = {k: v for k, v in modes.items() if k in FINE_TUNING_CANNOT_FIX}
+    if not can and not cannot:
+        return None
+
+    def words(d: dict[str, int]) -> str:
+        return ", ".join(f"{v} {MODE_LABELS.get(k, k)}" for k, v in d.items())
+
+    parts = []
+    if can:
+        parts.append(f"fine-tuning could address {words(can)} (a model trained to read its sources and keep the "
+                     "format)")
+    if cannot:
+        parts.append(f"it cannot address {words(cannot)} (missing or unretrieved content is fixed by the documents "
+                     "and retrieval, not the model)")
+    return "Why the retrieval arms were wrong: " + "; ".join(parts)
+
+
+def _long_context_note(summary: dict[str, dict[str, Any]], arms: list[str]) -> str | None:
+    """Why the long-context arm is not a candidate (None when it is): it did not fit the model's context window, or
+    its accuracy is below RAG's beyond the noise."""
+    s = summary.get("longcontext")
+    if not s:
+        return None
+    if s.get("accuracy") is None or (s.get("errors") and s.get("errors") >= s.get("n", 0)):
+        return ("Long context is not an option with this model: the knowledge base does not fit its context window "
+                "(see the arm's error)")
+    rag = summary.get("rag")
+    if rag and rag.get("accuracy") is not None and _interval(s)[1] < _interval(rag)[0]:
+        return (f"Long context answered {float(s['accuracy']):.0%} against RAG's {float(rag['accuracy']):.0%}, below "
+                "it beyond the noise: putting the whole knowledge base in the prompt is not an option here")
+    return None
+
+
 def _citation_figures(label: str, s: dict[str, Any], short: bool = False) -> str:
     """An arm's measured citations in words. Claim-checked runs: correct of cited, and the shares of answers
     citing a supporting source, a wrong one, none. Older runs: how often it cited, and correct of cited."""
@@ -133,6 +191,9 @@ def _rules(summary: dict[str, dict[str, Any]], situation: Situation,
            freshness: dict[str, dict[str, Any]] | None, monthly_cost: dict[str, float | None] | None,
            provenance: dict[str, Any] | None) -> _Outcome:
     arms = [a for a in CANDIDATES if a in summary and summary[a].get("accuracy") is not None]
+    long_note = _long_context_note(summary, arms)
+    if long_note is not None and "longcontext" in arms:
+        arms.remove("longcontext")
     if not arms:
         raise ValueError("The run has no graded answers for RAG, fine-tuned or hybrid: evaluate at least one "
                          "of them first.")
@@ -140,6 +201,8 @@ def _rules(summary: dict[str, dict[str, Any]], situation: Situation,
     ci = {a: _interval(summary[a]) for a in arms}
     score = dict(acc)
     reasons: list[str] = [accuracy_reason(summary, arms)]
+    if long_note:
+        reasons.append(long_note)
     changes: list[str] = []
     matrix: list[Question] = []
     n = summary[max(arms, key=lambda a: acc[a])].get("answerable") or 0
@@ -178,7 +241,7 @@ def _rules(summary: dict[str, dict[str, Any]], situation: Situation,
 
     # 2. Are citations needed? Only what was measured is claimed (a citation counts when the cited source supports
     # the answer's own claim).
-    retrieval_arms = [a for a in arms if a in ("rag", "hybrid")]
+    retrieval_arms = [a for a in arms if a in ("rag", "hybrid", "longcontext")]  # arms with sources to cite
     measured = "; ".join(_citation_figures(LABELS[a], summary[a]) for a in retrieval_arms)
     if situation.citations:
         matrix.append(Question("Are citations needed?", "yes" + (f"; claim-checked citations: {measured}"
@@ -258,25 +321,49 @@ def _rules(summary: dict[str, dict[str, Any]], situation: Situation,
                            "you" if situation.training_examples is not None else "not answered",
                            "fine-tuning when there are"))
 
-    # 6. Is retrieval the hard part? (retrieval hit rate vs answer accuracy)
-    hit = summary.get("rag", summary.get("hybrid", {})).get("retrieval_hit_rate")
-    retrieval_hard = hit is not None and hit < 0.6
-    matrix.append(Question("Is retrieval the hard part?",
-                           f"the right source was retrieved for {_pct(hit)} of questions" if hit is not None
-                           else "not measured (the set names no source documents)",
-                           "measured" if hit is not None else "not answered",
-                           "improving retrieval first when it is"))
+    # 6. Is retrieval the hard part? Measured from why the retrieval arms' answers were wrong (failure modes);
+    # runs graded before failure modes fall back on the retrieval hit rate against accuracy.
     rag_acc = acc.get("rag", acc.get("hybrid"))
-    if retrieval_hard and rag_acc is not None and rag_acc < 0.5:
-        reasons.insert(0, f"The right source was retrieved for only {hit:.0%} of questions, and the retrieval arms "
-                          f"answered {rag_acc:.0%}: neither RAG nor fine-tuning is the fix until retrieval finds "
-                          "the passage (chunk size, top-k, the embedder, hybrid search)")
-        changes.append("a retrieval hit rate above 60% would let the arms be compared on their answers")
-        return _Outcome("improve-retrieval", tuple(reasons), tuple(changes), tuple(matrix),
-                        {a: round(v, 3) for a, v in score.items() if a in arms}, True)
-    if hit is not None and rag_acc is not None and hit - rag_acc > 0.3:
-        reasons.append(f"Retrieval finds the right source {hit:.0%} of the time but the retrieval arms answer "
-                       f"{rag_acc:.0%}: the model, not retrieval, is the weak part")
+    missed, wrong, in_top = _retrieval_misses(summary)
+    if wrong:
+        share = missed / wrong
+        retrieval_hard = share >= 0.5 and rag_acc is not None and rag_acc < 0.5
+        answer = (f"retrieval missed the right source in {missed} of the {wrong} wrong answers of the retrieval arms "
+                  f"({share:.0%}); {in_top} of those were in the top 20")
+        matrix.append(Question("Is retrieval the hard part?", answer, "measured",
+                               "improving retrieval first when it is"))
+        if retrieval_hard:
+            what = ("raise top-k or add a reranker: most missed sources were in the retriever's top 20"
+                    if in_top * 2 >= missed else
+                    "change the chunking or the embedder: most missed sources were not even in the top 20")
+            reasons.insert(0, f"Retrieval is the hard part: it missed the right source in {missed} of the {wrong} "
+                              f"wrong answers of the retrieval arms, which answered {rag_acc:.0%}; neither RAG nor "
+                              f"fine-tuning is the fix until retrieval finds the passage: {what}")
+            changes.append("retrieval that finds the right source for most questions would let the arms be compared "
+                           "on their answers")
+            return _Outcome("improve-retrieval", tuple(reasons), tuple(changes), tuple(matrix),
+                            {a: round(v, 3) for a, v in score.items() if a in arms}, True)
+        fixable = _fixable_by_fine_tuning(summary)
+        if fixable:
+            reasons.append(fixable)
+    else:
+        hit = summary.get("rag", summary.get("hybrid", {})).get("retrieval_hit_rate")
+        retrieval_hard = hit is not None and hit < 0.6
+        matrix.append(Question("Is retrieval the hard part?",
+                               f"the right source was retrieved for {_pct(hit)} of questions" if hit is not None
+                               else "not measured (no wrong answers of the retrieval arms, or no source documents)",
+                               "measured" if hit is not None else "not answered",
+                               "improving retrieval first when it is"))
+        if retrieval_hard and rag_acc is not None and rag_acc < 0.5:
+            reasons.insert(0, f"The right source was retrieved for only {hit:.0%} of questions, and the retrieval arms "
+                              f"answered {rag_acc:.0%}: neither RAG nor fine-tuning is the fix until retrieval finds "
+                              "the passage (chunk size, top-k, the embedder, hybrid search)")
+            changes.append("a retrieval hit rate above 60% would let the arms be compared on their answers")
+            return _Outcome("improve-retrieval", tuple(reasons), tuple(changes), tuple(matrix),
+                            {a: round(v, 3) for a, v in score.items() if a in arms}, True)
+        if hit is not None and rag_acc is not None and hit - rag_acc > 0.3:
+            reasons.append(f"Retrieval finds the right source {hit:.0%} of the time but the retrieval arms answer "
+                           f"{rag_acc:.0%}: the model, not retrieval, is the weak part")
 
     choice = max(arms, key=lambda a: (score[a], acc[a]))
     # Among arms that the situation does not separate and whose accuracy is within noise, the cheaper one wins.

@@ -12,9 +12,11 @@ ARM_COLORS: dict[str, str] = {
     "rag": "#1f77b4",
     "finetuned": "#ff7f0e",
     "hybrid": "#2ca02c",
+    "longcontext": "#9467bd",
 }
 # The same colours by Streamlit's Markdown colour names, for column headers.
-ARM_BADGES: dict[str, str] = {"baseline": "gray", "rag": "blue", "finetuned": "orange", "hybrid": "green"}
+ARM_BADGES: dict[str, str] = {"baseline": "gray", "rag": "blue", "finetuned": "orange", "hybrid": "green",
+                              "longcontext": "violet"}
 PART_COLORS: dict[str, str] = {
     "system": "#9ecae1", "context": "#3182bd", "question": "#fdae6b", "overhead": "#d9d9d9", "completion": "#e6550d",
 }

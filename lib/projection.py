@@ -152,6 +152,10 @@ def project(usages: list[ArmUsage], a: Assumptions) -> list[Projection]:
         cpq, note = per_question(u, a)
         monthly = None if cpq is None else cpq * a.per_day * DAYS_PER_MONTH
         training = (a.training_usd or {}).get(u.arm) if _fine_tuned(u.arm) else 0.0
+        if u.arm == "longcontext":
+            note += (f"; its prompt holds the whole knowledge base ({u.context_mean:,.0f} tokens a question): its cost "
+                     "per question grows with the knowledge base, and a knowledge base that outgrows the model's "
+                     "context window cannot be asked at all")
         if _fine_tuned(u.arm) and a.training_note:
             note += f"; training time {a.training_note}"
         if _fine_tuned(u.arm) and training is None:

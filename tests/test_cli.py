@@ -172,3 +172,38 @@ def test_grade_reports_bad_lines_and_goes_on(tmp_path, capsys):
     assert out[2]["line"] == 3 and "answer" in out[2]["error"]
     assert main(["grade", str(tmp_path / "missing.jsonl"), "--json"]) == 2
     assert "does not exist" in capsys.readouterr().out
+
+
+def test_eval_json_carries_failure_modes_and_ask_runs_the_long_context_arm(openai_server, sample_kb_dir, monkeypatch,
+                                                                           capsys):
+    """Issue 22's contract: per-answer `failure_mode` (null when correct), per-arm `failure_modes`; `ask --arms
+    longcontext --json` gives an arm object `longcontext`, and one that does not fit says so without asking."""
+    from lib.__main__ import main
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-failures")
+    monkeypatch.setenv("OPENAI_BASE_URL", openai_server.base_url)
+    openai_server.reply_fn = lambda body: "I do not know." if "Documents:" in body["messages"][-1]["content"] \
+        else "45 days [1]."
+    common = ["--data-dir", str(sample_kb_dir), "--json"]
+    assert main(["eval", "--limit", "3", "--arms", "rag,longcontext", "--run-name", "modes", *common]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    answers = [x for x in lines if "failure_mode" in x]
+    assert len(answers) == 6 and {a["arm"] for a in answers} == {"rag", "longcontext"}
+    for a in answers:
+        assert (a["failure_mode"] is None) == a["correct"]
+    # the long-context arm declined answerable questions whose source was in its prompt: not extracted
+    assert {a["failure_mode"] for a in answers if a["arm"] == "longcontext"} == {"not_extracted"}
+    summary = next(x for x in lines if "summary" in x)["summary"]
+    assert summary["longcontext"]["failure_modes"] == {"not_extracted": 3}
+    assert sum(summary["rag"]["failure_modes"].values()) == 3 - summary["rag"]["correct"]
+
+    assert main(["ask", "How long is the refund window?", "--arms", "longcontext", *common]) == 0
+    [arm] = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert arm["arm"] == "longcontext" and arm["error"] is None
+    asked = len(openai_server.requests)
+    monkeypatch.setenv("WORKBENCH_CONTEXT_WINDOWS", "gpt-4.1-mini=2000")
+    assert main(["ask", "How long is the refund window?", "--arms", "longcontext", *common]) == 1  # an arm failed
+    [arm] = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert arm["arm"] == "longcontext" and "does not fit" in arm["error"] and "the window is 2,000 tokens" in arm["error"]
+    assert arm["usage"]["completion_tokens"] == 0 and arm["usage"]["prompt_tokens"] > 2000
+    assert len(openai_server.requests) == asked  # not sent

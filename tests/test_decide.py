@@ -480,3 +480,49 @@ def test_report_out_goes_into_an_existing_folder_only_and_leaves_nothing_stray(s
     err = capsys.readouterr().err
     assert "could not be written" in err and "No space left" in err and "Traceback" not in err
     assert list(folder.iterdir()) == []  # no report, no .part
+
+
+# ---------------------------------------------------------------- failure modes and the long-context arm (issue 22)
+
+def test_retrieval_row_is_answered_from_failure_modes_and_names_what_to_try():
+    s = _summary(rag={"accuracy": 0.3, "failure_modes": {"missed_top_ranked": 12, "missed_retrieval": 2,
+                                                         "not_extracted": 4, "incomplete": 2}},
+                 finetuned={"accuracy": 0.2})
+    r = decide(s, Situation())
+    row = next(q for q in r.matrix if q.question == "Is retrieval the hard part?")
+    assert row.source == "measured" and "14 of the 20 wrong answers" in row.answer and "12 of those were in" in row.answer
+    assert r.choice == "improve-retrieval" and "raise top-k or add a reranker" in r.reasons[0]
+    deep = _summary(rag={"accuracy": 0.3, "failure_modes": {"missed_retrieval": 12, "not_extracted": 4}},
+                    finetuned={"accuracy": 0.2})
+    assert "change the chunking or the embedder" in decide(deep, Situation()).reasons[0]
+    # the model, not retrieval, is the weak part: the reasons say what fine-tuning could and could not address
+    reading = _summary(rag={"accuracy": 0.4, "failure_modes": {"not_extracted": 9, "wrong_format": 3,
+                                                               "missing_content": 2, "missed_top_ranked": 1}},
+                       finetuned={"accuracy": 0.2})
+    r = decide(reading, Situation())
+    assert r.choice != "improve-retrieval"
+    why = next(x for x in r.reasons if x.startswith("Why the retrieval arms were wrong"))
+    assert "could address 9 not extracted, 3 wrong format" in why and "cannot address" in why
+    assert "2 missing content" in why
+
+
+def test_long_context_is_a_candidate_only_when_it_fits_and_keeps_up_with_rag():
+    fits = _summary(rag={"accuracy": 0.5, "accuracy_ci95": [0.33, 0.67]},
+                    longcontext={"accuracy": 0.55, "accuracy_ci95": [0.38, 0.71]})
+    r = decide(fits, Situation(), monthly_cost={"rag": 100.0, "longcontext": 40.0})
+    assert "longcontext" in r.scores and r.choice == "longcontext"  # within noise of RAG and cheaper
+    behind = _summary(rag={"accuracy": 0.8, "accuracy_ci95": [0.65, 0.9]},
+                      longcontext={"accuracy": 0.2, "accuracy_ci95": [0.1, 0.35]})
+    r = decide(behind, Situation())
+    assert "longcontext" not in r.scores and any("below it beyond the noise" in x for x in r.reasons)
+    no_fit = _summary(rag={"accuracy": 0.5})
+    no_fit["longcontext"] = {"accuracy": None, "answerable": 0, "n": 30, "errors": 30}
+    r = decide(no_fit, Situation())
+    assert "longcontext" not in r.scores and any("does not fit its context window" in x for x in r.reasons)
+
+
+def test_the_long_context_arms_cost_note_says_it_grows_with_the_knowledge_base():
+    answers = [_answer("longcontext", GPT, "openai", 9000, 40, (9000 * 0.15 + 40 * 0.6) / 1e6, context=8800)]
+    [p] = project(arm_usage(answers), Assumptions(per_day=1000))
+    assert "whole knowledge base (8,800 tokens a question)" in p.note and "grows with the knowledge base" in p.note
+    assert p.monthly_inference_usd == pytest.approx((9000 * 0.15 + 40 * 0.6) / 1e6 * 1000 * 30)

@@ -111,7 +111,8 @@ for col, r in zip(st.columns(len(comparison.results)), comparison.results):
             st.error(escape_markdown(r.error), icon="⚠️")
             continue
         with st.container(key=f"compare_answer_{r.arm}"):
-            st.markdown(link_citations(r.answer, r.sources, f"sources-{r.arm}") or "_(empty answer)_")
+            st.markdown(link_citations(r.answer, r.sources if ARMS[r.arm].retrieval else (), f"sources-{r.arm}")
+                        or "_(empty answer)_")
         if r.arm in grades:
             g = grades[r.arm]
             verdict = "correct" if g.correct else ("refused" if g.refused else "wrong")
@@ -133,6 +134,9 @@ for col, r in zip(st.columns(len(comparison.results)), comparison.results):
         )
         st.caption(escape_markdown(r.cost_note) + (f" · waited {ms(r.queued_ms)} for the shared local model"
                                                    if r.queued_ms > 50 else ""))
+        if ARMS[r.arm].whole_kb:
+            st.caption("In the prompt, the whole knowledge base: " + "; ".join(
+                f"\\[{i}\\] {escape_markdown(one_line(d.document))}" for i, d in enumerate(r.sources, 1)))
         if ARMS[r.arm].retrieval:
             st.subheader("Sources", anchor=f"sources-{r.arm}", divider=ARM_BADGES[r.arm])
             if not r.sources:

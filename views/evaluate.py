@@ -7,6 +7,8 @@ from lib import charts, engine, evalrun, evalsets, gateway
 from lib.arms import ARMS, DEFAULT_ARMS
 from lib.errors import ConfigError, explain
 from lib.evaluate import noise_sentence
+from lib.failures import LABELS as FAILURE_LABELS
+from lib.failures import MODES
 from lib.format import escape_markdown, ms, one_line, usd, when
 
 settings = st.session_state.settings
@@ -371,6 +373,39 @@ with tab_results:
     c3.plotly_chart(charts.eval_citations(summ), key="eval_chart_citations")
     c4.plotly_chart(charts.eval_latency(graded), key="eval_chart_latency")
 
+    st.subheader("Why answers were wrong")
+    st.caption("Each wrong answer's failure mode (after Barnett et al. 2024, *Seven Failure Points When Engineering "
+               "a RAG System*): whether retrieval missed the right source (and whether it was in the top 20), the "
+               "model did not read it out, the documents do not answer the question, or the format was broken. "
+               "Click a bar, or pick a mode, for its questions.")
+    modes_chart = st.plotly_chart(charts.eval_failure_modes(summ), key="eval_chart_failures", on_select="rerun",
+                                  selection_mode="points")
+    present = sorted({(g.failure_mode, g.arm) for g in graded if g.failure_mode},
+                     key=lambda x: (list(MODES).index(x[0]) if x[0] in MODES else 99, x[1]))
+    clicked = ((modes_chart or {}).get("selection", {}).get("points") or [{}])[0].get("customdata")
+    if clicked and tuple(clicked[:2]) in present and tuple(clicked[:2]) != st.session_state.get("eval_mode_clicked"):
+        st.session_state.eval_mode_clicked = tuple(clicked[:2])
+        st.session_state.eval_mode = tuple(clicked[:2])
+    if present:
+        mode, mode_arm = st.selectbox(
+            "Failure mode", present, key="eval_mode",
+            format_func=lambda x: f"{FAILURE_LABELS.get(x[0], x[0])} · {ARMS[x[1]].label if x[1] in ARMS else x[1]} "
+                                  f"({sum(1 for g in graded if (g.failure_mode, g.arm) == x)})")
+        st.caption(escape_markdown(MODES.get(mode, "")))
+        st.dataframe(pd.DataFrame([{"question id": g.question.id, "question": g.question.question,
+                                    "answer": one_line(g.answer or g.error or "")[:160], "reason": g.reason,
+                                    "expected source": (g.expected or {}).get("source", ""),
+                                    "rank in the top 20": (g.expected or {}).get("rank")}
+                                   for g in graded if (g.failure_mode, g.arm) == (mode, mode_arm)]),
+                     hide_index=True, width="stretch", key="eval_mode_table")
+        if st.button("Open the first of these answers below", key="eval_mode_open"):
+            first = next(g for g in graded if (g.failure_mode, g.arm) == (mode, mode_arm))
+            st.session_state.eval_open = (first.question.id, first.arm)
+    sourced = {(g.expected or {}).get("from") for g in graded if g.expected}
+    if "best-supporting chunk" in sourced:
+        st.caption("Where the question set names no source document, the expected source is the document of the "
+                   "chunk that best supports the reference answer.")
+
     st.subheader("Every answer")
     st.caption("Pass, fail, refused (an answerable question declined) or error, per question and arm; hover for the "
                "grade's reason.")
@@ -398,6 +433,13 @@ with tab_results:
                     f"Reference: {escape_markdown(record_of['reference'] or '(unanswerable)')}")
         st.markdown(f"**{ARMS[cell[1]].label if cell[1] in ARMS else cell[1]}** — {verdict}, score "
                     f"{g['score']:.2f}: {escape_markdown(g['reason'])}")
+        if record_of.get("failure_mode"):
+            expected_src = record_of.get("expected") or {}
+            st.caption(f"Failure mode: **{FAILURE_LABELS.get(record_of['failure_mode'], record_of['failure_mode'])}**"
+                       f" ({escape_markdown(MODES.get(record_of['failure_mode'], ''))})"
+                       + (f" · expected source {escape_markdown(expected_src['source'])} (from the "
+                          f"{expected_src.get('from', 'question set')}), rank in the top 20: "
+                          f"{expected_src.get('rank') or 'not there'}" if expected_src.get("source") else ""))
         if g.get("citations"):
             st.caption(f"Citations: {g['citations']}" + (f" ({escape_markdown(g['citation_reason'])})"
                                                           if g.get("citation_reason") else ""))
