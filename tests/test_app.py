@@ -414,8 +414,10 @@ def test_compare_answer_stays_with_its_knowledge_base_and_inputs_survive_pages(a
 def test_arm_pills_have_short_labels_and_the_blurbs_as_help(app):
     _open(app, "views/compare.py")
     pills = app.get("button_group")[-1]
-    assert [o.content for o in pills.proto.options] == ["RAG", "Fine-tuned", "Hybrid"]
+    assert [o.content for o in pills.proto.options] == ["RAG", "Fine-tuned", "Hybrid", "Long context"]
     assert "fine-tuned model + retrieved sources" in pills.proto.help
+    assert "the whole knowledge base in the prompt" in pills.proto.help
+    assert list(app.pills(key="compare_arms").value) == ["rag", "finetuned", "hybrid"]  # long context: off by default
 
 
 def test_settings_form_shows_what_is_in_force_and_refuses_impossible_models(app):
@@ -602,7 +604,7 @@ def test_decide_page_recommends_projects_costs_and_runs_the_freshness_test(tmp_p
     assert any("Why" in m.value for m in at.markdown)
     assert len(at.get("plotly_chart")) == 3
     at.selectbox(key="decide_citations").set_value("yes").run()
-    assert any(h.value == "Recommendation: RAG" for h in at.subheader)
+    assert any(h.value == "Recommendation: RAG" for h in at.subheader), ([h.value for h in at.subheader], [m.value for m in at.markdown if "Why" in m.value])
     assert at.text_input(key="decide_fresh_find").value == "45"
     assert at.text_input(key="decide_fresh_replace").value == "60"
     at.button(key="decide_fresh_run").click().run()

@@ -136,7 +136,15 @@ def test_a_run_completes_and_shows_per_arm_accuracy_charts_and_exports(hosted_ap
     assert list(table["correct"]) == [f"{summary[a]['correct']}/3" for a in ("baseline", "rag")]
     assert any("differences between arms" in c.value for c in at.caption)
     assert not any("135M" in w.value for w in at.warning)  # hosted models: no demo-model warning
-    assert len(at.get("plotly_chart")) == 5
+    assert len(at.get("plotly_chart")) == 6  # accuracy, cost, citations, latency, failure modes, the grid
+    # why answers were wrong: each (mode, arm) present is offered, and picking one lists its questions
+    _, _, graded = evalrun.summary(ws, "page-run")
+    wrong = {(g.failure_mode, g.arm) for g in graded if g.failure_mode}
+    assert wrong and len(at.selectbox(key="eval_mode").options) == len(wrong)
+    mode, arm = at.selectbox(key="eval_mode").value
+    assert (mode, arm) in wrong
+    listed = _frame(at, "rank in the top 20")
+    assert sorted(listed["question id"]) == sorted(g.question.id for g in graded if (g.failure_mode, g.arm) == (mode, arm))
     # citations are claim-checked: the shares of answers citing a supporting source, a wrong one, none
     for column, key in (("cites supporting", "citations_correct"), ("cites wrong", "citations_wrong"),
                         ("cites none", "citations_none")):
