@@ -149,7 +149,7 @@ def execute(run_id: str, spec: RunSpec, questions: list[Question], kb: Any,
             cancel: threading.Event | None = None, on_progress: OnProgress | None = None,
             similarity: Callable[[str, str], float] | None = None, judge: Provider | None = None) -> Progress:
     """Answer and grade every (question, arm) not yet stored for this run; returns the final progress."""
-    from lib.local_worker import machine_turn
+    from lib.local_queue import machine_turn
 
     cancel = cancel or threading.Event()
     arms = [ARMS[a] for a in spec.arms]
