@@ -1,0 +1,99 @@
+"""Self-hosting cost from capacity and the workshop forecast, against figures worked out by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from lib.serving_cost import CapacityPoint, choose_point, points_from, serving_cost, workshop_forecast
+
+# One machine: questions per hour, p95 and p50 latency (ms) at each concurrency.
+CURVE = [CapacityPoint(1, 600, 2000, 1500), CapacityPoint(2, 1000, 3000, 2200),
+         CapacityPoint(4, 1400, 5200, 4000), CapacityPoint(8, 1500, 9000, 7000)]
+
+
+def test_the_best_throughput_whose_p95_meets_the_target():
+    c = serving_cost(CURVE, usd_per_hour=0.5, per_day=10_000, latency_target_ms=6000, measurement="M")
+    assert (c.concurrency, c.questions_per_hour_per_machine, c.meets_target) == (4, 1400, True)
+    assert c.peak_questions_per_hour == pytest.approx(1250)  # 10,000 / 24 x 3
+    assert c.machines == 1  # 1,250 < 1,400
+    assert c.monthly_usd == pytest.approx(365.0)  # 1 x $0.50 x 730 h
+    assert c.cost_per_question_usd == pytest.approx(365.0 / 300_000)  # 30 days of 10,000
+    assert c.capacity_source == "measured: M"
+    assert "M" in c.note and "vLLM" in c.note and "1 machine x $0.5000/h x 730 h = $365.00" in c.note
+
+
+def test_without_a_target_the_best_throughput_and_enough_machines_for_the_peak():
+    c = serving_cost(CURVE, usd_per_hour=0.5, per_day=100_000)
+    assert (c.concurrency, c.meets_target) == (8, None)
+    assert c.peak_questions_per_hour == pytest.approx(12_500)
+    assert c.machines == 9  # ceil(12,500 / 1,500 = 8.33)
+    assert c.monthly_usd == pytest.approx(3285.0)  # 9 x 0.5 x 730
+    assert c.cost_per_question_usd == pytest.approx(3285.0 / 3_000_000)
+
+
+def test_no_concurrency_meets_the_target_so_the_fastest_is_used_and_said():
+    c = serving_cost(CURVE, usd_per_hour=0.5, per_day=10_000, latency_target_ms=1000)
+    assert (c.concurrency, c.questions_per_hour_per_machine, c.meets_target) == (1, 600, False)
+    assert c.machines == 3  # ceil(1,250 / 600)
+    assert c.monthly_usd == pytest.approx(1095.0)
+    assert "no concurrency meets the 1 s target" in c.note
+
+
+def test_an_entered_capacity_overrides_the_measured_one():
+    c = serving_cost(CURVE, usd_per_hour=2.0, per_day=10_000, entered_questions_per_hour=36_000,
+                     latency_target_ms=1000)
+    assert (c.concurrency, c.questions_per_hour_per_machine, c.meets_target) == (None, 36_000, None)
+    assert c.capacity_source == "entered" and c.machines == 1
+    assert c.monthly_usd == pytest.approx(1460.0)  # 2 x 730
+    assert c.cost_per_question_usd == pytest.approx(1460.0 / 300_000)
+    assert "the capacity you entered" in c.note
+
+
+def test_the_peak_exactly_at_capacity_needs_one_machine_and_a_quiet_month_still_pays_for_it():
+    assert serving_cost(CURVE, 0.5, per_day=24 * 1500 / 3).machines == 1  # peak = 1,500 = capacity
+    assert serving_cost(CURVE, 0.5, per_day=24 * 1500 / 3 + 1).machines == 2
+    quiet = serving_cost(CURVE, 0.5, per_day=0)
+    assert quiet.machines == 1 and quiet.monthly_usd == pytest.approx(365.0) and quiet.cost_per_question_usd is None
+    flat = serving_cost(CURVE, 0.5, per_day=36_000, peak_factor=1)
+    assert flat.peak_questions_per_hour == pytest.approx(1500) and flat.machines == 1
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"usd_per_hour": -1, "per_day": 10}, "price per hour"),
+    ({"usd_per_hour": 1, "per_day": 10, "peak_factor": 0.5}, "peak-to-average"),
+    ({"usd_per_hour": 1, "per_day": -5}, "Questions a day"),
+    ({"usd_per_hour": 1, "per_day": 10, "entered_questions_per_hour": 0}, "more than 0"),
+])
+def test_bad_assumptions_are_refused_clearly(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        serving_cost(CURVE, **kwargs)
+    with pytest.raises(ValueError, match="no concurrency"):
+        choose_point([CapacityPoint(1, 0.0, 100)])
+
+
+def test_workshop_forecast_in_waves_when_participants_outnumber_the_batch():
+    f = workshop_forecast(CURVE, participants=10, arms=3)
+    assert f.served_at_once == 8 and f.answer_s == pytest.approx(7.0)
+    assert f.wait_p50_s == pytest.approx(21.0)  # the first 8: 3 arms x 7 s
+    assert f.wait_max_s == pytest.approx(42.0)  # the last 2 wait for a second wave
+    assert f.questions_per_minute == pytest.approx(25.0) and f.best_questions_per_minute == pytest.approx(25.0)
+
+
+def test_workshop_forecast_interpolates_between_measured_concurrencies_and_extrapolates_past_them():
+    f = workshop_forecast(CURVE, participants=3, arms=3)
+    assert f.served_at_once == 3
+    assert f.answer_s == pytest.approx(3.1)  # p50 halfway between 2,200 ms (2) and 4,000 ms (4)
+    assert f.wait_p50_s == pytest.approx(9.3) and f.wait_max_s == pytest.approx(9.3)
+    assert f.questions_per_minute == pytest.approx(20.0)  # 1,200 an hour
+    big = workshop_forecast(CURVE, participants=16, arms=1, max_batch=16)
+    assert big.answer_s == pytest.approx(14.0)  # beyond 8, latency grows with the load; throughput stays 1,500/h
+    assert big.questions_per_minute == pytest.approx(25.0)
+    one = workshop_forecast(CURVE, participants=1, arms=1)
+    assert (one.served_at_once, one.wait_p50_s) == (1, pytest.approx(1.5))
+
+
+def test_points_come_from_a_stored_measurement():
+    record = {"levels": [{"concurrency": 2, "questions_per_hour": 10.0, "latency_p95_ms": 5.0,
+                          "latency_p50_ms": 4.0, "tokens_per_s": 1.0},
+                         {"concurrency": 1, "questions_per_hour": 6.0, "latency_p95_ms": 3.0, "latency_p50_ms": 2.0}]}
+    assert points_from(record) == [CapacityPoint(1, 6.0, 3.0, 2.0), CapacityPoint(2, 10.0, 5.0, 4.0)]
