@@ -221,3 +221,11 @@ def workshop_forecast(points: Sequence[CapacityPoint], participants: int, arms: 
             f"This server answers about {per_minute:.1f} local questions a minute at that load "
             f"(at most {best:.1f})." + (f" From the {measurement}." if measurement else ""))
     return WorkshopForecast(participants, arms, at_once, answer_s, per_minute, best, p50, last, note)
+
+
+def local_default_arms(settings: Any) -> int:
+    """How many of the default arms (RAG, fine-tuned, hybrid) run on the local model under these settings."""
+    from lib.arms import ARMS, DEFAULT_ARMS
+
+    specs = {"base": settings.base, "finetuned": settings.finetuned}
+    return sum(1 for a in DEFAULT_ARMS if (spec := specs.get(ARMS[a].role)) is not None and spec.provider == "local")

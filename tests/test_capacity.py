@@ -141,3 +141,37 @@ def test_the_curve_shows_throughput_and_p95_against_concurrency():
     assert list(bars.x) == ["1", "4"] and list(bars.y) == [300.0, 900.0]
     assert list(line.y) == [2.5, 6.0] and line.yaxis == "y2"
     assert fig.layout.yaxis2.overlaying == "y"
+
+
+def test_host_page_measures_capacity_and_forecasts_the_workshop(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from lib.settings import LOCAL_BASE_MODEL
+    from tests.conftest import ROOT
+
+    data = tmp_path / "data"
+    monkeypatch.setenv("WORKBENCH_DATA_DIR", str(data))
+    monkeypatch.setenv("WORKBENCH_WORKSHOP", "1")
+    monkeypatch.setenv("WORKBENCH_HOST_CODE", "open-sesame")
+    monkeypatch.setattr(capacity, "provider_for", lambda s, role: FakeLocal(seconds=0.01))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.session_state["settings_overrides"] = {
+        "base": ModelSpec("local", LOCAL_BASE_MODEL),
+        "finetuned": ModelSpec("local", LOCAL_BASE_MODEL, str(ROOT / "assets/adapters/quillmere-smollm2-lora.gguf"))}
+    at.run()
+    at.switch_page("views/host.py").run()
+    at.text_input(key="host_code").input("open-sesame")
+    at.button(key="host_open").click().run()
+    assert not at.exception, at.exception
+    assert any("No capacity measurement yet" in i.value for i in at.info)
+    at.number_input(key="host_cap_questions").set_value(2)
+    at.button(key="host_cap_start").click().run()
+    handle = capacity.running(Workspace(data, "default"))
+    handle.thread.join(60)
+    assert handle.result is not None
+    at.run()
+    assert not at.exception, at.exception
+    labels = {m.label: m.value for m in at.metric}
+    assert set(labels) == {"Local questions a minute", "Median participant waits", "Last participant waits"}
+    at.number_input(key="host_cap_people").set_value(20).run()
+    assert any("20 participants asking 3 local arms" in c.value for c in at.caption)

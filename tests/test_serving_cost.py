@@ -97,3 +97,13 @@ def test_points_come_from_a_stored_measurement():
                           "latency_p50_ms": 4.0, "tokens_per_s": 1.0},
                          {"concurrency": 1, "questions_per_hour": 6.0, "latency_p95_ms": 3.0, "latency_p50_ms": 2.0}]}
     assert points_from(record) == [CapacityPoint(1, 6.0, 3.0, 2.0), CapacityPoint(2, 10.0, 5.0, 4.0)]
+
+
+def test_the_forecast_counts_the_default_arms_that_run_locally():
+    from lib.serving_cost import local_default_arms
+    from lib.settings import ModelSpec, load_settings
+
+    local = load_settings(env={}, secrets_file=None).with_overrides(finetuned=ModelSpec("local", "m", "a.gguf"))
+    assert local_default_arms(local) == 3  # RAG, fine-tuned, hybrid
+    assert local_default_arms(local.with_overrides(finetuned=ModelSpec("openai", "ft:x"))) == 1  # RAG only
+    assert local_default_arms(load_settings(env={}, secrets_file=None)) == 1  # no fine-tuned model yet
