@@ -131,7 +131,10 @@ for col, r in zip(st.columns(len(comparison.results)), comparison.results):
             + f"Cost **{usd(r.cost_usd, r.usage_source == 'estimate')}**"
         )
         st.caption(escape_markdown(r.cost_note) + (f" · waited {ms(r.queued_ms)} for the shared local model"
-                                                   if r.queued_ms > 50 else ""))
+                                                   if r.queued_ms > 50 else "")
+                   + (f" · decoded in a batch with up to {r.batch_size - 1} other request"
+                      f"{'s' if r.batch_size > 2 else ''} (its times include sharing the machine)"
+                      if r.batch_size and r.batch_size > 1 else ""))
         if ARMS[r.arm].retrieval:
             st.subheader("Sources", anchor=f"sources-{r.arm}", divider=ARM_BADGES[r.arm])
             if not r.sources:
