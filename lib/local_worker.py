@@ -8,9 +8,10 @@ second model.
 
 Batched decoding: a worker decodes the requests it has been given together, in one llama.cpp batch per step
 (continuous batching, as llama.cpp's server does with its slots): each request is a sequence of its own in the
-context's KV memory (one memory stream per sequence, so a sequence computes exactly what it would alone), a new
-request's prompt is read in the same step as the other sequences' next tokens, each sequence samples from its
-own logits with its own sampler, and a sequence that ends leaves at once and its memory is cleared. An adapter
+context's KV memory (one memory stream per sequence), a new request's prompt is read between the other
+sequences' steps (in the same calls it would get alone, so a sequence computes exactly what it would alone), each
+sequence samples from its own logits with its own sampler, and a sequence that ends leaves at once and its memory
+is cleared. An adapter
 applies to the whole context, so one batch holds requests of one model and adapter; the machine queue
 (lib.local_queue) sees to that, and to the arms of one comparison never sharing a batch (fair timing).
 
@@ -50,7 +51,7 @@ from lib.local_queue import LocalQueue, machine_queue
 PROTOCOL = 2
 SMOKE_PROMPT = "Hello"
 DEFAULT_BATCH = 8  # requests one worker decodes at once (WORKBENCH_LOCAL_BATCH)
-STEP_TOKENS = 512  # tokens in one decode step at most: every sequence's next token, then prompts in chunks
+STEP_TOKENS = 512  # prompt tokens read in one decode call at most (as llama-cpp-python's n_batch)
 KV_BUDGET_BYTES = 1 << 30  # a worker's KV memory for all its sequences; fewer sequences at once for big contexts
 THREADS_PER_PROCESS = 8  # auto layout: one worker process per this many cores
 
@@ -431,32 +432,36 @@ class _Child:
         b.n_tokens = len(tokens)
 
     def step(self) -> None:
-        """One decode step: every sequence's next token, then as much of the waiting prompts as fits."""
-        import llama_cpp
-
+        """One step: every generating sequence's next token in one decode call, then the next chunk of one
+        joining sequence's prompt in a call of its own, cut where it would be cut alone (every STEP_TOKENS from
+        its start). A sequence's prompt is thus read in exactly the calls it gets alone (llama.cpp splits a call
+        that mixes sequences differently, and the arithmetic would differ in the last bits), so its answer is
+        token for token the answer it gets alone."""
         if not self.active:
             return
-        tokens: list[tuple[int, int, int, bool]] = []
-        members: list[_Sequence] = []
-        for seq in self.active.values():
-            if seq.next_token is not None:
-                seq.logits_at = len(tokens)
-                tokens.append((seq.next_token, seq.pos, seq.slot, True))
-                seq.pos += 1
-                members.append(seq)
-        for seq in self.active.values():
-            room = STEP_TOKENS - len(tokens)
-            if seq.next_token is not None or room <= 0:
-                continue
-            chunk, seq.todo = seq.todo[:room], seq.todo[room:]
-            for i, token in enumerate(chunk):
-                tokens.append((token, seq.pos + i, seq.slot, not seq.todo and i == len(chunk) - 1))
-            seq.pos += len(chunk)
-            seq.logits_at = len(tokens) - 1 if not seq.todo else -1
-            members.append(seq)
+        generating = [seq for seq in self.active.values() if seq.next_token is not None]
+        joining = next((seq for seq in self.active.values() if seq.next_token is None), None)
+        members = generating + ([joining] if joining is not None else [])
         for seq in members:
             seq.batch_size = max(seq.batch_size, len(members))
-        self._fill(tokens)
+        if generating:
+            self._fill([(seq.next_token, seq.pos, seq.slot, True) for seq in generating])  # type: ignore[misc]
+            for i, seq in enumerate(generating):
+                seq.pos += 1
+                seq.logits_at = i
+            self._decode(generating)
+        if joining is not None and joining.rid in self.active:
+            chunk, joining.todo = joining.todo[:STEP_TOKENS], joining.todo[STEP_TOKENS:]
+            self._fill([(token, joining.pos + i, joining.slot, not joining.todo and i == len(chunk) - 1)
+                        for i, token in enumerate(chunk)])
+            joining.pos += len(chunk)
+            joining.logits_at = -1 if joining.todo else len(chunk) - 1
+            self._decode([joining])
+
+    def _decode(self, members: list[_Sequence]) -> None:
+        """Decode the batch as filled; then each member with logits samples its next token from them."""
+        import llama_cpp
+
         code = llama_cpp.llama_decode(self.ctx.ctx, self.batch)
         if code != 0:
             for seq in members:

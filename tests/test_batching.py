@@ -256,3 +256,20 @@ def test_started_then_done_for_every_request():  # the event order a column reli
     provider.worker = FakeWorker()
     events = list(provider.stream([{"role": "user", "content": "q"}], GenParams()))
     assert [type(e) for e in events] == [Started, Delta, Done] and events[-1].batch_size == 2
+
+
+@pytest.mark.slow
+def test_two_worker_processes_serve_side_by_side(models):
+    """With WORKBENCH_LOCAL_PROCESSES=2 two requests go to two processes (each its own batch) and answer as alone."""
+    two = LocalLlama(ModelSpec("local", LOCAL_BASE_MODEL), threads=1, processes=2)
+    try:
+        assert two.worker.processes == 2 and two.worker is not models["base"].worker
+        messages = [_messages(q) for q in QUESTIONS[:2]]
+        alone = [_ask(two, m, max_tokens=8) for m in messages]
+        together = _together([lambda m=m: _ask(two, m, max_tokens=8) for m in messages])
+        assert [t for t, _ in together] == [t for t, _ in alone]
+        assert all(d.batch_size == 1 for _, d in together)  # each alone on its own process
+        pids = two.worker.pids
+        assert None not in pids and len(set(pids)) == 2
+    finally:
+        two.worker.stop()
