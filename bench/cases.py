@@ -234,17 +234,41 @@ def _ask_local(provider: Any, messages: list[dict[str, str]], params: Any) -> tu
     return text, prompt, completion
 
 
+BATCH_TOPICS = ("camping in the rain", "choosing a tent", "electric bikes", "hiking boots", "winter cycling",
+                "packing a backpack", "trail safety", "caring for a sleeping bag")
+
+
+def batching_prompts(kb: KnowledgeBase | None, questions: list[str], rag: bool, requests: int = 8,
+                     top_k: int = 2) -> list[list[dict[str, str]]]:
+    """Prompts that ask for a long answer, so every request generates its whole token allowance, as in the
+    measurement the targets come from (8 requests of 64 new tokens): short ones (about 40 tokens with the chat
+    template), or RAG-sized ones (`top_k` retrieved sources, about 400 tokens)."""
+    from lib.arms import SYSTEM_PLAIN
+
+    out = []
+    for i in range(requests):
+        if not rag:
+            out.append([{"role": "user", "content": f"Write a detailed guide to {BATCH_TOPICS[i % len(BATCH_TOPICS)]}, "
+                                                    "in several paragraphs."}])
+            continue
+        q = questions[i % len(questions)]
+        sources = kb.query(q, top_k) if kb is not None else []
+        context = "\n\n".join(f"[{n}] (from {s.document})\n{s.text.strip()}" for n, s in enumerate(sources, 1))
+        out.append([{"role": "system", "content": SYSTEM_PLAIN},
+                    {"role": "user", "content": f"Sources:\n{context}\n\nSummarise in detail, in several paragraphs, "
+                                                f"what the sources say about this question: {q}"}])
+    return out
+
+
 def batching(kb: KnowledgeBase | None, questions: list[str], reps: Reps, rag: bool, max_tokens: int = 64,
              requests: int = 8, top_k: int = 2) -> Measurement:
     """`requests` questions to the base model at once (decoded in batches) against the same questions one after
-    another, through the same provider and worker; short no-context prompts, or RAG prompts with `top_k`
-    sources. Both produce the same tokens (temperature 0: a batched answer equals the answer alone)."""
-    from lib.arms import build_prompt
+    another, through the same provider and worker (see `batching_prompts`). Both produce the same tokens
+    (temperature 0: a batched answer equals the answer alone)."""
     from lib.providers import GenParams
 
     provider = _local_providers()["base"]
-    chosen = [questions[i % len(questions)] for i in range(requests)]
-    prompts = [build_prompt(q, kb.query(q, top_k) if rag and kb is not None else None).messages() for q in chosen]
+    prompts = batching_prompts(kb, questions, rag, requests, top_k)
     params = GenParams(max_tokens=max_tokens, temperature=0.0)
     out: dict[str, list[tuple[str, int, int]]] = {}
 
@@ -266,15 +290,16 @@ def batching(kb: KnowledgeBase | None, questions: list[str], reps: Reps, rag: bo
 
     runs = alternate(timed(together), timed(one_by_one), reps)
     prompt_tokens = statistics.fmean(p for _, p, _ in out["alone"])
+    completion = [c for _, _, c in out["alone"]]
     same = out["together"] == out["alone"]
     kind = f"RAG prompts, top-{top_k}" if rag else "short prompts"
     m = throughput(f"batching_{'rag' if rag else 'short'}",
                    f"{requests} requests at once vs one after another ({kind}, {prompt_tokens:.0f} tokens)",
                    runs, requests, 1.1 if rag else 1.4, "batched (continuous batching)", "one after another",
-                   unit="answers/s", prompt_tokens_mean=round(prompt_tokens, 1),
-                   completion_tokens=[c for _, _, c in out["alone"]], same_output=same, max_tokens=max_tokens)
-    m.details["note"] = (f"{requests} answers of up to {max_tokens} tokens; the batched answers equal the ones "
-                         f"given alone: {'yes' if same else 'NO'}")
+                   unit="answers/s", prompt_tokens_mean=round(prompt_tokens, 1), completion_tokens=completion,
+                   same_output=same, max_tokens=max_tokens)
+    m.details["note"] = (f"{requests} answers, {statistics.fmean(completion):.0f} tokens each on average (up to "
+                         f"{max_tokens}); the batched answers equal the ones given alone: {'yes' if same else 'NO'}")
     return m
 
 
