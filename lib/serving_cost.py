@@ -178,12 +178,25 @@ def _interpolate(points: Sequence[CapacityPoint], c: float, attr: str) -> float:
     return float(known[-1][1])  # not reached
 
 
+def round_seconds(points: Sequence[CapacityPoint], concurrency: int) -> float:
+    """How long a round of `concurrency` answers started together lasts: as long as its slowest answer, the
+    expected largest of n answer times, taken as their n/(n+1) quantile, interpolated between the p50 and the
+    p95 latency measured at that concurrency (one answer alone: the p50)."""
+    p50 = _interpolate(points, concurrency, "latency_p50_ms")
+    try:
+        p95 = _interpolate(points, concurrency, "latency_p95_ms")
+    except ValueError:
+        p95 = p50
+    share = min(1.0, max(0.0, (concurrency / (concurrency + 1) - 0.5) / 0.45))
+    return (p50 + (max(p95, p50) - p50) * share) / 1000
+
+
 @dataclass(frozen=True)
 class WorkshopForecast:
     participants: int
     arms: int  # local answers per participant's question (asked one after another)
     served_at_once: int  # requests the server decodes together
-    answer_s: float  # one answer's time (p50) at that concurrency
+    answer_s: float  # one round of answers at that concurrency (see round_seconds)
     questions_per_minute: float  # what the server answers at that concurrency
     best_questions_per_minute: float  # the most at any measured concurrency
     wait_p50_s: float  # from asking to having every answer: the median participant
@@ -199,9 +212,9 @@ def workshop_forecast(points: Sequence[CapacityPoint], participants: int, arms: 
     """N participants ask a question on `arms` local arms at the same moment. A participant's arms are answered
     one after another (the arms of one comparison never share a batch) and the server decodes up to `max_batch`
     requests at once (worker processes x batch size; default: the largest measured concurrency), so
-    min(N, max_batch) answers run at a time, each taking the p50 latency measured at that concurrency. With more
-    participants than that, they are served in waves: participant i (in order of asking) has every answer after
-    ceil(i / max_batch) x arms x that latency."""
+    n = min(N, max_batch) answers run at a time, in rounds that last as long as their slowest answer
+    (`round_seconds`). With more participants than that, they are served in waves: participant i (in order of
+    asking) has every answer after ceil(i / n) x arms rounds."""
     if participants < 1 or arms < 1:
         raise ValueError("A forecast needs at least one participant and one arm.")
     points = sorted(points, key=lambda p: p.concurrency)
@@ -209,17 +222,18 @@ def workshop_forecast(points: Sequence[CapacityPoint], participants: int, arms: 
         raise ValueError("A forecast needs a capacity measurement.")
     limit = max(1, int(max_batch) if max_batch else max(p.concurrency for p in points))
     at_once = min(participants, limit)
-    answer_s = _interpolate(points, at_once, "latency_p50_ms") / 1000
+    answer_s = round_seconds(points, at_once)
     per_minute = _interpolate(points, at_once, "questions_per_hour") / 60
     best = max(p.questions_per_hour for p in points) / 60
     rounds = [math.ceil(i / at_once) * arms * answer_s for i in range(1, participants + 1)]
     p50, last = float(statistics.median(rounds)), rounds[-1]
     note = (f"{participants} participant{'s' if participants != 1 else ''} asking {arms} local arm"
-            f"{'s' if arms != 1 else ''} each: {at_once} answer{'s' if at_once != 1 else ''} at a time, "
-            f"{answer_s:.1f} s each (p50 measured at that concurrency), a participant's arms one after another; "
-            f"the median participant has every answer after about {p50:.0f} s, the last after {last:.0f} s. "
-            f"This server answers about {per_minute:.1f} local questions a minute at that load "
-            f"(at most {best:.1f})." + (f" From the {measurement}." if measurement else ""))
+            f"{'s' if arms != 1 else ''} each: {at_once} answer{'s' if at_once != 1 else ''} at a time, a "
+            f"participant's arms one after another, each round of answers about {answer_s:.1f} s (as long as its "
+            f"slowest, from the latencies measured at that concurrency); the median participant has every answer "
+            f"after about {p50:.0f} s, the last after {last:.0f} s. This server answers about {per_minute:.1f} "
+            f"local questions a minute at that load (at most {best:.1f})."
+            + (f" From the {measurement}." if measurement else ""))
     return WorkshopForecast(participants, arms, at_once, answer_s, per_minute, best, p50, last, note)
 
 

@@ -71,22 +71,36 @@ def test_bad_assumptions_are_refused_clearly(kwargs, message):
         choose_point([CapacityPoint(1, 0.0, 100)])
 
 
+def test_a_round_lasts_as_long_as_its_slowest_answer():
+    from lib.serving_cost import round_seconds
+
+    assert round_seconds(CURVE, 1) == pytest.approx(1.5)  # alone: the p50
+    # 8 at once: the 8/9 quantile, (8/9 - 0.5) / 0.45 = 0.8642 of the way from p50 7,000 to p95 9,000 ms
+    assert round_seconds(CURVE, 8) == pytest.approx((7000 + 2000 * (8 / 9 - 0.5) / 0.45) / 1000)
+    assert round_seconds([CapacityPoint(30, 100, 9000, 5000)], 30) == pytest.approx(9.0)  # 30/31 > 0.95: the p95
+    assert round_seconds([CapacityPoint(1, 100, None, 5000)], 4) == pytest.approx(20.0)  # no p95: the p50
+
+
 def test_workshop_forecast_in_waves_when_participants_outnumber_the_batch():
     f = workshop_forecast(CURVE, participants=10, arms=3)
-    assert f.served_at_once == 8 and f.answer_s == pytest.approx(7.0)
-    assert f.wait_p50_s == pytest.approx(21.0)  # the first 8: 3 arms x 7 s
-    assert f.wait_max_s == pytest.approx(42.0)  # the last 2 wait for a second wave
+    answer = (7000 + 2000 * (8 / 9 - 0.5) / 0.45) / 1000  # 8.728 s
+    assert f.served_at_once == 8 and f.answer_s == pytest.approx(answer)
+    assert f.wait_p50_s == pytest.approx(3 * answer)  # the first 8: 3 arms, one round each
+    assert f.wait_max_s == pytest.approx(6 * answer)  # the last 2 wait for a second wave
     assert f.questions_per_minute == pytest.approx(25.0) and f.best_questions_per_minute == pytest.approx(25.0)
 
 
 def test_workshop_forecast_interpolates_between_measured_concurrencies_and_extrapolates_past_them():
     f = workshop_forecast(CURVE, participants=3, arms=3)
-    assert f.served_at_once == 3
-    assert f.answer_s == pytest.approx(3.1)  # p50 halfway between 2,200 ms (2) and 4,000 ms (4)
-    assert f.wait_p50_s == pytest.approx(9.3) and f.wait_max_s == pytest.approx(9.3)
+    # at 3: p50 halfway between 2,200 and 4,000 = 3,100 ms; p95 halfway between 3,000 and 5,200 = 4,100 ms;
+    # the 3/4 quantile: (0.75 - 0.5) / 0.45 = 0.5556 of the way
+    answer = (3100 + 1000 * 0.25 / 0.45) / 1000
+    assert f.served_at_once == 3 and f.answer_s == pytest.approx(answer)
+    assert f.wait_p50_s == pytest.approx(3 * answer) and f.wait_max_s == pytest.approx(3 * answer)
     assert f.questions_per_minute == pytest.approx(20.0)  # 1,200 an hour
     big = workshop_forecast(CURVE, participants=16, arms=1, max_batch=16)
-    assert big.answer_s == pytest.approx(14.0)  # beyond 8, latency grows with the load; throughput stays 1,500/h
+    # beyond 8, latency grows with the load (p50 14,000, p95 18,000 ms at 16) and throughput stays 1,500/h
+    assert big.answer_s == pytest.approx((14000 + 4000 * (16 / 17 - 0.5) / 0.45) / 1000)
     assert big.questions_per_minute == pytest.approx(25.0)
     one = workshop_forecast(CURVE, participants=1, arms=1)
     assert (one.served_at_once, one.wait_p50_s) == (1, pytest.approx(1.5))
