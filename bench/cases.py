@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import statistics
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -215,19 +217,148 @@ def fair_timing(kb: KnowledgeBase, question: str, max_tokens: int, reps: Reps, t
                  "rag total_ms in a 4-arm comparison", "rag total_ms asked alone", unit="ms", question=question,
                  max_tokens=max_tokens, top_k=top_k)
     m.details["note"] = ("medians of the arm's own reported total time (its wait for the shared model excluded); "
-                         "local arms run one at a time")
+                         "the arms of one comparison run one after another, never in one batch")
     return m
+
+
+def _ask_local(provider: Any, messages: list[dict[str, str]], params: Any) -> tuple[str, int, int]:
+    """One answer through the provider (queue, worker, batch): its text, prompt and completion tokens."""
+    from lib.providers import Delta, Done
+
+    text, prompt, completion = "", 0, 0
+    for event in provider.stream(messages, params):
+        if isinstance(event, Delta):
+            text += event.text
+        elif isinstance(event, Done):
+            prompt, completion = int(event.prompt_tokens or 0), int(event.completion_tokens or 0)
+    return text, prompt, completion
+
+
+BATCH_TOPICS = ("camping in the rain", "choosing a tent", "electric bikes", "hiking boots", "winter cycling",
+                "packing a backpack", "trail safety", "caring for a sleeping bag")
+
+
+def batching_prompts(kb: KnowledgeBase | None, questions: list[str], rag: bool, requests: int = 8,
+                     top_k: int = 2) -> list[list[dict[str, str]]]:
+    """Prompts that ask for a long answer, so every request generates its whole token allowance, as in the
+    measurement the targets come from (8 requests of 64 new tokens): short ones (about 40 tokens with the chat
+    template), or RAG-sized ones (`top_k` retrieved sources, about 400 tokens)."""
+    from lib.arms import SYSTEM_PLAIN
+
+    out = []
+    for i in range(requests):
+        if not rag:
+            out.append([{"role": "user", "content": f"Write a detailed guide to {BATCH_TOPICS[i % len(BATCH_TOPICS)]}, "
+                                                    "in several paragraphs."}])
+            continue
+        q = questions[i % len(questions)]
+        sources = kb.query(q, top_k) if kb is not None else []
+        context = "\n\n".join(f"[{n}] (from {s.document})\n{s.text.strip()}" for n, s in enumerate(sources, 1))
+        out.append([{"role": "system", "content": SYSTEM_PLAIN},
+                    {"role": "user", "content": f"Sources:\n{context}\n\nSummarise in detail, in several paragraphs, "
+                                                f"what the sources say about this question: {q}"}])
+    return out
+
+
+def batching(kb: KnowledgeBase | None, questions: list[str], reps: Reps, rag: bool, max_tokens: int = 64,
+             requests: int = 8, top_k: int = 2) -> Measurement:
+    """`requests` questions to the base model at once (decoded in batches) against the same questions one after
+    another, through the same provider and worker (see `batching_prompts`). Both produce the same tokens
+    (temperature 0: a batched answer equals the answer alone)."""
+    from lib.providers import GenParams
+
+    provider = _local_providers()["base"]
+    prompts = batching_prompts(kb, questions, rag, requests, top_k)
+    params = GenParams(max_tokens=max_tokens, temperature=0.0)
+    out: dict[str, list[tuple[str, int, int]]] = {}
+
+    def together() -> None:
+        answers: list[tuple[str, int, int]] = [("", 0, 0)] * len(prompts)
+
+        def one(i: int) -> None:
+            answers[i] = _ask_local(provider, prompts[i], params)
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(len(prompts))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        out["together"] = answers
+
+    def one_by_one() -> None:
+        out["alone"] = [_ask_local(provider, m, params) for m in prompts]
+
+    runs = alternate(timed(together), timed(one_by_one), reps)
+    prompt_tokens = statistics.fmean(p for _, p, _ in out["alone"])
+    completion = [c for _, _, c in out["alone"]]
+    same = out["together"] == out["alone"]
+    kind = f"RAG prompts, top-{top_k}" if rag else "short prompts"
+    m = throughput(f"batching_{'rag' if rag else 'short'}",
+                   f"{requests} requests at once vs one after another ({kind}, {prompt_tokens:.0f} tokens)",
+                   runs, requests, 1.1 if rag else 1.4, "batched (continuous batching)", "one after another",
+                   unit="answers/s", prompt_tokens_mean=round(prompt_tokens, 1), completion_tokens=completion,
+                   same_output=same, max_tokens=max_tokens)
+    m.details["note"] = (f"{requests} answers, {statistics.fmean(completion):.0f} tokens each on average (up to "
+                         f"{max_tokens}); the batched answers equal the ones given alone: {'yes' if same else 'NO'}")
+    return m
+
+
+def workshop_forecast(kb: KnowledgeBase, questions: list[str], participants: int = 6, max_tokens: int = 32,
+                      capacity_questions: int = 8) -> Measurement:
+    """The Host page's forecast against a workshop simulated without browsers: the capacity of the base model
+    is measured (1, 2, 4, 8 at once, the app's prompts, `max_tokens`), then `participants` ask the default arms
+    (RAG, fine-tuned, hybrid) at the same moment through arms.compare; the forecast median wait (asking to
+    every answer) against the measured median. The ratio is 1 + |forecast - measured| / measured."""
+    import time as _time
+
+    from lib import capacity, serving_cost
+    from lib.arms import DEFAULT_ARMS, RetrievalParams, compare
+    from lib.providers import GenParams
+
+    providers = _local_providers()
+    prompts, text = capacity.prompts_for(questions[:capacity_questions // 2], kb, 1)
+    cap = capacity.measure(providers["base"], prompts, "base", text, questions=capacity_questions,
+                           max_tokens=max_tokens)
+    worker = providers["base"].worker
+    forecast = serving_cost.workshop_forecast(serving_cost.points_from(cap), participants, len(DEFAULT_ARMS),
+                                              worker.processes * worker.batch)
+    waits: list[float] = [0.0] * participants
+    errors: list[str] = []
+
+    def participant(i: int) -> None:
+        t0 = _time.monotonic()
+        c = compare(questions[i % len(questions)], DEFAULT_ARMS, kb, providers,
+                    GenParams(max_tokens=max_tokens, temperature=0.0), RetrievalParams(top_k=1))
+        waits[i] = _time.monotonic() - t0
+        errors.extend(r.error for r in c.results if r.error)
+
+    threads = [threading.Thread(target=participant, args=(i,)) for i in range(participants)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise RuntimeError(f"an arm failed: {errors[0]}")
+    measured = statistics.median(waits)
+    ratio = 1 + abs(forecast.wait_p50_s - measured) / measured
+    return Measurement("workshop_forecast", f"Workshop forecast, {participants} participants x 3 local arms",
+                       forecast.wait_p50_s, measured, "s", ratio, 1.3, False, "forecast median wait",
+                       "measured median wait", 1,
+                       {"forecast": forecast.to_dict(), "waits_s": [round(w, 2) for w in waits],
+                        "capacity": cap.to_dict(),
+                        "note": f"forecast {forecast.wait_p50_s:.1f} s (last {forecast.wait_max_s:.1f} s), measured "
+                                f"median {measured:.1f} s (last {max(waits):.1f} s); {len(DEFAULT_ARMS)} arms of up "
+                                f"to {max_tokens} tokens each"})
 
 
 def memory(kb: KnowledgeBase, question: str, max_tokens: int) -> Measurement:
     """Resident memory of the local worker after all four arms answered once, against after the base model
     alone answered, in a fresh worker process."""
-    from lib import local_worker
     from lib.arms import RetrievalParams, compare
     from lib.providers import GenParams
 
     providers = _local_providers()
-    w = local_worker.worker(providers["base"].worker.mode)
+    w = providers["base"].worker
     w.stop()  # a fresh process, so nothing measured earlier is resident
     params = GenParams(max_tokens=max_tokens, temperature=0.0)
     compare(question, ["baseline", "rag"], kb, providers, params, RetrievalParams(top_k=4))

@@ -1,4 +1,4 @@
-"""Command-line interface: `python -m lib ingest|ask|eval|list|remove|kbs|workspaces|jobs|models`.
+"""Command-line interface: `python -m lib ingest|ask|eval|capacity|list|remove|kbs|workspaces|jobs|models`.
 A thin layer over lib.engine; every command works in one workspace (--workspace)."""
 
 from __future__ import annotations
@@ -126,6 +126,16 @@ def parser() -> argparse.ArgumentParser:
                    help="sources per question, 1-50 (default: 1 with the local model, 4 with hosted models)")
     p.add_argument("--max-tokens", type=MAX_TOKENS, default=None,
                    help="answer length limit, 1-16384 (default: 96 with the local model, 256 with hosted models)")
+    _common(p)
+
+    p = sub.add_parser("capacity", help="questions per hour, latency and tokens/s of the local model on this machine "
+                                        "at each concurrency (stored in the workspace)")
+    p.add_argument("--role", choices=["base", "finetuned"], default="base",
+                   help="which role's active model to measure (default base)")
+    p.add_argument("--concurrency", default="1,2,4,8", help="questions asked at once, comma-separated (default 1,2,4,8)")
+    p.add_argument("--questions", type=_whole(1, 1000), default=8,
+                   help="questions answered at each concurrency, 1-1000 (default 8)")
+    p.add_argument("--max-tokens", type=MAX_TOKENS, default=96, help="tokens each answer may generate (default 96)")
     _common(p)
 
     p = sub.add_parser("grade", help="grade given answers against references (no generation, offline)")
@@ -357,6 +367,37 @@ def _run_cancellable(work: Any) -> bool:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
     return cancel.is_set()
+
+
+def _capacity(settings: Any, ws: Any, args: argparse.Namespace) -> int:
+    from lib import capacity
+
+    levels = capacity.parse_levels(args.concurrency)
+    shown: list[int] = []
+
+    def progress(p: capacity.Progress) -> None:
+        for lv in p.levels[len(shown):]:
+            shown.append(lv.concurrency)
+            if args.json:
+                _emit(lv.to_dict())
+            else:
+                print(f"{lv.concurrency:>11} {lv.questions_per_hour:>14,.0f} {lv.latency_p50_ms:>8,.0f} "
+                      f"{lv.latency_p95_ms:>8,.0f} {lv.tokens_per_s:>8.1f} {lv.batch_size_mean:>6.1f} "
+                      f"{lv.errors:>6}", flush=True)
+
+    if not args.json:
+        print(f"{'concurrency':>11} {'questions/hour':>14} {'p50 ms':>8} {'p95 ms':>8} {'tok/s':>8} {'batch':>6} "
+              f"{'errors':>6}", flush=True)
+    result = capacity.run(settings, ws, args.role, levels, args.questions, args.max_tokens, progress)
+    progress(capacity.Progress(levels=list(result.levels)))
+    if args.json:
+        _emit(result.summary())
+    else:
+        best = result.best
+        print(f"{result.label}; {result.prompts}, up to {result.max_tokens} tokens per answer. Most: "
+              f"{best.questions_per_hour:,.0f} questions an hour at {best.concurrency} at a time. "
+              f"Stored in workspace {ws.name}.")
+    return 0
 
 
 def _project(settings: Any, args: argparse.Namespace) -> int:
@@ -643,6 +684,8 @@ def main(argv: list[str] | None = None) -> int:
         ws = engine.workspace_for(settings, create=False)
         if args.command == "jobs":
             return _jobs(settings, ws, args)
+        if args.command == "capacity":
+            return _capacity(settings, ws, args)
         if args.command == "project":
             return _project(settings, args)
         if args.command == "decide":

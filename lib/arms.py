@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lib.errors import explain
+from lib.local_queue import comparison_group
 from lib.providers import (
     Delta,
     Done,
@@ -153,13 +154,16 @@ class ArmResult:
     retrieval_ms: float
     ttft_ms: float | None  # retrieval + wait for the first token (queue time excluded)
     total_ms: float | None  # retrieval + whole generation (queue time excluded)
-    queued_ms: float  # time spent waiting for a shared local model
+    queued_ms: float  # time spent waiting for a shared local model (until it joined a batch)
     finish_reason: str | None
     error: str | None
     # Things the reader should know about this answer (e.g. the fine-tuned model was trained on other documents).
     warnings: tuple[str, ...] = ()
     # What a fine-tuned model was trained on (lib.provenance.trained_on); None for a base model.
     trained_on: dict[str, Any] | None = None
+    # Local model: the most requests decoded in one batch with this one, itself included (1 = served alone);
+    # its times include sharing the machine with them. None for hosted models.
+    batch_size: int | None = None
 
     @property
     def tokens_per_s(self) -> float | None:
@@ -377,7 +381,7 @@ def run_arm(arm: Arm, provider: Provider | Exception, question: str, sources: li
         usage_source=usage_source, cost_usd=cost, cost_note=note, retrieval_ms=retrieval_ms,
         ttft_ms=retrieval_ms + ((first or end) - started) * 1000, total_ms=retrieval_ms + (end - started) * 1000,
         queued_ms=(started - asked) * 1000, finish_reason=done.finish_reason if done else None, error=None,
-        warnings=notes)
+        warnings=notes, batch_size=done.batch_size if done else None)
 
 
 def compare(question: str, arm_keys: list[str] | tuple[str, ...], kb: KnowledgeBase | None,
@@ -385,7 +389,8 @@ def compare(question: str, arm_keys: list[str] | tuple[str, ...], kb: KnowledgeB
             retrieval: RetrievalParams = RetrievalParams(), on_delta: OnEvent | None = None,
             on_status: OnStatus | None = None, windows: tuple[tuple[str, int], ...] = ()) -> Comparison:
     """Retrieve once, then run every chosen arm on the same inputs: hosted arms concurrently, local
-    arms one at a time through the shared local model's queue (each timed from when its turn starts). The
+    arms one after another through the shared local model's queue (each timed from when its turn starts; they
+    form one group, so they never share a batch and each is timed as if asked alone on an idle server). The
     long-context arm gets the whole knowledge base instead of retrieved sources."""
     if not question.strip():
         raise ValueError("Ask a question first.")
@@ -401,12 +406,18 @@ def compare(question: str, arm_keys: list[str] | tuple[str, ...], kb: KnowledgeB
         retrieval_ms = (time.monotonic() - t0) * 1000
     documents = whole_knowledge_base(kb) if any(a.whole_kb for a in arms) else None
     missing = KeyError("no model")
+    comparison_id = uuid.uuid4().hex[:12]
+
+    def in_group(*args: Any) -> ArmResult:
+        with comparison_group(comparison_id):
+            return run_arm(*args)
+
     with ThreadPoolExecutor(max_workers=max(1, len(arms)), thread_name_prefix="arm") as pool:
-        futures = [pool.submit(run_arm, arm, providers.get(arm.role, missing), question,
+        futures = [pool.submit(in_group, arm, providers.get(arm.role, missing), question,
                                sources if arm.retrieval else None, params,
                                retrieval_ms if arm.retrieval else 0.0, on_delta, on_status, documents, windows)
                    for arm in arms]
         results = tuple(f.result() for f in futures)
-    return Comparison(id=uuid.uuid4().hex[:12], question=question.strip(), created_at=time.time(),
+    return Comparison(id=comparison_id, question=question.strip(), created_at=time.time(),
                       collection=kb.name if kb else "", retrieval=retrieval, params=params,
                       sources=tuple(sources), retrieval_ms=retrieval_ms, results=results)

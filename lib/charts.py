@@ -417,3 +417,27 @@ def eval_failure_modes(summary: dict[str, dict[str, Any]]) -> go.Figure:
         fig.add_annotation(text="No wrong answer to explain", showarrow=False, x=0.5, y=0.5, xref="paper",
                            yref="paper", font={"size": 15})
     return fig
+
+
+# ---------------------------------------------------------------- capacity (the Host and Decide pages)
+
+def capacity_curve(levels: list[Any], title: str = "Capacity of this machine") -> go.Figure:
+    """Questions per hour (bars, left axis) and p95 latency (line, right axis) against concurrency, from a
+    capacity measurement's levels (lib.capacity.Level or their dicts)."""
+    def get(lv: Any, key: str) -> Any:
+        return lv.get(key) if isinstance(lv, dict) else getattr(lv, key)
+
+    rows = sorted(levels, key=lambda lv: get(lv, "concurrency"))
+    xs = [str(get(lv, "concurrency")) for lv in rows]
+    fig = go.Figure([
+        go.Bar(x=xs, y=[get(lv, "questions_per_hour") for lv in rows], name="questions per hour",
+               marker_color="#6baed6", yaxis="y"),
+        go.Scatter(x=xs, y=[get(lv, "latency_p95_ms") / 1000 for lv in rows], name="p95 latency (s)",
+                   mode="lines+markers", line={"color": "#d94801"}, yaxis="y2"),
+    ])
+    fig.update_layout(title=title, **_LAYOUT)
+    fig.update_layout(xaxis={"title": "questions asked at once (concurrency)", "type": "category"},
+                      yaxis={"title": "questions per hour", "rangemode": "tozero"},
+                      yaxis2={"title": "p95 latency (s)", "overlaying": "y", "side": "right", "rangemode": "tozero",
+                              "showgrid": False})
+    return fig

@@ -68,7 +68,7 @@ def _turn(embedder: Embedder) -> contextlib.AbstractContextManager[None]:
     """The local embedder and the local model each use every core: an embedding batch waits for its turn
     in the machine queue (between answers), so an ingest cannot slow a local arm down 30x, nor the reverse."""
     from lib.embeddings import MiniLMEmbedder
-    from lib.local_worker import machine_turn
+    from lib.local_queue import machine_turn
 
     return machine_turn() if isinstance(embedder, MiniLMEmbedder) else contextlib.nullcontext()
 # ---------------------------------------------------------------- workspaces

@@ -289,7 +289,7 @@ def execute(run_id: str, spec: RunSpec, questions: list[Question], kb: Any,
     """Answer and grade every (question, arm) not yet stored for this run; returns the final progress.
     When `cancel` is set, questions not started are dropped at once, and the call returns within
     `cancel_grace_s` (answers still in flight may be stored after it, as they complete)."""
-    from lib.local_worker import machine_turn
+    from lib.local_queue import machine_turn
 
     cancel = cancel or threading.Event()
     arms = [ARMS[a] for a in spec.arms]

@@ -1,20 +1,27 @@
-"""The local model runs in a worker process of its own, shared by every session.
+"""The local model runs in worker processes of their own, shared by every session.
 
 Why a process: llama.cpp is native code. A crash in it (a CPU feature it mis-detects,
-an out-of-memory kill) must end one arm's answer, not the Streamlit server that every
-user is connected to. The worker holds one copy of each base model's weights and
-applies LoRA adapters to its context per request, so the fine-tuned role costs an
-adapter, not a second model.
+an out-of-memory kill) must end the answers it was giving, not the Streamlit server that
+every user is connected to. A worker holds one copy of each base model's weights and
+applies LoRA adapters to its context, so the fine-tuned role costs an adapter, not a
+second model.
 
-Why one queue: llama.cpp uses every core for one request. Two arms generating at once
-would each report a latency that depends on which other arms were asked. Requests are
-served one at a time in arrival order (`LocalQueue`), and each arm's time is measured
-from when its turn starts; the wait is reported separately.
+Batched decoding: a worker decodes the requests it has been given together, in one llama.cpp batch per step
+(continuous batching, as llama.cpp's server does with its slots): each request is a sequence of its own in the
+context's KV memory (one memory stream per sequence), a new request's prompt is read between the other
+sequences' steps (in the same calls it would get alone, so a sequence computes exactly what it would alone), each
+sequence samples from its own logits with its own sampler, and a sequence that ends leaves at once and its memory
+is cleared. An adapter
+applies to the whole context, so one batch holds requests of one model and adapter; the machine queue
+(lib.local_queue) sees to that, and to the arms of one comparison never sharing a batch (fair timing).
+
+On machines with many cores, several worker processes (lanes) each serve their own batches with a share of
+the cores (`serving_layout`; settings WORKBENCH_LOCAL_PROCESSES, WORKBENCH_THREADS, WORKBENCH_LOCAL_BATCH).
 
 Two halves live here:
 - the child (`serve`, run as `python -m lib.local_worker FD_IN FD_OUT`): loads models
-  and adapters, renders the chat template, generates token by token;
-- the parent (`LocalWorker`, `LocalQueue`): starts, talks to and restarts the child.
+  and adapters, renders the chat template, decodes its sequences step by step;
+- the parent (`LocalWorker`): starts, talks to and restarts the children.
 
 Extra buffer types (weight repacking, AMX) speed up prompt processing on many CPUs but
 crashed llama.cpp on some Xeons with AMX. `extra_bufts` is "auto" (on, except on CPUs
@@ -26,26 +33,30 @@ from __future__ import annotations
 
 import codecs
 import collections
-import contextlib
 import itertools
 import os
+import queue as queue_module
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Hashable, Iterator
 from pathlib import Path
 from typing import Any
 
 from lib.errors import LocalModelError
+from lib.local_queue import LocalQueue, machine_queue
 
-PROTOCOL = 1
+PROTOCOL = 2
 SMOKE_PROMPT = "Hello"
+DEFAULT_BATCH = 8  # requests one worker decodes at once (WORKBENCH_LOCAL_BATCH)
+STEP_TOKENS = 512  # prompt tokens read in one decode call at most (as llama-cpp-python's n_batch)
+KV_BUDGET_BYTES = 1 << 30  # a worker's KV memory for all its sequences; fewer sequences at once for big contexts
+THREADS_PER_PROCESS = 8  # auto layout: one worker process per this many cores
 
 
-# ================================================================ CPU features
+# ================================================================ CPU features and layout
 
 def cpu_flags() -> set[str]:
     """The CPU feature flags Linux reports (empty where /proc/cpuinfo is missing)."""
@@ -57,6 +68,18 @@ def cpu_flags() -> set[str]:
         if line.startswith("flags"):
             return set(line.partition(":")[2].split())
     return set()
+
+
+def cpu_model() -> str:
+    """The CPU's model name as Linux reports it ("unknown CPU" where it does not)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return "unknown CPU"
+    for line in text.splitlines():
+        if line.startswith("model name"):
+            return line.partition(":")[2].strip() or "unknown CPU"
+    return "unknown CPU"
 
 
 def has_amx(flags: set[str] | None = None) -> bool:
@@ -71,6 +94,16 @@ def resolve_extra_bufts(mode: str, flags: set[str] | None = None) -> bool:
     if mode in ("off", "0", "false", "no"):
         return False
     return not has_amx(flags)
+
+
+def serving_layout(cores: int, processes: int | None = None, threads: int | None = None) -> tuple[int, int]:
+    """(worker processes, threads per process) for this many cores. Unset values are automatic: one process per
+    8 cores (llama.cpp gains little from more threads on one small model, and several processes serve batches
+    side by side), and the cores shared out among the processes. `python -m lib capacity` measures what a
+    layout serves; set WORKBENCH_LOCAL_PROCESSES and WORKBENCH_THREADS to try another."""
+    cores = max(1, int(cores))
+    procs = max(1, int(processes)) if processes else max(1, cores // THREADS_PER_PROCESS)
+    return procs, (max(1, int(threads)) if threads else max(1, cores // procs))
 
 
 # ================================================================ the child process
@@ -95,16 +128,48 @@ def load_llama(model: str, n_ctx: int, threads: int, extra_bufts: bool) -> Any:
         lib_llama.llama_model_default_params = defaults
 
 
+class _Sequence:
+    """One request being decoded: its slot (sequence id in the KV memory), what is left of its prompt, its
+    sampler, and what it has produced."""
+
+    def __init__(self, rid: int, slot: int, prompt_ids: list[int], max_tokens: int, end_ids: set[int],
+                 stops: Any, sampler: Any) -> None:
+        self.rid = rid
+        self.slot = slot
+        self.prompt_tokens = len(prompt_ids)
+        self.todo = list(prompt_ids)  # prompt tokens not evaluated yet
+        self.pos = 0
+        self.next_token: int | None = None  # sampled and not yet evaluated (None while reading the prompt)
+        self.logits_at = -1  # index in this step's batch of the token whose logits it samples from
+        self.max_tokens = max_tokens
+        self.end_ids = end_ids
+        self.stops = stops
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.sampler = sampler
+        self.completion = 0
+        self.batch_size = 1  # the most sequences decoded in one step with this one (itself included)
+
+
 class _Child:
-    """State of the worker process: loaded models and adapters, released when no longer used."""
+    """State of a worker process: the loaded model, its batched context and adapters, and the sequences."""
 
     MAX_ADAPTERS = 4
 
-    def __init__(self) -> None:
+    def __init__(self, send: Callable[[tuple[Any, ...]], None]) -> None:
+        self.send = send
         self.model_key: tuple[Any, ...] | None = None
         self.llm: Any = None
+        self.ctx: Any = None  # llama_cpp._internals.LlamaContext with one KV stream per slot
+        self.batch: Any = None
+        self.mem: Any = None
+        self.slots = 1
+        self.n_ctx_seq = 0
         self.adapters: collections.OrderedDict[str, Any] = collections.OrderedDict()
         self.current_adapter: str | None = None
+        self.pending: collections.deque[tuple[str, int, dict[str, Any]]] = collections.deque()
+        self.active: dict[int, _Sequence] = {}  # by request id, in the order they joined
+
+    # ------------------------------------------------------------ model, context, adapters
 
     def _free_adapters(self) -> None:
         import llama_cpp
@@ -114,29 +179,85 @@ class _Child:
         self.adapters.clear()
         self.current_adapter = None
 
-    def load(self, model: str, n_ctx: int, threads: int, extra_bufts: bool, smoke: bool) -> dict[str, Any]:
-        key = (model, n_ctx, threads, extra_bufts)
-        if key == self.model_key:
-            return {"loaded": False}
-        t0 = time.monotonic()
+    def _release(self) -> None:
+        import llama_cpp
 
-        if self.llm is not None:  # one base model at a time: release the previous one first
+        for seq in list(self.active.values()):
+            self._drop(seq)
+        if self.ctx is not None:
             self.set_adapter(None)
-            self._free_adapters()
+        self._free_adapters()
+        if self.batch is not None:
+            llama_cpp.llama_batch_free(self.batch)
+            self.batch = None
+        if self.ctx is not None:
+            self.ctx.close()
+            self.ctx = None
+        if self.llm is not None:
             self.llm.close()
             self.llm = None
-            self.model_key = None
+        self.mem = None
+        self.model_key = None
+
+    @staticmethod
+    def _key(req: dict[str, Any]) -> tuple[Any, ...]:
+        return (req["model"], int(req["n_ctx"]), int(req["threads"]), bool(req["extra_bufts"]),
+                int(req.get("batch", DEFAULT_BATCH)))
+
+    def _slots_for(self, n_ctx: int, wanted: int) -> int:
+        """Sequences at once: as many as asked, as far as their KV memory (n_ctx each) fits the budget."""
+        import llama_cpp
+
+        model = self.llm._model.model
+        n_layer = llama_cpp.llama_model_n_layer(model)
+        n_head = max(1, llama_cpp.llama_model_n_head(model))
+        n_head_kv = llama_cpp.llama_model_n_head_kv(model) or n_head
+        per_token = 2 * n_layer * (llama_cpp.llama_model_n_embd(model) // n_head) * n_head_kv * 2  # K and V, f16
+        fits = KV_BUDGET_BYTES // max(1, per_token * n_ctx)
+        return max(1, min(int(wanted), int(fits), int(llama_cpp.llama_max_parallel_sequences())))
+
+    def load(self, req: dict[str, Any], smoke: bool) -> dict[str, Any]:
+        import ctypes
+
+        import llama_cpp
+        from llama_cpp import _internals
+
+        key = self._key(req)
+        if key == self.model_key:
+            return {"loaded": False, "slots": self.slots}
+        if self.active:
+            raise RuntimeError("the worker cannot switch models while it is answering")
+        t0 = time.monotonic()
+        model, n_ctx, threads, extra_bufts, wanted = key
+        self._release()  # one base model at a time: release the previous one first
+        self.send(("loading",))
         fault = os.environ.get("WORKBENCH_FAULT_WORKER_LOAD", "")  # fault injection for the tests
         if fault == "always" or (fault == "extra_bufts" and extra_bufts):
             os.kill(os.getpid(), signal.SIGSEGV)
-        self.llm = load_llama(model, n_ctx, threads, extra_bufts)
+        # The Llama object gives the weights, tokenizer and metadata; decoding runs in a context of our own
+        # with one KV memory stream per slot (its own small context stays unused).
+        self.llm = load_llama(model, 64, threads, extra_bufts)
+        self.slots = self._slots_for(n_ctx, wanted)
+        params = llama_cpp.llama_context_default_params()
+        ctypes.pointer(params)[0] = self.llm.context_params
+        params.n_ctx = n_ctx * self.slots
+        params.n_seq_max = self.slots
+        params.kv_unified = False  # a stream per sequence: the same arithmetic as the sequence alone
+        params.n_batch = params.n_ubatch = STEP_TOKENS
+        params.n_threads = params.n_threads_batch = threads
+        self.ctx = _internals.LlamaContext(model=self.llm._model, params=params, verbose=False)
+        self.mem = llama_cpp.llama_get_memory(self.ctx.ctx)
+        self.n_ctx_seq = int(llama_cpp.llama_n_ctx_seq(self.ctx.ctx))
+        self.batch = llama_cpp.llama_batch_init(STEP_TOKENS, 0, 1)
         self.model_key = key
         if smoke:  # a forward pass now, so a broken build or buffer type fails here and not mid-answer
             ids = self.llm.tokenize(SMOKE_PROMPT.encode(), add_bos=False, special=False)
-            self.llm.reset()
-            self.llm.eval(ids)
-            self.llm.reset()
-        return {"loaded": True, "load_ms": (time.monotonic() - t0) * 1000}
+            self._fill([(t, i, 0, i == len(ids) - 1) for i, t in enumerate(ids)])
+            if llama_cpp.llama_decode(self.ctx.ctx, self.batch) != 0:
+                raise RuntimeError("llama.cpp could not run the model")
+            llama_cpp.llama_memory_seq_rm(self.mem, 0, -1, -1)
+        self.send(("ready",))
+        return {"loaded": True, "load_ms": (time.monotonic() - t0) * 1000, "slots": self.slots}
 
     def set_adapter(self, lora: str | None) -> None:
         """Apply one LoRA adapter to the context (or none); adapters stay loaded, least recently used first out."""
@@ -146,7 +267,9 @@ class _Child:
 
         if lora == self.current_adapter:
             return
-        ctx = self.llm._ctx.ctx
+        if self.active:
+            raise RuntimeError("the worker cannot switch adapters while it is answering")
+        ctx = self.ctx.ctx
         if lora is None:
             if llama_cpp.llama_set_adapters_lora(ctx, None, 0, None):
                 raise RuntimeError("llama.cpp could not remove the LoRA adapter")
@@ -189,55 +312,199 @@ class _Child:
     def count(self, texts: list[str]) -> list[int]:
         return [len(self.llm.tokenize(t.encode(), add_bos=False, special=False)) if t else 0 for t in texts]
 
-    def generate(self, req: dict[str, Any], send: Any) -> None:
-        """Token by token, so usage is exact: the prompt is tokenised by the model's own tokenizer
-        and every sampled token is counted as it is produced."""
-        from lib.providers import StopFilter
+    # ------------------------------------------------------------ requests
 
-        llm = self.llm
+    def receive(self, op: str, rid: int, req: dict[str, Any]) -> None:
+        """A message from the parent: answered at once (stats, cancel, crash) or queued for `admit`."""
+        if op == "cancel":
+            self.pending = collections.deque(p for p in self.pending if p[1] != rid)
+            if rid in self.active:
+                self._drop(self.active[rid])
+        elif op == "stats":
+            self.send(("stats", rid, self.stats()))
+        elif op == "crash":  # for tests: a native crash, as llama.cpp would have
+            os.kill(os.getpid(), int(req.get("signal", signal.SIGSEGV)))
+        elif op in ("generate", "load", "count"):
+            self.pending.append((op, rid, req))
+        else:
+            self.send(("error", rid, "ValueError", f"unknown request {op!r}"))
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.active or self.pending)
+
+    def admit(self) -> None:
+        """Start waiting requests, in arrival order, while they fit the running batch (same model and adapter,
+        a free slot); a request for another model or adapter waits until the running ones have finished."""
+        while self.pending:
+            op, rid, req = self.pending[0]
+            if self.active:
+                same = self._key(req) == self.model_key and (op != "generate" or
+                                                             req.get("lora") == self.current_adapter)
+                if not same or (op == "generate" and len(self.active) >= self.slots):
+                    return
+            self.pending.popleft()
+            try:
+                if op == "generate":
+                    self._start(rid, req)
+                elif op == "load":
+                    self.send(("loaded", rid, self.load(req, req.get("smoke", True))))
+                else:
+                    self.load(req, req.get("smoke", True))
+                    self.send(("counts", rid, self.count(req["texts"])))
+            except Exception as exc:  # an error in one request: reported, and the worker serves the others
+                self.send(("error", rid, type(exc).__name__, str(exc)))
+
+    def _sampler(self, p: dict[str, Any]) -> Any:
+        """The sampler chain llama-cpp-python's Llama.generate builds (repeat penalty over the last 64 tokens,
+        then greedy at temperature 0, else top-k, typical, top-p, min-p, temperature and a seeded draw)."""
+        import llama_cpp
+
+        vocab = llama_cpp.llama_model_get_vocab(self.llm._model.model)
+        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+
+        def add(s: Any) -> None:
+            llama_cpp.llama_sampler_chain_add(chain, s)
+
+        add(llama_cpp.llama_sampler_init_penalties(llama_cpp.llama_vocab_n_tokens(vocab), 64,
+                                                   float(p["repeat_penalty"]), 0.0, 0.0))
+        temp, seed = float(p["temperature"]), int(p["seed"])
+        if temp < 0:
+            add(llama_cpp.llama_sampler_init_dist(seed))
+        elif temp == 0:
+            add(llama_cpp.llama_sampler_init_greedy())
+        else:
+            add(llama_cpp.llama_sampler_init_top_k(40))
+            add(llama_cpp.llama_sampler_init_typical(1.0, 1))
+            add(llama_cpp.llama_sampler_init_top_p(0.95, 1))
+            add(llama_cpp.llama_sampler_init_min_p(0.05, 1))
+            add(llama_cpp.llama_sampler_init_temp(temp))
+            add(llama_cpp.llama_sampler_init_dist(seed))
+        return chain
+
+    def _start(self, rid: int, req: dict[str, Any]) -> None:
+        """A request joins the batch: its prompt is read from the next step on. Usage is exact: the prompt is
+        tokenised by the model's own tokenizer and every sampled token is counted as it is produced."""
+        from lib.local_model import StopFilter
+
+        self.load(req, req.get("smoke", True))
         self.set_adapter(req.get("lora"))
-        send(("started",))
+        llm = self.llm
         prompt, stop = self.render(req["messages"])
         prompt_ids = llm.tokenize(prompt.encode(), add_bos=False, special=True)
-        n_ctx = req["n_ctx"]
+        n_ctx = min(int(req["n_ctx"]), self.n_ctx_seq)
         if len(prompt_ids) + 8 > n_ctx:
             raise ValueError(f"The prompt is {len(prompt_ids)} tokens but {req['label']} reads at most {n_ctx}: "
                              "lower top-k or the chunk size.")
         p = req["params"]
-        max_tokens = min(int(p["max_tokens"]), n_ctx - len(prompt_ids))
         end_ids = {llm.token_eos()}
         for s in stop:
             ids = llm.tokenize(s.encode(), add_bos=False, special=True)
             if len(ids) == 1:
                 end_ids.add(ids[0])
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        stops = StopFilter(tuple(p["stop"]))
-        llm.set_seed(int(p["seed"]))
-        llm.reset()  # no prompt cache between requests: every arm pays for its whole prompt, as a new question does
-        completion, finish = 0, "length"
-        for token in llm.generate(prompt_ids, temp=float(p["temperature"]), top_k=40, top_p=0.95, min_p=0.05,
-                                  repeat_penalty=float(p["repeat_penalty"]), reset=True):
-            if token in end_ids:
-                finish = "stop"
-                break
-            completion += 1
-            text = stops.feed(decoder.decode(llm.detokenize([token], special=False)))
+        used = {s.slot for s in self.active.values()}
+        slot = next(i for i in range(self.slots) if i not in used)
+        # No prompt cache between requests: every arm pays for its whole prompt, as a new question does.
+        self.active[rid] = _Sequence(rid, slot, prompt_ids, min(int(p["max_tokens"]), n_ctx - len(prompt_ids)),
+                                     end_ids, StopFilter(tuple(p["stop"])), self._sampler(p))
+        self.send(("started", rid))
+
+    def _drop(self, seq: _Sequence) -> None:
+        """The sequence leaves the batch: its KV memory is cleared and its sampler freed."""
+        import llama_cpp
+
+        self.active.pop(seq.rid, None)
+        if self.mem is not None:
+            llama_cpp.llama_memory_seq_rm(self.mem, seq.slot, -1, -1)
+        if seq.sampler is not None:
+            llama_cpp.llama_sampler_free(seq.sampler)
+            seq.sampler = None
+
+    def _fill(self, tokens: list[tuple[int, int, int, bool]]) -> None:
+        """Put (token, position, sequence id, wants logits) into the batch."""
+        b = self.batch
+        for i, (token, pos, seq_id, logits) in enumerate(tokens):
+            b.token[i] = token
+            b.pos[i] = pos
+            b.n_seq_id[i] = 1
+            b.seq_id[i][0] = seq_id
+            b.logits[i] = logits
+        b.n_tokens = len(tokens)
+
+    def step(self) -> None:
+        """One step: every generating sequence's next token in one decode call, then the next chunk of one
+        joining sequence's prompt in a call of its own, cut where it would be cut alone (every STEP_TOKENS from
+        its start). A sequence's prompt is thus read in exactly the calls it gets alone (llama.cpp splits a call
+        that mixes sequences differently, and the arithmetic would differ in the last bits), so its answer is
+        token for token the answer it gets alone."""
+        if not self.active:
+            return
+        generating = [seq for seq in self.active.values() if seq.next_token is not None]
+        joining = next((seq for seq in self.active.values() if seq.next_token is None), None)
+        members = generating + ([joining] if joining is not None else [])
+        for seq in members:
+            seq.batch_size = max(seq.batch_size, len(members))
+        if generating:
+            self._fill([(seq.next_token, seq.pos, seq.slot, True) for seq in generating])  # type: ignore[misc]
+            for i, seq in enumerate(generating):
+                seq.pos += 1
+                seq.logits_at = i
+            self._decode(generating)
+        if joining is not None and joining.rid in self.active:
+            chunk, joining.todo = joining.todo[:STEP_TOKENS], joining.todo[STEP_TOKENS:]
+            self._fill([(token, joining.pos + i, joining.slot, not joining.todo and i == len(chunk) - 1)
+                        for i, token in enumerate(chunk)])
+            joining.pos += len(chunk)
+            joining.logits_at = -1 if joining.todo else len(chunk) - 1
+            self._decode([joining])
+
+    def _decode(self, members: list[_Sequence]) -> None:
+        """Decode the batch as filled; then each member with logits samples its next token from them."""
+        import llama_cpp
+
+        code = llama_cpp.llama_decode(self.ctx.ctx, self.batch)
+        if code != 0:
+            for seq in members:
+                self.send(("error", seq.rid, "RuntimeError", f"llama.cpp could not decode (code {code})"))
+                self._drop(seq)
+            return
+        for seq in members:
+            if seq.logits_at < 0:
+                continue  # still reading its prompt
+            try:
+                self._advance(seq, llama_cpp.llama_sampler_sample(seq.sampler, self.ctx.ctx, seq.logits_at))
+            except Exception as exc:
+                self.send(("error", seq.rid, type(exc).__name__, str(exc)))
+                self._drop(seq)
+
+    def _advance(self, seq: _Sequence, token: int) -> None:
+        """A sampled token: the end, or text streamed (held back at stop strings) and decoded next step."""
+        finish = None
+        if token in seq.end_ids:
+            finish = "stop"
+        else:
+            seq.completion += 1
+            text = seq.stops.feed(seq.decoder.decode(self.llm.detokenize([token], special=False)))
             if text:
-                send(("delta", text))
-            if stops.stopped:
+                self.send(("delta", seq.rid, text))
+            if seq.stops.stopped:
                 finish = "stop"
-                break
-            if completion >= max_tokens:
-                break
-        tail = "" if stops.stopped else stops.feed(decoder.decode(b"", final=True)) + stops.flush()
+            elif seq.completion >= seq.max_tokens:
+                finish = "length"
+        if finish is None:
+            seq.next_token = token
+            return
+        tail = "" if seq.stops.stopped else seq.stops.feed(seq.decoder.decode(b"", final=True)) + seq.stops.flush()
         if tail:
-            send(("delta", tail))
-        send(("done", finish, len(prompt_ids), completion))
+            self.send(("delta", seq.rid, tail))
+        self.send(("done", seq.rid, finish, seq.prompt_tokens, seq.completion, seq.batch_size))
+        self._drop(seq)
 
     def stats(self) -> dict[str, Any]:
         return {"rss_kb": _rss_kb(os.getpid()), "model": self.model_key[0] if self.model_key else None,
                 "extra_bufts": self.model_key[3] if self.model_key else None,
-                "adapters": list(self.adapters), "pid": os.getpid()}
+                "adapters": list(self.adapters), "pid": os.getpid(), "slots": self.slots,
+                "active": len(self.active), "pending": len(self.pending)}
 
 
 def _rss_kb(pid: int) -> int:
@@ -265,46 +532,36 @@ def _die_with_parent() -> None:
 
 
 def serve(fd_in: int, fd_out: int) -> None:
-    """The worker's loop: one request at a time, replies streamed back on fd_out."""
+    """The worker's loop: read what the parent sent (without waiting while there is work), admit, decode a step."""
     from multiprocessing.connection import Connection
 
     _die_with_parent()
     # llama.cpp and Python write diagnostics to stdout/stderr: keep them off the reply pipe.
     os.dup2(2, 1)
     conn_in, conn_out = Connection(fd_in, writable=False), Connection(fd_out, readable=False)
-    child = _Child()
+    child = _Child(conn_out.send)
     conn_out.send(("hello", PROTOCOL, os.getpid()))
     while True:
         try:
-            op, req = conn_in.recv()
-        except (EOFError, OSError):
+            wait: float | None = 0.0 if child.busy else None
+            while conn_in.poll(wait):
+                op, rid, req = conn_in.recv()
+                child.receive(op, rid, req)
+                wait = 0.0
+            child.admit()
+            child.step()
+        except (EOFError, BrokenPipeError, ConnectionResetError):
             return
-        try:
-            if op == "generate":
-                child.load(req["model"], req["n_ctx"], req["threads"], req["extra_bufts"], req.get("smoke", True))
-                child.generate(req, conn_out.send)
-            elif op == "load":
-                conn_out.send(("loaded", child.load(req["model"], req["n_ctx"], req["threads"],
-                                                    req["extra_bufts"], req.get("smoke", True))))
-            elif op == "count":
-                child.load(req["model"], req["n_ctx"], req["threads"], req["extra_bufts"], req.get("smoke", True))
-                conn_out.send(("counts", child.count(req["texts"])))
-            elif op == "stats":
-                conn_out.send(("stats", child.stats()))
-            elif op == "crash":  # for tests: a native crash, as llama.cpp would have
-                os.kill(os.getpid(), int(req.get("signal", signal.SIGSEGV)))
-            else:
-                conn_out.send(("error", "ValueError", f"unknown request {op!r}"))
-        except (BrokenPipeError, ConnectionResetError):
-            return
-        except Exception as exc:  # an error in one request: reported, and the worker serves the next one
+        except Exception as exc:  # not one request's fault: every sequence in the batch is told, the worker goes on
             try:
-                conn_out.send(("error", type(exc).__name__, str(exc)))
+                for seq in list(child.active.values()):
+                    conn_out.send(("error", seq.rid, type(exc).__name__, str(exc)))
+                    child._drop(seq)
             except OSError:
                 return
 
 
-# ================================================================ the parent: queue and supervisor
+# ================================================================ the parent: worker processes
 
 class WorkerCrashed(LocalModelError):
     pass
@@ -323,143 +580,216 @@ def describe_exit(code: int | None) -> str:
     return f"exited with code {code}"
 
 
-@dataclass
-class Ticket:
-    number: int
-    arrived: float = field(default_factory=time.monotonic)
+_TERMINAL = ("done", "loaded", "counts", "stats")
 
 
-class LocalQueue:
-    """Requests for the local model, served one at a time in arrival order across all sessions."""
+class _Lane:
+    """One worker process: started on first use, its replies sorted to the requests they answer by a reader
+    thread, restarted once after a crash however many requests the crash failed."""
 
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._numbers = itertools.count()
-        self._waiting: list[Ticket] = []
-        self._running: Ticket | None = None
-        self._running_since = 0.0
-        self._durations: collections.deque[float] = collections.deque(maxlen=20)
-
-    def join(self) -> Ticket:
-        with self._cond:
-            ticket = Ticket(next(self._numbers))
-            self._waiting.append(ticket)
-            return ticket
-
-    def position(self, ticket: Ticket) -> int:
-        """How many requests are ahead of this one (the one being served included); 0 = its turn."""
-        with self._cond:
-            return self._position(ticket)
-
-    def _position(self, ticket: Ticket) -> int:
-        ahead = sum(1 for t in self._waiting if t.number < ticket.number)
-        return ahead + (1 if self._running is not None else 0)
-
-    def expected_wait_s(self, ahead: int) -> float | None:
-        """From recent request times: the rest of the running one plus the ones waiting ahead."""
-        with self._cond:
-            if not self._durations or ahead <= 0:
-                return None if ahead > 0 else 0.0
-            typical = sorted(self._durations)[len(self._durations) // 2]
-            running_left = max(0.0, typical - (time.monotonic() - self._running_since)) if self._running else 0.0
-            return running_left + typical * (ahead - (1 if self._running else 0))
-
-    def wait_turn(self, ticket: Ticket, timeout: float) -> int:
-        """Wait up to `timeout` for this ticket's turn; returns its position (0 once it holds the model)."""
-        with self._cond:
-            if self._position(ticket) > 0:
-                self._cond.wait(timeout)
-            if self._position(ticket) == 0:
-                self._waiting.remove(ticket)
-                self._running = ticket
-                self._running_since = time.monotonic()
-                return 0
-            return self._position(ticket)
-
-    def leave(self, ticket: Ticket, record: bool = True) -> None:
-        """Give the turn back; `record` counts its duration in the wait estimates (generation, not ingest)."""
-        with self._cond:
-            if self._running is ticket:
-                self._running = None
-                if record:
-                    self._durations.append(time.monotonic() - self._running_since)
-            elif ticket in self._waiting:
-                self._waiting.remove(ticket)
-            self._cond.notify_all()
-
-    @property
-    def length(self) -> int:
-        with self._cond:
-            return len(self._waiting) + (1 if self._running else 0)
-
-
-_machine_queue = LocalQueue()
-
-
-def machine_queue() -> LocalQueue:
-    """The one queue for work that uses every core of this machine: local generation (all workers) and the
-    local embedder's batches during ingest, so neither slows the other down unseen."""
-    return _machine_queue
-
-
-@contextlib.contextmanager
-def machine_turn() -> Iterator[None]:
-    """Run a short piece of all-cores work (an embedding batch) in its turn on the machine queue."""
-    queue = machine_queue()
-    ticket = queue.join()
-    try:
-        while queue.wait_turn(ticket, 1.0) > 0:
-            pass
-        yield
-    finally:
-        queue.leave(ticket, record=False)
-
-
-class LocalWorker:
-    """Starts the worker process on first use, relays requests, restarts it after a crash."""
-
-    def __init__(self, extra_bufts: str = "auto") -> None:
-        self.mode = extra_bufts
-        self.extra_bufts = resolve_extra_bufts(extra_bufts)
-        self.queue = machine_queue()
+    def __init__(self, owner: LocalWorker, index: int) -> None:
+        self.owner = owner
+        self.index = index
         self._proc: subprocess.Popen[bytes] | None = None
         self._send: Any = None
-        self._recv: Any = None
-        self._lock = threading.Lock()  # guards the pipe: the queue already serialises generation
-        self._stderr: collections.deque[str] = collections.deque(maxlen=40)
-        self.restarts = 0
-        self.last_crash: str | None = None
-        self.fallback_note: str | None = None
-
-    # -------------------------------------------------------- process
+        self._lock = threading.Lock()  # starting and restarting
+        self._send_lock = threading.Lock()  # the pipe to the child
+        self._inboxes: dict[int, tuple[int, queue_module.SimpleQueue[tuple[Any, ...]]]] = {}
+        self._rids = itertools.count(1)
+        self.generation = 0
+        self.loading = False
+        self._ended: set[int] = set()  # generations whose process is gone
+        self._stopped: set[int] = set()  # generations ended by stop(), not a crash
+        self._notes: dict[int, str] = {}
 
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc and self._proc.poll() is None else None
 
+    def _alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None and self.generation not in self._ended
+
     def _start(self) -> None:
+        """Start the process and read its hello (callers hold self._lock)."""
         from multiprocessing.connection import Connection
 
+        self._close_send()
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         try:
-            self._proc = subprocess.Popen(
+            proc = subprocess.Popen(
                 [sys.executable, "-m", "lib.local_worker", str(to_child_r), str(from_child_w)],
                 pass_fds=(to_child_r, from_child_w), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE, cwd=root, env=env, start_new_session=True)
         finally:
             os.close(to_child_r)
             os.close(from_child_w)
-        self._send = Connection(to_child_w, readable=False)
-        self._recv = Connection(from_child_r, writable=False)
-        proc = self._proc
-        threading.Thread(target=self._drain_stderr, args=(proc,), daemon=True, name="local-worker-stderr").start()
-        hello = self._read(timeout=60)
+        send, recv = Connection(to_child_w, readable=False), Connection(from_child_r, writable=False)
+        self._proc, self._send = proc, send
+        self.generation += 1
+        self.loading = False
+        threading.Thread(target=self.owner._drain_stderr, args=(proc,), daemon=True,
+                         name="local-worker-stderr").start()
+        hello = recv.recv() if recv.poll(60) else None
         if not hello or hello[0] != "hello":
-            raise self._crashed("while starting")
+            code = _wait(proc)
+            recv.close()
+            self._ended.add(self.generation)
+            self.owner._record_crash(describe_exit(code))
+            raise WorkerCrashed(f"the local model process {describe_exit(code)} while starting")
+        threading.Thread(target=self._read, args=(recv, proc, self.generation), daemon=True,
+                         name=f"local-worker-{self.index}-replies").start()
+
+    def _close_send(self) -> None:
+        if self._send is not None:
+            try:
+                self._send.close()
+            except OSError:
+                pass
+            self._send = None
+
+    def _read(self, recv: Any, proc: subprocess.Popen[bytes], generation: int) -> None:
+        """Sort the child's replies to their requests; when it is gone, tell every request it was serving."""
+        while True:
+            try:
+                reply = recv.recv()
+            except (EOFError, OSError):
+                break
+            if reply[0] == "loading":
+                self.loading = True
+            elif reply[0] == "ready":
+                self.loading = False
+            else:
+                entry = self._inboxes.get(reply[1])
+                if entry is not None:
+                    entry[1].put((reply[0], *reply[2:]))
+        try:
+            recv.close()
+        except OSError:
+            pass
+        code = _wait(proc)
+        loading = self.loading
+        with self._lock:
+            self._ended.add(generation)
+            stopped = generation in self._stopped
+        what = "was stopped" if stopped else describe_exit(code)
+        if not stopped:
+            self.owner._record_crash(what)
+        when = "while loading the model" if loading else "while answering"
+        for _rid, (gen, inbox) in list(self._inboxes.items()):
+            if gen == generation:
+                inbox.put(("crashed", what, when, loading, generation))
+
+    def submit(self, op: str, req: dict[str, Any]) -> tuple[int, int, queue_module.SimpleQueue[tuple[Any, ...]]]:
+        """Send one request; its replies arrive in the returned inbox."""
+        with self._lock:
+            if not self._alive():
+                self._start()
+            rid, generation = next(self._rids), self.generation
+            inbox: queue_module.SimpleQueue[tuple[Any, ...]] = queue_module.SimpleQueue()
+            self._inboxes[rid] = (generation, inbox)
+            try:
+                with self._send_lock:
+                    self._send.send((op, rid, req))
+            except OSError:
+                self._inboxes.pop(rid, None)
+                proc = self._proc
+                raise WorkerCrashed(f"the local model process {describe_exit(_wait(proc) if proc else None)} "
+                                    "before the request was sent") from None
+            return rid, generation, inbox
+
+    def cancel(self, rid: int) -> None:
+        """The request's reader went away: the child drops it (its slot and memory), the others go on."""
+        self._inboxes.pop(rid, None)
+        with self._send_lock:
+            try:
+                if self._send is not None:
+                    self._send.send(("cancel", rid, {}))
+            except OSError:
+                pass
+
+    def forget(self, rid: int) -> None:
+        self._inboxes.pop(rid, None)
+
+    def recover(self, generation: int) -> str:
+        """After a crash of `generation`: a fresh process, started once for all the requests it failed."""
+        with self._lock:
+            if generation in self._stopped:
+                return "(the app stopped it)"
+            if generation not in self._notes:
+                note = "and was restarted; ask again"
+                if self.generation == generation:
+                    try:
+                        self._start()
+                    except LocalModelError:
+                        note = "and could not be restarted; see the server log"
+                self._notes[generation] = note
+            return self._notes[generation]
+
+    def stop(self) -> None:
+        with self._lock:
+            proc = self._proc
+            if proc is not None and proc.poll() is None:
+                self._stopped.add(self.generation)
+                proc.terminate()
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            self._close_send()
+
+    def crash_for_test(self, sig: int) -> None:
+        with self._lock:
+            if not self._alive():
+                self._start()
+            with self._send_lock:
+                self._send.send(("crash", 0, {"signal": sig}))
+            self._proc.wait(10)  # type: ignore[union-attr]
+
+
+def _wait(proc: subprocess.Popen[bytes]) -> int | None:
+    try:
+        return proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
+class LocalWorker:
+    """The local model's worker processes (`processes` lanes, each decoding up to `batch` requests at once):
+    started on first use, relaying requests, restarted after a crash."""
+
+    def __init__(self, extra_bufts: str = "auto", processes: int = 1, batch: int = DEFAULT_BATCH) -> None:
+        self.mode = extra_bufts
+        self.extra_bufts = resolve_extra_bufts(extra_bufts)
+        self.processes = max(1, int(processes))
+        self.batch = max(1, int(batch))
+        self.queue: LocalQueue = machine_queue()
+        self._lanes = [_Lane(self, i) for i in range(self.processes)]
+        self.lane_ids: tuple[Hashable, ...] = tuple((id(self), i) for i in range(self.processes))
+        self._stderr: collections.deque[str] = collections.deque(maxlen=40)
+        self._guard = threading.Lock()
+        self.restarts = 0
+        self.last_crash: str | None = None
+        self.fallback_note: str | None = None
+
+    # -------------------------------------------------------- processes
+
+    @property
+    def pid(self) -> int | None:
+        """The first worker process's id (None while it is not running)."""
+        return self._lanes[0].pid
+
+    @property
+    def pids(self) -> list[int | None]:
+        return [lane.pid for lane in self._lanes]
+
+    def lane_index(self, lane_id: Hashable | None) -> int:
+        """The process that serves a request admitted to `lane_id` by the machine queue."""
+        return self.lane_ids.index(lane_id) if lane_id in self.lane_ids else 0
 
     def _drain_stderr(self, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stderr is not None
@@ -468,131 +798,90 @@ class LocalWorker:
             if line:
                 self._stderr.append(line)
 
-    def _alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    def _ensure(self) -> None:
-        if not self._alive():
-            if self._proc is not None:
-                self._close()
-            self._start()
-
-    def _close(self) -> None:
-        for conn in (self._send, self._recv):
-            try:
-                if conn is not None:
-                    conn.close()
-            except OSError:
-                pass
-        self._send = self._recv = None
+    def _record_crash(self, what: str) -> None:
+        with self._guard:
+            self.last_crash = what
+            self.restarts += 1
 
     def stop(self) -> None:
-        with self._lock:
-            if self._alive() and self._proc:
-                self._proc.terminate()
-                try:
-                    self._proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    self._proc.kill()
-            self._close()
-
-    def _read(self, timeout: float | None = None) -> tuple[Any, ...] | None:
-        """The next reply, or None once the child is gone."""
-        try:
-            if timeout is not None and not self._recv.poll(timeout):
-                return None
-            return self._recv.recv()  # type: ignore[no-any-return]
-        except (EOFError, OSError):
-            return None
-
-    def _crashed(self, when: str) -> WorkerCrashed:
-        code = None
-        if self._proc is not None:
-            try:
-                code = self._proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                code = self._proc.wait()
-        self._close()
-        self.last_crash = describe_exit(code)
-        self.restarts += 1
-        return WorkerCrashed(f"the local model process {self.last_crash} {when}")
-
-    def _restart_after_crash(self) -> str:
-        try:
-            self._start()
-            return "and was restarted; ask again"
-        except LocalModelError:
-            return "and could not be restarted; see the server log"
+        for lane in self._lanes:
+            lane.stop()
 
     # -------------------------------------------------------- requests
 
-    def _request(self, op: str, req: dict[str, Any]) -> Iterator[tuple[Any, ...]]:
-        """Send one request and yield its replies; a crash becomes WorkerCrashed, after a restart."""
-        with self._lock:
-            for attempt in range(2):
-                self._ensure()
-                req = {**req, "extra_bufts": self.extra_bufts}
-                try:
-                    self._send.send((op, req))
-                except OSError:
-                    raise self._crashed("before the request was sent") from None
-                started = False
+    def _request(self, op: str, req: dict[str, Any], lane: int = 0) -> Iterator[tuple[Any, ...]]:
+        """Send one request and yield its replies; a crash becomes WorkerCrashed, after a restart. Closing the
+        iterator early cancels the request in the worker (the other requests of its batch go on)."""
+        target = self._lanes[lane % len(self._lanes)]
+        for attempt in range(2):
+            rid, generation, inbox = target.submit(op, {**req, "extra_bufts": self.extra_bufts, "batch": self.batch})
+            started = finished = False
+            try:
                 while True:
-                    reply = self._read()
-                    if reply is None:
-                        crash = self._crashed("while loading the model" if not started else "while answering")
-                        if not started and self.extra_bufts and self.mode == "auto" and attempt == 0:
+                    reply = inbox.get()
+                    if reply[0] == "crashed":
+                        finished = True
+                        _, what, when, loading, gen = reply
+                        if loading and not started and self.extra_bufts and self.mode == "auto" and attempt == 0:
                             # Extra buffer types crash llama.cpp on some CPUs: load without them from now on.
-                            self.extra_bufts = False
-                            self.fallback_note = (f"llama.cpp {self.last_crash} when loading with extra buffer "
-                                                  "types; they are off for this process")
+                            with self._guard:
+                                self.extra_bufts = False
+                                self.fallback_note = (f"llama.cpp {what} when loading with extra buffer types; "
+                                                      "they are off for this process")
+                            target.recover(gen)
                             break
-                        raise WorkerCrashed(f"{crash} {self._restart_after_crash()}")
+                        raise WorkerCrashed(f"the local model process {what} {when} {target.recover(gen)}")
                     if reply[0] == "started":
                         started = True
                     if reply[0] == "error":
+                        finished = True
                         raise LocalModelError(reply[2]) if reply[1] in ("ValueError", "RuntimeError") \
                             else LocalModelError(f"{reply[1]}: {reply[2]}")
+                    if reply[0] in _TERMINAL:
+                        finished = True
                     yield reply
-                    if reply[0] in ("done", "loaded", "counts", "stats"):
+                    if finished:
                         return
+            finally:
+                if finished:
+                    target.forget(rid)
+                else:
+                    target.cancel(rid)
 
     def model_request(self, model: str, n_ctx: int, threads: int) -> dict[str, Any]:
         return {"model": model, "n_ctx": n_ctx, "threads": threads}
 
-    def generate(self, req: dict[str, Any]) -> Iterator[tuple[Any, ...]]:
-        yield from self._request("generate", req)
+    def generate(self, req: dict[str, Any], lane: int = 0) -> Iterator[tuple[Any, ...]]:
+        """Replies: ("started",), ("delta", text)..., ("done", finish, prompt_tokens, completion_tokens, batch)."""
+        yield from self._request("generate", req, lane)
 
-    def count(self, req: dict[str, Any], texts: list[str]) -> list[int]:
-        for reply in self._request("count", {**req, "texts": texts}):
+    def count(self, req: dict[str, Any], texts: list[str], lane: int = 0) -> list[int]:
+        for reply in self._request("count", {**req, "texts": texts}, lane):
             if reply[0] == "counts":
                 return list(reply[1])
         raise LocalModelError("the local model did not count the tokens")
 
-    def stats(self) -> dict[str, Any]:
-        for reply in self._request("stats", {}):
+    def stats(self, lane: int = 0) -> dict[str, Any]:
+        for reply in self._request("stats", {}, lane):
             if reply[0] == "stats":
                 return dict(reply[1])
         return {}
 
-    def crash_for_test(self, sig: int = signal.SIGSEGV) -> None:
-        with self._lock:
-            self._ensure()
-            self._send.send(("crash", {"signal": sig}))
-            self._proc.wait(10)  # type: ignore[union-attr]
+    def crash_for_test(self, sig: int = signal.SIGSEGV, lane: int = 0) -> None:
+        self._lanes[lane].crash_for_test(sig)
 
 
-_workers: dict[str, LocalWorker] = {}
+_workers: dict[tuple[str, int, int], LocalWorker] = {}
 _workers_guard = threading.Lock()
 
 
-def worker(extra_bufts: str = "auto") -> LocalWorker:
-    """The process-wide worker for this setting (one per server process, shared by every session)."""
+def worker(extra_bufts: str = "auto", processes: int = 1, batch: int = DEFAULT_BATCH) -> LocalWorker:
+    """The process-wide worker for these settings (one per server process, shared by every session)."""
+    key = (extra_bufts, max(1, int(processes)), max(1, int(batch)))
     with _workers_guard:
-        if extra_bufts not in _workers:
-            _workers[extra_bufts] = LocalWorker(extra_bufts)
-        return _workers[extra_bufts]
+        if key not in _workers:
+            _workers[key] = LocalWorker(*key)
+        return _workers[key]
 
 
 def _stop_all() -> None:
@@ -610,7 +899,7 @@ atexit.register(_stop_all)
 
 def smoke(model: str | None = None, extra_bufts: str = "auto") -> str:
     """Load the model in a worker and generate a few tokens; raises with what to do when llama.cpp is broken."""
-    from lib.providers import bundled_model_path
+    from lib.local_model import bundled_model_path
 
     path = model or str(bundled_model_path())
     w = LocalWorker(extra_bufts)

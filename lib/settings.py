@@ -188,7 +188,9 @@ class Settings:
     arm_deadline_s: float = 120.0  # one hosted answer in all, retries included (WORKBENCH_ARM_DEADLINE)
     max_retries: int = 2
     max_upload_mb: int = 20
-    n_threads: int | None = None  # llama.cpp threads; None = all cores
+    n_threads: int | None = None  # llama.cpp threads per local worker process; None = the cores shared out
+    local_processes: int | None = None  # local model worker processes; None = automatic (one per 8 cores)
+    local_batch: int = 8  # requests one local worker process decodes together at most (1 = one at a time)
     llama_extra_bufts: str = "auto"  # llama.cpp extra buffer types (repacking, AMX): auto | on | off
     # Where each key may be sent (endpoint_id of the URL configured with it): a key is bound to the endpoint it
     # was configured with. Left empty, a key is bound to the settings' own endpoint when they are built.
@@ -376,7 +378,12 @@ def load_settings(
     if get("WORKBENCH_ARM_DEADLINE"):
         values["arm_deadline_s"] = float(get("WORKBENCH_ARM_DEADLINE") or 120)
     if get("WORKBENCH_THREADS"):
-        values["n_threads"] = int(get("WORKBENCH_THREADS") or 0) or None
+        values["n_threads"] = _whole_in("WORKBENCH_THREADS", get("WORKBENCH_THREADS"), 0, 1024) or None
+    processes = (get("WORKBENCH_LOCAL_PROCESSES") or "auto").lower()
+    values["local_processes"] = None if processes == "auto" else \
+        _whole_in("WORKBENCH_LOCAL_PROCESSES", processes, 1, 64, "or auto")
+    if get("WORKBENCH_LOCAL_BATCH"):
+        values["local_batch"] = _whole_in("WORKBENCH_LOCAL_BATCH", get("WORKBENCH_LOCAL_BATCH"), 1, 64)
     extra = (get("WORKBENCH_LLAMA_EXTRA_BUFTS") or "auto").lower()
     if extra not in ("auto", "on", "off"):
         raise ValueError(f"WORKBENCH_LLAMA_EXTRA_BUFTS={extra!r}: use auto, on or off.")
@@ -434,6 +441,15 @@ def ollama_url(host: str) -> str:
     if rest.startswith("0.0.0.0"):  # the address Ollama listens on, not one to connect to
         rest = "127.0.0.1" + rest[len("0.0.0.0"):]
     return f"{scheme}://{rest}"
+def _whole_in(name: str, value: str | None, lowest: int, highest: int, other: str = "") -> int:
+    """A whole number setting within [lowest, highest], or a message naming the setting."""
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        number = lowest - 1
+    if not lowest <= number <= highest:
+        raise ValueError(f"{name}={value!r}: use a whole number from {lowest} to {highest}{' ' + other if other else ''}.")
+    return number
 
 
 def mask_key(key: str | None) -> str:

@@ -198,6 +198,17 @@ def _m003_document_versions(con: sqlite3.Connection) -> None:
     """)
 
 
+def _m006_capacity(con: sqlite3.Connection) -> None:
+    """Capacity measurements of the local model on this machine (lib/capacity.py): one record per measurement,
+    with the machine's description and every concurrency level."""
+    _script(con, """
+        CREATE TABLE capacity (
+            id TEXT PRIMARY KEY, created_at REAL NOT NULL, role TEXT NOT NULL, model TEXT NOT NULL,
+            version INTEGER NOT NULL, record TEXT NOT NULL);
+        CREATE INDEX capacity_by_role ON capacity (role, created_at)
+    """)
+
+
 @dataclass(frozen=True)
 class DocumentVersion:
     """One stored version of a document in a knowledge base (see _m003_document_versions)."""
@@ -235,6 +246,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (2, "evaluation runs and question sets", _m002_evaluation),
     (3, "document versions", _m003_document_versions),
     (4, "leases", _m004_leases),
+    (6, "capacity measurements", _m006_capacity),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -729,6 +741,27 @@ class Workspace:
             row = con.execute("SELECT owner, expires_at FROM leases WHERE resource = ? AND expires_at > ?",
                               (resource, time.time())).fetchone()
         return (str(row[0]), float(row[1])) if row else None
+    # ------------------------------------------------------------ capacity measurements (lib/capacity.py)
+
+    def save_capacity(self, record: dict[str, Any]) -> None:
+        with self._write() as con:
+            con.execute("INSERT OR REPLACE INTO capacity (id, created_at, role, model, version, record) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        (record["id"], float(record["created_at"]), record["role"], record["model"],
+                         int(record.get("version", 1)), json.dumps(record, ensure_ascii=False)))
+
+    def capacities(self, role: str | None = None) -> list[dict[str, Any]]:
+        """Stored capacity measurements (of one role), newest first; unreadable records are skipped."""
+        with self._connect() as con:
+            rows = con.execute("SELECT record FROM capacity WHERE ? IS NULL OR role = ? ORDER BY created_at DESC",
+                               (role, role)).fetchall()
+        out = []
+        for (text,) in rows:
+            try:
+                out.append(json.loads(text))
+            except ValueError:
+                continue
+        return out
 
     # ------------------------------------------------------------ jobs
 

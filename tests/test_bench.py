@@ -90,6 +90,18 @@ def test_fair_timing_and_memory_benchmarks(tiny: Any, embedder: Any, tmp_path: P
     assert len(mem.details["adapters"]) == 1
 
 
+@pytest.mark.slow
+def test_batching_and_workshop_forecast_benchmarks(tiny: Any, embedder: Any, tmp_path: Path) -> None:
+    corpus, _, _ = tiny
+    _, kb = cases.ingest(embedder, corpus, tmp_path / "data", reps=Reps(1, 1, warmup=0))
+    m = cases.batching(kb, corpus.questions, Reps(1, 1, warmup=0), rag=True, max_tokens=4, requests=3, top_k=1)
+    assert m.higher_is_better and m.target == 1.1 and m.details["same_output"] is True
+    assert m.ours > 0 and m.reference > 0 and m.details["prompt_tokens_mean"] > 0
+    f = cases.workshop_forecast(kb, corpus.questions, participants=2, max_tokens=4, capacity_questions=2)
+    assert f.unit == "s" and not f.higher_is_better and f.ratio >= 1.0
+    assert f.details["forecast"]["participants"] == 2 and len(f.details["waits_s"]) == 2
+
+
 def test_only_loopback_counts_as_offline() -> None:
     assert _loopback(("127.0.0.1", 80)) and _loopback(("::1", 80, 0, 0)) and _loopback("/tmp/socket")
     assert not _loopback(("52.216.1.1", 443)) and not _loopback(("chroma-onnx-models.s3.amazonaws.com", 443))

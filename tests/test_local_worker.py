@@ -14,7 +14,8 @@ import pytest
 
 from lib import local_worker
 from lib.arms import ARMS, compare, run_arm
-from lib.local_worker import LocalQueue, LocalWorker, describe_exit, resolve_extra_bufts
+from lib.local_queue import LocalQueue
+from lib.local_worker import LocalWorker, describe_exit, resolve_extra_bufts
 from lib.providers import GenParams, LocalLlama, Queued
 from lib.settings import LOCAL_BASE_MODEL, ModelSpec, load_settings
 
@@ -175,8 +176,9 @@ def test_an_out_of_memory_kill_is_explained(local_pair):
 
 @pytest.mark.slow
 def test_local_arms_take_turns_and_report_their_wait(local_pair):
-    """Four local arms asked together: they never generate at the same time, each arm's time excludes its
-    wait, and the ones that waited said where they were in the queue."""
+    """Four local arms of one comparison asked together: they never generate at the same time (never one
+    batch), each arm's time excludes its wait, and the ones that waited said where they were in the queue."""
+    from lib.local_queue import comparison_group
     from lib.providers import Started
 
     spans: dict[str, list[float]] = {}
@@ -203,9 +205,10 @@ def test_local_arms_take_turns_and_report_their_wait(local_pair):
         provider = Recording(local_pair[role], arm)
 
         def go(arm=arm, provider=provider):
-            results.append(run_arm(ARMS[arm], provider, QUESTION, [] if ARMS[arm].retrieval else None,
-                                   GenParams(max_tokens=16),
-                                   on_status=lambda a, s: statuses.setdefault(a, []).append(s)))
+            with comparison_group("one comparison"):
+                results.append(run_arm(ARMS[arm], provider, QUESTION, [] if ARMS[arm].retrieval else None,
+                                       GenParams(max_tokens=16),
+                                       on_status=lambda a, s: statuses.setdefault(a, []).append(s)))
 
         threads.append(threading.Thread(target=go))
     for t in threads:
@@ -221,6 +224,7 @@ def test_local_arms_take_turns_and_report_their_wait(local_pair):
     assert any("Waiting for the shared local model: " in s for r in waited for s in statuses[r.arm])
     for r in results:
         assert r.total_ms < (max(e for _, e in spans.values()) - min(s for s, _ in spans.values())) * 1000 + 50
+        assert r.batch_size == 1
 
 
 @pytest.mark.slow

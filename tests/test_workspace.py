@@ -19,7 +19,7 @@ from lib.finetune import FineTunedModel, shipped_model
 from lib.history import comparison_to_dict, rows
 from lib.providers import GenParams
 from lib.store import Source, list_knowledge_bases
-from lib.workspace import SCHEMA_VERSION, Workspace, WorkspaceError, check_workspace_name, list_workspaces
+from lib.workspace import MIGRATIONS, SCHEMA_VERSION, Workspace, WorkspaceError, check_workspace_name, list_workspaces
 from tests.conftest import ROOT
 
 
@@ -47,7 +47,7 @@ def test_schema_is_migrated_once_and_recorded(tmp_path):
     assert ws.schema_version == SCHEMA_VERSION
     Workspace(tmp_path, "default")  # reopening applies nothing twice
     with sqlite3.connect(ws.db_path) as con:
-        assert con.execute("SELECT COUNT(*) FROM _migrations").fetchone()[0] == SCHEMA_VERSION
+        assert con.execute("SELECT COUNT(*) FROM _migrations").fetchone()[0] == len(MIGRATIONS)
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 

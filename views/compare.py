@@ -133,7 +133,10 @@ for col, r in zip(st.columns(len(comparison.results)), comparison.results):
             + f"Cost **{usd(r.cost_usd, r.usage_source == 'estimate')}**"
         )
         st.caption(escape_markdown(r.cost_note) + (f" · waited {ms(r.queued_ms)} for the shared local model"
-                                                   if r.queued_ms > 50 else ""))
+                                                   if r.queued_ms > 50 else "")
+                   + (f" · decoded in a batch with up to {r.batch_size - 1} other request"
+                      f"{'s' if r.batch_size > 2 else ''} (its times include sharing the machine)"
+                      if r.batch_size and r.batch_size > 1 else ""))
         if ARMS[r.arm].whole_kb:
             st.caption("In the prompt, the whole knowledge base: " + "; ".join(
                 f"\\[{i}\\] {escape_markdown(one_line(d.document))}" for i, d in enumerate(r.sources, 1)))

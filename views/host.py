@@ -4,7 +4,7 @@ import datetime
 
 import streamlit as st
 
-from lib import gateway, workshop
+from lib import capacity, charts, engine, gateway, serving_cost, workshop
 from lib.errors import ConfigError
 from lib.format import escape_markdown, usd
 
@@ -26,6 +26,65 @@ if not st.session_state.get("host_ok"):
             except ConfigError as exc:
                 st.error(escape_markdown(str(exc)))
     st.stop()
+
+# ---------------------------------------------------------------- capacity of this server and the workshop forecast
+with st.expander("Capacity of this server and the workshop forecast", expanded=False):
+    host_ws = engine.workspace_for(settings)
+    st.caption("Measures how many questions an hour the local model answers on this machine at 1, 2, 4 and 8 "
+               "questions at once (the app's own RAG and no-context prompts, up to 96 tokens each), and forecasts "
+               "what participants wait. Takes a few minutes; participants' questions slow it down.")
+    c1, c2, c3 = st.columns([1, 1, 1])
+    cap_role = c1.selectbox("Model", ["base", "finetuned"], key="host_cap_role",
+                            format_func=lambda r: "base model" if r == "base" else "fine-tuned model")
+    cap_questions = c2.number_input("Questions per level", 2, 64, 8, key="host_cap_questions")
+    if c3.button("Measure capacity", key="host_cap_start"):
+        try:
+            capacity.start(settings, host_ws, cap_role, questions=int(cap_questions))
+        except (ConfigError, ValueError) as exc:
+            st.error(str(exc))
+
+    @st.fragment(run_every=1.0)
+    def capacity_progress():
+        handle = capacity.running(host_ws)
+        if handle is None:
+            return
+        if handle.alive:
+            p = handle.progress
+            st.progress(p.done / p.total if p.total else 0.0,
+                        text=f"Measuring the {handle.role} model: {p.done} of {p.total or '?'} questions"
+                             + (f" ({p.message})" if p.message else ""))
+            if st.button("Cancel", key="host_cap_cancel"):
+                handle.cancel.set()
+            st.session_state.host_cap_watching = True
+        else:
+            if handle.error:
+                st.warning(handle.error)
+            if st.session_state.pop("host_cap_watching", False):
+                st.rerun(scope="app")  # the measurement finished: show it
+
+    capacity_progress()
+    measured = capacity.latest(host_ws)
+    if measured is None:
+        st.info("No capacity measurement yet on this server.")
+    else:
+        st.plotly_chart(charts.capacity_curve(list(measured.levels)), key="host_cap_chart")
+        st.caption(escape_markdown(f"{measured.label[:1].upper()}{measured.label[1:]}; {measured.prompts}, up to "
+                                   f"{measured.max_tokens} tokens per answer."))
+        joined = len(workshop.participant_rows(settings.data_dir))
+        people = st.number_input("Participants asking at the same moment", 1, 500, joined or 10, key="host_cap_people")
+        local_arms = serving_cost.local_default_arms(engine.resolve_finetuned(settings, host_ws))
+        if not local_arms:
+            st.caption("The default arms use hosted models: the local model's capacity does not limit them.")
+        else:
+            f = serving_cost.workshop_forecast(
+                serving_cost.points_from(measured), int(people), local_arms,
+                int(measured.machine.get("processes", 1)) * int(measured.machine.get("batch", 1)), measured.label)
+            m1, m2, m3 = st.columns(3)
+            m1.metric("Local questions a minute", f"{f.questions_per_minute:.1f}")
+            m2.metric("Median participant waits", f"{f.wait_p50_s:.0f} s")
+            m3.metric("Last participant waits", f"{f.wait_max_s:.0f} s")
+            st.caption(escape_markdown(f.note))
+# ----------------------------------------------------------------
 
 if "host_notice" in st.session_state:
     st.success(st.session_state.pop("host_notice"))
