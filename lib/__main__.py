@@ -72,6 +72,13 @@ DOLLARS_AN_HOUR = _number(0, 10_000)
 LATENCY_MS = _number(0, 3_600_000, low_open=True)
 
 
+def _self_hosting(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--peak-factor", type=_number(1, 100), default=3.0,
+                   help="self-hosting: the peak hour's questions over the average hour's, 1-100 (default 3)")
+    p.add_argument("--capacity-qph", type=_number(0.001, 1e12),
+                   help="self-hosting: questions an hour one machine serves (overrides the measured capacity)")
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--collection", help="knowledge base name (default: 'default' or WORKBENCH_COLLECTION)")
     p.add_argument("--workspace", help="workspace name (default: 'default' or WORKBENCH_WORKSPACE)")
@@ -158,6 +165,9 @@ def parser() -> argparse.ArgumentParser:
                    help="how often the documents change (retraining that often)")
     p.add_argument("--amortise-months", type=MONTHS, default=12,
                    help="spread one training's cost over this many months (1-120)")
+    p.add_argument("--latency-ms", type=_number(1, 3_600_000),
+                   help="p95 latency target: self-hosted arms are sized at a concurrency that meets it")
+    _self_hosting(p)
     _common(p)
 
     p = sub.add_parser("decide", help="a recommendation with its reasons, from an evaluation run")
@@ -170,6 +180,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--training-examples", choices=["yes", "no"], help="quality training examples are available")
     p.add_argument("--per-day", type=PER_DAY, default=10_000, help="questions a day, for the cost comparison")
     p.add_argument("--hardware-usd-per-hour", type=DOLLARS_AN_HOUR)
+    _self_hosting(p)
     _common(p)
 
     p = sub.add_parser("freshness", help="change a fact in a copy of the knowledge base and see which arms follow")
@@ -198,6 +209,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--format", dest="format_matters", choices=["yes", "no"],
                    help="answers must follow a predictable format")
     p.add_argument("--training-examples", choices=["yes", "no"], help="quality training examples are available")
+    _self_hosting(p)
     _common(p)
 
     p = sub.add_parser("finetune", help="fine-tune the local model on a knowledge base, no pairs written by hand")
@@ -406,13 +418,11 @@ def _project(settings: Any, args: argparse.Namespace) -> int:
     ws = engine.workspace_for(settings)
     a = projection.Assumptions(per_day=args.per_day, months=args.months, cached_input=args.cached_input,
                                hardware_usd_per_hour=args.hardware_usd_per_hour, changes=args.changes,
-                               amortise_months=args.amortise_months)
+                               amortise_months=args.amortise_months, peak_factor=args.peak_factor,
+                               latency_target_ms=args.latency_ms, capacity_qph=args.capacity_qph)
     record, _, projections = projection.from_run(ws, args.run, a)
     for p in projections:
-        row = {"arm": p.arm, "model": p.model, "questions": p.questions,
-               "cost_per_question_usd": p.cost_per_question_usd, "monthly_inference_usd": p.monthly_inference_usd,
-               "training_usd": p.training_usd, "monthly_total_usd": p.monthly_total_usd, "priced": p.priced,
-               "monthly_training_usd": p.monthly_training_usd, "note": p.note, "run": record["id"]}
+        row = {**p.to_dict(), "run": record["id"]}
         if args.json:
             _emit(row)
         else:
@@ -442,7 +452,8 @@ def _decide(settings: Any, args: argparse.Namespace) -> int:
 
     ws = engine.workspace_for(settings)
     a = projection.Assumptions(per_day=args.per_day, hardware_usd_per_hour=args.hardware_usd_per_hour,
-                               changes=args.changes or "rarely")
+                               changes=args.changes or "rarely", peak_factor=args.peak_factor,
+                               latency_target_ms=args.latency_ms, capacity_qph=args.capacity_qph)
     d = report.build(ws, args.run, a, _situation(args))
     r = d.recommendation
     if args.json:
@@ -494,7 +505,9 @@ def _report(settings: Any, args: argparse.Namespace) -> int:
         raise ValueError(f"{out.name}: name the report FILE.html (self-contained, opens offline) or FILE.md.")
     ws = engine.workspace_for(settings)
     a = projection.Assumptions(per_day=args.per_day, months=args.months, cached_input=args.cached_input,
-                               hardware_usd_per_hour=args.hardware_usd_per_hour, changes=args.changes or "rarely")
+                               hardware_usd_per_hour=args.hardware_usd_per_hour, changes=args.changes or "rarely",
+                               peak_factor=args.peak_factor, latency_target_ms=args.latency_ms,
+                               capacity_qph=args.capacity_qph)
     d = report.build(ws, args.run, a, _situation(args))
     text = report.markdown(d) if out.suffix.lower() == ".md" else report.html_report(d)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.part")

@@ -458,6 +458,7 @@ SITUATION_KEY = "decide:situation"
 SITUATION_DEFAULTS: dict[str, Any] = {
     "per_day": 10_000, "months": 12, "amortise_months": 12, "changes": None, "citations": None, "latency_s": 0.0,
     "format_matters": None, "training_examples": None, "hardware_usd_per_hour": None, "cached_input": False,
+    "peak_factor": 3.0, "capacity_qph": None,
 }
 
 

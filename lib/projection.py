@@ -40,6 +40,7 @@ class ArmUsage:
     cost_per_question_usd: float | None  # mean measured cost; None when a price was unknown
     top_k: int
     prefill_seconds_mean: float = 0.0  # of seconds_mean: reading the prompt (time to first token, less retrieval)
+    seconds_p95: float = 0.0  # the arm's own time per question, 95th percentile
 
 
 def _p95(values: Sequence[float]) -> float:
@@ -78,8 +79,20 @@ def arm_usage(answers: list[dict[str, Any]], top_k: int = 4) -> list[ArmUsage]:
             cost_per_question_usd=statistics.fmean(known) if known and len(known) == len(costs) else None,
             top_k=top_k,
             prefill_seconds_mean=statistics.fmean(max(0.0, ((r.get("ttft_ms") or 0) - (r.get("retrieval_ms") or 0))
-                                                      / 1000) for r in rows)))
+                                                      / 1000) for r in rows),
+            seconds_p95=_p95([(r.get("total_ms") or 0) / 1000 for r in rows])))
     return out
+
+
+SELF_HOSTED = ("local", "ollama")  # providers whose cost is the machines that serve them
+
+
+@dataclass(frozen=True)
+class CapacityCurve:
+    """What one machine serves of an arm's model at each concurrency, and where that comes from."""
+
+    points: tuple[Any, ...]  # lib.serving_cost.CapacityPoint
+    source: str
 
 
 @dataclass(frozen=True)
@@ -93,6 +106,11 @@ class Assumptions:
     training_usd: dict[str, float | None] | None = None  # per arm (fine-tuned arms): one training run
     top_k: int | None = None  # re-price with this many sources (None: as measured)
     training_note: str = ""  # where the training time or cost comes from (measured, or estimated for this KB)
+    # Self-hosting (local models, or a hosted model with no per-token price): machines sized for the peak.
+    peak_factor: float = 3.0  # peak hour / average hour
+    latency_target_ms: float | None = None  # p95 the serving concurrency must meet (None: the best throughput)
+    capacity_qph: float | None = None  # questions an hour one machine serves, as the user enters it (overrides)
+    capacities: tuple[tuple[str, CapacityCurve], ...] = ()  # arm -> its capacity curve (capacity_curves)
 
 
 @dataclass(frozen=True)
@@ -107,6 +125,9 @@ class Projection:
     monthly_total_usd: float | None
     priced: bool
     note: str
+    machines: int | None = None  # self-hosted arms: machines needed at the peak
+    questions_per_hour_per_machine: float | None = None
+    capacity_source: str | None = None  # "measured: ...", "entered", or "the run's own answers ..."
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -123,17 +144,10 @@ def per_question(u: ArmUsage, a: Assumptions) -> tuple[float | None, str]:
     prompt = u.prompt_mean
     if a.top_k is not None and u.top_k and u.context_mean:
         prompt += u.context_mean * (a.top_k / u.top_k - 1)  # context tokens scale with the number of sources
-    if u.provider in ("local", "ollama"):
-        if a.hardware_usd_per_hour is None:
-            return None, "local model: cost unknown until you give the hardware's cost per hour"
-        seconds = u.seconds_mean
-        if prompt != u.prompt_mean and u.prompt_mean:  # reading the prompt takes time in proportion to its length
-            seconds += u.prefill_seconds_mean * (prompt / u.prompt_mean - 1)
-            return (a.hardware_usd_per_hour * seconds / 3600,
-                    f"${a.hardware_usd_per_hour:g}/h x {seconds:.2f} s per question (measured {u.seconds_mean:.2f} s, "
-                    f"prompt reading scaled to top-k {a.top_k}: an estimate)")
-        return (a.hardware_usd_per_hour * seconds / 3600,
-                f"${a.hardware_usd_per_hour:g}/h x {seconds:.2f} s per question measured on this machine")
+    if u.provider in SELF_HOSTED:
+        cost = self_hosted(u, a)
+        return (None, "self-hosted model: cost unknown until you give the hardware's cost per hour") if cost is None \
+            else (cost.cost_per_question_usd, cost.note)
     cached = u.prefix_mean if a.cached_input and prompt >= CACHE_MIN_PROMPT else 0.0
     if not a.cached_input and a.top_k is None and u.cost_per_question_usd is not None:
         return u.cost_per_question_usd, "mean measured cost per question"
@@ -145,12 +159,49 @@ def per_question(u: ArmUsage, a: Assumptions) -> tuple[float | None, str]:
     return usd, note
 
 
+def _seconds_at(u: ArmUsage, a: Assumptions) -> float:
+    """The arm's seconds per question at the assumed top-k: reading the prompt scales with its length."""
+    if a.top_k is None or not u.top_k or not u.context_mean or not u.prompt_mean:
+        return u.seconds_mean
+    prompt = u.prompt_mean + u.context_mean * (a.top_k / u.top_k - 1)
+    return max(0.001, u.seconds_mean + u.prefill_seconds_mean * (prompt / u.prompt_mean - 1))
+
+
+def self_hosted(u: ArmUsage, a: Assumptions) -> Any:
+    """What serving the arm's model costs on machines of `hardware_usd_per_hour` sized for the peak
+    (lib.serving_cost.ServingCost), from its capacity curve (a measurement, the capacity entered, or the run's own
+    answers one at a time); None without the hardware's price."""
+    from lib.serving_cost import CapacityPoint, serving_cost
+
+    if a.hardware_usd_per_hour is None:
+        return None
+    curve = dict(a.capacities).get(u.arm)
+    if curve is None:  # no measurement: the run's own answers, one at a time
+        curve = CapacityCurve((CapacityPoint(1, 3600 / max(0.001, u.seconds_mean), u.seconds_p95 * 1000 or None),),
+                              f"this run's own answers, one at a time ({u.seconds_mean:.2f} s a question; measure "
+                              "the capacity with batching: `python -m lib capacity`)")
+    factor = _seconds_at(u, a) / max(0.001, u.seconds_mean)
+    points = [CapacityPoint(p.concurrency, p.questions_per_hour / factor,
+                            None if p.latency_p95_ms is None else p.latency_p95_ms * factor,
+                            None if p.latency_p50_ms is None else p.latency_p50_ms * factor) for p in curve.points]
+    source = curve.source + (f", prompt reading scaled to top-k {a.top_k} (an estimate)" if factor != 1 else "")
+    return serving_cost(points, a.hardware_usd_per_hour, a.per_day, a.peak_factor, a.latency_target_ms, source,
+                        a.capacity_qph)
+
+
 def project(usages: list[ArmUsage], a: Assumptions) -> list[Projection]:
     out = []
     retrains = RETRAINS_PER_MONTH.get(a.changes, 0.0)
     for u in usages:
         cpq, note = per_question(u, a)
-        monthly = None if cpq is None else cpq * a.per_day * DAYS_PER_MONTH
+        serving = None
+        if u.provider in SELF_HOSTED or (cpq is None and a.capacity_qph is not None):
+            serving = self_hosted(u, a)  # a hosted model with no known price: a self-hosted server, if capacity given
+            if serving is not None and u.provider not in SELF_HOSTED:
+                note = f"no per-token price known for {u.model}: priced as a self-hosted server. " + serving.note
+                cpq = serving.cost_per_question_usd
+        monthly = None if cpq is None else (serving.monthly_usd if serving is not None else
+                                            cpq * a.per_day * DAYS_PER_MONTH)
         training = (a.training_usd or {}).get(u.arm) if _fine_tuned(u.arm) else 0.0
         if u.arm == "longcontext":
             note += (f"; its prompt holds the whole knowledge base ({u.context_mean:,.0f} tokens a question): its cost "
@@ -168,7 +219,9 @@ def project(usages: list[ArmUsage], a: Assumptions) -> list[Projection]:
             monthly_training = 0.0
         total = None if monthly is None or monthly_training is None else monthly + monthly_training
         out.append(Projection(u.arm, u.model, u.questions, cpq, monthly, training, monthly_training, total,
-                              total is not None, note))
+                              total is not None, note, serving.machines if serving else None,
+                              serving.questions_per_hour_per_machine if serving else None,
+                              serving.capacity_source if serving else None))
     return out
 
 
@@ -276,6 +329,27 @@ def run_training_time(workspace: Any, run: dict[str, Any]) -> TrainingTime:
     return training_time(workspace, (spec.get("models") or {}).get("finetuned", ""), spec.get("collection") or "")
 
 
+def capacity_curves(workspace: Any, usages: list[ArmUsage]) -> tuple[tuple[str, CapacityCurve], ...]:
+    """arm -> the capacity measurement (lib.capacity) of its model on this machine, for the self-hosted arms whose
+    model was measured (the newest measurement of that model and role); arms left out price from the run's own
+    answers, one at a time."""
+    from lib.arms import ARMS
+    from lib.capacity import latest
+    from lib.serving_cost import points_from
+
+    out = []
+    for u in usages:
+        if u.provider not in SELF_HOSTED or u.arm not in ARMS:
+            continue
+        try:
+            measured = latest(workspace, ARMS[u.arm].role)
+        except Exception:  # a store without measurements (or of an older shape): the run's own answers
+            measured = None
+        if measured is not None and measured.model == u.model:
+            out.append((u.arm, CapacityCurve(tuple(points_from(measured)), measured.label)))
+    return tuple(out)
+
+
 def usages_of(record: dict[str, Any], answers: list[dict[str, Any]]) -> list[ArmUsage]:
     """Per-arm usage of a loaded run, in the run's arm order."""
     order = {arm: i for i, arm in enumerate(record["spec"].get("arms") or [])}
@@ -300,4 +374,6 @@ def from_run(workspace: Any, run: str, a: Assumptions) -> tuple[dict[str, Any], 
     if a.training_usd is None:
         a = replace(a, training_usd=training_costs(workspace, record, a.hardware_usd_per_hour),
                     training_note=a.training_note or run_training_time(workspace, record).note)
+    if not a.capacities:
+        a = replace(a, capacities=capacity_curves(workspace, usages))
     return record, usages, project(usages, a)

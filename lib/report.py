@@ -76,6 +76,8 @@ def build(workspace: Any, run: str, a: projection.Assumptions, situation: Situat
     if a.training_usd is None:
         a = replace(a, training_usd=projection.training_costs(workspace, record, a.hardware_usd_per_hour),
                     training_note=training.note)
+    if not a.capacities:
+        a = replace(a, capacities=projection.capacity_curves(workspace, usages))
     projections = projection.project(usages, a)
     curves = {p.arm: projection.cumulative(p, a.months, a) for p in projections}
     crossings = projection.crossings(projections, a.months, a)
@@ -253,6 +255,18 @@ def _sections(d: Decision) -> list[tuple[str, list[Any]]]:
     if d.training is not None and d.training.note:
         cost.append(f"Training time: {d.training.note}.")
     cost += [break_even_sentences(d)]
+    hosted_self = [p for p in d.projections if p.capacity_source]
+    if hosted_self:
+        a = d.assumptions
+        cost += ["Self-hosted arms are priced from capacity, not from one request's seconds: peak questions an hour "
+                 f"= questions a day / 24 x {a.peak_factor:g} (the peak-to-average factor); machines = the peak / the "
+                 "questions an hour one machine serves at the concurrency that meets the latency target (the best "
+                 "throughput without one), rounded up; monthly cost = machines x the hardware's price an hour x 730 "
+                 "hours (running all month); cost per question = monthly cost / (questions a day x 30). Assumed: the "
+                 "measured machine is the one you would rent, load spreads evenly within the peak hour, and the "
+                 "capacity holds for your prompts and answer lengths. A GPU server with vLLM serves far more.",
+                 [f"{LABELS.get(p.arm, p.arm)}: {p.machines} machine(s) at {p.questions_per_hour_per_machine:,.0f} "
+                  f"questions an hour each; capacity {p.capacity_source}" for p in hosted_self]]
     if d.prices:
         cost += ["Prices used (USD per million tokens):", (PRICE_HEADER, price_rows(d))]
     out.append(("Cost at scale", cost))

@@ -1,5 +1,7 @@
 """Cost projection arithmetic (against hand-computed figures) and the decision rules on constructed measurements."""
 
+import dataclasses
+
 import pytest
 
 from lib.decision import Situation, decide
@@ -52,8 +54,12 @@ def test_local_models_cost_is_unknown_until_the_hardware_cost_is_given():
     assert local.cost_per_question_usd is None and local.monthly_total_usd is None and not local.priced
     assert "unknown" in local.note
     priced = {p.arm: p for p in project(usages, Assumptions(hardware_usd_per_hour=0.72))}["baseline"]
-    # $0.72/h x 1.8 s = $0.00036 per question; x 10,000 x 30 = $108 a month
-    assert priced.cost_per_question_usd == pytest.approx(0.00036) and priced.monthly_total_usd == pytest.approx(108)
+    # No capacity measurement: the run's own answers, one at a time: 1.8 s a question = 2,000 an hour per machine.
+    # Peak: 10,000 a day / 24 x 3 = 1,250 an hour -> 1 machine, running all month: $0.72 x 730 h = $525.60,
+    # i.e. $525.60 / 300,000 questions = $0.001752 a question (not $0.72/h x 1.8 s: nobody rents 1.8 s).
+    assert priced.machines == 1 and priced.questions_per_hour_per_machine == pytest.approx(2000)
+    assert priced.monthly_total_usd == pytest.approx(525.6) and priced.cost_per_question_usd == pytest.approx(0.001752)
+    assert "run's own answers" in priced.capacity_source
 
 
 def test_cached_input_discount_applies_to_the_repeated_prefix_of_long_prompts():
@@ -360,11 +366,11 @@ def test_cost_by_top_k_moves_for_local_arms_with_the_prompt_length():
                                                    "overhead_tokens": 10, "context_tokens": 400,
                                                    "question_tokens": 10}}}]
     usages = arm_usage(answers, top_k=2)
-    series = sensitivity_top_k(usages, Assumptions(per_day=1000, hardware_usd_per_hour=1.0), [1, 2, 4])["rag"]
-    # prompt reading (2.0 s for 500 tokens) scales with the prompt: top-k 1 -> 300 tokens, 4 -> 900 tokens
-    per_q = [1.0 * s / 3600 * 1000 * 30 for s in (3.0 - 2.0 * 0.4, 3.0, 3.0 + 2.0 * 0.8)]
-    assert series == pytest.approx(per_q)
-    assert series[0] < series[1] < series[2]
+    # prompt reading (2.0 s for 500 tokens) scales with the prompt: top-k 1 -> 300 tokens, 4 -> 900 tokens, so a
+    # question takes 2.2 s, 3.0 s, 4.6 s: one machine serves 1,636, 1,200 or 783 an hour. At 8,000 a day the peak
+    # is 8,000 / 24 x 3 = 1,000 an hour: one machine up to top-k 2, two at top-k 4 (self-hosted arms cost machines).
+    series = sensitivity_top_k(usages, Assumptions(per_day=8000, hardware_usd_per_hour=1.0), [1, 2, 4])["rag"]
+    assert series == pytest.approx([730.0, 730.0, 1460.0])
 
 
 def test_accuracy_vs_cost_labels_stay_inside_the_plot():
@@ -426,7 +432,9 @@ def test_report_carries_provenance_one_set_of_figures_and_an_estimated_training_
     # 5. one figure per arm: the measurements table shows the cost table's cost per question
     cost = {p.arm: p.cost_per_question_usd for p in d.projections}
     rows = {r[0]: r for r in report.arm_rows(d)}
-    assert rows["RAG"][-1] == report._money(cost["rag"]) and cost["rag"] == pytest.approx(0.5 * 2.0 / 3600)
+    # (self-hosted: 2 s a question = 1,800 an hour; 5,000 a day peaks at 625 an hour: one machine, $0.50 x 730 h,
+    # over 150,000 questions a month)
+    assert rows["RAG"][-1] == report._money(cost["rag"]) and cost["rag"] == pytest.approx(0.5 * 730 / 150_000)
     # 6. the shipped adapter was trained on the sample company: the training time is estimated for 'licenses'
     assert d.training is not None and not d.training.measured and "estimated" in d.training.note
     assert "licenses" in d.training.note
@@ -526,3 +534,54 @@ def test_the_long_context_arms_cost_note_says_it_grows_with_the_knowledge_base()
     [p] = project(arm_usage(answers), Assumptions(per_day=1000))
     assert "whole knowledge base (8,800 tokens a question)" in p.note and "grows with the knowledge base" in p.note
     assert p.monthly_inference_usd == pytest.approx((9000 * 0.15 + 40 * 0.6) / 1e6 * 1000 * 30)
+
+
+
+# ---------------------------------------------------------------- self-hosting priced from capacity (issue 24)
+
+def _curve():
+    from lib.projection import CapacityCurve
+    from lib.serving_cost import CapacityPoint
+
+    return CapacityCurve((CapacityPoint(1, 500, 4000), CapacityPoint(2, 900, 6000), CapacityPoint(4, 1500, 9500),
+                          CapacityPoint(8, 2600, 14000)), "capacity measured on 30 Nov 2026 on test CPU")
+
+
+def test_self_hosting_is_priced_from_the_measured_capacity_curve():
+    usages = [u for u in arm_usage(_run()) if u.arm == "baseline"]
+    base = Assumptions(per_day=50_000, hardware_usd_per_hour=1.0, capacities=(("baseline", _curve()),))
+    [p] = project(usages, base)
+    # no latency target: the best throughput, 2,600 an hour at 8; peak 50,000 / 24 x 3 = 6,250 an hour
+    # -> ceil(6,250 / 2,600) = 3 machines x $1 x 730 h = $2,190 a month; / 1,500,000 questions = $0.00146
+    assert (p.machines, p.questions_per_hour_per_machine) == (3, 2600)
+    assert p.monthly_inference_usd == pytest.approx(2190) and p.cost_per_question_usd == pytest.approx(0.00146)
+    assert "capacity measured on 30 Nov 2026" in p.capacity_source
+    # a 10 s p95 target: concurrency 4 (9.5 s) at 1,500 an hour -> ceil(6,250 / 1,500) = 5 machines = $3,650
+    [t] = project(usages, dataclasses.replace(base, latency_target_ms=10_000))
+    assert (t.machines, t.questions_per_hour_per_machine) == (5, 1500) and t.monthly_inference_usd == pytest.approx(3650)
+    # a capacity the user enters overrides the measurement: 10,000 an hour -> 1 machine
+    [e] = project(usages, dataclasses.replace(base, capacity_qph=10_000))
+    assert e.machines == 1 and e.capacity_source == "entered" and e.monthly_inference_usd == pytest.approx(730)
+    # a peak-to-average factor of 1: 2,083 an hour fits one machine at 2,600
+    [flat] = project(usages, dataclasses.replace(base, peak_factor=1.0))
+    assert flat.machines == 1
+
+
+def test_project_json_gives_machines_and_capacity_for_self_hosted_arms(tmp_path, capsys):
+    import json
+
+    from lib.__main__ import main
+    from lib.workspace import Workspace
+
+    ws = Workspace(tmp_path / "data", "default")
+    ws.create_run("r1", {"name": "cap", "arms": ["baseline", "rag"], "top_k": 4, "collection": "x"}, [])
+    for i, a in enumerate(_run()):
+        ws.save_answer("r1", f"q{i}", a["arm"], {"version": 1, "question_id": f"q{i}", "arm": a["arm"],
+                                                  "result": a["result"], "grade": {}})
+    assert main(["project", "--run", "cap", "--per-day", "1000", "--hardware-usd-per-hour", "0.5",
+                 "--peak-factor", "2", "--data-dir", str(tmp_path / "data"), "--json"]) == 0
+    rows = {r["arm"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    local = rows["baseline"]
+    assert local["machines"] == 1 and local["questions_per_hour_per_machine"] == pytest.approx(2000)
+    assert local["capacity_source"] and local["monthly_inference_usd"] == pytest.approx(0.5 * 730)
+    assert rows["rag"]["machines"] is None and rows["rag"]["capacity_source"] is None  # priced per token

@@ -1,7 +1,8 @@
 import pandas as pd
 import streamlit as st
 
-from lib import decision, engine, evalrun, freshness, projection, report
+from lib import capacity, charts, decision, engine, evalrun, freshness, projection, report
+from lib.arms import ARMS
 from lib.decision import LABELS
 from lib.errors import ConfigError, explain
 from lib.format import escape_markdown
@@ -36,7 +37,8 @@ for key, value in {"decide_per_day": int(kept["per_day"]), "decide_months": int(
                    "decide_citations": WORDS[kept["citations"]], "decide_latency": float(kept["latency_s"] or 0),
                    "decide_format": WORDS[kept["format_matters"]], "decide_examples": WORDS[kept["training_examples"]],
                    "decide_hw": "" if kept["hardware_usd_per_hour"] is None else f"{kept['hardware_usd_per_hour']:g}",
-                   "decide_cached": bool(kept["cached_input"])}.items():
+                   "decide_cached": bool(kept["cached_input"]), "decide_peak": float(kept["peak_factor"] or 3.0),
+                   "decide_capacity": "" if kept["capacity_qph"] is None else f"{kept['capacity_qph']:g}"}.items():
     st.session_state.setdefault(key, value)
 
 with st.expander("Your situation and cost assumptions", expanded=True):
@@ -57,8 +59,22 @@ with st.expander("Your situation and cost assumptions", expanded=True):
     cached = st.toggle("Price the repeated prompt prefix at the cached-input rate", key="decide_cached",
                        help="OpenAI caches a repeated prompt prefix (system prompt and template) once a prompt "
                             "reaches 1,024 tokens; shorter prompts are never cached.")
+    g1, g2 = st.columns(2)
+    peak = g1.number_input("Peak-to-average factor (self-hosting)", 1.0, 100.0, step=0.5, key="decide_peak",
+                           help="How much busier the busiest hour is than the average one. Self-hosted machines are "
+                                "sized for the peak and run all month.")
+    entered = g2.text_input("Questions an hour one machine serves (optional)", key="decide_capacity",
+                            help="Your own server's capacity (e.g. a GPU server with vLLM): overrides the capacity "
+                                 "measured on this machine for self-hosted arms.")
     st.caption("Your answers are kept in this workspace and recorded in the report.")
 
+try:
+    capacity_qph = float(entered) if entered.strip() else None
+    if capacity_qph is not None and not 0 < capacity_qph <= 1e12:
+        raise ValueError
+except ValueError:
+    st.error("The capacity must be a number of questions an hour above 0, e.g. 2500.")
+    st.stop()
 try:
     hardware = float(hw) if hw.strip() else None
     if hardware is not None and not 0 <= hardware <= 10_000:  # NaN fails this too
@@ -69,12 +85,14 @@ except ValueError:
 values = {"per_day": int(per_day), "months": int(months), "amortise_months": int(amortise),
           "changes": None if changes == "not sure" else changes, "citations": YES_NO[citations],
           "latency_s": float(latency), "format_matters": YES_NO[fmt], "training_examples": YES_NO[examples],
-          "hardware_usd_per_hour": hardware, "cached_input": bool(cached)}
+          "hardware_usd_per_hour": hardware, "cached_input": bool(cached), "peak_factor": float(peak),
+          "capacity_qph": capacity_qph}
 decision.save_situation(workspace, values)
 situation = decision.situation_of(values)
 assumptions = projection.Assumptions(per_day=int(per_day), months=int(months), cached_input=cached,
                                      hardware_usd_per_hour=hardware, amortise_months=int(amortise),
-                                     changes=situation.changes or "rarely")
+                                     changes=situation.changes or "rarely", peak_factor=float(peak),
+                                     latency_target_ms=situation.latency_ms, capacity_qph=capacity_qph)
 try:
     d = report.build(workspace, run_id, assumptions, situation)
 except (ValueError, ConfigError) as exc:
@@ -106,6 +124,59 @@ st.plotly_chart(figs[0], key="decide_chart_break_even")
 s1, s2 = st.columns(2)
 s1.plotly_chart(figs[1], key="decide_chart_per_day")
 s2.plotly_chart(figs[2], key="decide_chart_top_k")
+self_hosted = [p for p in d.projections if p.capacity_source]
+if self_hosted:
+    st.caption("Self-hosted arms cost whole machines sized for the peak and running all month: their cost is flat "
+               "until the volume (or a longer prompt) needs another machine.")
+
+st.subheader("Self-hosting: what this machine serves")
+st.caption("A self-hosted model is priced from its capacity: how many questions an hour one machine answers at the "
+           "concurrency that meets your latency target (the best throughput without one). Measure it here for the "
+           "run's local models (a few minutes; the app's own RAG and no-context prompts, up to 96 tokens each), or "
+           "enter your own server's capacity above.")
+for p in self_hosted:
+    st.markdown(f"- **{LABELS.get(p.arm, p.arm)}**: {p.machines} machine(s) at "
+                f"{p.questions_per_hour_per_machine:,.0f} questions an hour each; capacity "
+                f"{escape_markdown(p.capacity_source or '')}")
+run_roles = sorted({ARMS[a].role for a in d.run["spec"].get("arms", []) if a in ARMS
+                    and (d.run["spec"].get("providers") or {}).get(ARMS[a].role) == "local"})
+if run_roles:
+    c1, c2 = st.columns([1, 1])
+    cap_role = c1.selectbox("Model to measure", run_roles, key="decide_cap_role",
+                            format_func=lambda r: "base model" if r == "base" else "fine-tuned model")
+    if c2.button("Measure capacity", key="decide_cap_start"):
+        try:
+            capacity.start(settings, workspace, cap_role)
+        except (ConfigError, ValueError) as exc:
+            st.error(escape_markdown(str(exc)))
+
+    @st.fragment(run_every=1.0)
+    def capacity_progress():
+        handle = capacity.running(workspace)
+        if handle is None:
+            return
+        if handle.alive:
+            p = handle.progress
+            st.progress(p.done / p.total if p.total else 0.0,
+                        text=f"Measuring the {handle.role} model: {p.done} of {p.total or '?'} questions")
+            if st.button("Cancel", key="decide_cap_cancel"):
+                handle.cancel.set()
+            st.session_state.decide_cap_watching = True
+        else:
+            if handle.error:
+                st.warning(escape_markdown(handle.error))
+            if st.session_state.pop("decide_cap_watching", False):
+                st.rerun(scope="app")  # the measurement finished: price from it
+
+    capacity_progress()
+    for role in run_roles:
+        measured = capacity.latest(workspace, role)
+        if measured is not None:
+            st.plotly_chart(charts.capacity_curve(list(measured.levels), f"Capacity: {measured.model}"),
+                            key=f"decide_cap_chart_{role}")
+            st.caption(escape_markdown(measured.label[:1].upper() + measured.label[1:] + "."))
+else:
+    st.caption("The run's arms use no local model: nothing to measure on this machine.")
 
 st.subheader("Freshness test")
 st.caption("Change one fact in one document, in a temporary copy of the knowledge base (yours is never touched), "
