@@ -240,3 +240,24 @@ def test_long_context_arm_refuses_a_knowledge_base_that_does_not_fit_without_ask
     ok = run_arm(ARMS["longcontext"], provider, "How long?", None, GenParams(max_tokens=64), documents=docs,
                  windows=(("tiny-window", 100_000),))
     assert ok.error is None and ok.answer == "45 days [1]." and len(openai_server.requests) == before + 1
+
+
+@pytest.mark.slow
+def test_long_context_arm_on_the_local_model_fits_a_small_knowledge_base_and_refuses_the_sample(settings, tmp_path,
+                                                                                                embedder,
+                                                                                                sample_kb_dir):
+    """The local model's own window (8,192 tokens for SmolLM2-135M, from its GGUF): two short documents fit and are
+    answered; the 15 sample documents (about 9,200 tokens) do not, and the model is not asked."""
+    (tmp_path / "a.md").write_text("The Zorblat warranty lasts 7 years from purchase.")
+    (tmp_path / "b.md").write_text("Zorblat units weigh 12 kg and ship in one box.")
+    kb = engine.open_kb(settings, "small", embedder=embedder)
+    engine.ingest_paths(kb, [tmp_path / "a.md", tmp_path / "b.md"])
+    c = engine.ask(settings, "How long is the Zorblat warranty?", ["longcontext"], kb, GenParams(max_tokens=24))
+    [r] = c.results
+    assert r.error is None and r.answer and r.usage.completion_tokens > 0
+    assert [s.document for s in r.sources] == ["a.md", "b.md"]
+    sample = dataclasses.replace(settings, data_dir=sample_kb_dir)
+    big = engine.open_kb(sample, embedder=embedder, create=False)
+    [r] = engine.ask(sample, "How long is the refund window?", ["longcontext"], big, GenParams(max_tokens=24)).results
+    assert r.error and "does not fit" in r.error and "the window is 8,192 tokens" in r.error
+    assert "GGUF" in r.error and r.usage.completion_tokens == 0 and r.usage.prompt_tokens > 8192
