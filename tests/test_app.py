@@ -432,6 +432,17 @@ def test_settings_form_shows_what_is_in_force_and_refuses_impossible_models(app)
     app.button(key="settings_apply").click().run()
     assert any("bundled local model" in e.value and "Not applied" in e.value for e in app.error)
     assert app.session_state["settings"].base.provider == "local"
+    # the form and what is in force never disagree silently: after another click the page still says so
+    app.run()
+    assert any("Not applied" in e.value for e in app.error)
+    assert any("not applied" in w.value for w in app.warning)
+    assert any("In force now" in m.value and "smollm2-135m-instruct (local)" in m.value.replace("\\", "")
+               for m in app.markdown)
+    # Discard: the form shows what is in force again, and the warning goes
+    app.button(key="settings_discard_button").click().run()
+    assert app.selectbox(key="settings_base_provider").value == "local"
+    assert not any("not applied" in w.value for w in app.warning) and not app.error
+    app.selectbox(key="settings_base_provider").set_value("openai").run()
     app.text_input(key="settings_base_name").input("gpt-4o-mini").run()
     app.text_input(key="settings_base_url").input("http://127.0.0.1:9/v1").run()
     app.button(key="settings_apply").click().run()

@@ -77,8 +77,15 @@ IN_FORCE = {
 }
 if st.session_state.pop("settings_clear_key", False):
     st.session_state.pop("settings_key", None)
+if st.session_state.pop("settings_discard", False):  # Discard: the form shows what is in force again
+    for key in IN_FORCE:
+        st.session_state.pop(key, None)
+    st.session_state.pop("settings_error", None)
 for key, value in IN_FORCE.items():
     st.session_state.setdefault(key, value)
+st.markdown("**In force now** (the sidebar and every page use these): base model "
+            f"{escape_markdown(settings.base.label)} ({settings.base.provider}); fine-tuned model "
+            + (f"{escape_markdown(ft.label)} ({ft.provider})" if ft else "the workspace's active model"))
 
 
 def propose(role: str) -> None:
@@ -125,7 +132,7 @@ if st.button("Apply", type="primary", key="settings_apply"):
                 for problem in [model_problem(spec, base_url.strip() or None, azure_endpoint.strip() or None)]
                 if problem]
     if problems:
-        st.error("Not applied. " + " ".join(escape_markdown(p) for p in problems))
+        st.session_state.settings_error = "Not applied. " + " ".join(escape_markdown(p) for p in problems)
     else:
         overrides["base"] = base
         overrides["finetuned"] = tuned
@@ -135,8 +142,22 @@ if st.button("Apply", type="primary", key="settings_apply"):
         st.session_state.settings = dataclasses.replace(settings, **overrides)
         st.session_state.settings_clear_key = True  # the key field is emptied on the next run
         st.session_state.settings_tests = {}
+        st.session_state.pop("settings_error", None)
         st.toast("Settings applied for this session.")
         st.rerun()
+
+# The form and what is in force never disagree silently: while they differ, the page says so until Apply or Discard.
+pending = [key for key, value in IN_FORCE.items() if key != "settings_key" and st.session_state.get(key) != value]
+if pending:
+    if st.session_state.get("settings_error"):
+        st.error(st.session_state.settings_error)
+    st.warning("The form has changes that are not applied: what is in force is shown above, and the sidebar and every "
+               "page use it. Apply the changes, or discard them.", icon="✋")
+    if st.button("Discard changes", key="settings_discard_button"):
+        st.session_state.settings_discard = True
+        st.rerun()
+else:
+    st.session_state.pop("settings_error", None)
 
 st.subheader("Connection test")
 st.caption(f"Key in use: {mask_key(settings.key_in_use())} · base URL: "
