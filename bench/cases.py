@@ -120,7 +120,8 @@ def app_overhead(kb: KnowledgeBase, question: str, max_tokens: int, reps: Reps, 
     with the same prompt tokens, sampler and number of generated tokens. Both evaluate the whole prompt
     (the worker keeps no prompt cache between requests; the raw model's cache is cleared, untimed)."""
     from lib.arms import ARMS, build_prompt, run_arm
-    from lib.providers import GenParams, LocalLlama
+    from lib.providers import LocalLlama
+    from lib.records import GenParams
     from lib.settings import LOCAL_BASE_MODEL, ModelSpec
 
     provider = LocalLlama(ModelSpec("local", LOCAL_BASE_MODEL))
@@ -191,8 +192,8 @@ def _local_providers() -> dict[str, Any]:
 def fair_timing(kb: KnowledgeBase, question: str, max_tokens: int, reps: Reps, top_k: int = 4) -> Measurement:
     """The RAG arm's own reported total time when asked together with baseline, fine-tuned and hybrid,
     against the same arm asked alone (both from engine/arms.compare, as the Compare page asks)."""
-    from lib.arms import RetrievalParams, compare
-    from lib.providers import GenParams
+    from lib.arms import compare
+    from lib.records import GenParams, RetrievalParams
 
     providers = _local_providers()
     params = GenParams(max_tokens=max_tokens, temperature=0.0)
@@ -265,7 +266,7 @@ def batching(kb: KnowledgeBase | None, questions: list[str], reps: Reps, rag: bo
     """`requests` questions to the base model at once (decoded in batches) against the same questions one after
     another, through the same provider and worker (see `batching_prompts`). Both produce the same tokens
     (temperature 0: a batched answer equals the answer alone)."""
-    from lib.providers import GenParams
+    from lib.records import GenParams
 
     provider = _local_providers()["base"]
     prompts = batching_prompts(kb, questions, rag, requests, top_k)
@@ -312,8 +313,8 @@ def workshop_forecast(kb: KnowledgeBase, questions: list[str], participants: int
     import time as _time
 
     from lib import capacity, serving_cost
-    from lib.arms import DEFAULT_ARMS, RetrievalParams, compare
-    from lib.providers import GenParams
+    from lib.arms import DEFAULT_ARMS, compare
+    from lib.records import GenParams, RetrievalParams
 
     providers = _local_providers()
     prompts, text = capacity.prompts_for(questions[:capacity_questions // 2], kb, 1)
@@ -354,8 +355,8 @@ def workshop_forecast(kb: KnowledgeBase, questions: list[str], participants: int
 def memory(kb: KnowledgeBase, question: str, max_tokens: int) -> Measurement:
     """Resident memory of the local worker after all four arms answered once, against after the base model
     alone answered, in a fresh worker process."""
-    from lib.arms import RetrievalParams, compare
-    from lib.providers import GenParams
+    from lib.arms import compare
+    from lib.records import GenParams, RetrievalParams
 
     providers = _local_providers()
     w = providers["base"].worker

@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lib.arms import ARMS, DEFAULT_ARMS, ArmResult
+from lib.arms import ARMS, DEFAULT_ARMS
 from lib.chunking import DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP_TOKENS, MAX_CHUNK_TOKENS
 from lib.errors import ConfigError, redact
-from lib.providers import GenParams
+from lib.records import ArmResult, GenParams, Graded
 from lib.settings import load_settings
 
 
@@ -257,10 +257,6 @@ def _emit(obj: dict[str, Any]) -> None:
     print(_SURROGATE.sub("\ufffd", json.dumps(obj, ensure_ascii=False)), flush=True)
 
 
-def _arm_json(r: ArmResult) -> dict[str, Any]:
-    return r.to_dict()  # the one serialised shape of a result (history records use it too)
-
-
 def _print_arm(r: ArmResult) -> None:
     print(f"== {r.label} ({r.model or 'no model'})")
     if r.error:
@@ -286,34 +282,24 @@ def _evaluate(settings: Any, kb: Any, args: argparse.Namespace, arms: list[str])
     if args.new_models and not args.resume:
         raise ValueError("--new-models goes with --resume RUN: it answers what that run has not answered in a new run.")
     if args.regrade:
-        record = ws.run(args.regrade)
-        if record is None:
-            raise ValueError(f"No evaluation run {args.regrade!r} in workspace {ws.name!r}.")
-        run_id = record["id"]
+        run_id = evalrun.find_run(ws, args.regrade).id
         evalrun.regrade(ws, run_id, evalrun.local_similarity(settings))
     elif args.resume:
-        record = ws.run(args.resume)
-        if record is None:
-            raise ValueError(f"No evaluation run {args.resume!r} in workspace {ws.name!r}.")
-        run_id = record["id"]
+        record = evalrun.find_run(ws, args.resume)
+        run_id = record.id
         if args.new_models:
             run_id = evalrun.rerun_rest(settings, ws, run_id, args.run_name)
-            note = f"answering the rest of run {record['name']} in a new run, {run_id}, with the models configured now"
-            _emit({"run": run_id, "rerun_of": record["id"]}) if args.json else print(note, flush=True)
+            note = f"answering the rest of run {record.name} in a new run, {run_id}, with the models configured now"
+            _emit({"run": run_id, "rerun_of": record.id}) if args.json else print(note, flush=True)
     else:
         chosen = args.question_set or (str(args.questions) if args.questions else evalrun.SAMPLE_SET)
         run_id, _, _ = evalrun.start(settings, ws, kb, chosen, arms, args.run_name, args.top_k, 0.0, 0.0,
                                      args.max_tokens, args.concurrency, args.limit, args.judge)
 
-    def progress(p: evalrun.Progress, rows: list[evaluate.Graded]) -> None:
+    def progress(p: evalrun.Progress, rows: list[Graded]) -> None:
         for g in rows:
             if args.json:
-                _emit({"run": run_id, "id": g.question.id, "arm": g.arm, "correct": g.correct, "score": g.score,
-                       "refused": g.refused, "fabricated": g.fabricated, "reason": g.reason, "cites": g.cites,
-                       "citation_ok": g.citation_ok, "citations": g.citations, "retrieval_hit": g.retrieval_hit,
-                       "house_style": g.house_style, "answer": g.answer, "error": g.error,
-                       "total_ms": g.total_ms, "cost_usd": g.cost_usd, "failure_mode": g.failure_mode,
-                       "expected_source": (g.expected or {}).get("source")})
+                _emit({"run": run_id, **g.to_dict()})
             else:
                 left = f", about {p.seconds_left:.0f} s left" if p.seconds_left is not None else ""
                 print(f"[{p.done}/{p.total}{left}] {g.question.id} {g.arm}: {'ok' if g.correct else '--'} "
@@ -322,22 +308,23 @@ def _evaluate(settings: Any, kb: Any, args: argparse.Namespace, arms: list[str])
     if not args.regrade:
         cancel = _run_cancellable(lambda stop: evalrun.resume(settings, ws, kb, run_id, stop, on_progress=progress))
         if cancel:
-            record = ws.run(run_id) or {"name": run_id, "answered": 0}
-            message = (f"cancelled: {record['answered']} answers of run {record['name']} are stored; finish it "
-                       f"with `python -m lib eval --resume {record['name']}`")
-            _emit({"run": run_id, "cancelled": True, "answered": record["answered"]}) if args.json else \
+            stopped = ws.run(run_id)
+            name, answered = (stopped.name, stopped.answered) if stopped else (run_id, 0)
+            message = (f"cancelled: {answered} answers of run {name} are stored; finish it "
+                       f"with `python -m lib eval --resume {name}`")
+            _emit({"run": run_id, "cancelled": True, "answered": answered}) if args.json else \
                 print(message, file=sys.stderr)
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(130)  # answers still in flight are dropped; threads waiting on a server are not waited for
     record, summary, _ = evalrun.summary(ws, run_id)
     if args.json:
-        _emit({"run": run_id, "name": record["name"], "summary": summary})
+        _emit({"run": run_id, "name": record.name, "summary": summary})
     else:
         def pct(x: float | None) -> str:
             return "   -" if x is None else f"{x:4.0%}"
 
-        print(f"run {record['name']} ({run_id}) in workspace {ws.name}")
+        print(f"run {record.name} ({run_id}) in workspace {ws.name}")
         print(f"{'arm':10} {'accuracy':>9} {'95% CI':>11} {'refused':>7} {'fabric.':>7} {'cites ok':>8} "
               f"{'style':>5} {'errors':>6} {'p50 ms':>7} {'p95 ms':>7}")
         for arm, s in summary.items():
@@ -422,7 +409,7 @@ def _project(settings: Any, args: argparse.Namespace) -> int:
                                latency_target_ms=args.latency_ms, capacity_qph=args.capacity_qph)
     record, _, projections = projection.from_run(ws, args.run, a)
     for p in projections:
-        row = {**p.to_dict(), "run": record["id"]}
+        row = {**p.to_dict(), "run": record.id}
         if args.json:
             _emit(row)
         else:
@@ -457,7 +444,7 @@ def _decide(settings: Any, args: argparse.Namespace) -> int:
     d = report.build(ws, args.run, a, _situation(args))
     r = d.recommendation
     if args.json:
-        _emit({"run": d.run["id"], **r.to_dict()})
+        _emit({"run": d.run.id, **r.to_dict()})
     else:
         print(f"Recommendation: {r.label}")
         for reason in r.reasons:
@@ -519,7 +506,7 @@ def _report(settings: Any, args: argparse.Namespace) -> int:
     finally:
         tmp.unlink(missing_ok=True)  # nothing stray is left behind
     row = {"out": str(out), "bytes": len(text.encode()), "recommendation": d.recommendation.choice,
-           "run": d.run["id"]}
+           "run": d.run.id}
     _emit(row) if args.json else print(f"wrote {out} ({row['bytes']:,} bytes): {d.recommendation.label}")
     return 0
 
@@ -746,14 +733,13 @@ def main(argv: list[str] | None = None) -> int:
             return _evaluate(settings, kb, args, arms)
         if args.command == "freshness":
             return _freshness(settings, kb, args, arms)
-        comparison = engine.ask(settings, args.question, arms, kb,
-                                GenParams(temperature=args.temperature, max_tokens=args.max_tokens),
-                                top_k=args.top_k, min_score=args.min_score)
-        from lib.history import comparison_to_dict
+        from lib.compare import ask_and_record
 
-        ws.add_comparison(comparison_to_dict(comparison))
+        comparison = ask_and_record(settings, args.question, arms, kb,
+                                    GenParams(temperature=args.temperature, max_tokens=args.max_tokens),
+                                    args.top_k, args.min_score, ws).comparison
         for r in comparison.results:
-            _emit(_arm_json(r)) if args.json else _print_arm(r)
+            _emit(r.to_dict()) if args.json else _print_arm(r)  # the one serialised shape of a result
         return 1 if all(r.error for r in comparison.results) else 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from lib.errors import explain
@@ -17,7 +17,6 @@ from lib.local_queue import comparison_group
 from lib.providers import (
     Delta,
     Done,
-    GenParams,
     Message,
     Provider,
     Queued,
@@ -25,7 +24,8 @@ from lib.providers import (
     prompt_token_ceiling,
     untrusted_usage,
 )
-from lib.store import KnowledgeBase, Source
+from lib.records import ArmResult, Comparison, GenParams, RetrievalParams, Source, Usage
+from lib.store import KnowledgeBase
 
 
 @dataclass(frozen=True)
@@ -69,12 +69,6 @@ SYSTEM_LONG_CONTEXT = (
 
 
 @dataclass(frozen=True)
-class RetrievalParams:
-    top_k: int = 4
-    min_score: float = 0.0
-
-
-@dataclass(frozen=True)
 class PromptParts:
     system: str
     context: str  # empty without retrieval
@@ -112,95 +106,6 @@ def whole_knowledge_base(kb: KnowledgeBase | None) -> tuple[Source, ...]:
     from lib.store import document_text
 
     return tuple(Source(d.name, 0, 1.0, document_text(kb, d.name)) for d in sorted(kb.documents(), key=lambda d: d.name))
-
-
-@dataclass(frozen=True)
-class Usage:
-    prompt_tokens: int
-    completion_tokens: int
-    system_tokens: int
-    context_tokens: int
-    question_tokens: int
-    overhead_tokens: int  # chat template / message framing: prompt minus the three parts, never negative
-    cached_tokens: int = 0
-    # True when the four parts above are estimates scaled to `prompt_tokens`: the provider's reported prompt
-    # total differed from our own count of the prompt (its tokenizer is not ours). They still sum exactly.
-    parts_estimated: bool = False
-    counted_prompt_tokens: int | None = None  # our own count of the whole prompt, when it differed
-
-    @property
-    def parts(self) -> dict[str, int]:
-        """The prompt by part; the values always sum to `prompt_tokens`."""
-        return {"system": self.system_tokens, "context": self.context_tokens, "question": self.question_tokens,
-                "overhead": self.overhead_tokens}
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-
-@dataclass(frozen=True)
-class ArmResult:
-    arm: str
-    label: str
-    model: str
-    provider: str
-    answer: str
-    sources: tuple[Source, ...]
-    usage: Usage | None
-    usage_source: str  # "provider" (reported by the model's runtime/API) or "estimate"
-    cost_usd: float | None
-    cost_note: str
-    retrieval_ms: float
-    ttft_ms: float | None  # retrieval + wait for the first token (queue time excluded)
-    total_ms: float | None  # retrieval + whole generation (queue time excluded)
-    queued_ms: float  # time spent waiting for a shared local model (until it joined a batch)
-    finish_reason: str | None
-    error: str | None
-    # Things the reader should know about this answer (e.g. the fine-tuned model was trained on other documents).
-    warnings: tuple[str, ...] = ()
-    # What a fine-tuned model was trained on (lib.provenance.trained_on); None for a base model.
-    trained_on: dict[str, Any] | None = None
-    # Local model: the most requests decoded in one batch with this one, itself included (1 = served alone);
-    # its times include sharing the machine with them. None for hosted models.
-    batch_size: int | None = None
-
-    @property
-    def tokens_per_s(self) -> float | None:
-        if not self.usage or self.total_ms is None or self.ttft_ms is None:
-            return None
-        gen_s = (self.total_ms - self.ttft_ms) / 1000
-        return self.usage.completion_tokens / gen_s if gen_s > 0 and self.usage.completion_tokens > 1 else None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The one serialised shape of a result: the CLI's JSON, the workspace's history
-        records and the history table (`lib.history.rows`) all derive from it."""
-        d = asdict(self)
-        d["sources"] = [{"document": s.document, "chunk": s.chunk, "score": s.score, "text": s.text}
-                        for s in self.sources]
-        for key in ("retrieval_ms", "ttft_ms", "total_ms", "queued_ms"):
-            d[key] = _round(d[key])
-        d["tokens_per_s"] = _round(self.tokens_per_s)
-        d["warnings"] = list(self.warnings)
-        return d
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 1)
-
-
-@dataclass(frozen=True)
-class Comparison:
-    id: str
-    question: str
-    created_at: float
-    collection: str
-    retrieval: RetrievalParams
-    params: GenParams
-    sources: tuple[Source, ...]
-    retrieval_ms: float
-    results: tuple[ArmResult, ...]
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 OnEvent = Callable[[str, str], None]  # (arm key, text delta)

@@ -25,7 +25,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lib.providers import Delta, Done, GenParams, Message, Started
+from lib.providers import Delta, Done, Message, Started
+from lib.records import GenParams
 
 VERSION = 1
 DEFAULT_CONCURRENCY = (1, 2, 4, 8)
@@ -175,7 +176,7 @@ def prompts_for(questions: Sequence[str], kb: Any | None, top_k: int) -> tuple[l
     from lib.arms import build_prompt
     from lib.engine import SAMPLE_DOCS
     from lib.local_queue import machine_turn
-    from lib.store import Source
+    from lib.records import Source
 
     use_kb = kb is not None and kb.count() > 0
     passages = [] if use_kb else _passages(SAMPLE_DOCS)

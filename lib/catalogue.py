@@ -3,7 +3,8 @@ role of a workspace, and fine-tune locally; with sizes, memory, context window, 
 to expect on this machine (measured, or estimated from the bundled model's measured speed and the
 parameter ratio, and labelled so).
 
-The list itself is a dated data file, `lib/data/model_catalogue.json`, with its sources. Which model
+The list itself is a dated data file, `lib/data/model_catalogue.json`, with its sources (read by
+lib/model_catalogue.py, which lib.modelhub downloads from). Which model
 plays a role is a workspace's record (meta `local_model:base`; the fine-tuned role is the workspace's
 active fine-tuned model, a LoRA trained for that base); `lib.engine.resolve_models` applies it unless the
 configuration names a base model.
@@ -11,102 +12,17 @@ configuration names a base model.
 
 from __future__ import annotations
 
-import functools
-import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lib.errors import ConfigError
+from lib.model_catalogue import BUNDLED, SMALL_PARAMS, CatalogueModel, catalogue, find, names
+from lib.records import RunSpec
 from lib.settings import LOCAL_BASE_MODEL, ModelSpec, Settings
 
-CATALOGUE_FILE = Path(__file__).resolve().parent / "data" / "model_catalogue.json"
-BUNDLED = "smollm2-135m"
-SMALL_PARAMS = 1_000_000_000  # below this, evaluation pages say that results at this size can invert
-RUNTIME_OVERHEAD = 150_000_000  # llama.cpp's compute buffers and the worker process, roughly
 BASE_KEY = "local_model:base"
 FINETUNED_KEY = "local_model:finetuned"
-
-
-@dataclass(frozen=True)
-class TrainingFiles:
-    """Where the same model's weights for LoRA training come from (safetensors), or `from_gguf` for the bundled one."""
-
-    repo: str = ""
-    files: tuple[str, ...] = ()
-    optional: tuple[str, ...] = ()
-    size_bytes: int | None = None
-    memory_bytes: int | None = None
-    from_gguf: bool = False
-
-
-@dataclass(frozen=True)
-class CatalogueModel:
-    name: str
-    label: str
-    repo: str
-    file: str
-    revision: str
-    quantisation: str
-    size_bytes: int
-    size_exact: bool
-    params: int
-    context: int
-    license: str
-    arch: str
-    layers: int
-    kv_heads: int
-    head_dim: int
-    notes: str = ""
-    bundled: bool = False
-    training: TrainingFiles | None = None
-
-    def kv_bytes(self, n_ctx: int) -> int:
-        """llama.cpp's f16 KV cache for n_ctx tokens: keys and values, every layer."""
-        return 2 * self.layers * self.kv_heads * self.head_dim * 2 * n_ctx
-
-    def memory_bytes(self, max_ctx: int) -> int:
-        """Memory to run it, estimated: the weights (the file is mapped whole), the KV cache at the context the app
-        allocates, and llama.cpp's buffers."""
-        return self.size_bytes + self.kv_bytes(min(self.context, max_ctx)) + RUNTIME_OVERHEAD
-
-    @property
-    def can_finetune(self) -> bool:
-        return self.training is not None
-
-
-@dataclass(frozen=True)
-class Catalogue:
-    date: str
-    about: str
-    sources: str
-    models: tuple[CatalogueModel, ...] = field(default_factory=tuple)
-
-
-@functools.lru_cache(maxsize=1)
-def catalogue() -> Catalogue:
-    data = json.loads(CATALOGUE_FILE.read_text())
-    models = []
-    for m in data["models"]:
-        t = m.get("training")
-        training = None if t is None else TrainingFiles(
-            repo=t.get("repo", ""), files=tuple(t.get("files", ())), optional=tuple(t.get("optional", ())),
-            size_bytes=t.get("size_bytes"), memory_bytes=t.get("memory_bytes"), from_gguf=bool(t.get("from_gguf")))
-        models.append(CatalogueModel(**{k: v for k, v in m.items() if k != "training"}, training=training))
-    return Catalogue(data["date"], data["about"], data["sources"], tuple(models))
-
-
-def names() -> list[str]:
-    return [m.name for m in catalogue().models]
-
-
-def find(name: str) -> CatalogueModel:
-    for m in catalogue().models:
-        if m.name == name:
-            return m
-    raise ConfigError(f"No model named {name!r} in the catalogue ({catalogue().date}): choose one of "
-                      f"{', '.join(names())} (python -m lib models list).")
 
 
 # ---------------------------------------------------------------- what a role's model is
@@ -246,16 +162,14 @@ def _bundled_params() -> int | None:
         return None
 
 
-def small_model_caveat(run_spec: dict[str, Any]) -> str | None:
+def small_model_caveat(run_spec: RunSpec) -> str | None:
     """The caveat an evaluation run's results carry when a local model it used is small (under 1B parameters, by
     its GGUF's own count, recorded with the run); None for larger or hosted models."""
     from lib.arms import ARMS
     from lib.gguf_meta import params_label
 
-    providers = run_spec.get("providers") or {}
-    models = run_spec.get("models") or {}
-    recorded = run_spec.get("params") or {}
-    roles = {ARMS[a].role for a in run_spec.get("arms") or () if a in ARMS} or set(providers)
+    providers, models, recorded = run_spec.providers, run_spec.models, run_spec.params
+    roles = {ARMS[a].role for a in run_spec.arms if a in ARMS} or set(providers)
     smallest: tuple[int, str, bool] | None = None
     for role in sorted(roles):
         if providers.get(role) != "local":
@@ -279,7 +193,8 @@ def small_model_caveat(run_spec: dict[str, Any]) -> str | None:
 def measure_speed(settings: Settings, name: str, max_tokens: int = 32) -> dict[str, Any]:
     """Generate from a fixed prompt on this machine and record prompt and generation speed (tokens per second)."""
     from lib import modelhub
-    from lib.providers import Delta, Done, GenParams, LocalLlama, Started
+    from lib.providers import Delta, Done, LocalLlama, Started
+    from lib.records import GenParams
 
     spec = spec_for(settings.data_dir, name)
     if spec is None or spec.provider != "local":

@@ -8,8 +8,8 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from lib.arms import ArmResult
 from lib.format import ARM_COLORS, PART_COLORS, usd
+from lib.records import ArmResult
 
 # The legend sits under the plot, so it never runs into the title however many entries it has.
 _LAYOUT: dict[str, Any] = {"margin": {"l": 10, "r": 10, "t": 50, "b": 10}, "height": 340,

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
 
+from lib.errors import UserError
 from lib.settings import PROJECT_ROOT, Settings
 
 if TYPE_CHECKING:
@@ -197,26 +198,22 @@ class OpenAIEmbedder(_WordPieceEmbedder):
 Embedder = _WordPieceEmbedder
 
 
-def _openai(settings: Settings, model: str) -> OpenAIEmbedder:
-    from lib import gateway
-
-    return OpenAIEmbedder(gateway.embeddings(settings), model)
-
-
-# name -> factory; the name is recorded on every collection the embedder builds.
-EMBEDDERS: dict[str, Callable[[Settings], Embedder]] = {
-    "minilm": lambda s: MiniLMEmbedder(threads=s.n_threads),
-    "openai:text-embedding-3-small": lambda s: _openai(s, "text-embedding-3-small"),
-    "openai:text-embedding-3-large": lambda s: _openai(s, "text-embedding-3-large"),
+# name -> factory(settings, hosted): `hosted()` gives the client for hosted embeddings (lib.gateway.embeddings, which
+# caps and records them; the caller passes it in). The name is recorded on every collection the embedder builds.
+EMBEDDERS: dict[str, Callable[[Settings, Callable[[], Any]], Embedder]] = {
+    "minilm": lambda s, hosted: MiniLMEmbedder(threads=s.n_threads),
+    "openai:text-embedding-3-small": lambda s, hosted: OpenAIEmbedder(hosted(), "text-embedding-3-small"),
+    "openai:text-embedding-3-large": lambda s, hosted: OpenAIEmbedder(hosted(), "text-embedding-3-large"),
 }
 
 
-def make_embedder(settings: Settings) -> Embedder:
+def make_embedder(settings: Settings, hosted: Callable[[], Any]) -> Embedder:
+    """The embedder the settings name; `hosted` makes the client for hosted embeddings, if they are chosen."""
     try:
         factory = EMBEDDERS[settings.embedder]
     except KeyError:
-        raise ValueError(f"Unknown embedder {settings.embedder!r}: use one of {', '.join(EMBEDDERS)}.") from None
-    return factory(settings)
+        raise UserError(f"Unknown embedder {settings.embedder!r}: use one of {', '.join(EMBEDDERS)}.") from None
+    return factory(settings, hosted)
 
 
 def model_file() -> Path:

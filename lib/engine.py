@@ -12,23 +12,21 @@ from pathlib import Path
 
 import numpy as np
 
-from lib.arms import Comparison, compare
+from lib.arms import compare
 from lib.chunking import DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP_TOKENS, chunk_text, validate
 from lib.documents import DocumentError, expand_paths, load_bytes, load_path, safe_name
 from lib.embeddings import Embedder, make_embedder
 from lib.errors import ConfigError
-from lib.providers import GenParams, Provider
+from lib.providers import Provider
+from lib.records import Comparison, GenParams
 from lib.settings import Settings
 from lib.store import KnowledgeBase, open_client
+from lib.workshop import Participant, Workshop
 from lib.workspace import DEFAULT_WORKSPACE, Workspace
 
 EMBED_BATCH = 32
 MAX_CHUNKS_PER_DOCUMENT = 20_000
 Progress = Callable[[str, str, float], None]  # (file, stage, fraction done 0..1)
-
-NO_FINETUNED = ConfigError(
-    "No fine-tuned model is configured. Set WORKBENCH_FT_MODEL to an OpenAI fine-tuned id (ft:...), "
-    "or WORKBENCH_FT_LORA to a local LoRA adapter (.gguf), or pick one on the Fine-tune page.")
 
 
 @dataclass(frozen=True)
@@ -61,7 +59,7 @@ def open_kb(settings: Settings, name: str | None = None, embedder: Embedder | No
             create: bool = True) -> KnowledgeBase:
     """The knowledge base `name` (default: the settings' collection) in the settings' workspace."""
     return KnowledgeBase(client_for(settings), name or settings.collection, embedder or embedder_for(settings),
-                         create, workspace=workspace_for(settings))
+                         create, ledger=workspace_for(settings).document_ledger)
 
 
 def _turn(embedder: Embedder) -> contextlib.AbstractContextManager[None]:
@@ -132,6 +130,54 @@ def delete_workspace(settings: Settings, name: str) -> None:
     with _clients_lock:
         for key in [k for k in _clients if k[2] == name]:
             _clients.pop(key)
+
+
+# ---------------------------------------------------------------- workshop participants (lib/workshop.py)
+
+def join_workshop(settings: Settings, name: str, client: str = "", code: str = "") -> Participant:
+    """Join the workshop: a participant with their own new, empty workspace."""
+    p = Workshop(settings.data_dir).join(name, client, settings.workshop, code)
+    create_workspace(replace(settings, workspace=p.workspace), p.workspace)
+    return p
+
+
+def _participant(settings: Settings, token: str) -> Participant:
+    p = Workshop(settings.data_dir).participant(token)
+    if p is None:
+        raise ConfigError("No such participant (already removed?).")
+    return p
+
+
+def _delete_if_there(settings: Settings, name: str) -> None:
+    from lib.workspace import workspace_exists
+
+    if workspace_exists(settings.data_dir, name):
+        delete_workspace(settings, name)
+
+
+def reset_participant(settings: Settings, token: str) -> Participant:
+    """Empty a participant's workspace (knowledge bases, history, runs, models, jobs); their link keeps working.
+    What they spent stays counted: a reset does not refund the caps."""
+    p = _participant(settings, token)
+    _delete_if_there(settings, p.workspace)
+    create_workspace(replace(settings, workspace=p.workspace), p.workspace)
+    return p
+
+
+def remove_participant(settings: Settings, token: str) -> Participant:
+    """Delete a participant's workspace and forget them: their link stops working."""
+    p = _participant(settings, token)
+    _delete_if_there(settings, p.workspace)
+    Workshop(settings.data_dir).remove(p.token)
+    return p
+
+
+def merge_participants(settings: Settings, keep: str, duplicate: str) -> tuple[Participant, Participant]:
+    """Merge a duplicate join into the participant to keep: the duplicate's link opens the kept workspace, the
+    duplicate's workspace is deleted, and its spend counts as the kept participant's."""
+    kept, dup = Workshop(settings.data_dir).merge(keep, duplicate)
+    _delete_if_there(settings, dup.workspace)
+    return kept, dup
 
 
 def ingest_document(kb: KnowledgeBase, name: str, load: Callable[[], object], size: int, overlap: int,
@@ -216,7 +262,7 @@ def ask(settings: Settings, question: str, arms: list[str] | tuple[str, ...], kb
         providers: dict[str, Provider | Exception] | None = None,
         on_delta: Callable[[str, str], None] | None = None,
         on_status: Callable[[str, str], None] | None = None) -> Comparison:
-    from lib.arms import RetrievalParams
+    from lib.records import RetrievalParams
 
     comparison = compare(question, arms, kb, providers if providers is not None else providers_for(settings),
                          params, RetrievalParams(top_k, min_score), on_delta, on_status, settings.context_windows)
@@ -254,10 +300,15 @@ _embedders: dict[str, Embedder] = {}
 
 def embedder_for(settings: Settings) -> Embedder:
     """The offline embedder is loaded once per process and shared (it is read-only)."""
+    from lib import gateway
+
+    def hosted() -> object:
+        return gateway.embeddings(settings)
+
     if settings.embedder != "minilm":
-        return make_embedder(settings)
+        return make_embedder(settings, hosted)
     if "minilm" not in _embedders:
-        _embedders["minilm"] = make_embedder(settings)
+        _embedders["minilm"] = make_embedder(settings, hosted)
     return _embedders["minilm"]
 
 

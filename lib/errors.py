@@ -9,6 +9,21 @@ class ConfigError(Exception):
     """Something is not set up; the message says how to set it up."""
 
 
+class UserError(ConfigError, ValueError):
+    """Something the user can fix (a bad input, a name that does not exist, a file that cannot be written): the
+    message says what and how. The CLI and the pages show it as it is; any other exception is a bug (logged).
+    It is also a `ValueError`, so code that validated input with `except ValueError` keeps working."""
+
+
+class CapReached(ConfigError):
+    """A hosted request was refused by a spend cap (lib/gateway.py); the message says what was spent and reserved,
+    the cap, and who can raise it."""
+
+
+class NotAllowed(ConfigError):
+    """In workshop mode, a hosted model the host did not allow for this role (lib/gateway.py)."""
+
+
 def _credential(m: re.Match[str]) -> str:
     """`Bearer X` / `Basic X` when X is a credential (not "basic coverage"): a bearer token of 16+ characters with a
     digit, a basic token that is base64 of `user:password`."""

@@ -14,21 +14,22 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from lib.arms import ARMS, Comparison, RetrievalParams, run_arm, whole_knowledge_base
-from lib.evaluate import Graded, Question, grade
-from lib.providers import GenParams, Provider
+from lib.arms import ARMS, run_arm, whole_knowledge_base
+from lib.errors import UserError
+from lib.evaluate import grade_result
+from lib.providers import Provider
+from lib.records import AnswerRecord, GenParams, Graded, Question, RetrievalParams, RunRecord, RunSpec
 
-RUN_RECORD_VERSION = 1
 LEASE_TTL_S = 30.0  # a run's owner renews its lease every third of this; another process takes over after it
 SHUTDOWN_GRACE_S = 10.0  # on shutdown, runs answering here get this long to stop before they are marked resumable
 RESUMABLE = ("running", "cancelled", "failed", "capped", "interrupted")
 OWNER = f"{__import__('socket').gethostname()}:{__import__('os').getpid()}:{uuid.uuid4().hex[:8]}"  # this process
 
 
-class RunBusy(ValueError):
+class RunBusy(UserError):
     """Another live process owns the run (its lease has not expired)."""
 
 
@@ -36,39 +37,12 @@ class RunCancelled(Exception):
     """An answer stopped because its run was cancelled (it is not stored: Resume asks it again)."""
 
 
-@dataclass(frozen=True)
-class RunSpec:
-    """What a run asks: stored with the run so that runs can be compared later."""
-
-    name: str
-    question_set: str
-    arms: tuple[str, ...]
-    collection: str
-    top_k: int = 4
-    min_score: float = 0.0
-    temperature: float = 0.0
-    max_tokens: int = 96
-    concurrency: int = 8
-    models: dict[str, str] = field(default_factory=dict)  # role -> model label (and adapter)
-    providers: dict[str, str] = field(default_factory=dict)  # role -> provider kind
-    questions: int = 0
-    judge: str = ""  # a hosted model that also grades every answer (empty: offline rules only)
-    params: dict[str, int | None] = field(default_factory=dict)  # role -> a local model's parameters (its GGUF)
-    # role -> the model exactly (provider, name, LoRA adapter, endpoint): a resume must use the same ones
-    model_specs: dict[str, dict[str, str]] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["arms"] = list(self.arms)
-        return d
-
-
 class RunStore(Protocol):
-    def create_run(self, run_id: str, spec: dict[str, Any], questions: list[dict[str, Any]]) -> None: ...
+    def create_run(self, run_id: str, spec: RunSpec, questions: list[Question]) -> None: ...
 
-    def save_answer(self, run_id: str, question_id: str, arm: str, record: dict[str, Any]) -> None: ...
+    def save_answer(self, run_id: str, record: AnswerRecord) -> None: ...
 
-    def answers(self, run_id: str) -> list[dict[str, Any]]: ...
+    def answers(self, run_id: str) -> list[AnswerRecord]: ...
 
     def update_run(self, run_id: str, **fields: Any) -> None: ...
 
@@ -78,67 +52,25 @@ class MemoryRunStore:
 
     def __init__(self) -> None:
         self.runs: dict[str, dict[str, Any]] = {}
-        self._answers: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
+        self._answers: dict[str, dict[tuple[str, str], AnswerRecord]] = {}
         self._lock = threading.Lock()
 
-    def create_run(self, run_id: str, spec: dict[str, Any], questions: list[dict[str, Any]]) -> None:
+    def create_run(self, run_id: str, spec: RunSpec, questions: list[Question]) -> None:
         with self._lock:
             self.runs[run_id] = {"id": run_id, "spec": spec, "questions": questions, "status": "running"}
             self._answers[run_id] = {}
 
-    def save_answer(self, run_id: str, question_id: str, arm: str, record: dict[str, Any]) -> None:
+    def save_answer(self, run_id: str, record: AnswerRecord) -> None:
         with self._lock:
-            self._answers[run_id][(question_id, arm)] = record
+            self._answers[run_id][(record.question.id, record.arm)] = record
 
-    def answers(self, run_id: str) -> list[dict[str, Any]]:
+    def answers(self, run_id: str) -> list[AnswerRecord]:
         with self._lock:
             return list(self._answers.get(run_id, {}).values())
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         with self._lock:
             self.runs[run_id].update(fields)
-
-
-def answer_record(g: Graded, result: dict[str, Any]) -> dict[str, Any]:
-    """The one stored shape of an evaluated answer: the arm's result and its grade."""
-    return {
-        "version": RUN_RECORD_VERSION, "question_id": g.question.id, "question": g.question.question,
-        "reference": g.question.answer, "keywords": list(g.question.keywords), "answerable": g.question.answerable,
-        "source": g.question.source,
-        "arm": g.arm, "result": result,
-        "grade": {"correct": g.correct, "score": g.score, "refused": g.refused, "fabricated": g.fabricated,
-                  "reason": g.reason, "cites": g.cites, "citation_ok": g.citation_ok, "citations": g.citations,
-                  "citation_reason": g.citation_reason, "grounded": g.grounded, "retrieval_hit": g.retrieval_hit,
-                  "house_style": g.house_style, "failure_mode": g.failure_mode},
-        "failure_mode": g.failure_mode, "expected": g.expected, "format": g.question.format,
-    }
-
-
-def question_of(record: dict[str, Any]) -> Question:
-    """The question a stored answer record was asked."""
-    return Question(record["question_id"], record["question"], tuple(record.get("keywords") or ()),
-                    record.get("reference", ""), record.get("source", ""), bool(record.get("answerable", True)),
-                    str(record.get("format") or ""))
-
-
-def graded_from_records(records: list[dict[str, Any]]) -> list[Graded]:
-    """Stored answers back into grades (for summaries and comparisons of stored runs)."""
-    out = []
-    for r in records:
-        if r.get("version") != RUN_RECORD_VERSION:
-            continue
-        q = question_of(r)
-        g, res = r["grade"], r["result"]
-        usage = res.get("usage") or {}
-        out.append(Graded(q, r["arm"], res.get("answer", ""), bool(g["correct"]), bool(g["cites"]),
-                          bool(g["house_style"]), res.get("error"), res.get("total_ms"), score=g["score"],
-                          refused=g["refused"], fabricated=g["fabricated"], reason=g["reason"],
-                          citation_ok=g["citation_ok"], grounded=g["grounded"], retrieval_hit=g["retrieval_hit"],
-                          cost_usd=res.get("cost_usd"), prompt_tokens=usage.get("prompt_tokens"),
-                          completion_tokens=usage.get("completion_tokens"), citations=g.get("citations"),
-                          citation_reason=g.get("citation_reason", ""), failure_mode=g.get("failure_mode"),
-                          expected=r.get("expected")))
-    return out
 
 
 PACE_WINDOW = 8  # the last answers per arm that set its pace
@@ -203,17 +135,15 @@ def seconds_per_answer(workspace: Any, models: dict[str, str]) -> dict[str, floa
     (the answers' own time, retrieval included): how long similar runs took on this machine."""
     sums: dict[str, list[float]] = {}
     for record in workspace.runs():
-        spec = record.get("spec") or {}
-        if not record.get("answered"):
+        if not record.answered:
             continue
-        same = {arm for arm in spec.get("arms", []) if arm in ARMS
-                and (spec.get("models") or {}).get(ARMS[arm].role) == models.get(ARMS[arm].role)}
+        same = {arm for arm in record.spec.arms if arm in ARMS
+                and record.spec.models.get(ARMS[arm].role) == models.get(ARMS[arm].role)}
         if not same:
             continue
-        for a in workspace.answers(record["id"]):
-            res = a.get("result") or {}
-            if a.get("arm") in same and not res.get("error") and res.get("total_ms") is not None:
-                sums.setdefault(a["arm"], []).append(float(res["total_ms"]) / 1000)
+        for a in workspace.answers(record.id):
+            if a.arm in same and not a.result.error and a.result.total_ms is not None:
+                sums.setdefault(a.arm, []).append(float(a.result.total_ms) / 1000)
     return {arm: sum(v) / len(v) for arm, v in sums.items()}
 
 
@@ -265,7 +195,7 @@ class _Watched:
         return int(self.inner.count_tokens(text))
 
     def stream(self, messages: list[dict[str, str]], params: GenParams) -> Any:
-        from lib.gateway import CapReached
+        from lib.errors import CapReached
 
         events = self.inner.stream(messages, params)
         try:
@@ -294,7 +224,7 @@ def execute(run_id: str, spec: RunSpec, questions: list[Question], kb: Any,
     cancel = cancel or threading.Event()
     arms = [ARMS[a] for a in spec.arms]
     # Answers refused by the spend cap are asked again (after the host raised it); real answers are kept.
-    have = {(r["question_id"], r["arm"]) for r in store.answers(run_id) if not r.get("capped")}
+    have = {(r.question.id, r.arm) for r in store.answers(run_id) if not r.capped}
     todo = [(q, a) for q in questions for a in arms if (q.id, a.key) not in have]
     remaining: dict[str, int] = {}
     for _, a in todo:
@@ -344,38 +274,36 @@ def execute(run_id: str, spec: RunSpec, questions: list[Question], kb: Any,
                          documents=whole_kb() if arm.whole_kb else None, windows=windows)
         if isinstance(provider, _Watched) and provider.cancelled:
             return []  # cut short by a cancel: not an answer; Resume asks it again
-        comparison = Comparison(run_id, q.question, time.time(), spec.collection, retrieval, params,
-                                tuple(found or ()), ms, (result,))
-        graded = grade(q, comparison, similarity, expected(q))
-        record = answer_record(graded[0], result.to_dict())
-        if isinstance(provider, _Watched) and provider.capped:
-            record["capped"] = True  # refused by the spend cap before anything was sent: no answer to grade
+        graded = grade_result(q, result, similarity, expected(q))
+        # refused by the spend cap before anything was sent: no answer to grade
+        capped = isinstance(provider, _Watched) and provider.capped
+        verdict: dict[str, Any] | None = None
         if judge is not None and result.error is None:
             from lib.errors import explain
             from lib.judge import judge as ask_judge
 
             watched = _Watched(judge, cancel)
             try:
-                verdict = ask_judge(q.question, q.answer, result.answer, watched, q.answerable)
-                record["judge"] = {"correct": verdict.correct, "reason": verdict.reason}
+                said = ask_judge(q.question, q.answer, result.answer, watched, q.answerable)
+                verdict = {"correct": said.correct, "reason": said.reason}
             except Exception as exc:  # the judge failing is recorded; the offline grade stands
                 if watched.cancelled:
                     return []
-                record["judge"] = {"error": explain(exc), **({"capped": True} if watched.capped else {})}
-        store.save_answer(run_id, q.id, arm.key, record)
+                verdict = {"error": explain(exc), **({"capped": True} if watched.capped else {})}
+        store.save_answer(run_id, AnswerRecord(graded, result, capped, verdict))
         with lock:
             progress.done += 1
             progress.record(arm.key, time.monotonic() - began)
             if on_progress:
-                on_progress(progress, graded)
-        return graded
+                on_progress(progress, [graded])
+        return [graded]
 
     def is_local(arm: Any) -> bool:
         p = providers.get(arm.role)
         return getattr(p, "kind", "") == "local"
 
-    from lib.arms import Usage
     from lib.pricing import cost_for
+    from lib.records import Usage
 
     for p in {id(p): p for p in providers.values() if not isinstance(p, Exception)}.values():
         try:  # load tokenizers and price tables once, before the threads that need them start
@@ -401,7 +329,7 @@ def execute(run_id: str, spec: RunSpec, questions: list[Question], kb: Any,
     finally:
         for p in (pool, local_pool):
             p.shutdown(wait=not cancel.is_set(), cancel_futures=True)
-    capped = sum(1 for r in store.answers(run_id) if r.get("capped"))
+    capped = sum(1 for r in store.answers(run_id) if r.capped)
     if cancel.is_set() and progress.done < progress.total:
         store.update_run(run_id, status="cancelled", finished_at=time.time())
     elif capped:  # never "finished": the refused answers were not asked, and the accuracy leaves them out
@@ -438,16 +366,12 @@ def expected_source(q: Question, kb: Any) -> dict[str, Any] | None:
 
 
 def questions_from_rows(rows: list[dict[str, Any]]) -> list[Question]:
-    return [Question(str(r.get("id") or f"q{i:03d}"), str(r["question"]), tuple(r.get("keywords") or ()),
-                     str(r.get("reference") or r.get("answer") or ""), str(r.get("source") or ""),
-                     bool(r.get("answerable", True)), str(r.get("format") or ""))
-            for i, r in enumerate(rows, 1) if "error" not in r]
+    """The questions of a question set's rows (rows a check refused, with an `error`, left out)."""
+    return [Question.from_row(r, i) for i, r in enumerate(rows, 1) if "error" not in r]
 
 
 def rows_from_questions(questions: list[Question]) -> list[dict[str, Any]]:
-    return [{"id": q.id, "question": q.question, "reference": q.answer, "keywords": list(q.keywords),
-             "source": q.source, "answerable": q.answerable, **({"format": q.format} if q.format else {})}
-            for q in questions]
+    return [q.to_row() for q in questions]
 
 
 def load_set(workspace: Any, name: str) -> list[Question]:
@@ -468,10 +392,10 @@ def load_set(workspace: Any, name: str) -> list[Question]:
         rows, problems = read_rows(path.read_bytes(), path.name)
         bad = [r for r in rows if "error" in r] + [{"line": n, "error": m} for n, m in problems]
         if bad:
-            raise ValueError(f"{path.name} line {bad[0]['line']}: {bad[0]['error']}")
+            raise UserError(f"{path.name} line {bad[0]['line']}: {bad[0]['error']}")
         return questions_from_rows(rows)
     sets = ", ".join([SAMPLE_SET, *(workspace.question_sets() if workspace is not None else [])])
-    raise ValueError(f"No question set {name!r}: use one of {sets}, or the path of a JSONL or CSV file.")
+    raise UserError(f"No question set {name!r}: use one of {sets}, or the path of a JSONL or CSV file.")
 
 
 def cached_similarity(embedder: Any = None, limit: int = 4096) -> Callable[[str, str], float]:
@@ -522,27 +446,21 @@ def start(settings: Any, workspace: Any, kb: Any, set_name: str, arms: list[str]
     """Create a run record (nothing is asked yet): its id, spec and questions."""
     unknown = [a for a in arms if a not in ARMS]
     if unknown or not arms:
-        raise ValueError(f"Unknown arm(s) {', '.join(unknown) or '(none)'}: use {', '.join(ARMS)}.")
+        raise UserError(f"Unknown arm(s) {', '.join(unknown) or '(none)'}: use {', '.join(ARMS)}.")
     questions = load_set(workspace, set_name)[:limit]
     if not questions:
-        raise ValueError(f"The question set {set_name!r} has no questions.")
+        raise UserError(f"The question set {set_name!r} has no questions.")
     run_id = new_run_id()
     models = {"base": settings.base.label, "finetuned": settings.finetuned.label if settings.finetuned else ""}
     kinds = {"base": settings.base.provider, "finetuned": settings.finetuned.provider if settings.finetuned else ""}
     if judge and (not settings.hosted_configured or settings.base.provider == "local"):
-        raise ValueError("The LLM judge is a hosted model: configure one (API key or base URL) as the base model.")
+        raise UserError("The LLM judge is a hosted model: configure one (API key or base URL) as the base model.")
     params = _params(settings)
     spec = RunSpec(run_name or f"{set_name}-{run_id}", set_name, tuple(arms), kb.name if kb is not None else "",
                    top_k, min_score, temperature, max_tokens, max(1, concurrency), models, kinds, len(questions),
                    settings.base.name if judge else "", params, run_models(settings))
-    workspace.create_run(run_id, spec.to_dict(), rows_from_questions(questions))
+    workspace.create_run(run_id, spec, questions)
     return run_id, spec, questions
-
-
-def spec_of(run: dict[str, Any]) -> RunSpec:
-    s = dict(run["spec"])
-    s["arms"] = tuple(s.get("arms", ()))
-    return RunSpec(**{k: v for k, v in s.items() if k in RunSpec.__dataclass_fields__})
 
 
 def _params(settings: Any) -> dict[str, int | None]:
@@ -566,16 +484,16 @@ def run_models(settings: Any) -> dict[str, dict[str, str]]:
     return out
 
 
-class ModelsChanged(ValueError):
+class ModelsChanged(UserError):
     """A run is resumed with other models than it was started with; the message says what to configure."""
 
 
-def models_problem(run: dict[str, Any], settings: Any) -> str | None:
+def models_problem(run: RunRecord, settings: Any) -> str | None:
     """Why `run` cannot be resumed with the models configured now (None when it can): every role its arms use
     must be played by the model it was started with, or the run would mix answers of two models."""
-    spec = run["spec"]
-    roles = {ARMS[a].role for a in spec.get("arms", []) if a in ARMS}
-    recorded = spec.get("model_specs") or {}
+    spec = run.spec
+    roles = {ARMS[a].role for a in spec.arms if a in ARMS}
+    recorded = spec.model_specs
     now = run_models(settings)
     changed = []
     for role in sorted(roles):
@@ -584,8 +502,7 @@ def models_problem(run: dict[str, Any], settings: Any) -> str | None:
             keys = ("provider", "name", "lora", "endpoint")
             same = role in now and all(then.get(k, "") == now[role].get(k, "") for k in keys)
         else:  # older runs kept each role's label and provider
-            then = {"label": (spec.get("models") or {}).get(role, ""),
-                    "provider": (spec.get("providers") or {}).get(role, "")}
+            then = {"label": spec.models.get(role, ""), "provider": spec.providers.get(role, "")}
             if not then["label"]:
                 continue
             same = role in now and (now[role]["label"], now[role]["provider"]) == (then["label"], then["provider"])
@@ -599,19 +516,18 @@ def models_problem(run: dict[str, Any], settings: Any) -> str | None:
             changed.append(f"the {role} model was {describe(then)} and is now {describe(now.get(role))}")
     if not changed:
         return None
-    hosted = any((recorded.get(r) or {}).get("provider", (spec.get("providers") or {}).get(r)) in ("openai", "azure")
-                 for r in roles)
+    hosted = any((recorded.get(r) or {}).get("provider", spec.providers.get(r)) in ("openai", "azure") for r in roles)
     how = (" Configure the same models again (the API key or base URL they were served with, and "
            "WORKBENCH_BASE_MODEL / WORKBENCH_FT_MODEL or the Settings page) and resume," if hosted else
            " Configure the same models again (Settings, WORKBENCH_BASE_MODEL / WORKBENCH_FT_MODEL / WORKBENCH_FT_LORA, "
            "or the active fine-tuned model) and resume,")
-    return (f"Run {run['name']!r} cannot be resumed with the models configured now: {'; '.join(changed)}. "
+    return (f"Run {run.name!r} cannot be resumed with the models configured now: {'; '.join(changed)}. "
             "Its answers so far came from the models it was started with, and one run never mixes two models."
             f"{how} or answer the rest in a new run with the current models (`python -m lib eval --resume "
-            f"{run['name']} --new-models`, or the button on the Evaluate page).")
+            f"{run.name} --new-models`, or the button on the Evaluate page).")
 
 
-def check_models(run: dict[str, Any], settings: Any) -> None:
+def check_models(run: RunRecord, settings: Any) -> None:
     """Raise ModelsChanged when `run` was started with other models than those configured now."""
     problem = models_problem(run, settings)
     if problem:
@@ -621,21 +537,19 @@ def check_models(run: dict[str, Any], settings: Any) -> None:
 def rerun_rest(settings: Any, workspace: Any, run: str, name: str | None = None) -> str:
     """A new run (its id) of the questions `run` has not answered with every arm, on the same arms and
     settings, with the models configured now; `run` is left as it is."""
-    record = workspace.run(run)
-    if record is None:
-        raise ValueError(f"No evaluation run {run!r} in workspace {workspace.name!r}.")
-    spec = spec_of(record)
-    have = {(a["question_id"], a["arm"]) for a in workspace.answers(record["id"])}
-    rest = [q for q in questions_from_rows(record["questions"]) if any((q.id, a) not in have for a in spec.arms)]
+    record = find_run(workspace, run)
+    spec = record.spec
+    have = {(a.question.id, a.arm) for a in workspace.answers(record.id)}
+    rest = [q for q in record.questions if any((q.id, a) not in have for a in spec.arms)]
     if not rest:
-        raise ValueError(f"Run {record['name']!r} has answered every question with every arm: nothing to re-run.")
+        raise UserError(f"Run {record.name!r} has answered every question with every arm: nothing to re-run.")
     run_id = new_run_id()
-    new = RunSpec(name or f"{record['name']}-rest", spec.question_set, spec.arms, spec.collection, spec.top_k,
+    new = RunSpec(name or f"{record.name}-rest", spec.question_set, spec.arms, spec.collection, spec.top_k,
                   spec.min_score, spec.temperature, spec.max_tokens, spec.concurrency,
                   {"base": settings.base.label, "finetuned": settings.finetuned.label if settings.finetuned else ""},
                   {"base": settings.base.provider, "finetuned": settings.finetuned.provider if settings.finetuned
                    else ""}, len(rest), spec.judge, _params(settings), run_models(settings))
-    workspace.create_run(run_id, new.to_dict(), rows_from_questions(rest))
+    workspace.create_run(run_id, new, rest)
     return run_id
 
 
@@ -643,31 +557,29 @@ def resume(settings: Any, workspace: Any, kb: Any, run_id: str, cancel: threadin
            on_progress: OnProgress | None = None) -> Progress:
     """Answer what a run has not answered yet (a new run, or one stopped by a cancel or a restart), with the
     models it was started with (ModelsChanged otherwise, and nothing is asked)."""
-    run = workspace.run(run_id)
-    if run is None:
-        raise ValueError(f"No evaluation run {run_id!r} in workspace {workspace.name!r}.")
+    run = find_run(workspace, run_id)
     check_models(run, settings)
-    questions = questions_from_rows(run["questions"])
-    spec = spec_of(run)
+    questions = list(run.questions)
+    spec = run.spec
     judge = None
     if spec.judge:
         from lib import gateway
         from lib.settings import ModelSpec
 
         if not settings.hosted_configured:
-            raise ValueError("This run asks an LLM judge, which needs a hosted model: set an API key or base URL.")
+            raise UserError("This run asks an LLM judge, which needs a hosted model: set an API key or base URL.")
         judge = gateway.provider(settings.with_overrides(max_retries=max(settings.max_retries, 5)), ModelSpec(
             settings.base.provider if settings.base.provider != "local" else "openai", spec.judge), "base")
     cancel = cancel or threading.Event()
-    release = _own(workspace, run["id"], cancel)  # one process answers a run at a time
+    release = _own(workspace, run.id, cancel)  # one process answers a run at a time
     try:
-        workspace.update_run(run["id"], status="running")
-        return execute(run["id"], spec, questions, kb, eval_providers(settings), workspace, cancel,
+        workspace.update_run(run.id, status="running")
+        return execute(run.id, spec, questions, kb, eval_providers(settings), workspace, cancel,
                        on_progress, local_similarity(settings), judge, windows=settings.context_windows)
     except BaseException as exc:
         from lib.errors import redact
 
-        workspace.update_run(run["id"], status="failed", error=redact(f"{type(exc).__name__}: {exc}"))
+        workspace.update_run(run.id, status="failed", error=redact(f"{type(exc).__name__}: {exc}"))
         raise
     finally:
         release()
@@ -711,68 +623,69 @@ def owner(workspace: Any, run_id: str) -> str | None:
     return holder[0] if holder else None
 
 
-def load(workspace: Any, run: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(the run record, its stored answer records) of a stored run, by id or name: read once."""
+def find_run(workspace: Any, run: str, hint: str = "") -> RunRecord:
+    """A stored run by id or name (the latest of that name); a UserError naming it when there is none."""
     record = workspace.run(run)
     if record is None:
-        raise ValueError(f"No evaluation run {run!r} in workspace {workspace.name!r}: run `python -m lib eval "
-                         "--run-name NAME` first.")
-    return record, workspace.answers(record["id"])
+        raise UserError(f"No evaluation run {run!r} in workspace {workspace.name!r}{hint}.")
+    return record  # type: ignore[no-any-return]
 
 
-def summarise_answers(record: dict[str, Any], answers: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def load(workspace: Any, run: str) -> tuple[RunRecord, list[AnswerRecord]]:
+    """(the run record, its stored answer records) of a stored run, by id or name: read once."""
+    record = find_run(workspace, run, ": run `python -m lib eval --run-name NAME` first")
+    return record, workspace.answers(record.id)
+
+
+def summarise_answers(record: RunRecord, answers: list[AnswerRecord]) -> dict[str, dict[str, Any]]:
     """Per-arm summary (lib.evaluate.summarise) of a run's stored answers, in the run's arm order, with the LLM
     judge's agreement when the run had one."""
     return _summarise(record, answers, _graded(record, answers))
 
 
-def _graded(record: dict[str, Any], answers: list[dict[str, Any]]) -> list[Graded]:
-    graded = graded_from_records(answers)
-    order = {a: i for i, a in enumerate(record["spec"].get("arms", []))}
-    graded.sort(key=lambda g: order.get(g.arm, 99))
-    return graded
+def _graded(record: RunRecord, answers: list[AnswerRecord]) -> list[Graded]:
+    order = {a: i for i, a in enumerate(record.spec.arms)}
+    return sorted((a.graded for a in answers), key=lambda g: order.get(g.arm, 99))
 
 
-def _summarise(record: dict[str, Any], answers: list[dict[str, Any]], graded: list[Graded]) -> dict[str, Any]:
+def _summarise(record: RunRecord, answers: list[AnswerRecord], graded: list[Graded]) -> dict[str, Any]:
     from lib.evaluate import summarise
 
     per_arm = summarise(graded)
     for arm, s in per_arm.items():
         # the model each arm's answers actually came from
-        res = next((a.get("result") or {} for a in answers if a.get("arm") == arm
-                    and not (a.get("result") or {}).get("error") and (a.get("result") or {}).get("model")), {})
-        s["model"], s["provider"] = res.get("model"), res.get("provider")
+        res = next((a.result for a in answers if a.arm == arm and not a.result.error and a.result.model), None)
+        s["model"], s["provider"] = (res.model, res.provider) if res is not None else (None, None)
         # refused by the spend cap: errors of their own kind, not wrong answers
-        s["capped"] = sum(1 for a in answers if a["arm"] == arm and a.get("capped"))
-    if record["spec"].get("judge"):
+        s["capped"] = sum(1 for a in answers if a.arm == arm and a.capped)
+    if record.spec.judge:
         from lib.judge import agreement
 
         for arm, s in per_arm.items():
-            pairs = [(bool(a["grade"]["correct"]), bool(a["judge"]["correct"])) for a in answers
-                     if a["arm"] == arm and "correct" in (a.get("judge") or {})]
+            judged = [a for a in answers if a.arm == arm and a.judge is not None]
+            pairs = [(bool(a.graded.correct), bool(a.judge["correct"])) for a in judged if "correct" in a.judge]
             agree = agreement(pairs)
             s["judge_accuracy"] = sum(j for _, j in pairs) / len(pairs) if pairs else None
             s["judge_agreement"] = agree["agreement"]
             s["judge_kappa"] = agree["kappa"]
-            s["judge_errors"] = sum(1 for a in answers if a["arm"] == arm and "error" in (a.get("judge") or {}))
+            s["judge_errors"] = sum(1 for a in judged if "error" in a.judge)
     return per_arm
 
 
-def arm_models(per_arm: dict[str, dict[str, Any]], spec: dict[str, Any] | None = None) -> dict[str, tuple[str, str]]:
+def arm_models(per_arm: dict[str, dict[str, Any]], spec: RunSpec | None = None) -> dict[str, tuple[str, str]]:
     """arm -> (model, provider) the run's answers came from; for an arm with no answer yet, the model its role
     was given when the run started. Only the run's own arms: a role no arm used plays no part."""
     out = {arm: (str(s["model"]), str(s.get("provider") or "")) for arm, s in per_arm.items() if s.get("model")}
-    spec = spec or {}
-    for arm in spec.get("arms", []):
+    for arm in spec.arms if spec is not None else ():
         if arm not in out and arm in ARMS:
             role = ARMS[arm].role
-            model = (spec.get("models") or {}).get(role)
+            model = spec.models.get(role)
             if model:
-                out[arm] = (str(model), str((spec.get("providers") or {}).get(role) or ""))
+                out[arm] = (str(model), str(spec.providers.get(role) or ""))
     return out
 
 
-def caveat(per_arm: dict[str, dict[str, Any]], spec: dict[str, Any] | None = None) -> str | None:
+def caveat(per_arm: dict[str, dict[str, Any]], spec: RunSpec | None = None) -> str | None:
     """The small-model caveat when, and only when, the run's arms used a small local model (under 1B parameters,
     by the GGUF's own count recorded with the run: lib.catalogue.small_model_caveat). The roles no arm of the run
     used play no part; a run without its spec is judged by the models its answers came from."""
@@ -780,12 +693,12 @@ def caveat(per_arm: dict[str, dict[str, Any]], spec: dict[str, Any] | None = Non
 
     if spec is None:
         models = arm_models(per_arm)
-        spec = {"arms": list(models), "models": {ARMS[a].role: m for a, (m, _) in models.items() if a in ARMS},
-                "providers": {ARMS[a].role: p for a, (_, p) in models.items() if a in ARMS}}
+        spec = RunSpec("", "", tuple(models), "", models={ARMS[a].role: m for a, (m, _) in models.items() if a in ARMS},
+                       providers={ARMS[a].role: p for a, (_, p) in models.items() if a in ARMS})
     return small_model_caveat(spec)
 
 
-def summary(workspace: Any, run: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]], list[Graded]]:
+def summary(workspace: Any, run: str) -> tuple[RunRecord, dict[str, dict[str, Any]], list[Graded]]:
     """(the run record, per-arm summary, graded answers) of a stored run, by id or name."""
     record, answers = load(workspace, run)
     graded = _graded(record, answers)
@@ -795,19 +708,17 @@ def summary(workspace: Any, run: str) -> tuple[dict[str, Any], dict[str, dict[st
 def judge_disagreements(workspace: Any, run: str) -> list[dict[str, Any]]:
     """The answers where the LLM judge and the offline grader disagree (spot-check these first), each with both
     verdicts and reasons; empty when the run has no judge."""
-    record = workspace.run(run)
-    if record is None:
-        raise ValueError(f"No evaluation run {run!r} in workspace {workspace.name!r}.")
+    record = find_run(workspace, run)
     out = []
-    for a in workspace.answers(record["id"]):
-        verdict = a.get("judge") or {}
-        if "correct" not in verdict or bool(verdict["correct"]) == bool(a["grade"]["correct"]):
+    for a in workspace.answers(record.id):
+        verdict, g = a.judge or {}, a.graded
+        if "correct" not in verdict or bool(verdict["correct"]) == bool(g.correct):
             continue
-        out.append({"question_id": a["question_id"], "arm": a["arm"], "question": a["question"],
-                    "reference": a.get("reference", ""), "answer": (a.get("result") or {}).get("answer", ""),
-                    "offline": "correct" if a["grade"]["correct"] else "wrong", "offline_reason": a["grade"]["reason"],
+        out.append({"question_id": a.question.id, "arm": a.arm, "question": a.question.question,
+                    "reference": a.question.answer, "answer": a.result.answer,
+                    "offline": "correct" if g.correct else "wrong", "offline_reason": g.reason,
                     "judge": "correct" if verdict["correct"] else "wrong", "judge_reason": verdict.get("reason", "")})
-    order = {q["id"]: i for i, q in enumerate(record.get("questions", []))}
+    order = {q.id: i for i, q in enumerate(record.questions)}
     return sorted(out, key=lambda r: (order.get(r["question_id"], len(order)), r["arm"]))
 
 
@@ -886,17 +797,16 @@ def running(workspace: Any, run_id: str) -> RunningEval | None:
     return handle if handle is not None and handle.alive else None
 
 
-def interrupted(workspace: Any) -> list[dict[str, Any]]:
+def interrupted(workspace: Any) -> list[RunRecord]:
     """Runs stopped by a restart or a shutdown (recorded as running or interrupted) that no live process owns:
     they can be resumed."""
-    return [r for r in workspace.runs() if r["status"] in ("running", "interrupted")
-            and running(workspace, r["id"]) is None and owner(workspace, r["id"]) is None]
+    return [r for r in workspace.runs() if r.status in ("running", "interrupted")
+            and running(workspace, r.id) is None and owner(workspace, r.id) is None]
 
 
-def resumable(workspace: Any, run: dict[str, Any]) -> bool:
+def resumable(workspace: Any, run: RunRecord) -> bool:
     """Whether Resume may be offered for a run: it is not complete and no live process owns it."""
-    return (run["status"] in RESUMABLE and running(workspace, run["id"]) is None
-            and owner(workspace, run["id"]) is None)
+    return run.status in RESUMABLE and running(workspace, run.id) is None and owner(workspace, run.id) is None
 
 
 # ---------------------------------------------------------------- shutdown
@@ -963,45 +873,28 @@ def reference_for(question: str, workspace: Any = None) -> Question | None:
     candidates: list[Question] = []
     try:
         candidates += load_set(None, SAMPLE_SET)
-    except (OSError, ValueError):
+    except (OSError, ValueError, UserError):
         pass
     if workspace is not None:
         for name in workspace.question_sets():
             try:
                 candidates += load_set(workspace, name)
-            except ValueError:
+            except (ValueError, UserError):
                 continue
     return next((q for q in candidates if " ".join(q.question.lower().split()) == wanted), None)
 
 
-def grade_comparison(question: Question, comparison: Comparison) -> dict[str, Graded]:
-    """Each arm's grade against the reference (as an evaluation run grades it), by arm key."""
-    return {g.arm: g for g in grade(question, comparison)}
-
-
 def regrade(workspace: Any, run: str, similarity: Callable[[str, str], float] | None = None) -> int:
     """Grade a stored run's answers again with the current grader (no model is asked); returns how many."""
-    from types import SimpleNamespace
+    from dataclasses import replace
 
-    record = workspace.run(run)
-    if record is None:
-        raise ValueError(f"No evaluation run {run!r} in workspace {workspace.name!r}.")
+    record = find_run(workspace, run)
     count = 0
-    for a in workspace.answers(record["id"]):
-        res = a["result"]
-        if res.get("error"):
+    for a in workspace.answers(record.id):
+        if a.result.error:
             continue
-        q = question_of(a)
-        usage = res.get("usage")
-        stored = SimpleNamespace(  # the stored result, in the shape evaluate.grade reads
-            arm=a["arm"], answer=res.get("answer", ""), error=None, total_ms=res.get("total_ms"),
-            cost_usd=res.get("cost_usd"), usage=SimpleNamespace(**usage) if usage else None,
-            sources=[SimpleNamespace(**src) for src in res.get("sources") or []])
-        [graded] = grade(q, SimpleNamespace(results=(stored,)), similarity,  # type: ignore[arg-type]
-                         a.get("expected"))
-        fresh = answer_record(graded, res)
-        a["grade"], a["failure_mode"], a["expected"] = fresh["grade"], fresh["failure_mode"], fresh["expected"]
-        workspace.save_answer(record["id"], a["question_id"], a["arm"], a)
+        graded = grade_result(a.question, a.result, similarity, a.graded.expected)
+        workspace.save_answer(record.id, replace(a, graded=graded))
         count += 1
     return count
 
@@ -1033,13 +926,10 @@ def export_csv(graded: list[Graded]) -> str:
 
 def export_json(workspace: Any, run: str) -> dict[str, Any]:
     """A run's record (spec, questions, status) and every stored answer with its sources and grade."""
-    record = workspace.run(run)
-    if record is None:
-        raise ValueError(f"No evaluation run {run!r} in workspace {workspace.name!r}.")
-    return {"run": record, "answers": workspace.answers(record["id"])}
+    record = find_run(workspace, run)
+    return {"run": record.to_dict(), "answers": [a.to_dict() for a in workspace.answers(record.id)]}
 
 
-def answer_of(workspace: Any, run_id: str, question_id: str, arm: str) -> dict[str, Any] | None:
+def answer_of(workspace: Any, run_id: str, question_id: str, arm: str) -> AnswerRecord | None:
     """One stored answer of a run (its result with sources, and its grade)."""
-    return next((a for a in workspace.answers(run_id) if a.get("question_id") == question_id and a.get("arm") == arm),
-                None)
+    return next((a for a in workspace.answers(run_id) if a.question.id == question_id and a.arm == arm), None)

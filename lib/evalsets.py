@@ -129,7 +129,8 @@ def generate_from_chunks(chunks: list[Any], provider: Any, per_chunk: int = 1,
                          ) -> tuple[list[dict[str, Any]], list[str]]:
     """Question-set rows (question, reference, source document) written by a (hosted) model from
     knowledge-base chunks; (rows, problems). A reply that is not the JSON asked for is a problem, not a row."""
-    from lib.providers import Delta, GenParams
+    from lib.providers import Delta
+    from lib.records import GenParams
 
     rows: list[dict[str, Any]] = []
     problems: list[str] = []
@@ -141,8 +142,7 @@ def generate_from_chunks(chunks: list[Any], provider: Any, per_chunk: int = 1,
                                                            GenParams(temperature=0.3, max_tokens=600, stop=()))
                            if isinstance(e, Delta))
         except Exception as exc:
-            from lib.errors import explain
-            from lib.gateway import CapReached
+            from lib.errors import CapReached, explain
 
             if isinstance(exc, CapReached):  # the rest would be refused too: stop, keep what was written
                 problems.append(f"Stopped at {where}: {explain(exc)}")

@@ -7,33 +7,17 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lib.arms import Comparison
 from lib.format import citations
-
-
-@dataclass(frozen=True)
-class Question:
-    id: str
-    question: str
-    keywords: tuple[str, ...]
-    answer: str = ""  # the reference answer
-    source: str = ""  # the document that answers it
-    answerable: bool = True
-    format: str = ""  # a format the answer must keep ("house", "one-line", "number", "re:PATTERN"; lib.failures)
+from lib.records import ArmResult, Graded, Question
 
 
 def load_questions(path: str | Path) -> list[Question]:
-    out = []
-    for line in Path(path).read_text().splitlines():
-        if line.strip():
-            q = json.loads(line)
-            out.append(Question(q["id"], q["question"], tuple(q.get("keywords") or ()), q.get("answer", ""),
-                                q.get("source", ""), bool(q.get("answerable", True))))
-    return out
+    """The questions of a JSONL file (the shipped sample set's shape: `answer` is the reference)."""
+    return [Question.from_row(json.loads(line), n) for n, line in enumerate(Path(path).read_text().splitlines(), 1)
+            if line.strip()]
 
 
 def is_correct(answer: str, keywords: tuple[str, ...] | list[str]) -> bool:
@@ -49,85 +33,55 @@ def follows_house_style(answer: str) -> bool:
     return len(lines) == 2 and lines[1].lstrip().lower().startswith("reason:")
 
 
-@dataclass(frozen=True)
-class Graded:
-    question: Question
-    arm: str
-    answer: str
-    correct: bool
-    cites: bool  # has a [n] citation of a retrieved source
-    house_style: bool
-    error: str | None
-    total_ms: float | None
-    score: float = 0.0
-    refused: bool = False
-    fabricated: bool = False
-    reason: str = ""
-    citation_ok: bool | None = None  # None: nothing cited (derived from `citations`)
-    grounded: bool | None = None  # retrieval arms: every number in the answer is in its sources
-    retrieval_hit: bool | None = None  # retrieval arms: the reference's document was among the sources
-    cost_usd: float | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    citations: str | None = None  # none | correct | wrong: a cited source supports the answer's claim (None: error)
-    citation_reason: str = ""
-    failure_mode: str | None = None  # why a wrong answer was wrong (lib.failures); None when it is right
-    expected: dict[str, Any] | None = None  # the expected source: {"source", "from", "rank" in the top 20}
-
-
 def citation_ok_of(citations: str | None) -> bool | None:
     """The older yes/no/none view of a citation grade."""
     return {"correct": True, "wrong": False}.get(citations or "none")
 
 
-def grade(question: Question, comparison: Comparison,
-          similarity: Callable[[str, str], float] | None = None,
-          expected: dict[str, Any] | None = None) -> list[Graded]:
-    """Each arm's answer graded against the question's reference, with its failure mode when wrong. `expected`:
-    the expected source ({"source", "from", "rank"}: its rank in the retriever's top 20, measured by an evaluation
-    run); without it the question set's source is used and retrieval misses are not told apart."""
+def grade_result(question: Question, result: ArmResult, similarity: Callable[[str, str], float] | None = None,
+                 expected: dict[str, Any] | None = None) -> Graded:
+    """One arm's answer graded against the question's reference, with its failure mode when wrong. `expected`: the
+    expected source ({"source", "from", "rank"}: its rank in the retriever's top 20, measured by an evaluation run);
+    without it the question set's source is used and retrieval misses are not told apart."""
     from lib.arms import ARMS
     from lib.failures import classify, format_ok, is_partial
     from lib.grading import grade_answer, grade_citations, grounded
 
     expected = expected or ({"source": question.source, "from": "question set"} if question.source else None)
-    out = []
-    for r in comparison.results:
-        valid = [n for n in citations(r.answer) if 1 <= n <= len(r.sources)]
-        texts = [getattr(s, "text", s) for s in r.sources or ()]
-        if r.error is not None:
-            g, cites, cite_why = None, None, ""
-        else:
-            g = grade_answer(question.question, question.answer, r.answer, question.keywords, question.answerable,
-                             similarity)
-            cites, cite_why = grade_citations(question.question, r.answer, texts, similarity)
-        arm = ARMS.get(r.arm)
-        retrieval = arm.retrieval if arm is not None else bool(r.sources)
-        correct, refused, score, why = bool(g and g.correct), bool(g and g.refused), g.score if g else 0.0, \
-            g.reason if g else ""
-        fmt = format_ok(r.answer, question.format) if g else None
-        if correct and fmt is False:  # the right content in the wrong format is not a right answer
-            correct, why = False, f"{why}; but it breaks the required format ({question.format})"
-        mode = classify(correct=correct, answerable=question.answerable, fabricated=bool(g and g.fabricated),
-                        error=r.error, context=arm.context if arm is not None else ("retrieved" if retrieval else
-                                                                                      "none"),
-                        expected_source=(expected or {}).get("source", ""),
-                        prompt_documents=[s.document for s in r.sources or ()],
-                        expected_rank=(expected or {}).get("rank"),
-                        rank_measured=bool(expected and "rank" in expected),
-                        partial=is_partial(correct, refused, score, why), format_ok=fmt)
-        out.append(Graded(
-            question, r.arm, r.answer, correct, bool(valid), follows_house_style(r.answer), r.error,
-            r.total_ms, score=score, refused=refused,
-            fabricated=bool(g and g.fabricated), reason=why if g else f"request failed: {r.error}",
-            citation_ok=citation_ok_of(cites) if question.answerable else None,
-            grounded=grounded(r.answer, r.sources)[0] if retrieval and r.error is None and r.sources else None,
-            retrieval_hit=(any(s.document == expected["source"] for s in r.sources)
-                           if retrieval and expected and expected.get("source") else None),
-            cost_usd=r.cost_usd, prompt_tokens=r.usage.prompt_tokens if r.usage else None,
-            completion_tokens=r.usage.completion_tokens if r.usage else None, citations=cites,
-            citation_reason=cite_why, failure_mode=mode, expected=expected))
-    return out
+    r = result
+    valid = [n for n in citations(r.answer) if 1 <= n <= len(r.sources)]
+    texts = [s.text for s in r.sources]
+    if r.error is not None:
+        g, cites, cite_why = None, None, ""
+    else:
+        g = grade_answer(question.question, question.answer, r.answer, question.keywords, question.answerable,
+                         similarity)
+        cites, cite_why = grade_citations(question.question, r.answer, texts, similarity)
+    arm = ARMS.get(r.arm)
+    retrieval = arm.retrieval if arm is not None else bool(r.sources)
+    correct, refused, score, why = bool(g and g.correct), bool(g and g.refused), g.score if g else 0.0, \
+        g.reason if g else ""
+    fmt = format_ok(r.answer, question.format) if g else None
+    if correct and fmt is False:  # the right content in the wrong format is not a right answer
+        correct, why = False, f"{why}; but it breaks the required format ({question.format})"
+    mode = classify(correct=correct, answerable=question.answerable, fabricated=bool(g and g.fabricated),
+                    error=r.error, context=arm.context if arm is not None else ("retrieved" if retrieval else "none"),
+                    expected_source=(expected or {}).get("source", ""),
+                    prompt_documents=[s.document for s in r.sources],
+                    expected_rank=(expected or {}).get("rank"),
+                    rank_measured=bool(expected and "rank" in expected),
+                    partial=is_partial(correct, refused, score, why), format_ok=fmt)
+    return Graded(
+        question, r.arm, r.answer, correct, bool(valid), follows_house_style(r.answer), r.error,
+        r.total_ms, score=score, refused=refused,
+        fabricated=bool(g and g.fabricated), reason=why if g else f"request failed: {r.error}",
+        citation_ok=citation_ok_of(cites) if question.answerable else None,
+        grounded=grounded(r.answer, r.sources)[0] if retrieval and r.error is None and r.sources else None,
+        retrieval_hit=(any(s.document == expected["source"] for s in r.sources)
+                       if retrieval and expected and expected.get("source") else None),
+        cost_usd=r.cost_usd, prompt_tokens=r.usage.prompt_tokens if r.usage else None,
+        completion_tokens=r.usage.completion_tokens if r.usage else None, citations=cites,
+        citation_reason=cite_why, failure_mode=mode, expected=expected)
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -219,14 +173,3 @@ def noise_sentence(n: int) -> str:
     low, high = wilson(n // 2, n)
     return (f"With {n} questions, a 95% interval around 50% spans about ±{(high - low) * 50:.0f} points: "
             f"differences between arms smaller than about {(high - low) * 50:.0f} points may be noise.")
-
-
-def run(questions: list[Question], ask: Callable[[str], Comparison],
-        on_progress: Callable[[int, int, list[Graded]], None] | None = None) -> list[Graded]:
-    graded: list[Graded] = []
-    for i, q in enumerate(questions, 1):
-        rows = grade(q, ask(q.question))
-        graded += rows
-        if on_progress:
-            on_progress(i, len(questions), rows)
-    return graded

@@ -15,8 +15,8 @@ import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from lib.evaluate import Question
 from lib.grading import normalise, quantities
+from lib.records import Question
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def run(settings: Any, kb: Any, document: str, find: str, replace: str, question
     from lib import engine
     from lib.chunking import DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP_TOKENS
     from lib.documents import Document
-    from lib.providers import GenParams
+    from lib.records import GenParams
     from lib.store import copy_knowledge_base, delete_knowledge_base, document_text
 
     if not find or find == replace:

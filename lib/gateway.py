@@ -14,7 +14,7 @@ says what was spent (settled) and what is reserved by requests under way. In wor
 the host allows (per role) are served. Keys are bound to their endpoint by the client factory
 (lib.providers.openai_client, which only this module calls).
 
-The ledger is the `spend` table of the workshop database, `data/workshop/workshop.db` (SQLite, WAL, one
+The ledger is the `spend` table of the workshop database, `data/workshop/workshop.db` (lib.db: SQLite, WAL, one
 `BEGIN IMMEDIATE` transaction per change, so several app processes on one data folder share it safely). A
 process that dies mid-request leaves its reservation counted (the conservative side).
 """
@@ -24,26 +24,18 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from lib.errors import ConfigError
+from lib.db import workshop_database
+from lib.errors import CapReached, ConfigError, NotAllowed
 from lib.settings import ModelSpec, Settings, WorkshopConfig
 
-DB_FOLDER = "workshop"
-DB_NAME = "workshop.db"
 HOSTED_KINDS = ("openai", "azure")  # what a cap covers: any OpenAI-compatible server (OPENAI_BASE_URL) included
 WHO_RAISES = "ask the workshop host to raise it"
-
-
-class CapReached(ConfigError):
-    """A hosted request was refused by a spend cap; the message says what was spent and reserved, the cap, and
-    who can raise it."""
-
-
-class NotAllowed(ConfigError):
-    """In workshop mode, a hosted model the host did not allow for this role."""
+NO_FINETUNED = ConfigError(
+    "No fine-tuned model is configured. Set WORKBENCH_FT_MODEL to an OpenAI fine-tuned id (ft:...), "
+    "or WORKBENCH_FT_LORA to a local LoRA adapter (.gguf), or pick one on the Fine-tune page.")
 
 
 def usd(x: float) -> str:
@@ -53,36 +45,6 @@ def usd(x: float) -> str:
     return fmt(x)
 
 
-def db_path(data_dir: str | Path) -> Path:
-    return Path(data_dir) / DB_FOLDER / DB_NAME
-
-
-@contextmanager
-def connect(data_dir: str | Path) -> Iterator[sqlite3.Connection]:
-    """A connection to the workshop database (participants, joins and the spend ledger)."""
-    path = db_path(data_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        con = sqlite3.connect(path, timeout=30, isolation_level=None)
-    except sqlite3.Error as exc:
-        raise ConfigError(f"The workshop database {path} could not be opened: {exc}") from exc
-    try:
-        con.execute("PRAGMA busy_timeout = 30000")
-        yield con
-    except sqlite3.DatabaseError as exc:
-        raise ConfigError(f"The workshop database {path} could not be used ({exc}); it was left as it is.") from exc
-    finally:
-        con.close()
-
-
-@contextmanager
-def write(data_dir: str | Path) -> Iterator[sqlite3.Connection]:
-    from lib.workspace import immediate
-
-    with connect(data_dir) as con, immediate(con):
-        yield con
-
-
 # ---------------------------------------------------------------- the ledger
 
 class Ledger:
@@ -90,8 +52,9 @@ class Ledger:
 
     def __init__(self, data_dir: str | Path) -> None:
         self.data_dir = Path(data_dir)
-        with connect(self.data_dir) as con:
-            con.execute("PRAGMA journal_mode = WAL")
+        self.db = workshop_database(self.data_dir)
+        self.db.wal()
+        with self.db.connect() as con:
             con.execute("CREATE TABLE IF NOT EXISTS spend (id INTEGER PRIMARY KEY, at REAL NOT NULL, "
                         "workspace TEXT NOT NULL, model TEXT NOT NULL, state TEXT NOT NULL, usd REAL NOT NULL, "
                         "prompt_tokens INTEGER, completion_tokens INTEGER)")
@@ -127,7 +90,7 @@ class Ledger:
 
     def totals(self, workspace: str | None = None) -> tuple[float, float]:
         """(settled, reserved) dollars of the participant owning `workspace`, or of everyone."""
-        with connect(self.data_dir) as con:
+        with self.db.connect() as con:
             return self._totals(con, workspace)
 
     def spent(self, workspace: str | None = None) -> float:
@@ -137,7 +100,7 @@ class Ledger:
 
     def workspace_spent(self, workspace: str) -> float:
         """Dollars counted for this one workspace (without the other workspaces of its participant)."""
-        with connect(self.data_dir) as con:
+        with self.db.connect() as con:
             return float(con.execute("SELECT COALESCE(SUM(usd), 0) FROM spend WHERE workspace = ?",
                                      (workspace,)).fetchone()[0])
 
@@ -145,7 +108,7 @@ class Ledger:
                 what: str = "this request") -> int:
         """Check the caps and reserve `expected_usd` in one transaction; raise CapReached if it does not fit."""
         refusal: tuple[str, str] | None = None
-        with write(self.data_dir) as con:
+        with self.db.write() as con:
             for scope, cap, variable in (("this participant", config.cap_participant_usd,
                                           "WORKBENCH_CAP_PARTICIPANT_USD"),
                                          ("the workshop", config.cap_total_usd, "WORKBENCH_CAP_TOTAL_USD")):
@@ -172,14 +135,14 @@ class Ledger:
     def settle(self, reservation: int, cost: float, prompt_tokens: int | None = None,
                completion_tokens: int | None = None) -> None:
         """Replace a reservation by the measured cost (one transaction); a settled row is left as it is."""
-        with write(self.data_dir) as con:
+        with self.db.write() as con:
             con.execute("UPDATE spend SET usd = ?, state = 'spent', prompt_tokens = ?, completion_tokens = ?, "
                         "at = ? WHERE id = ? AND state = 'reserved'",
                         (cost, prompt_tokens, completion_tokens, time.time(), reservation))
 
     def move(self, source: str, target: str) -> None:
         """Count a workspace's spend as another's (the host merged two joins of one person)."""
-        with write(self.data_dir) as con:
+        with self.db.write() as con:
             con.execute("UPDATE spend SET workspace = ? WHERE workspace = ?", (target, source))
 
 
@@ -288,8 +251,6 @@ def provider(settings: Settings, spec: ModelSpec, role: str = "base") -> Any:
 
 def providers(settings: Settings) -> dict[str, Any]:
     """role -> provider, or the exception that explains why that role has none."""
-    from lib.engine import NO_FINETUNED
-
     out: dict[str, Any] = {}
     for role, spec in (("base", settings.base), ("finetuned", settings.finetuned)):
         if spec is None:
@@ -305,9 +266,9 @@ def providers(settings: Settings) -> dict[str, Any]:
 def connection_test(settings: Settings, role: str = "base") -> tuple[bool, str]:
     """Can the model for `role` answer? One tiny request (capped like any other); the message says what is
     wrong."""
-    from lib.engine import NO_FINETUNED
     from lib.errors import explain
-    from lib.providers import Delta, Done, GenParams
+    from lib.providers import Delta, Done
+    from lib.records import GenParams
 
     spec = settings.base if role == "base" else settings.finetuned
     if spec is None:

@@ -1,11 +1,14 @@
 """Long work in a background thread that a UI can poll: a comparison streaming
-text per arm. Plain threads and locks, no UI framework."""
+text per arm. Plain threads and locks, no UI framework. And whether a recorded process
+(a training job, a download) still runs."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -60,3 +63,20 @@ class Job(Generic[T]):
     def wait(self, timeout: float | None = None) -> bool:
         self._thread.join(timeout)
         return self.done
+
+
+def pid_alive(pid: int | None) -> bool:
+    """Whether the process `pid` still runs (a finished child that nobody reaped yet does not)."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state not in ("Z", "X")
+    except (OSError, IndexError):
+        return True

@@ -37,7 +37,8 @@ def judge(question: str, reference: str, answer: str, provider: Any, answerable:
           seed: int = 0) -> Grade:
     """The hosted judge's verdict on one answer (method 'llm-judge'); a reply that is not the JSON asked for
     is an error, never a guess."""
-    from lib.providers import Delta, GenParams
+    from lib.providers import Delta
+    from lib.records import GenParams
 
     rng = random.Random(f"{seed}:{question}")
     pair = [("REFERENCE", reference if answerable else "(none: the documents do not answer this)"),

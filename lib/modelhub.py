@@ -250,9 +250,9 @@ def status(data_dir: str | Path, key: str) -> Progress | None:
         p = Progress(**fields)
     except TypeError:
         return None
-    from lib.workspace import _pid_alive  # the one check that a recorded process still runs
+    from lib.jobs import pid_alive  # the one check that a recorded process still runs
 
-    if p.active and not _pid_alive(p.pid):
+    if p.active and not pid_alive(p.pid):
         part = sum(f.stat().st_size for f in (downloads_dir(data_dir) / key).glob("*.part"))
         return Progress(**{**asdict(p), "status": "interrupted", "done_bytes": part, "bytes_per_s": None,
                            "eta_s": None})
@@ -540,9 +540,9 @@ def _run(tracker: _Tracker, work: Callable[[], Installed | Path]) -> Any:
 def pull(settings: Settings, name: str, progress: Callable[[Progress], None] | None = None,
          cancel: threading.Event | None = None) -> Installed:
     """Download a catalogue model's GGUF into the data folder, resuming and checking it (see the module's doc)."""
-    from lib import catalogue
+    from lib.model_catalogue import find
 
-    model = catalogue.find(name)
+    model = find(name)
     if model.bundled:
         raise ConfigError(f"{name} ships with the app: there is nothing to download.")
     done = installed_model(settings.data_dir, name)
@@ -593,9 +593,9 @@ def _install(data_dir: str | Path, name: str, part: Path, manifest: dict[str, An
 def pull_training(settings: Settings, name: str, progress: Callable[[Progress], None] | None = None,
                   cancel: threading.Event | None = None) -> Path:
     """Download a catalogue model's weights for training (safetensors, config, tokenizer) with the same rules."""
-    from lib import catalogue
+    from lib.model_catalogue import find
 
-    model = catalogue.find(name)
+    model = find(name)
     spec = model.training
     if spec is None or not spec.repo:
         raise ConfigError(f"{name} cannot be fine-tuned locally in this app: "
@@ -693,7 +693,8 @@ def add_file(settings: Settings, source: str | Path, name: str | None = None,
 
 def _check_in_worker(settings: Settings) -> Callable[[Path], None]:
     def check(path: Path) -> None:
-        from lib.providers import Done, GenParams, LocalLlama
+        from lib.providers import Done, LocalLlama
+        from lib.records import GenParams
         from lib.settings import ModelSpec
 
         provider = LocalLlama(ModelSpec("local", str(path)), threads=settings.n_threads,

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from lib.records import AnswerRecord, ArmResult, RunRecord, Usage
+
 DAYS_PER_MONTH = 30
 RETRAINS_PER_MONTH = {"daily": 30.0, "weekly": 52 / 12, "monthly": 1.0, "quarterly": 1 / 3, "rarely": 0.0}
 # OpenAI caches a prompt prefix automatically once the prompt reaches 1,024 tokens (in steps of 128).
@@ -53,34 +55,32 @@ def _p95(values: Sequence[float]) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (i - lo)
 
 
-def arm_usage(answers: list[dict[str, Any]], top_k: int = 4) -> list[ArmUsage]:
-    """Per arm, from a run's stored answers (lib.evalrun answer records), in the run's arm order."""
-    by_arm: dict[str, list[dict[str, Any]]] = {}
+def arm_usage(answers: list[AnswerRecord], top_k: int = 4) -> list[ArmUsage]:
+    """Per arm, from a run's stored answers (answered questions only), in the order the arms first answered."""
+    by_arm: dict[str, list[tuple[ArmResult, Usage]]] = {}
     for a in answers:
-        res = a.get("result") or {}
-        if res.get("error") or not res.get("usage"):
+        if a.result.error or not a.result.usage:
             continue
-        by_arm.setdefault(str(a["arm"]), []).append(res)
+        by_arm.setdefault(a.arm, []).append((a.result, a.result.usage))
     out = []
     for arm, rows in by_arm.items():
-        usages = [r["usage"] for r in rows]
-        costs = [r.get("cost_usd") for r in rows]
+        results, usages = [r for r, _ in rows], [u for _, u in rows]
+        costs = [r.cost_usd for r in results]
         known = [c for c in costs if c is not None]
         out.append(ArmUsage(
-            arm=arm, model=str(rows[0].get("model") or ""), provider=str(rows[0].get("provider") or ""),
-            questions=len(rows),
-            prompt_mean=statistics.fmean(u["prompt_tokens"] for u in usages),
-            prompt_p95=_p95([u["prompt_tokens"] for u in usages]),
-            completion_mean=statistics.fmean(u["completion_tokens"] for u in usages),
-            completion_p95=_p95([u["completion_tokens"] for u in usages]),
-            context_mean=statistics.fmean(u.get("context_tokens", 0) for u in usages),
-            prefix_mean=statistics.fmean(u.get("system_tokens", 0) + u.get("overhead_tokens", 0) for u in usages),
-            seconds_mean=statistics.fmean((r.get("total_ms") or 0) / 1000 for r in rows),
+            arm=arm, model=results[0].model, provider=results[0].provider, questions=len(rows),
+            prompt_mean=statistics.fmean(u.prompt_tokens for u in usages),
+            prompt_p95=_p95([u.prompt_tokens for u in usages]),
+            completion_mean=statistics.fmean(u.completion_tokens for u in usages),
+            completion_p95=_p95([u.completion_tokens for u in usages]),
+            context_mean=statistics.fmean(u.context_tokens for u in usages),
+            prefix_mean=statistics.fmean(u.system_tokens + u.overhead_tokens for u in usages),
+            seconds_mean=statistics.fmean((r.total_ms or 0) / 1000 for r in results),
             cost_per_question_usd=statistics.fmean(known) if known and len(known) == len(costs) else None,
             top_k=top_k,
-            prefill_seconds_mean=statistics.fmean(max(0.0, ((r.get("ttft_ms") or 0) - (r.get("retrieval_ms") or 0))
-                                                      / 1000) for r in rows),
-            seconds_p95=_p95([(r.get("total_ms") or 0) / 1000 for r in rows])))
+            prefill_seconds_mean=statistics.fmean(max(0.0, ((r.ttft_ms or 0) - (r.retrieval_ms or 0)) / 1000)
+                                                  for r in results),
+            seconds_p95=_p95([(r.total_ms or 0) / 1000 for r in results])))
     return out
 
 
@@ -313,7 +313,7 @@ def training_time(workspace: Any, model_label: str, collection: str, steps: int 
                         f"{est['source']}); {why}")
 
 
-def training_costs(workspace: Any, run: dict[str, Any], hardware_usd_per_hour: float | None) -> dict[str, float | None]:
+def training_costs(workspace: Any, run: RunRecord, hardware_usd_per_hour: float | None) -> dict[str, float | None]:
     """One training run's cost for the fine-tuned arms of a run (see `training_time` for which time is used): a
     hosted job's recorded cost; a local LoRA's training time x the hardware's cost per hour (unknown without it)."""
     t = run_training_time(workspace, run)
@@ -324,9 +324,8 @@ def training_costs(workspace: Any, run: dict[str, Any], hardware_usd_per_hour: f
     return {"finetuned": cost, "hybrid": cost}
 
 
-def run_training_time(workspace: Any, run: dict[str, Any]) -> TrainingTime:
-    spec = run.get("spec") or {}
-    return training_time(workspace, (spec.get("models") or {}).get("finetuned", ""), spec.get("collection") or "")
+def run_training_time(workspace: Any, run: RunRecord) -> TrainingTime:
+    return training_time(workspace, run.spec.models.get("finetuned", ""), run.spec.collection)
 
 
 def capacity_curves(workspace: Any, usages: list[ArmUsage]) -> tuple[tuple[str, CapacityCurve], ...]:
@@ -350,10 +349,10 @@ def capacity_curves(workspace: Any, usages: list[ArmUsage]) -> tuple[tuple[str, 
     return tuple(out)
 
 
-def usages_of(record: dict[str, Any], answers: list[dict[str, Any]]) -> list[ArmUsage]:
+def usages_of(record: RunRecord, answers: list[AnswerRecord]) -> list[ArmUsage]:
     """Per-arm usage of a loaded run, in the run's arm order."""
-    order = {arm: i for i, arm in enumerate(record["spec"].get("arms") or [])}
-    return sorted(arm_usage(answers, int(record["spec"].get("top_k") or 0)), key=lambda u: order.get(u.arm, 99))
+    order = {arm: i for i, arm in enumerate(record.spec.arms)}
+    return sorted(arm_usage(answers, int(record.spec.top_k or 0)), key=lambda u: order.get(u.arm, 99))
 
 
 def volume_axis(per_day: int) -> list[int]:
@@ -363,7 +362,7 @@ def volume_axis(per_day: int) -> list[int]:
     return sorted(points)
 
 
-def from_run(workspace: Any, run: str, a: Assumptions) -> tuple[dict[str, Any], list[ArmUsage], list[Projection]]:
+def from_run(workspace: Any, run: str, a: Assumptions) -> tuple[RunRecord, list[ArmUsage], list[Projection]]:
     """(the run record, per-arm usage, projections) for a stored run, by id or name."""
     from dataclasses import replace
 

@@ -18,21 +18,10 @@ from typing import Any, Protocol
 
 from lib.errors import ConfigError
 from lib.local_model import StopFilter, bundled_model_path  # noqa: F401  (StopFilter: re-exported)
+from lib.records import GenParams
 from lib.settings import LOCAL_BASE_MODEL, LOCAL_MAX_CTX, OPENAI_DEFAULT_URL, ModelSpec, Settings
 
 Message = dict[str, str]
-
-
-@dataclass(frozen=True)
-class GenParams:
-    """Generation settings shared by every arm of a comparison."""
-
-    temperature: float = 0.0
-    max_tokens: int = 256
-    seed: int = 42
-    # Small models tend to go on to invent the next "Question:"; every arm stops there.
-    stop: tuple[str, ...] = ("\nQuestion:",)
-    repeat_penalty: float = 1.1  # llama.cpp only; hosted APIs have no equivalent
 
 
 def scrubbed(events: Iterator[Event]) -> Iterator[Event]:

@@ -11,6 +11,7 @@ from typing import Any
 from lib import charts, projection
 from lib.decision import LABELS, Recommendation, Situation, decide
 from lib.format import escape_markdown, one_line
+from lib.records import AnswerRecord, RunRecord
 
 
 @dataclass(frozen=True)
@@ -18,7 +19,7 @@ class Decision:
     """Everything the Decide page and the report show for one run, computed once: every figure printed twice
     (measurements and cost tables, page and report) comes from here."""
 
-    run: dict[str, Any]
+    run: RunRecord
     summary: dict[str, dict[str, Any]]
     assumptions: projection.Assumptions
     projections: list[projection.Projection]
@@ -38,25 +39,24 @@ class Decision:
     prices: list[dict[str, Any]] = field(default_factory=list)  # per-token prices used, with their source and date
 
 
-def run_models(answers: list[dict[str, Any]]) -> dict[str, tuple[str, str]]:
+def run_models(answers: list[AnswerRecord]) -> dict[str, tuple[str, str]]:
     """arm -> (model, provider) of the answers the run actually got (failed requests left out)."""
     out: dict[str, tuple[str, str]] = {}
     for a in answers:
-        res = a.get("result") or {}
-        if res.get("error") or not res.get("model") or a.get("arm") in out:
+        if a.result.error or not a.result.model or a.arm in out:
             continue
-        out[str(a["arm"])] = (str(res["model"]), str(res.get("provider") or ""))
+        out[a.arm] = (a.result.model, a.result.provider)
     return out
 
 
-def run_provenance(answers: list[dict[str, Any]], collection: str) -> dict[str, Any] | None:
+def run_provenance(answers: list[AnswerRecord], collection: str) -> dict[str, Any] | None:
     """The fine-tuned model's provenance as its answers carried it (the model card and the warnings shown on
     Compare), and whether it was trained on other documents than this knowledge base."""
     from lib.provenance import card_line
 
-    tuned = [(a.get("result") or {}) for a in answers if a.get("arm") in ("finetuned", "hybrid")]
-    info = next((r.get("trained_on") for r in tuned if r.get("trained_on")), None)
-    warnings = list(dict.fromkeys(w for r in tuned for w in (r.get("warnings") or []) if "finish reason" not in w))
+    tuned = [a.result for a in answers if a.arm in ("finetuned", "hybrid")]
+    info = next((r.trained_on for r in tuned if r.trained_on), None)
+    warnings = list(dict.fromkeys(w for r in tuned for w in r.warnings if "finish reason" not in w))
     if info is None and not warnings:
         return None
     trained_kb = (info or {}).get("knowledge_base") or ""
@@ -83,10 +83,10 @@ def build(workspace: Any, run: str, a: projection.Assumptions, situation: Situat
     crossings = projection.crossings(projections, a.months, a)
     per_day_axis = projection.volume_axis(a.per_day)
     top_k_axis = [1, 2, 4, 6, 8, 10]
-    fresh = freshness.stored(workspace, record["spec"].get("collection", ""))
+    fresh = freshness.stored(workspace, record.spec.collection)
     models = run_models(answers)
-    caveat = evalrun.caveat(summary, record["spec"])
-    prov = run_provenance(answers, record["spec"].get("collection", ""))
+    caveat = evalrun.caveat(summary, record.spec)
+    prov = run_provenance(answers, record.spec.collection)
     rec = decide(summary, situation, fresh, {p.arm: p.monthly_total_usd for p in projections},
                  provenance=prov, caveat=caveat)
     from lib.pricing import price_card
@@ -145,7 +145,7 @@ def situation_rows(d: Decision) -> list[list[str]]:
 
 
 def figures(d: Decision) -> list[Any]:
-    top_k = d.run["spec"].get("top_k")
+    top_k = d.run.spec.top_k
     return [charts.break_even(d.curves, d.crossings),
             charts.sensitivity(d.per_day_axis, d.per_day, "questions a day (log scale)", "Monthly cost by volume",
                                mark=d.assumptions.per_day, mark_label=f"yours: {d.assumptions.per_day:,} a day",
@@ -190,17 +190,17 @@ def cost_rows(d: Decision) -> list[list[str]]:
 def _settings_line(d: Decision, markdown: bool = True) -> str:
     """The run's settings in a sentence; names the user gave (run, set, knowledge base, models) are escaped for
     Markdown, so they are shown as written and cannot form a link or load an image."""
-    s = d.run["spec"]
+    s = d.run.spec
 
     def esc(x: Any) -> str:
         return escape_markdown(one_line(str(x))) if markdown else str(x)
 
-    models = ", ".join(f"{role}: {esc(m)}" for role, m in (s.get("models") or {}).items() if m)
+    models = ", ".join(f"{role}: {esc(m)}" for role, m in s.models.items() if m)
     bold = "**" if markdown else ""
-    return (f"Run {bold}{esc(d.run['name'])}{bold} ({d.run['id']}), question set {esc(s.get('question_set'))}, "
-            f"{s.get('questions')} questions, arms {esc(', '.join(s.get('arms', [])))}; knowledge base "
-            f"{esc(s.get('collection'))}; top-k {s.get('top_k')}, temperature {s.get('temperature')}, max tokens "
-            f"{s.get('max_tokens')}; models {models}.")
+    return (f"Run {bold}{esc(d.run.name)}{bold} ({d.run.id}), question set {esc(s.question_set)}, "
+            f"{s.questions} questions, arms {esc(', '.join(s.arms))}; knowledge base "
+            f"{esc(s.collection)}; top-k {s.top_k}, temperature {s.temperature}, max tokens "
+            f"{s.max_tokens}; models {models}.")
 
 
 def _assumptions_line(d: Decision) -> str:

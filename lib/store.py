@@ -10,17 +10,16 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from lib.chunking import Chunk
 from lib.documents import Document
 from lib.embeddings import Embedder
-from lib.errors import ConfigError
-
-if TYPE_CHECKING:
-    from lib.workspace import Workspace
+from lib.errors import ConfigError, UserError
+from lib.records import Source
+from lib.store_ledger import DocumentLedger, DocumentVersion
 
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,61}[a-zA-Z0-9]$")
 DEFAULT_DATABASE = "default_database"  # Chroma's own default: the `default` workspace's knowledge bases
@@ -72,7 +71,7 @@ def check_store_file(path: str | Path) -> None:
     opens it (Chroma would start an empty one in an empty file, and fail with a traceback on the others). Checked
     once per process, strictly before Chroma opens it: closing any other handle on a file that Chroma holds open
     would drop its locks."""
-    from lib.workspace import sqlite_file_problem
+    from lib.db import sqlite_file_problem
 
     db = Path(path) / "chroma.sqlite3"
     key = str(db.resolve())
@@ -157,16 +156,6 @@ class DocumentInfo:
 
 
 @dataclass(frozen=True)
-class Source:
-    """A retrieved chunk: what the arms saw and what citations [n] point to."""
-
-    document: str
-    chunk: int
-    score: float  # cosine similarity, 1 = identical
-    text: str
-
-
-@dataclass(frozen=True)
 class AddResult:
     status: str  # "ingested" | "unchanged" (this name, this content, stored complete) | "replaced"
     chunks: int
@@ -210,37 +199,35 @@ def _batch_size(client: Any) -> int:
     return max(1, int(client.get_max_batch_size()))
 
 
-def _workspace_of(client: Any) -> Workspace:
-    """The workspace of an embedded client (its data folder and Chroma database); a server's client
-    cannot say which data folder holds the commit records, so pass the workspace."""
-    from lib.workspace import DEFAULT_WORKSPACE, Workspace
-
+def _ledger_of(client: Any) -> DocumentLedger:
+    """The document ledger of an embedded client's workspace (its data folder and Chroma database); a server's
+    client cannot say which data folder holds the commit records, so pass the ledger."""
     settings = client.get_settings()
     if not getattr(settings, "is_persistent", False) or not settings.persist_directory:
         raise ConfigError("A knowledge base on a Chroma server needs its workspace: open it with lib.engine.open_kb.")
     database = str(getattr(client, "database", DEFAULT_DATABASE))
-    name = DEFAULT_WORKSPACE if database == DEFAULT_DATABASE else database.removeprefix("workspace-")
-    return Workspace(Path(settings.persist_directory).parent, name)
+    name = "default" if database == DEFAULT_DATABASE else database.removeprefix("workspace-")
+    return DocumentLedger.of(Path(settings.persist_directory).parent, name)
 
 
 class KnowledgeBase:
     """One Chroma collection, built by one embedder.
 
-    Every document version is written under a fresh ingest id (in each chunk's metadata) and recorded in
-    the workspace database: `writing` while its chunks go in (in batches of at most the store's batch size),
-    `committed` in one transaction after the last chunk, which also marks the version it replaces
+    Every document version is written under a fresh ingest id (in each chunk's metadata) and recorded in the
+    workspace's document ledger (lib/store_ledger.py): `writing` while its chunks go in (in batches of at most the
+    store's batch size), `committed` in one transaction after the last chunk, which also marks the version it replaces
     `superseded`. Readers (documents, find, chunks_of, count, query) see committed versions only, so a
     document is visible only when complete and a replacement switches at once. Opening a knowledge base
     deletes the chunks of versions left `writing` by a dead writer and of `superseded` versions. A
     per-document lock (held across processes) lets one writer at a time replace a document."""
 
     def __init__(self, client: Any, name: str, embedder: Embedder, create: bool = True,
-                 workspace: Workspace | None = None) -> None:
+                 ledger: DocumentLedger | None = None) -> None:
         self.client = client
         self.name = check_name(name)
         self.embedder = embedder
         try:
-            self._open(create, workspace)
+            self._open(create, ledger)
         except ConfigError:
             raise
         except Exception as exc:  # a damaged store: one line naming it, never a traceback
@@ -249,7 +236,7 @@ class KnowledgeBase:
                 or "(Chroma)"
             raise store_error(exc, where) from exc
 
-    def _open(self, create: bool, workspace: Workspace | None) -> None:
+    def _open(self, create: bool, ledger: DocumentLedger | None) -> None:
         client, name, embedder = self.client, self.name, self.embedder
         existing = name in list_knowledge_bases(client)
         if not existing and not create:
@@ -263,7 +250,7 @@ class KnowledgeBase:
             metadata={"embedder": embedder.name(), "embedder_model": getattr(embedder, "model_id", ""),
                       "embedder_id": embedder_identity(embedder), "hnsw:space": "cosine", "created_at": time.time()},
         )
-        self.workspace = workspace or _workspace_of(client)
+        self.ledger = ledger or _ledger_of(client)
         self.key = str(self.collection.id)
         self._adopt()
         self.recover()
@@ -273,12 +260,10 @@ class KnowledgeBase:
     def _adopt(self) -> None:
         """A knowledge base stored before commit records existed: record its documents as committed (the
         newest version of each name; chunks of an older version left beside it are deleted)."""
-        from lib.workspace import DocumentVersion
-
-        if self.workspace.collection_adopted(self.key):
+        if self.ledger.collection_adopted(self.key):
             return
-        with self.workspace.document_lock(self.key, "\0adopt"):
-            if self.workspace.collection_adopted(self.key):
+        with self.ledger.document_lock(self.key, "\0adopt"):
+            if self.ledger.collection_adopted(self.key):
                 return
             got = self.collection.get(include=["metadatas"]) if self.collection.count() else {"ids": []}
             groups: dict[tuple[str, str], list[tuple[str, dict[str, Any]]]] = {}
@@ -307,22 +292,22 @@ class KnowledgeBase:
                                                 "committed", None, added, added))
             if stale:
                 self.collection.delete(ids=stale)
-            self.workspace.adopt_collection(self.key, versions)
+            self.ledger.adopt_collection(self.key, versions)
 
     def _delete_version(self, ingest: str) -> None:
         self.collection.delete(where={"ingest": ingest})
-        self.workspace.drop_version(self.key, ingest)
+        self.ledger.drop_version(self.key, ingest)
 
     def recover(self) -> int:
         """Delete what a crashed or failed writer left: versions still `writing` whose writer is gone (its
         document lock is free) and `superseded` versions. Returns how many versions were cleaned up."""
         cleaned = 0
-        for v in self.workspace.document_versions(self.key, "superseded"):
+        for v in self.ledger.document_versions(self.key, "superseded"):
             self._delete_version(v.ingest)
             cleaned += 1
-        for v in self.workspace.document_versions(self.key, "writing"):
-            with self.workspace.document_lock(self.key, v.name, wait=False) as held:
-                still = [w for w in self.workspace.document_versions(self.key, "writing", v.name)
+        for v in self.ledger.document_versions(self.key, "writing"):
+            with self.ledger.document_lock(self.key, v.name, wait=False) as held:
+                still = [w for w in self.ledger.document_versions(self.key, "writing", v.name)
                          if w.ingest == v.ingest]
                 if held and still:  # nobody is writing this document now: the writer died
                     self._delete_version(v.ingest)
@@ -330,7 +315,7 @@ class KnowledgeBase:
         return cleaned
 
     def _committed(self) -> dict[str, Any]:
-        return {v.name: v for v in self.workspace.document_versions(self.key, "committed")}
+        return {v.name: v for v in self.ledger.document_versions(self.key, "committed")}
 
     @staticmethod
     def _info(v: Any) -> DocumentInfo:
@@ -373,13 +358,13 @@ class KnowledgeBase:
         the same name, stored complete, is `unchanged`; the same content under another name is stored under
         this name too; a new version under an existing name replaces the old one atomically."""
         tokens = sum(c.tokens for c in chunks)
-        with self.workspace.document_lock(self.key, doc.name):
+        with self.ledger.document_lock(self.key, doc.name):
             current = self._committed().get(doc.name)
             if current is not None and current.sha256 == doc.sha256 and \
                     self._stored_chunks(current.ingest) == current.chunks:
                 return AddResult("unchanged", current.chunks, current.tokens, existing_name=current.name)
             if not chunks:
-                raise ValueError(f"{doc.name} produced no chunks.")
+                raise UserError(f"{doc.name} produced no chunks.")
             if vectors is None:
                 vectors = self.embedder.embed([c.text for c in chunks])
             ingest = uuid.uuid4().hex[:20]
@@ -389,14 +374,14 @@ class KnowledgeBase:
                 {"document": doc.name, "chunk": c.index, "doc_sha": doc.sha256, "chunk_sha": c.sha256,
                  "tokens": c.tokens, "start_char": c.start_char, "end_char": c.end_char, "kind": doc.kind,
                  "added_at": now, "ingest": ingest} for c in chunks]
-            self.workspace.begin_version(self.key, ingest, doc.name, doc.sha256, doc.kind, len(chunks), tokens)
+            self.ledger.begin_version(self.key, ingest, doc.name, doc.sha256, doc.kind, len(chunks), tokens)
             step = _batch_size(self.client)
             try:
                 for s in range(0, len(ids), step):
                     self.collection.add(ids=ids[s:s + step], documents=[c.text for c in chunks[s:s + step]],
                                         metadatas=metas[s:s + step],  # type: ignore[arg-type]
                                         embeddings=[v for v in vectors[s:s + step]])
-                old = self.workspace.commit_version(self.key, ingest)
+                old = self.ledger.commit_version(self.key, ingest)
             except BaseException:
                 with contextlib.suppress(Exception):  # else the next open cleans it up
                     self._delete_version(ingest)
@@ -407,9 +392,9 @@ class KnowledgeBase:
             return AddResult("replaced" if old else "ingested", len(chunks), tokens)
 
     def remove_document(self, name: str) -> int:
-        with self.workspace.document_lock(self.key, name):
+        with self.ledger.document_lock(self.key, name):
             current = self._committed().get(name)
-            for ingest in self.workspace.supersede(self.key, name):
+            for ingest in self.ledger.supersede(self.key, name):
                 self._delete_version(ingest)
             return current.chunks if current else 0
 
@@ -454,17 +439,17 @@ def copy_knowledge_base(kb: KnowledgeBase, new_name: str) -> KnowledgeBase:
     re-embedded), each committed in the copy as it is in the original."""
     if new_name in list_knowledge_bases(kb.client):
         raise ConfigError(f"A knowledge base named {new_name!r} already exists.")
-    copy = KnowledgeBase(kb.client, new_name, kb.embedder, create=True, workspace=kb.workspace)
+    copy = KnowledgeBase(kb.client, new_name, kb.embedder, create=True, ledger=kb.ledger)
     step = _batch_size(kb.client)
     for v in kb._committed().values():
         got = kb.collection.get(where={"ingest": v.ingest}, include=["documents", "metadatas", "embeddings"])
         ingest = uuid.uuid4().hex[:20]
         ids = [f"{ingest}-{int(m['chunk']):05d}" for m in got["metadatas"]]  # type: ignore[union-attr]
         metas = [{**m, "ingest": ingest} for m in got["metadatas"]]  # type: ignore[union-attr]
-        copy.workspace.begin_version(copy.key, ingest, v.name, v.sha256, v.kind, v.chunks, v.tokens)
+        copy.ledger.begin_version(copy.key, ingest, v.name, v.sha256, v.kind, v.chunks, v.tokens)
         for s in range(0, len(ids), step):
             copy.collection.add(ids=ids[s:s + step], documents=list(got["documents"][s:s + step]),  # type: ignore[index]
                                 metadatas=metas[s:s + step],  # type: ignore[arg-type]
                                 embeddings=[e for e in got["embeddings"][s:s + step]])  # type: ignore[index]
-        copy.workspace.commit_version(copy.key, ingest)
+        copy.ledger.commit_version(copy.key, ingest)
     return copy

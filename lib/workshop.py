@@ -1,7 +1,7 @@
 """Workshop mode: the participants, how they join, and what the host sees.
 
-A workshop's participants live in the workshop database, `data/workshop/workshop.db` (shared with the spend
-ledger of lib/gateway.py; WAL, one `BEGIN IMMEDIATE` transaction per change, so several app processes on one
+A workshop's participants live in the workshop database, `data/workshop/workshop.db` (lib.db; shared with the
+spend ledger of lib/gateway.py; WAL, one `BEGIN IMMEDIATE` transaction per change, so several app processes on one
 data folder share it safely):
 
 - `participants`: an unguessable token (the personal link's `?t=`) -> the participant's name and workspace. A
@@ -15,7 +15,8 @@ data folder share it safely):
 
 Hosted spend and its caps are the gateway's (lib/gateway.py); models, endpoints and keys are the host's: a
 participant's settings come from the configuration, and only a role's model may be picked, among those the host
-allows (`locked_settings`).
+allows (`locked_settings`). A participant's workspace is made, emptied and deleted by lib.engine (`join_workshop`,
+`reset_participant`, `remove_participant`, `merge_participants`), which owns workspaces.
 """
 
 from __future__ import annotations
@@ -23,20 +24,19 @@ from __future__ import annotations
 import hmac
 import re
 import secrets
-import sqlite3
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from lib.errors import ConfigError
-from lib.gateway import DB_FOLDER, DB_NAME, CapReached, Ledger, connect
+from lib.db import workshop_database
+from lib.errors import CapReached, ConfigError
+from lib.gateway import Ledger
 from lib.settings import ModelSpec, Settings, WorkshopConfig
 from lib.settings import workshop_config as _parse
 
-__all__ = ["DB_FOLDER", "DB_NAME", "CapReached", "Participant", "Workshop", "WorkshopConfig", "workshop_config"]
+__all__ = ["Participant", "Workshop", "WorkshopConfig", "workshop_config"]
 
 MAX_NAME = 60
 JOIN_WINDOW_S = 600  # WORKBENCH_JOIN_RATE joins per client in this window
@@ -96,9 +96,10 @@ class Workshop:
 
     def __init__(self, data_dir: str | Path) -> None:
         self.data_dir = Path(data_dir)
-        self.path = self.data_dir / DB_FOLDER / DB_NAME
-        with self._connect() as con:
-            con.execute("PRAGMA journal_mode = WAL")
+        self.db = workshop_database(self.data_dir)
+        self.path = self.db.path
+        self.db.wal()
+        with self.db.connect() as con:
             con.execute("CREATE TABLE IF NOT EXISTS participants (token TEXT PRIMARY KEY, name TEXT NOT NULL, "
                         "workspace TEXT NOT NULL UNIQUE, created_at REAL NOT NULL)")
             con.execute("CREATE TABLE IF NOT EXISTS joins (id INTEGER PRIMARY KEY, at REAL NOT NULL, "
@@ -109,18 +110,6 @@ class Workshop:
             con.execute("CREATE TABLE IF NOT EXISTS links (token TEXT PRIMARY KEY, owner TEXT NOT NULL, "
                         "at REAL NOT NULL)")
             con.execute("CREATE TABLE IF NOT EXISTS host_attempts (at REAL NOT NULL, client TEXT NOT NULL)")
-
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        with connect(self.data_dir) as con:
-            yield con
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        from lib.workspace import immediate
-
-        with self._connect() as con, immediate(con):
-            yield con
 
     # ------------------------------------------------------------ joining
 
@@ -133,7 +122,7 @@ class Workshop:
         key, client, now = name_key(name), client or "unknown", time.time()
         refusal: str | None = None
         p = Participant(secrets.token_urlsafe(16), name, workspace_name_for(name), now)
-        with self._write() as con:
+        with self.db.write() as con:
             recent = con.execute("SELECT COUNT(*) FROM joins WHERE client = ? AND at > ?",
                                  (client, now - JOIN_WINDOW_S)).fetchone()[0]
             if recent >= config.join_rate:
@@ -175,7 +164,7 @@ class Workshop:
 
     def joins(self) -> list[Join]:
         """Every attempt to join, oldest first."""
-        with self._connect() as con:
+        with self.db.connect() as con:
             rows = con.execute("SELECT at, name, client, outcome, workspace FROM joins ORDER BY at, id").fetchall()
         return [Join(*r) for r in rows]
 
@@ -185,7 +174,7 @@ class Workshop:
         """The participant a link's token opens (a merged link opens the participant it was merged into)."""
         if not token:
             return None
-        with self._connect() as con:
+        with self.db.connect() as con:
             row = con.execute("SELECT token, name, workspace, created_at FROM participants WHERE token = ?",
                               (token,)).fetchone()
             if row is None:
@@ -196,7 +185,7 @@ class Workshop:
         return Participant(*row) if row else None
 
     def participants(self) -> list[Participant]:
-        with self._connect() as con:
+        with self.db.connect() as con:
             rows = con.execute("SELECT token, name, workspace, created_at FROM participants "
                                "ORDER BY created_at").fetchall()
         return [Participant(*r) for r in rows]
@@ -211,7 +200,7 @@ class Workshop:
     def remove(self, token: str) -> None:
         """Forget a participant: their link (and links merged into it) stop working. Their joins and spend stay
         counted."""
-        with self._write() as con:
+        with self.db.write() as con:
             con.execute("DELETE FROM participants WHERE token = ?", (token,))
             con.execute("DELETE FROM links WHERE owner = ?", (token,))
 
@@ -223,7 +212,7 @@ class Workshop:
             raise ConfigError("No such participant (already removed?).")
         if kept.token == dup.token or kept.workspace == dup.workspace:
             raise ConfigError("Pick two different participants to merge.")
-        with self._write() as con:
+        with self.db.write() as con:
             con.execute("DELETE FROM participants WHERE token = ?", (dup.token,))
             con.execute("UPDATE links SET owner = ? WHERE owner = ?", (kept.token, dup.token))
             con.execute("INSERT OR REPLACE INTO links (token, owner, at) VALUES (?, ?, ?)",
@@ -239,7 +228,7 @@ class Workshop:
     def host_wait(self, client: str) -> float:
         """Seconds this client must wait before trying the host code again (0: it may try now)."""
         now = time.time()
-        with self._connect() as con:
+        with self.db.connect() as con:
             times = [r[0] for r in con.execute("SELECT at FROM host_attempts WHERE client = ? AND at > ? ORDER BY at",
                                                (client or "unknown", now - HOST_WINDOW_S))]
         return 0.0 if len(times) < HOST_ATTEMPTS else max(0.0, times[-HOST_ATTEMPTS] + HOST_WINDOW_S - now)
@@ -252,7 +241,7 @@ class Workshop:
             raise ConfigError(f"Too many wrong host codes from this device: try again in {wait / 60:.0f} minute(s).")
         if config.host_code and hmac.compare_digest(code.encode(), config.host_code.encode()):
             return True
-        with self._write() as con:
+        with self.db.write() as con:
             con.execute("INSERT INTO host_attempts (at, client) VALUES (?, ?)", (time.time(), client or "unknown"))
         return False
 
@@ -325,54 +314,3 @@ def participant_rows(data_dir: str | Path) -> list[ParticipantRow]:
         rows.append(ParticipantRow(p.token, p.name, p.workspace, p.created_at, questions, runs,
                                    ledger.workspace_spent(p.workspace), times.get(name_key(p.name), 1)))
     return rows
-
-
-def join(settings: Any, name: str, client: str = "", code: str = "") -> Participant:
-    """Join the workshop: a participant with their own new, empty workspace."""
-    from lib import engine
-
-    p = Workshop(settings.data_dir).join(name, client, settings.workshop, code)
-    engine.create_workspace(replace(settings, workspace=p.workspace), p.workspace)
-    return p
-
-
-def reset_participant(settings: Any, token: str) -> Participant:
-    """Empty a participant's workspace (knowledge bases, history, runs, models, jobs); their link keeps working.
-    What they spent stays counted: a reset does not refund the caps."""
-    from lib import engine
-    from lib.workspace import workspace_exists
-
-    p = Workshop(settings.data_dir).participant(token)
-    if p is None:
-        raise ConfigError("No such participant (already removed?).")
-    if workspace_exists(settings.data_dir, p.workspace):
-        engine.delete_workspace(settings, p.workspace)
-    engine.create_workspace(replace(settings, workspace=p.workspace), p.workspace)
-    return p
-
-
-def remove_participant(settings: Any, token: str) -> Participant:
-    """Delete a participant's workspace and forget them: their link stops working."""
-    from lib import engine
-    from lib.workspace import workspace_exists
-
-    shop = Workshop(settings.data_dir)
-    p = shop.participant(token)
-    if p is None:
-        raise ConfigError("No such participant (already removed?).")
-    if workspace_exists(settings.data_dir, p.workspace):
-        engine.delete_workspace(settings, p.workspace)
-    shop.remove(p.token)
-    return p
-
-
-def merge_participants(settings: Any, keep: str, duplicate: str) -> tuple[Participant, Participant]:
-    """Merge a duplicate join into the participant to keep: the duplicate's link opens the kept workspace, the
-    duplicate's workspace is deleted, and its spend counts as the kept participant's."""
-    from lib import engine
-    from lib.workspace import workspace_exists
-
-    kept, dup = Workshop(settings.data_dir).merge(keep, duplicate)
-    if workspace_exists(settings.data_dir, dup.workspace):
-        engine.delete_workspace(settings, dup.workspace)
-    return kept, dup

@@ -20,7 +20,8 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_ENDPOINT"):
     os.environ.pop(var, None)  # tests must not pick up a developer's real key
 
-from lib.providers import PROVIDERS, Delta, Done, GenParams, Started  # noqa: E402
+from lib.providers import PROVIDERS, Delta, Done, Started  # noqa: E402
+from lib.records import GenParams  # noqa: E402
 from lib.settings import ModelSpec, Settings, load_settings  # noqa: E402
 
 SAMPLE_DOCS = ROOT / "sample_docs"

@@ -9,7 +9,6 @@ import re
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from lib.history import comparison_to_dict
 from lib.settings import ModelSpec
 from lib.workspace import Workspace
 from tests.conftest import ROOT
@@ -162,7 +161,7 @@ def test_history_persists_and_exports(app, tmp_path, fake_provider):
     from lib.workspace import Workspace
 
     saved, skipped = Workspace(tmp_path / "data", "default").comparisons("default")
-    assert [c["question"] for c in saved] == ["Question one?", "Question two?"] and skipped == 0
+    assert [c.question for c in saved] == ["Question one?", "Question two?"] and skipped == 0
     assert {b.proto.label for b in app.get("download_button")} == {"Download CSV", "Download JSON"}
 
 
@@ -478,7 +477,7 @@ def test_token_parts_add_up_when_the_server_counts_differently(app, openai_serve
     app.pills(key="compare_arms").set_value(["rag"]).run()
     app.button(key="compare_ask").click().run()
     assert not app.exception
-    comparison = app.session_state["compare_last"]
+    comparison = app.session_state["compare_last"].comparison
     for r in comparison.results:
         u = r.usage
         assert u.parts_estimated and u.counted_prompt_tokens != u.prompt_tokens
@@ -497,7 +496,7 @@ def test_local_only_cost_charts_say_so(app, tmp_path):
     local = [_result(), _result("baseline", "Baseline", cost=0.0)]
     for question in ("one?", "two?", "three?"):
         Workspace(tmp_path / "data", "default").add_comparison(
-            comparison_to_dict(dataclasses.replace(_comparison(question, local), id=question, collection="default")))
+            dataclasses.replace(_comparison(question, local), id=question, collection="default"))
     _open(app, "views/history.py")
     assert not app.exception and app.metric[0].value == "3"
     scatter, _, cumulative = (json.loads(c.proto.spec) for c in app.get("plotly_chart"))

@@ -7,9 +7,9 @@ import pytest
 from lib import engine
 from lib.arms import ARMS, SYSTEM_PLAIN, SYSTEM_RETRIEVAL, build_prompt, compare, run_arm
 from lib.errors import ConfigError
-from lib.providers import Delta, Done, GenParams, Started
+from lib.providers import Delta, Done, Started
+from lib.records import GenParams, Source
 from lib.settings import ModelSpec
-from lib.store import Source
 
 
 def test_the_grid():

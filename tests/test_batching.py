@@ -13,7 +13,8 @@ import pytest
 
 from lib.local_queue import MACHINE, LocalQueue, comparison_group, current_group
 from lib.local_worker import serving_layout
-from lib.providers import Delta, Done, GenParams, LocalLlama, Started
+from lib.providers import Delta, Done, LocalLlama, Started
+from lib.records import GenParams
 from lib.settings import LOCAL_BASE_MODEL, ModelSpec, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent

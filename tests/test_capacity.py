@@ -10,7 +10,8 @@ from types import SimpleNamespace
 import pytest
 
 from lib import capacity
-from lib.providers import Delta, Done, GenParams, Started
+from lib.providers import Delta, Done, Started
+from lib.records import GenParams
 from lib.settings import ModelSpec
 from lib.workspace import Workspace
 

@@ -86,10 +86,10 @@ def test_ask_hosted_json_lines(sample_kb_dir, openai_server, monkeypatch, capsys
 
     ws = Workspace(sample_kb_dir, "default")
     saved, bad = ws.comparisons("default")
-    assert bad == 0 and saved[-1]["question"] == "How long is the refund window?"
-    assert [r["arm"] for r in saved[-1]["results"]] == [r["arm"] for r in out]
+    assert bad == 0 and saved[-1].question == "How long is the refund window?"
+    assert [r.arm for r in saved[-1].results] == [r["arm"] for r in out]
     # one serialised shape: what the CLI printed is what the workspace stored
-    assert saved[-1]["results"][1] == out[1]
+    assert saved[-1].to_dict()["results"][1] == out[1]
     ws.clear_history("default")
 
 

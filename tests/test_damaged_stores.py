@@ -33,12 +33,11 @@ def _damage(path, how):
 
 
 def _workspace_with_records(data):
-    from lib.history import comparison_to_dict
     from tests.test_workspace import _comparison
 
     ws = Workspace(data)
     for i in range(60):
-        ws.add_comparison(comparison_to_dict(_comparison(f"c{i}")))
+        ws.add_comparison(_comparison(f"c{i}"))
     for suffix in ("-wal", "-shm"):  # all in the main file, as after a clean close
         ws.db_path.with_name(ws.db_path.name + suffix).unlink(missing_ok=True)
     return ws

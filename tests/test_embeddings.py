@@ -42,11 +42,11 @@ def test_chroma_protocol(embedder):
 
 
 def test_openai_embedder_against_local_server(openai_server, settings):
-    from lib.embeddings import make_embedder
+    from lib.engine import embedder_for
 
     s = settings.with_overrides(openai_api_key="sk-test-local", openai_base_url=openai_server.base_url,
                                 embedder="openai:text-embedding-3-small")
-    emb = make_embedder(s)
+    emb = embedder_for(s)
     vectors = emb.embed(["one", "two", "one"])
     assert vectors.shape == (3, openai_server.embedding_dim)
     assert np.allclose(vectors[0], vectors[2]) and not np.allclose(vectors[0], vectors[1])

@@ -50,8 +50,8 @@ def test_ctrl_c_cancels_a_running_eval_at_once(tmp_path, sample_kb_dir, openai_s
     assert last["cancelled"] is True
     ws = engine.workspace_for(load_settings(env={}, secrets_file=None, data_dir=data))
     run = ws.run("long")
-    assert run["status"] == "cancelled"  # resumable: Resume on the Evaluate page, or eval --resume
-    assert answered <= run["answered"] == last["answered"] < 4000  # what was answered is kept; the rest dropped
+    assert run.status == "cancelled"  # resumable: Resume on the Evaluate page, or eval --resume
+    assert answered <= run.answered == last["answered"] < 4000  # what was answered is kept; the rest dropped
     asked = len(openai_server.requests_to("/chat/completions"))
     time.sleep(1.0)
     assert len(openai_server.requests_to("/chat/completions")) == asked  # nothing is asked after the exit

@@ -3,6 +3,7 @@
 import json
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -31,17 +32,17 @@ def test_a_run_is_stored_per_answer_and_summarised(hosted_settings, openai_serve
     ws = engine.workspace_for(s)
     kb = engine.open_kb(s, embedder=embedder)
     run_id, spec, questions = evalrun.start(s, ws, kb, "sample", ["baseline", "rag"], "first", limit=3)
-    assert ws.run("first")["id"] == run_id and ws.run(run_id)["status"] == "running"
+    assert ws.run("first").id == run_id and ws.run(run_id).status == "running"
     progress = evalrun.resume(s, ws, kb, run_id)
     assert progress.done == progress.total == 6
     record, summary, graded = evalrun.summary(ws, "first")
-    assert record["status"] == "finished" and record["spec"]["arms"] == ["baseline", "rag"]
-    assert record["spec"]["models"]["base"] == "gpt-4o-mini" and record["spec"]["top_k"] == 4
+    assert record.status == "finished" and record.spec.arms == ("baseline", "rag")
+    assert record.spec.models["base"] == "gpt-4o-mini" and record.spec.top_k == 4
     assert summary["rag"]["accuracy"] == 1 / 3 and summary["rag"]["n"] == 3  # "45 days" is right for q01 only
     assert summary["baseline"]["correct"] == 0
     stored = ws.answers(run_id)
-    assert len(stored) == 6 and all(a["result"]["usage"]["prompt_tokens"] > 0 for a in stored)
-    assert all(a["grade"]["reason"] for a in stored)
+    assert len(stored) == 6 and all(a.result.usage.prompt_tokens > 0 for a in stored)
+    assert all(a.graded.reason for a in stored)
 
 
 def test_cancel_then_resume_answers_only_what_is_missing(hosted_settings, openai_server, sample_kb_dir, embedder):
@@ -57,12 +58,12 @@ def test_cancel_then_resume_answers_only_what_is_missing(hosted_settings, openai
             cancel.set()
 
     first = evalrun.resume(s, ws, kb, run_id, cancel=cancel, on_progress=stop_after_two)
-    assert ws.run(run_id)["status"] == "cancelled" and 2 <= first.done < 6
+    assert ws.run(run_id).status == "cancelled" and 2 <= first.done < 6
     asked = len(openai_server.requests)
     second = evalrun.resume(s, ws, kb, run_id)  # e.g. after a restart: a new process, the same workspace
     assert second.skipped == first.done and second.done == 6
     assert len(openai_server.requests) - asked == 6 - first.done  # nothing asked twice
-    assert ws.run(run_id)["status"] == "finished" and len(ws.answers(run_id)) == 6
+    assert ws.run(run_id).status == "finished" and len(ws.answers(run_id)) == 6
 
 
 def test_hosted_requests_run_concurrently_up_to_the_limit(hosted_settings, openai_server, sample_kb_dir, embedder):
@@ -108,14 +109,14 @@ def test_eval_cli_stores_a_named_run_and_compares(hosted_settings, openai_server
     assert {x["arm"] for x in lines[:-1]} == {"rag", "finetuned"}
     assert all({"correct", "score", "refused", "reason"} <= set(x) for x in lines[:-1])
     ws = engine.workspace_for(hosted_settings.with_overrides(data_dir=sample_kb_dir))
-    assert ws.run("cli-run")["status"] == "finished"
+    assert ws.run("cli-run").status == "finished"
     openai_server.reply_fn = lambda body: "45 days [1]."
     assert main(argv) == 0
     capsys.readouterr()
     runs = [r for r in ws.runs() if r["name"] == "cli-run"]
     assert len(runs) == 2
-    _, _, before = evalrun.summary(ws, runs[1]["id"])
-    _, _, after = evalrun.summary(ws, runs[0]["id"])
+    _, _, before = evalrun.summary(ws, runs[1].id)
+    _, _, after = evalrun.summary(ws, runs[0].id)
     changed = evalrun.changed_questions(before, after)
     assert {(c["question_id"], c["arm"]) for c in changed} == {("q01", "finetuned")}
 
@@ -133,13 +134,13 @@ def test_a_background_run_can_be_followed_cancelled_and_resumed(hosted_settings,
         time.sleep(0.05)
     handle.cancel.set()
     handle.thread.join(10)
-    assert not handle.alive and ws.run(run_id)["status"] == "cancelled"
+    assert not handle.alive and ws.run(run_id).status == "cancelled"
     assert evalrun.running(ws, run_id) is None
     ws.update_run(run_id, status="running")  # as a server restart mid-run leaves it
-    assert [r["id"] for r in evalrun.interrupted(ws)] == [run_id]
+    assert [r.id for r in evalrun.interrupted(ws)] == [run_id]
     again = evalrun.run_in_background(s, ws, kb, run_id)
     again.thread.join(30)
-    assert again.error is None and ws.run(run_id)["status"] == "finished" and len(ws.answers(run_id)) == 12
+    assert again.error is None and ws.run(run_id).status == "finished" and len(ws.answers(run_id)) == 12
 
 
 def test_llm_judge_grades_in_random_order_and_its_agreement_is_reported(hosted_settings, openai_server,
@@ -184,13 +185,13 @@ def test_a_stored_run_can_be_regraded_without_asking_any_model(hosted_settings, 
     kb = engine.open_kb(s, embedder=embedder)
     run_id, _, _ = evalrun.start(s, ws, kb, "sample", ["rag"], "to-regrade", limit=2)
     evalrun.resume(s, ws, kb, run_id)
-    answers = ws.answers(run_id)
-    answers[0]["grade"]["correct"] = not answers[0]["grade"]["correct"]  # as an older grader might have said
-    ws.save_answer(run_id, answers[0]["question_id"], "rag", answers[0])
+    first = ws.answers(run_id)[0]
+    older = replace(first, graded=replace(first.graded, correct=not first.graded.correct))  # as an older grader said
+    ws.save_answer(run_id, older)
     asked = len(openai_server.requests)
     assert evalrun.regrade(ws, run_id) == 2
     assert len(openai_server.requests) == asked
-    assert {a["question_id"]: a["grade"]["correct"] for a in ws.answers(run_id)} == {"q01": True, "q02": False}
+    assert {a.question.id: a.graded.correct for a in ws.answers(run_id)} == {"q01": True, "q02": False}
 
 
 def test_time_left_follows_each_arms_own_recent_pace():
@@ -242,7 +243,7 @@ def test_a_run_is_never_resumed_with_other_models(hosted_settings, openai_server
     cancel = threading.Event()
     evalrun.resume(s, ws, kb, run_id, cancel=cancel, on_progress=lambda p, rows: p.done >= 2 and cancel.set())
     answered, asked = len(ws.answers(run_id)), len(openai_server.requests)
-    assert 2 <= answered < 8 and ws.run(run_id)["spec"]["model_specs"]["base"]["name"] == "gpt-4o-mini"
+    assert 2 <= answered < 8 and ws.run(run_id).spec.model_specs["base"]["name"] == "gpt-4o-mini"
 
     from lib.settings import load_settings
 
@@ -253,7 +254,7 @@ def test_a_run_is_never_resumed_with_other_models(hosted_settings, openai_server
     assert "gpt-4o-mini" in message and "smollm2" in message and "never mixes" in message
     assert "API key" in message and "--new-models" in message
     assert len(ws.answers(run_id)) == answered and len(openai_server.requests) == asked  # nothing asked
-    assert ws.run(run_id)["status"] == "cancelled"  # still resumable, not failed
+    assert ws.run(run_id).status == "cancelled"  # still resumable, not failed
     evalrun.check_models(ws.run(run_id), s)  # with the run's own models it resumes
 
 
@@ -271,21 +272,21 @@ def test_resume_with_new_models_answers_the_rest_in_a_new_run(hosted_settings, o
     ws = engine.workspace_for(hosted_settings.with_overrides(data_dir=data))
     assert main(["eval", "--limit", "3", "--arms", "baseline", "--run-name", "kept", "--json", *d]) == 0
     first = ws.run("kept")
-    with ws._write() as con:  # as a run stopped after its first answer leaves it
-        con.execute("DELETE FROM eval_answers WHERE run_id = ? AND question_id != 'q01'", (first["id"],))
-        con.execute("UPDATE eval_runs SET status = 'cancelled' WHERE id = ?", (first["id"],))
+    with ws.db.write() as con:  # as a run stopped after its first answer leaves it
+        con.execute("DELETE FROM eval_answers WHERE run_id = ? AND question_id != 'q01'", (first.id,))
+        con.execute("UPDATE eval_runs SET status = 'cancelled' WHERE id = ?", (first.id,))
     capsys.readouterr()
     monkeypatch.setenv("WORKBENCH_BASE_MODEL", "gpt-4.1-mini")  # another model configured since
     assert main(["eval", "--resume", "kept", "--json", *d]) == 2
     out = capsys.readouterr().out
     assert "cannot be resumed with the models configured now" in out and "gpt-4o-mini" in out
-    assert len(ws.answers(first["id"])) == 1
+    assert len(ws.answers(first.id)) == 1
     assert main(["eval", "--resume", "kept", "--new-models", "--json", *d]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     new_id = lines[0]["run"]
-    assert lines[0]["rerun_of"] == first["id"] and new_id != first["id"]
+    assert lines[0]["rerun_of"] == first.id and new_id != first.id
     new = ws.run(new_id)
-    assert [q["id"] for q in new["questions"]] == ["q02", "q03"] and new["status"] == "finished"
-    assert {a["result"]["model"] for a in ws.answers(new_id)} == {"gpt-4.1-mini"}
-    assert {a["result"]["model"] for a in ws.answers(first["id"])} == {"gpt-4o-mini"}  # the old run is untouched
-    assert ws.run(first["id"])["status"] == "cancelled"
+    assert [q.id for q in new.questions] == ["q02", "q03"] and new.status == "finished"
+    assert {a.result.model for a in ws.answers(new_id)} == {"gpt-4.1-mini"}
+    assert {a.result.model for a in ws.answers(first.id)} == {"gpt-4o-mini"}  # the old run is untouched
+    assert ws.run(first.id).status == "cancelled"

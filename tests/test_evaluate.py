@@ -58,9 +58,7 @@ def test_eval_cli_on_a_hosted_model(sample_kb_dir, openai_server, monkeypatch, c
 
 
 def test_summary_has_intervals_fabrication_and_latency_percentiles():
-    from lib.arms import ArmResult, Comparison, RetrievalParams
-    from lib.providers import GenParams
-    from lib.store import Source
+    from lib.records import ArmResult, Comparison, GenParams, RetrievalParams, Source
 
     src = (Source("refund_policy.md", 0, 0.9, "Refunds within 45 days of delivery."),)
 

@@ -9,10 +9,10 @@ import json
 import pytest
 
 from lib import charts, engine, evalrun, evalsets
-from lib.evaluate import Graded, Question, summarise
+from lib.evaluate import summarise
 from lib.providers import make_provider
+from lib.records import Graded, Question, Source
 from lib.settings import ModelSpec
-from lib.store import Source
 from tests.conftest import ROOT
 
 

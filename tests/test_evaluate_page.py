@@ -120,12 +120,12 @@ def test_a_run_completes_and_shows_per_arm_accuracy_charts_and_exports(hosted_ap
     ws = engine.workspace_for(at.session_state["settings"])
     record = ws.run("page-run")
     assert record is not None
-    handle = evalrun.running(ws, record["id"])
+    handle = evalrun.running(ws, record.id)
     if handle is not None:
         handle.thread.join(60)
     at.run()
     assert not at.exception, at.exception
-    assert ws.run("page-run")["status"] == "finished"
+    assert ws.run("page-run").status == "finished"
     columns = at.multiselect(key="eval_columns")
     assert "cites none" in columns.options and "cites none" not in columns.value  # a compact table by default
     columns.set_value(list(columns.options)).run()  # the user picks every column
@@ -167,12 +167,12 @@ def test_a_run_completes_and_shows_per_arm_accuracy_charts_and_exports(hosted_ap
     at.text_input(key="eval_run_name").input("page-run-2")
     at.button(key="eval_run").click().run()
     second = ws.run("page-run-2")
-    handle = evalrun.running(ws, second["id"])
+    handle = evalrun.running(ws, second.id)
     if handle is not None:
         handle.thread.join(60)
     at.run()
-    assert at.selectbox(key="eval_result_run").value == second["id"]
-    at.selectbox(key="eval_other_run").set_value(record["id"]).run()
+    assert at.selectbox(key="eval_result_run").value == second.id
+    at.selectbox(key="eval_other_run").set_value(record.id).run()
     changed = _frame(at, "before_answer")
     assert set(zip(changed["question_id"], changed["arm"])) == {("q01", "baseline")}
 
@@ -207,7 +207,7 @@ def test_a_run_stopped_by_a_restart_offers_resume(hosted_app, openai_server):
         handle.thread.join(60)
     at.run()
     assert not at.exception, at.exception
-    assert ws.run(run_id)["status"] == "finished" and len(ws.answers(run_id)) == 2
+    assert ws.run(run_id).status == "finished" and len(ws.answers(run_id)) == 2
     assert not any("stopped at" in w.value for w in at.warning)
     assert at.selectbox(key="eval_result_run").value == run_id
 
@@ -244,18 +244,18 @@ def test_a_run_can_be_cancelled_and_resumed_from_the_page(hosted_app, openai_ser
     at.button(key="eval_run").click().run()
     ws = engine.workspace_for(at.session_state["settings"])
     run = ws.run("to-cancel")
-    handle = evalrun.running(ws, run["id"])
+    handle = evalrun.running(ws, run.id)
     assert handle is not None
-    at.button(key=f"eval_cancel_{run['id']}").click().run()
+    at.button(key=f"eval_cancel_{run.id}").click().run()
     assert handle.cancel.is_set()
     handle.thread.join(30)
-    assert ws.run(run["id"])["status"] == "cancelled" and len(ws.answers(run["id"])) < 10
+    assert ws.run(run.id).status == "cancelled" and len(ws.answers(run.id)) < 10
     at.run()
     at.button(key="eval_resume_result").click().run()
-    again = evalrun.running(ws, run["id"])
+    again = evalrun.running(ws, run.id)
     if again is not None:
         again.thread.join(60)
-    assert ws.run(run["id"])["status"] == "finished" and len(ws.answers(run["id"])) == 10
+    assert ws.run(run.id).status == "finished" and len(ws.answers(run.id)) == 10
 
 
 def test_a_judged_run_shows_the_judges_agreement_with_the_offline_grader(hosted_app, openai_server):
@@ -329,4 +329,4 @@ def test_resume_with_other_models_is_refused_and_offers_a_new_run(hosted_app, op
     if handle is not None:
         handle.thread.join(60)
     assert new_id != run_id and len(ws.answers(new_id)) == 3
-    assert {a["result"]["model"] for a in ws.answers(new_id)} == {"gpt-4o-mini"} and ws.answers(run_id) == []
+    assert {a.result.model for a in ws.answers(new_id)} == {"gpt-4o-mini"} and ws.answers(run_id) == []

@@ -150,8 +150,8 @@ def test_openai_job_to_success_and_registration(client, tmp_path):
     assert model.training_cost_usd == pytest.approx(job.trained_tokens * 5.0 / 1e6)
     finetune.refresh_openai_job(ws, client, ws.job(job.id))  # refreshing again registers nothing twice
     assert [m.id for m in ws.models()].count(job.id) == 1
-    from lib.arms import Usage
     from lib.pricing import cost_for
+    from lib.records import Usage
 
     usd, _ = cost_for(model.spec, Usage(1_000_000, 0, 0, 0, 0, 0))
     assert usd == pytest.approx(0.80)  # inference at the fine-tuned price, not the base price

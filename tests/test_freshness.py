@@ -7,7 +7,7 @@ import pytest
 
 from lib import engine, freshness
 from lib.__main__ import main
-from lib.evaluate import Question
+from lib.records import Question
 from lib.store import document_text, list_knowledge_bases
 
 

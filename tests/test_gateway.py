@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from lib import engine, evalrun, evalsets, gateway
-from lib.gateway import CapReached, Ledger
+from lib.errors import CapReached
+from lib.gateway import Ledger
 from lib.settings import ModelSpec, WorkshopConfig, load_settings, typed_credentials
 from tests.conftest import ROOT
 

@@ -3,7 +3,7 @@
 import pytest
 
 from lib.grading import check_citations, grade_answer, grounded, is_refusal, normalise
-from lib.store import Source
+from lib.records import Source
 
 
 @pytest.mark.parametrize(("reference", "answer"), [

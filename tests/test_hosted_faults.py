@@ -6,7 +6,8 @@ import time
 import pytest
 
 from lib.arms import ARMS, run_arm
-from lib.providers import GenParams, OpenAICompatible, openai_client
+from lib.providers import OpenAICompatible, openai_client
+from lib.records import GenParams
 from lib.settings import ModelSpec
 
 

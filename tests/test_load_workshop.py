@@ -160,7 +160,7 @@ def test_ten_participants_ask_the_local_model_at_once(tmp_path: Path) -> None:
     assert len(people) == PARTICIPANTS and len({p.workspace for p in people}) == PARTICIPANTS
     for p in people:
         i = int(p.name.split()[-1])
-        asked = [c["question"] for c in Workspace(tmp_path / "data", p.workspace).comparisons()[0]]
+        asked = [c.question for c in Workspace(tmp_path / "data", p.workspace).comparisons()[0]]
         assert asked == [_question(i)]
     waits = [float(r["wait_s"]) for r in results]  # type: ignore[arg-type]
     totals = [float(r["total_s"]) for r in results]  # type: ignore[arg-type]

@@ -16,7 +16,8 @@ from lib import local_worker
 from lib.arms import ARMS, compare, run_arm
 from lib.local_queue import LocalQueue
 from lib.local_worker import LocalWorker, describe_exit, resolve_extra_bufts
-from lib.providers import GenParams, LocalLlama, Queued
+from lib.providers import LocalLlama, Queued
+from lib.records import GenParams
 from lib.settings import LOCAL_BASE_MODEL, ModelSpec, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent

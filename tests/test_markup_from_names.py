@@ -86,7 +86,6 @@ def canary_workspace(tmp_path, monkeypatch, fake_provider, embedder):
     """A workspace in which every name a user gives carries the canary: a document, a question set, runs (one
     cancelled with answers, one stopped by a restart, one failed), a training job and a hosted job, a history."""
     from lib import engine, evalrun
-    from lib.history import comparison_to_dict
     from lib.settings import load_settings
 
     data = tmp_path / "data"
@@ -111,7 +110,7 @@ def canary_workspace(tmp_path, monkeypatch, fake_provider, embedder):
     ws.update_job("job-1", status="failed", error=f"training failed {CANARY}")
     ws.add_job("ftjob-canary", "openai", f"hosted {CANARY}", {"base_model": "gpt-4o-mini"})
     ws.update_job("ftjob-canary", status="failed", error=f"hosted failed {CANARY}")
-    ws.add_comparison(comparison_to_dict(engine.ask(s, question, ["baseline", "rag"], kb)))
+    ws.add_comparison(engine.ask(s, question, ["baseline", "rag"], kb))
     return data
 
 
@@ -181,13 +180,10 @@ def test_csv_exports_neutralise_formulas(canary_workspace):
 
     ws = Workspace(canary_workspace)
     comparisons, _ = ws.comparisons()
-    comparisons[0]["question"] = "=HYPERLINK(\"http://127.0.0.1:9/x\",\"click\")"
-    comparisons[0]["results"][0]["answer"] = "=1+2"
-    comparisons[0]["results"][0]["error"] = "@SUM(A1:A9)"
-    comparisons[0]["results"][0]["model"] = "+cmd"
-    comparisons[0]["results"][0]["cost_note"] = "-2+3"
-    comparisons[0]["results"][0]["label"] = "\tTab"
-    comparisons[0]["results"][0]["provider"] = "\rReturn"
+    first = dataclasses.replace(comparisons[0].results[0], answer="=1+2", error="@SUM(A1:A9)", model="+cmd",
+                                cost_note="-2+3", label="\tTab", provider="\rReturn")
+    comparisons[0] = dataclasses.replace(comparisons[0], question="=HYPERLINK(\"http://127.0.0.1:9/x\",\"click\")",
+                                         results=(first, *comparisons[0].results[1:]))
     cells = [c for row in csv.reader(io.StringIO(history.export_csv(comparisons))) for c in row]
     assert cells and not [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")]
     assert "'=HYPERLINK(\"http://127.0.0.1:9/x\",\"click\")" in cells and "'=1+2" in cells and "'@SUM(A1:A9)" in cells

@@ -395,7 +395,7 @@ def test_the_small_model_caveat_comes_from_the_parameter_count() -> None:
 
 def test_ollama_models_are_listed_and_answer_without_the_openai_key(openai_server: Any, tmp_path: Path) -> None:
     from lib import ollama
-    from lib.providers import GenParams
+    from lib.records import GenParams
 
     openai_server.ollama_models = ["llama3.2:1b", "qwen2.5:0.5b"]
     openai_server.reply = "45 days"
@@ -453,7 +453,8 @@ def test_a_downloaded_model_is_fine_tuned_locally_and_its_lora_registered(
     from lib import finetune
     from lib.arms import build_prompt
     from lib.finetune import from_kb
-    from lib.providers import Done, GenParams, LocalLlama
+    from lib.providers import Done, LocalLlama
+    from lib.records import GenParams
     from training.gguf_lora import read_adapter
 
     spec = MODEL.training

@@ -154,7 +154,7 @@ def test_a_server_echoing_the_key_in_answers_errors_and_streams_leaks_it_nowhere
     assert_clean(shown, key, "the CLI's output")
     ws = Workspace(data)
     comparisons, _ = ws.comparisons()
-    assert comparisons and any("[REDACTED]" in r["answer"] for c in comparisons for r in c["results"])
+    assert comparisons and any("[REDACTED]" in r.answer for c in comparisons for r in c.results)
     _, _, graded = evalrun.summary(ws, "leak")
     exports = {"history CSV": history.export_csv(comparisons), "evaluation CSV": evalrun.export_csv(graded),
                "evaluation JSON": json.dumps(evalrun.export_json(ws, "leak")),

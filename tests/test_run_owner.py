@@ -43,9 +43,9 @@ def test_a_run_owned_by_a_live_process_is_not_resumed_elsewhere(hosted, openai_s
     assert openai_server.requests == []  # nobody asked anything twice
     # its owner stops renewing: once the lease has expired, Resume is offered and takes the run over
     assert ws.take_lease(f"run:{run_id}", "other-host:4242:abcd", -1)
-    assert evalrun.resumable(ws, ws.run(run_id)) and [r["id"] for r in evalrun.interrupted(ws)] == [run_id]
+    assert evalrun.resumable(ws, ws.run(run_id)) and [r.id for r in evalrun.interrupted(ws)] == [run_id]
     evalrun.resume(hosted, ws, None, run_id)
-    assert ws.run(run_id)["status"] == "finished" and ws.lease_holder(f"run:{run_id}") is None
+    assert ws.run(run_id).status == "finished" and ws.lease_holder(f"run:{run_id}") is None
 
 
 def test_a_lost_lease_stops_the_run_here(hosted, openai_server, monkeypatch):
@@ -55,11 +55,11 @@ def test_a_lost_lease_stops_the_run_here(hosted, openai_server, monkeypatch):
     handle = evalrun.run_in_background(hosted, ws, None, run_id)
     while ws.lease_holder(f"run:{run_id}") is None:
         time.sleep(0.02)
-    with ws._write() as con:  # this process stalled past its expiry, and another took the run over
+    with ws.db.write() as con:  # this process stalled past its expiry, and another took the run over
         con.execute("UPDATE leases SET owner = 'the-other-process', expires_at = ? WHERE resource = ?",
                     (time.time() + 60, f"run:{run_id}"))
     handle.thread.join(15)
-    assert not handle.alive and ws.run(run_id)["status"] == "cancelled"
+    assert not handle.alive and ws.run(run_id).status == "cancelled"
     assert len(ws.answers(run_id)) < 20 and ws.lease_holder(f"run:{run_id}")[0] == "the-other-process"
 
 
@@ -75,17 +75,17 @@ def test_shutdown_stops_runs_in_bounded_time_and_leaves_them_resumable(hosted, o
         took = time.monotonic() - t0
         assert took < 5 and not handle.alive  # the answer under way stopped at its next token
         run = ws.run(run_id)
-        assert run["status"] == "interrupted" and ws.lease_holder(f"run:{run_id}") is None
+        assert run.status == "interrupted" and ws.lease_holder(f"run:{run_id}") is None
         with pytest.raises(RunBusy, match="shutting down"):  # no new work while draining
             evalrun.run_in_background(hosted, ws, None, run_id)
     finally:
         evalrun._draining.clear()
     stored = len(ws.answers(run_id))
-    assert 1 <= stored < 12 and all(not a["result"].get("error") for a in ws.answers(run_id))  # no half answers
+    assert 1 <= stored < 12 and all(not a.result.error for a in ws.answers(run_id))  # no half answers
     assert evalrun.resumable(ws, ws.run(run_id))
     openai_server.first_token_delay = 0.0
     evalrun.resume(hosted, ws, None, run_id)
-    assert ws.run(run_id)["status"] == "finished" and len(ws.answers(run_id)) == 12
+    assert ws.run(run_id).status == "finished" and len(ws.answers(run_id)) == 12
 
 
 def test_sigterm_ends_the_process_within_the_grace_period(hosted, openai_server, tmp_path):
@@ -125,7 +125,7 @@ def test_sigterm_ends_the_process_within_the_grace_period(hosted, openai_server,
             proc.kill()
     run = ws.run(run_id)
     assert took < 15, f"the process took {took:.1f} s to end"
-    assert run["status"] == "interrupted" and ws.lease_holder(f"run:{run_id}") is None
+    assert run.status == "interrupted" and ws.lease_holder(f"run:{run_id}") is None
     assert len(ws.answers(run_id)) < 30 and evalrun.resumable(ws, run)
 
 
@@ -143,16 +143,16 @@ def test_a_run_that_hits_the_cap_says_so_and_grades_only_real_answers(hosted, op
     s = per_arm["baseline"]
     real = len(openai_server.requests_to("/chat/completions"))
     assert 1 <= real < 8 and s["capped"] == 8 - real  # refused ones are their own kind of error
-    assert run["status"] == "capped" and "refused by the spend cap" in run["error"]  # never "finished"
+    assert run.status == "capped" and "refused by the spend cap" in run.error  # never "finished"
     assert s["answerable"] + s["unanswerable"] == real  # the accuracy is over the real answers only
-    refused = [a for a in ws.answers(run_id) if a.get("capped")]
-    assert len(refused) == 8 - real and all("Spend cap reached" in a["result"]["error"] for a in refused)
+    refused = [a for a in ws.answers(run_id) if a.capped]
+    assert len(refused) == 8 - real and all("Spend cap reached" in a.result.error for a in refused)
     # the host raises the cap: Resume asks exactly the refused ones, and the run finishes
     raised = dataclasses.replace(hosted, workshop=WorkshopConfig(cap_participant_usd=1.0))
     assert evalrun.resumable(ws, run)
     evalrun.resume(raised, ws, None, run_id)
     run, per_arm, _ = evalrun.summary(ws, run_id)
-    assert run["status"] == "finished" and per_arm["baseline"]["capped"] == 0
+    assert run.status == "finished" and per_arm["baseline"]["capped"] == 0
     assert len(openai_server.requests_to("/chat/completions")) == 8 and len(ws.answers(run_id)) == 8
 
 
@@ -166,7 +166,7 @@ def test_a_training_job_is_alive_while_its_lease_is_renewed_even_from_another_ma
     assert ws.take_lease("job:job-a", "other-machine:123", 30)
     ws.add_job("job-a", "local", "a", {}, status="running", pid=2 ** 22 + 7)  # no such process here
     assert ws.job("job-a").status == "running"
-    with ws._write() as con:
+    with ws.db.write() as con:
         con.execute("UPDATE leases SET expires_at = ? WHERE resource = 'job:job-a'", (time.time() - 1,))
     job = ws.job("job-a")
     assert job.status == "failed" and "ended without reporting" in job.error

@@ -65,6 +65,6 @@ def test_ingest_compare_and_evaluate_against_a_chroma_server_and_a_model_server(
     progress = evalrun.resume(s, ws, kb, run_id)
     assert progress.done == progress.total == 6
     record, summary, _ = evalrun.summary(ws, "on-the-server")
-    assert record["status"] == "finished" and record["spec"]["models"]["finetuned"] == LORA
+    assert record.status == "finished" and record.spec.models["finetuned"] == LORA
     assert summary["rag"]["n"] == 3 and summary["hybrid"]["n"] == 3
     assert engine.workspace_for(s.with_overrides(workspace="default")).runs() == []

@@ -1,7 +1,7 @@
 import pytest
 
 from lib import pricing, tokens
-from lib.arms import Usage
+from lib.records import Usage
 from lib.settings import ModelSpec
 
 

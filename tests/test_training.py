@@ -118,7 +118,8 @@ def _run_training(tmp_path: Path, *extra: str, steps: int = 8) -> tuple[subproce
 
 def _greedy(spec: Any, question: str) -> str:
     from lib.arms import ARMS, run_arm
-    from lib.providers import GenParams, LocalLlama
+    from lib.providers import LocalLlama
+    from lib.records import GenParams
 
     result = run_arm(ARMS["finetuned"], LocalLlama(spec), question, None, GenParams(max_tokens=16))
     assert not result.error, result.error

@@ -8,12 +8,10 @@ import time
 import pytest
 
 from lib import charts
-from lib.arms import ArmResult, Comparison, RetrievalParams, Usage
 from lib.format import ARM_COLORS, citations, escape_markdown, link_citations, ms, usd
-from lib.history import comparison_to_dict, rows
+from lib.history import rows
 from lib.jobs import Job
-from lib.providers import GenParams
-from lib.store import Source
+from lib.records import ArmResult, Comparison, GenParams, RetrievalParams, Source, Usage
 
 SOURCES = (Source("refund_policy.md", 2, 0.81, "45 days"), Source("faq.md", 0, 0.52, "FAQ"),
            Source("refund_policy.md", 3, 0.40, "more"))
@@ -82,12 +80,12 @@ def test_history_round_trip_rows_and_charts(tmp_path):
     from lib.workspace import Workspace
 
     h = Workspace(tmp_path, "default")
-    h.add_comparison(comparison_to_dict(_comparison("first?")))
-    h.add_comparison({**comparison_to_dict(_comparison("second?")), "id": "def456", "created_at": 1_700_000_001.0})
+    h.add_comparison(_comparison("first?"))
+    h.add_comparison(dataclasses.replace(_comparison("second?"), id="def456", created_at=1_700_000_001.0))
     with sqlite3.connect(h.db_path) as con:
         con.execute("""INSERT INTO comparisons VALUES ('x', 9e9, 'kb', 'q', 1, '{"half-written": ')""")
     saved, bad = h.comparisons("kb")
-    assert [c["question"] for c in saved] == ["first?", "second?"] and bad == 1
+    assert [c.question for c in saved] == ["first?", "second?"] and bad == 1
     table = rows(saved)
     assert len(table) == 4 and table[0]["arm"] == "rag" and table[0]["context_tokens"] == 50
     assert table[0]["sources"].startswith("refund_policy.md#2 (0.81)")

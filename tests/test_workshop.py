@@ -10,11 +10,10 @@ import pytest
 
 from lib import engine
 from lib.arms import ARMS, build_prompt, run_arm
-from lib.errors import ConfigError
-from lib.gateway import CappedProvider, CapReached, Ledger
-from lib.history import comparison_to_dict
+from lib.errors import CapReached, ConfigError
+from lib.gateway import CappedProvider, Ledger
 from lib.pricing import price_tokens
-from lib.providers import GenParams
+from lib.records import GenParams
 from lib.settings import ModelSpec, WorkshopConfig, load_settings
 from lib.workshop import Workshop, participant_rows, workshop_config
 from tests.conftest import ROOT
@@ -153,7 +152,7 @@ def test_host_rows_count_questions_runs_and_spend(fake_settings, monkeypatch):
     s = replace(fake_settings, workspace=p.workspace)
     engine.create_workspace(s, p.workspace)
     ws = engine.workspace_for(s)
-    ws.add_comparison(comparison_to_dict(engine.ask(s, "What is the refund window?", ["baseline"])))
+    ws.add_comparison(engine.ask(s, "What is the refund window?", ["baseline"]))
     ledger = Ledger(fake_settings.data_dir)
     ledger.settle(ledger.reserve(p.workspace, "gpt-4o-mini", 0.25, WorkshopConfig()), 0.125)
     shop.join("Linus")
@@ -208,7 +207,6 @@ def test_joining_again_under_the_same_name_shares_the_allowance(tmp_path):
 
 
 def test_the_host_merges_a_duplicate_join(fake_settings):
-    from lib.workshop import merge_participants
     from lib.workspace import workspace_exists
 
     shop, ledger = Workshop(fake_settings.data_dir), Ledger(fake_settings.data_dir)
@@ -216,7 +214,7 @@ def test_the_host_merges_a_duplicate_join(fake_settings):
     for p in (first, again):
         engine.create_workspace(replace(fake_settings, workspace=p.workspace), p.workspace)
     ledger.settle(ledger.reserve(again.workspace, "gpt-4o-mini", 0.01, WorkshopConfig()), 0.01)
-    kept, dup = merge_participants(fake_settings, first.token, again.token)
+    kept, dup = engine.merge_participants(fake_settings, first.token, again.token)
     assert (kept.token, dup.token) == (first.token, again.token)
     assert shop.participant(again.token).workspace == first.workspace  # the later link opens the first workspace
     assert not workspace_exists(fake_settings.data_dir, again.workspace)
@@ -236,7 +234,8 @@ def test_the_host_code_can_be_tried_a_few_times_per_client(tmp_path):
 
 
 def test_a_participant_cannot_change_provider_endpoint_or_key(settings):
-    from lib.gateway import NotAllowed, check_allowed
+    from lib.errors import NotAllowed
+    from lib.gateway import check_allowed
     from lib.workshop import locked_settings
 
     host = load_settings(env={"OPENAI_API_KEY": "sk-host-0123456789", "WORKBENCH_WORKSHOP": "1",

@@ -69,7 +69,7 @@ def test_participants_do_not_see_each_others_questions(workshop_env, fake_provid
     ada_text = " ".join(m.value for m in ada.markdown) + " ".join(e.value for e in ada.expander if hasattr(e, "value"))
     bob_text = " ".join(m.value for m in bob.markdown)
     shop = Workshop(workshop_env)
-    asked = {p.name: [c["question"] for c in Workspace(workshop_env, p.workspace).comparisons()[0]]
+    asked = {p.name: [c.question for c in Workspace(workshop_env, p.workspace).comparisons()[0]]
              for p in shop.participants()}
     assert asked == {"Ada": ["What does Ada ask about tents?"], "Bob": ["What does Bob ask about boots?"]}
     assert "Bob ask" not in ada_text and "Ada ask" not in bob_text

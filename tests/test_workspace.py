@@ -13,13 +13,13 @@ from dataclasses import replace
 import pytest
 
 from lib import engine
-from lib.arms import ArmResult, Comparison, RetrievalParams, Usage
+from lib.db import MIGRATIONS, SCHEMA_VERSION
 from lib.errors import ConfigError
 from lib.finetune import FineTunedModel, shipped_model
-from lib.history import comparison_to_dict, rows
-from lib.providers import GenParams
-from lib.store import Source, list_knowledge_bases
-from lib.workspace import MIGRATIONS, SCHEMA_VERSION, Workspace, WorkspaceError, check_workspace_name, list_workspaces
+from lib.history import rows
+from lib.records import ArmResult, Comparison, GenParams, RetrievalParams, Source, Usage
+from lib.store import list_knowledge_bases
+from lib.workspace import Workspace, WorkspaceError, check_workspace_name, list_workspaces
 from tests.conftest import ROOT
 
 
@@ -67,8 +67,8 @@ def test_two_workspaces_in_one_data_folder_are_isolated(fake_settings, embedder)
     assert [s.text for s in engine.open_kb(bob_settings, embedder=embedder).query("pet?", 5)] == ["Bob's cat is Pixel."]
     assert engine.open_kb(replace(fake_settings, workspace="default"), embedder=embedder).count() == 0
     # history
-    alice.add_comparison(comparison_to_dict(_comparison("c1", "alice asks")))
-    assert [c["question"] for c in alice.comparisons("default")[0]] == ["alice asks"]
+    alice.add_comparison(_comparison("c1", "alice asks"))
+    assert [c.question for c in alice.comparisons("default")[0]] == ["alice asks"]
     assert bob.comparisons("default") == ([], 0)
     # registry and active model
     alice.add_model(_model("m-alice"))
@@ -94,7 +94,6 @@ WRITER = textwrap.dedent("""
     import sys, threading
     sys.path.insert(0, {root!r})
     from tests.test_workspace import _comparison, _model
-    from lib.history import comparison_to_dict
     from lib.workspace import Workspace
 
     data, tag, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -103,7 +102,7 @@ WRITER = textwrap.dedent("""
         try:
             ws = Workspace(data, "default")
             for i in range(n):
-                ws.add_comparison(comparison_to_dict(_comparison(f"{{tag}}-{{t}}-{{i}}")))
+                ws.add_comparison(_comparison(f"{{tag}}-{{t}}-{{i}}"))
                 ws.add_model(_model(f"{{tag}}-{{t}}-{{i}}"))
         except BaseException as exc:  # a thread's error would otherwise vanish, and the process exit 0
             failed.append(f"thread {{t}}: {{type(exc).__name__}}: {{exc}}")
@@ -126,7 +125,7 @@ def test_processes_and_threads_writing_at_once_lose_nothing(tmp_path):
     ws = Workspace(data, "default")
     comparisons, skipped = ws.comparisons()
     assert len(comparisons) == 120 and skipped == 0
-    assert len({c["id"] for c in comparisons}) == 120
+    assert len({c.id for c in comparisons}) == 120
     registered = [m for m in ws.models() if not m.builtin]
     assert len(registered) == 120 and ws.active_model().id in {m.id for m in registered}
 
@@ -187,18 +186,18 @@ def test_a_damaged_database_is_reported_and_preserved(tmp_path):
 
 def test_damaged_and_newer_records_are_skipped_and_counted(tmp_path):
     ws = Workspace(tmp_path, "default")
-    ws.add_comparison(comparison_to_dict(_comparison("good")))
+    ws.add_comparison(_comparison("good"))
     ws.add_model(_model("m1"))
     with sqlite3.connect(ws.db_path) as con:
         con.execute("INSERT INTO comparisons VALUES ('bad', 2.0, 'default', 'q', 1, '{not json')")
-        newer = {**comparison_to_dict(_comparison("newer")), "version": 2}
+        newer = {**_comparison("newer").to_dict(), "version": 2}
         con.execute("INSERT INTO comparisons VALUES ('newer', 3.0, 'default', 'q', 2, ?)", (json.dumps(newer),))
-        shape = {k: v for k, v in comparison_to_dict(_comparison("shape")).items() if k != "retrieval"}
+        shape = {k: v for k, v in _comparison("shape").to_dict().items() if k != "retrieval"}
         con.execute("INSERT INTO comparisons VALUES ('shape', 4.0, 'default', 'q', 1, ?)", (json.dumps(shape),))
         con.execute("INSERT INTO models VALUES ('m2', 'x', 'openai', 5.0, 2, '{\"version\": 2, \"id\": \"m2\"}')")
         con.execute("INSERT INTO models VALUES ('m3', 'x', 'openai', 6.0, 1, 'garbage')")
     comparisons, skipped = ws.comparisons("default")
-    assert [c["id"] for c in comparisons] == ["good"] and skipped == 3
+    assert [c.id for c in comparisons] == ["good"] and skipped == 3
     assert len(rows(comparisons)) == 1
     models, skipped = ws.models_report()
     assert [m.id for m in models if not m.builtin] == ["m1"] and skipped == 2
@@ -249,10 +248,11 @@ def test_first_release_files_are_imported_once_and_kept(tmp_path):
     assert ws.legacy_import["comparisons"] == 3 and ws.legacy_import["skipped_lines"] == 2
     assert ws.legacy_import["models"] == 1
     comparisons, skipped = ws.comparisons("default")
-    assert [c["question"] for c in comparisons] == ["How long is the refund window?", "Second?"] and skipped == 0
-    assert comparisons[0]["results"][0] == LEGACY_LINE["results"][0]
+    assert [c.question for c in comparisons] == ["How long is the refund window?", "Second?"] and skipped == 0
+    stored = comparisons[0].results[0].to_dict()  # every field of the first release's record reads back the same
+    assert {k: stored[k] for k in LEGACY_LINE["results"][0]} == LEGACY_LINE["results"][0]
     assert rows(comparisons)[0]["context_tokens"] == 640
-    assert [c["id"] for c in ws.comparisons("support-docs")[0]] == ["111122223333"]
+    assert [c.id for c in ws.comparisons("support-docs")[0]] == ["111122223333"]
     active = ws.active_model()
     assert active.id == "20261124-101010-abcdef" and active.trained_on == ({"document": "a.md", "sha256": "cd" * 32},)
     # the originals are kept, renamed, and not imported a second time

@@ -3,13 +3,13 @@ import time
 
 import streamlit as st
 
-from lib import charts, engine, evalrun, provenance
+from lib import charts, engine, provenance
 from lib.arms import ARMS, DEFAULT_ARMS
+from lib.compare import ask_and_record
 from lib.errors import ConfigError, explain
 from lib.format import ARM_BADGES, SOURCES_CSS, escape_markdown, link_citations, ms, one_line, rate, sources_html, usd
-from lib.history import comparison_to_dict
 from lib.jobs import Job
-from lib.providers import GenParams
+from lib.records import GenParams
 
 settings = st.session_state.settings
 st.title("Compare")
@@ -65,8 +65,8 @@ if st.session_state.pop("compare_autorun", False) and question.strip():
 
 if ask:
     params = GenParams(temperature=temperature, max_tokens=max_tokens)
-    job = Job(lambda on_delta, on_status: engine.ask(settings, question, arms, kb, params, top_k, min_score,
-                                                     on_delta=on_delta, on_status=on_status),
+    job = Job(lambda on_delta, on_status: ask_and_record(settings, question, arms, kb, params, top_k, min_score,
+                                                         on_delta=on_delta, on_status=on_status),
               statuses=True).start()
     live = st.empty()
     while not job.done:
@@ -83,17 +83,15 @@ if ask:
     if job.error is not None:
         st.error(f"The comparison could not run: {escape_markdown(explain(job.error))}")
     else:
-        st.session_state.compare_last = job.result
-        engine.workspace_for(settings).add_comparison(comparison_to_dict(job.result))
+        st.session_state.compare_last = job.result  # asked, saved in the workspace, graded (lib.compare.Asked)
 
-comparison = st.session_state.get("compare_last")
-if comparison is None or comparison.collection != kb.name:  # an answer is shown only with its knowledge base
+asked = st.session_state.get("compare_last")
+if asked is None or asked.comparison.collection != kb.name:  # an answer is shown only with its knowledge base
     st.stop()
+comparison, reference, grades = asked.comparison, asked.reference, asked.grades
 
 st.divider()
 st.markdown(f"#### {escape_markdown(one_line(comparison.question))}")
-reference = evalrun.reference_for(comparison.question, engine.workspace_for(settings))
-grades = evalrun.grade_comparison(reference, comparison) if reference else {}
 if reference is not None:
     st.caption("Reference answer (from the question set): " + (escape_markdown(reference.answer) if reference.answerable
                else "_the documents do not answer this; the right answer is to say so_")
@@ -156,5 +154,5 @@ if ok:
     g3.plotly_chart(charts.cost(ok), key="compare_chart_cost")
     if comparison.sources:
         g4.plotly_chart(charts.source_scores(comparison.sources), key="compare_chart_sources")
-st.download_button("Download this comparison (JSON)", json.dumps(comparison_to_dict(comparison), indent=2),
+st.download_button("Download this comparison (JSON)", json.dumps(comparison.to_dict(), indent=2),
                    file_name=f"comparison-{comparison.id}.json", mime="application/json", key="compare_download")

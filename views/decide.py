@@ -1,7 +1,7 @@
 import pandas as pd
 import streamlit as st
 
-from lib import capacity, charts, decision, engine, evalrun, freshness, projection, report
+from lib import capacity, charts, decision, engine, freshness, projection, report
 from lib.arms import ARMS
 from lib.decision import LABELS
 from lib.errors import ConfigError, explain
@@ -14,7 +14,7 @@ st.caption("From an evaluation run: what each arm costs a month at your volume, 
 
 try:
     workspace = engine.workspace_for(settings)
-    runs = [r for r in workspace.runs() if r["answered"]]
+    runs = [r for r in workspace.runs() if r.answered]
 except ConfigError as exc:
     st.error(escape_markdown(str(exc)))
     st.stop()
@@ -23,8 +23,7 @@ if not runs:
             "--run-name NAME`), then come back.")
     st.stop()
 
-labels = {r["id"]: f"{r['name']} · {r['spec'].get('question_set')} · {r['answered']} answers · {r['status']}"
-          for r in runs}
+labels = {r.id: f"{r.name} · {r.spec.question_set} · {r.answered} answers · {r.status}" for r in runs}
 run_id = st.selectbox("Evaluation run", list(labels), format_func=lambda k: labels[k], key="decide_run")
 
 # The answers below are kept in the workspace (they come back on the next visit, and after a restart).
@@ -138,8 +137,8 @@ for p in self_hosted:
     st.markdown(f"- **{LABELS.get(p.arm, p.arm)}**: {p.machines} machine(s) at "
                 f"{p.questions_per_hour_per_machine:,.0f} questions an hour each; capacity "
                 f"{escape_markdown(p.capacity_source or '')}")
-run_roles = sorted({ARMS[a].role for a in d.run["spec"].get("arms", []) if a in ARMS
-                    and (d.run["spec"].get("providers") or {}).get(ARMS[a].role) == "local"})
+run_roles = sorted({ARMS[a].role for a in d.run.spec.arms if a in ARMS
+                    and d.run.spec.providers.get(ARMS[a].role) == "local"})
 if run_roles:
     c1, c2 = st.columns([1, 1])
     cap_role = c1.selectbox("Model to measure", run_roles, key="decide_cap_role",
@@ -183,20 +182,20 @@ st.caption("Change one fact in one document, in a temporary copy of the knowledg
            "and see which arms follow. Retrieval follows as soon as the document is re-indexed; a fine-tuned model "
            "only after retraining.")
 try:
-    kb = engine.open_kb(settings, d.run["spec"].get("collection") or None, create=False)
+    kb = engine.open_kb(settings, d.run.spec.collection or None, create=False)
     docs = [doc.name for doc in kb.documents()]
 except ConfigError as exc:
     kb, docs = None, []
     st.info(f"The run's knowledge base cannot be opened: {escape_markdown(str(exc))}")
 if kb is not None and docs:
-    guess = freshness.suggest(evalrun.questions_from_rows(d.run["questions"]), docs)
+    guess = freshness.suggest(list(d.run.questions), docs)
     f1, f2, f3 = st.columns([2, 1, 1])
     document = f1.selectbox("Document", docs, index=docs.index(guess[0].source) if guess else 0,
                             key="decide_fresh_doc")
     find = f2.text_input("Find", guess[1] if guess else "", key="decide_fresh_find")
     new = f3.text_input("Replace with", guess[2] if guess else "", key="decide_fresh_replace")
     question = st.text_input("Question", guess[0].question if guess else "", key="decide_fresh_question")
-    arms = [a for a in d.run["spec"].get("arms", []) if a in ("rag", "finetuned", "hybrid")] or ["rag"]
+    arms = [a for a in d.run.spec.arms if a in ("rag", "finetuned", "hybrid")] or ["rag"]
     if st.button("Run the freshness test", key="decide_fresh_run", disabled=not (find and new and question)):
         with st.spinner("Copying the knowledge base, re-indexing the edited document and asking the arms…"):
             try:
@@ -215,6 +214,6 @@ if kb is not None and docs:
 st.subheader("Take it to the meeting")
 r1, r2 = st.columns(2)
 r1.download_button("Download the report (HTML, opens offline)", report.html_report(d),
-                   file_name=f"decision-{d.run['name']}.html", mime="text/html", key="decide_download_html")
-r2.download_button("Download the report (Markdown)", report.markdown(d), file_name=f"decision-{d.run['name']}.md",
+                   file_name=f"decision-{d.run.name}.html", mime="text/html", key="decide_download_html")
+r2.download_button("Download the report (Markdown)", report.markdown(d), file_name=f"decision-{d.run.name}.md",
                    mime="text/markdown", key="decide_download_md")

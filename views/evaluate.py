@@ -68,7 +68,7 @@ with tab_set:
                "arm that answers it anyway is counted as fabricating.")
     try:
         questions = evalrun.load_set(ws, chosen_set)
-    except ValueError as exc:
+    except ConfigError as exc:
         st.error(escape_markdown(str(exc)))
         questions = []
     trained = evalsets.training_questions_for(settings.finetuned, ws.models())
@@ -177,19 +177,19 @@ with tab_set:
 # ------------------------------------------------------------------ runs
 with tab_run:
     for r in ws.runs():  # answered by another app process (it holds the run's lease): followed there
-        if r["status"] == "running" and evalrun.running(ws, r["id"]) is None and evalrun.owner(ws, r["id"]):
-            st.info(f"Run **{escape_markdown(r['name'])}** is being answered by another app process "
-                    f"({r['answered']} answers so far).")
+        if r.status == "running" and evalrun.running(ws, r.id) is None and evalrun.owner(ws, r.id):
+            st.info(f"Run **{escape_markdown(r.name)}** is being answered by another app process "
+                    f"({r.answered} answers so far).")
     for r in evalrun.interrupted(ws):  # only runs that no live process owns (their lease has expired)
-        st.warning(f"Run **{escape_markdown(r['name'])}** stopped at {r['answered']} of "
-                   f"{r['spec'].get('questions', 0) * len(r['spec'].get('arms', []))} answers (the app restarted).")
-        if st.button("Resume", key=f"eval_resume_{r['id']}"):
+        st.warning(f"Run **{escape_markdown(r.name)}** stopped at {r.answered} of "
+                   f"{r.spec.questions * len(r.spec.arms)} answers (the app restarted).")
+        if st.button("Resume", key=f"eval_resume_{r.id}"):
             problem = evalrun.models_problem(r, settings)  # a run never mixes two models
-            st.session_state.eval_models_problem = {"run": r["id"], "text": problem} if problem else None
+            st.session_state.eval_models_problem = {"run": r.id, "text": problem} if problem else None
             if not problem:
                 try:
-                    evalrun.run_in_background(settings, ws, kb, r["id"])
-                    st.session_state.eval_result_run = r["id"]
+                    evalrun.run_in_background(settings, ws, kb, r.id)
+                    st.session_state.eval_result_run = r.id
                 except evalrun.RunBusy as exc:
                     st.error(escape_markdown(str(exc)))
                     st.stop()
@@ -224,26 +224,26 @@ with tab_run:
                                             limit=int(limit) or None)
             evalrun.run_in_background(settings, ws, kb, run_id)
             st.session_state.eval_result_run = run_id
-        except (ValueError, ConfigError) as exc:
+        except ConfigError as exc:
             st.error(escape_markdown(str(exc)))
 
     @st.fragment(run_every=1)
     def live_runs():
-        live = [(r, evalrun.running(ws, r["id"])) for r in ws.runs() if r["status"] == "running"]
+        live = [(r, evalrun.running(ws, r.id)) for r in ws.runs() if r.status == "running"]
         live = [(r, h) for r, h in live if h is not None]
         watched = st.session_state.get("eval_watching", set())
-        if watched - {r["id"] for r, _ in live}:  # a run this session followed has ended: show its results
-            st.session_state.eval_watching = {r["id"] for r, _ in live}
+        if watched - {r.id for r, _ in live}:  # a run this session followed has ended: show its results
+            st.session_state.eval_watching = {r.id for r, _ in live}
             st.rerun(scope="app")
-        st.session_state.eval_watching = {r["id"] for r, _ in live}
+        st.session_state.eval_watching = {r.id for r, _ in live}
         for r, h in live:
             p = h.progress
-            done, total = (p.done, p.total) if p else (r["answered"], 0)
+            done, total = (p.done, p.total) if p else (r.answered, 0)
             left = p.seconds_left if p else None
             st.progress(done / total if total else 0.0,
-                        text=f"{escape_markdown(one_line(r['name']))}: {done} of {total or '?'} answers"
+                        text=f"{escape_markdown(one_line(r.name))}: {done} of {total or '?'} answers"
                              + (f", about {ms(left * 1000)} left" if left is not None else ""))
-            if st.button("Cancel", key=f"eval_cancel_{r['id']}"):
+            if st.button("Cancel", key=f"eval_cancel_{r.id}"):
                 h.cancel.set()
                 st.caption("Cancelling: answers already given are kept; Resume finishes the run later.")
 
@@ -255,40 +255,39 @@ with tab_results:
     if not runs:
         st.info("No evaluation runs in this workspace yet: pick a set and arms on the Run tab.")
         st.stop()
-    ids = [r["id"] for r in runs]
-    labels = {r["id"]: f"{r['name']} · {when(r['created_at'])}" for r in runs}
+    ids = [r.id for r in runs]
+    labels = {r.id: f"{r.name} · {when(r.created_at)}" for r in runs}
     if st.session_state.get("eval_result_run") not in ids:
         st.session_state.eval_result_run = ids[0]
     run_id = st.selectbox("Run", ids, key="eval_result_run", format_func=labels.get)
     record, summ, graded = evalrun.summary(ws, run_id)
-    spec = record["spec"]
-    position = {q["id"]: i for i, q in enumerate(record["questions"])}
-    arm_order = {a: i for i, a in enumerate(spec.get("arms", []))}
+    spec = record.spec
+    position = {q.id: i for i, q in enumerate(record.questions)}
+    arm_order = {a: i for i, a in enumerate(spec.arms)}
     graded.sort(key=lambda g: (position.get(g.question.id, len(position)), arm_order.get(g.arm, 99)))
-    if record.get("error") and record["status"] == "failed":
-        st.error(f"The run stopped with an error: {escape_markdown(record['error'])}")
+    if record.error and record.status == "failed":
+        st.error(f"The run stopped with an error: {escape_markdown(record.error)}")
     capped = sum(s.get("capped", 0) for s in summ.values())
     if capped:  # refused by the spend cap: not asked, not graded, and left out of every accuracy below
         st.warning(f"**Stopped at the spend cap:** {capped} answer(s) were refused by the cap before anything was "
-                   f"sent; the accuracy below is over the {record['answered'] - capped} real answers only. Ask the "
+                   f"sent; the accuracy below is over the {record.answered - capped} real answers only. Ask the "
                    "workshop host to raise the cap, then Resume asks the refused ones.")
-    if record["status"] != "finished" and evalrun.resumable(ws, record) and record["status"] != "running":
+    if record.status != "finished" and evalrun.resumable(ws, record) and record.status != "running":
         if st.button("Resume this run", key="eval_resume_result",
                      help="Answers what the run has not answered yet; answers already stored are kept."):
             problem = evalrun.models_problem(record, settings)  # a run never mixes two models
-            st.session_state.eval_models_problem = {"run": record["id"], "text": problem} if problem else None
+            st.session_state.eval_models_problem = {"run": record.id, "text": problem} if problem else None
             if not problem:
                 try:
-                    evalrun.run_in_background(settings, ws, kb, record["id"])
+                    evalrun.run_in_background(settings, ws, kb, record.id)
                 except evalrun.RunBusy as exc:
                     st.error(escape_markdown(str(exc)))
                     st.stop()
             st.rerun()
-    st.caption(f"**{record['status']}**, {record['answered'] - capped} of "
-               f"{spec.get('questions', 0) * len(spec.get('arms', []))} "
-               f"answers · set **{escape_markdown(spec.get('question_set', ''))}** · {spec.get('questions', 0)} questions · "
-               f"top-k {spec.get('top_k')} · max tokens {spec.get('max_tokens')} · models: "
-               + escape_markdown(", ".join(f"{k} {v}" for k, v in spec.get("models", {}).items() if v)))
+    st.caption(f"**{record.status}**, {record.answered - capped} of {spec.questions * len(spec.arms)} "
+               f"answers · set **{escape_markdown(spec.question_set)}** · {spec.questions} questions · "
+               f"top-k {spec.top_k} · max tokens {spec.max_tokens} · models: "
+               + escape_markdown(", ".join(f"{k} {v}" for k, v in spec.models.items() if v)))
     caveat = evalrun.caveat(summ, spec)  # from the run's local models' parameter counts (GGUF), not their names
     if caveat:
         st.warning(caveat, icon="⚠️")
@@ -341,13 +340,13 @@ with tab_results:
     st.caption(noise_sentence(min((s["answerable"] for s in summ.values()), default=0)))
     judged = {a: s for a, s in summ.items() if s.get("judge_agreement") is not None}
     if judged:
-        st.markdown("**LLM judge** (" + escape_markdown(str(record["spec"].get("judge"))) + "), against the offline "
+        st.markdown("**LLM judge** (" + escape_markdown(str(spec.judge)) + "), against the offline "
                     "grader: " + "; ".join(
                         f"{a}: judge accuracy {s['judge_accuracy']:.0%}, agreement {s['judge_agreement']:.0%}"
                         + (f", kappa {s['judge_kappa']:.2f}" if s.get("judge_kappa") is not None else "")
                         + (f", {s['judge_errors']} judge errors" if s.get("judge_errors") else "")
                         for a, s in judged.items()))
-        disagree = evalrun.judge_disagreements(ws, record["id"])
+        disagree = evalrun.judge_disagreements(ws, record.id)
         if disagree:
             st.caption(f"{len(disagree)} answer(s) where the judge and the offline grader disagree: check these "
                        "by hand first (open one below).")
@@ -425,35 +424,35 @@ with tab_results:
                           format_func=lambda c: f"{c[0]} · {ARMS[c[1]].label if c[1] in ARMS else c[1]} · "
                           f"{charts.grid_cell(next(g for g in graded if (g.question.id, g.arm) == c))}")
     cell = choice
-    record_of = evalrun.answer_of(ws, record["id"], *cell)
+    record_of = evalrun.answer_of(ws, record.id, *cell)
     if record_of:
-        g, res = record_of["grade"], record_of["result"]
-        verdict = "correct" if g["correct"] else ("refused" if g["refused"] else "wrong")
-        st.markdown(f"**{escape_markdown(record_of['question'])}**  \n"
-                    f"Reference: {escape_markdown(record_of['reference'] or '(unanswerable)')}")
+        g, res = record_of.graded, record_of.result
+        verdict = "correct" if g.correct else ("refused" if g.refused else "wrong")
+        st.markdown(f"**{escape_markdown(record_of.question.question)}**  \n"
+                    f"Reference: {escape_markdown(record_of.question.answer or '(unanswerable)')}")
         st.markdown(f"**{ARMS[cell[1]].label if cell[1] in ARMS else cell[1]}** — {verdict}, score "
-                    f"{g['score']:.2f}: {escape_markdown(g['reason'])}")
-        if record_of.get("failure_mode"):
-            expected_src = record_of.get("expected") or {}
-            st.caption(f"Failure mode: **{FAILURE_LABELS.get(record_of['failure_mode'], record_of['failure_mode'])}**"
-                       f" ({escape_markdown(MODES.get(record_of['failure_mode'], ''))})"
+                    f"{g.score:.2f}: {escape_markdown(g.reason)}")
+        if g.failure_mode:
+            expected_src = g.expected or {}
+            st.caption(f"Failure mode: **{FAILURE_LABELS.get(g.failure_mode, g.failure_mode)}**"
+                       f" ({escape_markdown(MODES.get(g.failure_mode, ''))})"
                        + (f" · expected source {escape_markdown(expected_src['source'])} (from the "
                           f"{expected_src.get('from', 'question set')}), rank in the top 20: "
                           f"{expected_src.get('rank') or 'not there'}" if expected_src.get("source") else ""))
-        if g.get("citations"):
-            st.caption(f"Citations: {g['citations']}" + (f" ({escape_markdown(g['citation_reason'])})"
-                                                          if g.get("citation_reason") else ""))
-        if "correct" in (record_of.get("judge") or {}):
-            st.caption(f"LLM judge: {'correct' if record_of['judge']['correct'] else 'wrong'}: "
-                       f"{escape_markdown(record_of['judge'].get('reason', ''))}")
-        st.text(res.get("answer") or res.get("error") or "")
-        for i, s in enumerate(res.get("sources") or [], 1):
-            with st.expander(f"\\[{i}\\] {escape_markdown(one_line(s['document']))} · chunk {s['chunk']} · "
-                             f"score {s['score']:.2f}"):
-                st.text(s["text"])
+        if g.citations:
+            st.caption(f"Citations: {g.citations}" + (f" ({escape_markdown(g.citation_reason)})"
+                                                       if g.citation_reason else ""))
+        if "correct" in (record_of.judge or {}):
+            st.caption(f"LLM judge: {'correct' if record_of.judge['correct'] else 'wrong'}: "
+                       f"{escape_markdown(record_of.judge.get('reason', ''))}")
+        st.text(res.answer or res.error or "")
+        for i, s in enumerate(res.sources, 1):
+            with st.expander(f"\\[{i}\\] {escape_markdown(one_line(s.document))} · chunk {s.chunk} · "
+                             f"score {s.score:.2f}"):
+                st.text(s.text)
 
     st.subheader("Compare with another run")
-    others = [i for i in ids if i != record["id"]]
+    others = [i for i in ids if i != record.id]
     if not others:
         st.caption("Run the set again (other arms, settings or models) to see which questions changed.")
     else:
@@ -467,7 +466,7 @@ with tab_results:
             st.caption("No question changed its grade between these runs (for the arms both have).")
 
     d1, d2 = st.columns(2)
-    d1.download_button("Download CSV", evalrun.export_csv(graded), file_name=f"eval-{record['name']}.csv",
+    d1.download_button("Download CSV", evalrun.export_csv(graded), file_name=f"eval-{record.name}.csv",
                        mime="text/csv", key="eval_csv")
-    d2.download_button("Download JSON", json.dumps(evalrun.export_json(ws, record["id"]), indent=2),
-                       file_name=f"eval-{record['name']}.json", mime="application/json", key="eval_json")
+    d2.download_button("Download JSON", json.dumps(evalrun.export_json(ws, record.id), indent=2),
+                       file_name=f"eval-{record.name}.json", mime="application/json", key="eval_json")

@@ -5,7 +5,7 @@ import streamlit as st
 
 from lib import charts, engine
 from lib.format import escape_markdown
-from lib.history import ROW_COLUMNS, export_csv, rows
+from lib.history import ROW_COLUMNS, export_csv, export_json, rows
 
 settings = st.session_state.settings
 st.title("History")
@@ -50,7 +50,7 @@ st.plotly_chart(charts.cumulative_cost(table), key="history_chart_cost")
 d1, d2, d3 = st.columns(3)
 d1.download_button("Download CSV", export_csv(comparisons), file_name=f"history-{settings.collection}.csv",
                    mime="text/csv", key="history_csv")
-d2.download_button("Download JSON", json.dumps(comparisons, indent=2), file_name=f"history-{settings.collection}.json",
+d2.download_button("Download JSON", json.dumps(export_json(comparisons), indent=2), file_name=f"history-{settings.collection}.json",
                    mime="application/json", key="history_json")
 if d3.button("Clear history", key="history_clear"):
     st.session_state.history_clear_pending = settings.collection

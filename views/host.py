@@ -120,11 +120,11 @@ if rows:
     left, right = st.columns(2)
     try:
         if left.button("Reset: empty their workspace", key="host_reset"):
-            p = workshop.reset_participant(settings, who)
+            p = engine.reset_participant(settings, who)
             st.session_state.host_notice = f"{escape_markdown(p.name)}'s workspace is empty again; their link still works."
             st.rerun()
         if right.button("Remove: delete their workspace and link", key="host_remove"):
-            p = workshop.remove_participant(settings, who)
+            p = engine.remove_participant(settings, who)
             st.session_state.host_notice = f"{escape_markdown(p.name)} was removed; their link no longer opens anything."
             st.rerun()
     except ConfigError as exc:
@@ -142,7 +142,7 @@ if duplicates:
         if st.button(f"Merge into {first.workspace}", key=f"host_merge_{i}"):
             try:
                 for p in later:
-                    workshop.merge_participants(settings, first.token, p.token)
+                    engine.merge_participants(settings, first.token, p.token)
                 st.session_state.host_notice = (f"Merged {len(later)} join(s) of {escape_markdown(first.name)} into "
                                                 f"{escape_markdown(first.workspace)}.")
                 st.rerun()

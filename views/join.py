@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from lib import workshop
+from lib import engine, workshop
 from lib.errors import ConfigError
 from lib.format import escape_markdown
 
@@ -21,7 +21,7 @@ with st.form("join", border=False):
         if config.join_code else ""
     if st.form_submit_button("Join", type="primary", key="join_submit"):
         try:
-            p = workshop.join(settings, name, workshop.text(st.context.ip_address), code)
+            p = engine.join_workshop(settings, name, workshop.text(st.context.ip_address), code)
         except ConfigError as exc:
             st.error(escape_markdown(str(exc)))
         else:

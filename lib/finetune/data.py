@@ -185,7 +185,8 @@ _PAIR_PROMPT = (
 def generate_pairs(chunks: list[Any], provider: Any, per_chunk: int = 2,
                    on_progress: Callable[[int, int], None] | None = None) -> tuple[list[Example], list[str]]:
     """Question/answer pairs written by a (hosted) model from chunks; (examples, problems)."""
-    from lib.providers import Delta, GenParams
+    from lib.providers import Delta
+    from lib.records import GenParams
 
     pairs: list[tuple[str, str]] = []
     problems: list[str] = []
@@ -196,8 +197,7 @@ def generate_pairs(chunks: list[Any], provider: Any, per_chunk: int = 2,
                                                            GenParams(temperature=0.3, max_tokens=600, stop=()))
                            if isinstance(e, Delta))
         except Exception as exc:
-            from lib.errors import explain
-            from lib.gateway import CapReached
+            from lib.errors import CapReached, explain
 
             if not isinstance(exc, CapReached) or not pairs:
                 raise

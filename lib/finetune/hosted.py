@@ -10,7 +10,8 @@ from lib.finetune.data import Example, count_example_tokens, to_jsonl
 from lib.finetune.registry import FineTunedModel, sha256_text
 
 if TYPE_CHECKING:
-    from lib.workspace import JobRecord, Workspace
+    from lib.workspace import Workspace
+    from lib.workspace_records import JobRecord
 
 ACTIVE_STATES = ("validating_files", "queued", "running")
 

@@ -21,7 +21,8 @@ from lib.finetune.registry import new_id, sha256_text
 from lib.settings import PROJECT_ROOT
 
 if TYPE_CHECKING:
-    from lib.workspace import JobRecord, Workspace
+    from lib.workspace import Workspace
+    from lib.workspace_records import JobRecord
 
 TRAIN_DEPS = ("torch", "transformers", "peft", "gguf")
 _children: list[subprocess.Popen[bytes]] = []  # reaped by a thread each, so a finished runner is no zombie
