@@ -10,7 +10,7 @@ lib: any module may import this one.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 
@@ -152,7 +152,8 @@ class ArmResult:
         d["sources"] = [s.to_dict() for s in self.sources]
         for key in ("retrieval_ms", "ttft_ms", "total_ms", "queued_ms"):
             d[key] = _round(d[key])
-        d["tokens_per_s"] = _round(self.tokens_per_s)
+        # from the rounded times, so that a stored result read back (`from_dict`) prints exactly the same
+        d["tokens_per_s"] = _round(replace(self, ttft_ms=d["ttft_ms"], total_ms=d["total_ms"]).tokens_per_s)
         d["warnings"] = list(self.warnings)
         return d
 

@@ -53,7 +53,7 @@ def test_a_damaged_workspace_database_is_reported_and_left_untouched(tmp_path, h
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert str(ws.db_path) in run.stderr and "left exactly as it is" in run.stderr, run.stderr
     assert ws.db_path.read_bytes() == damaged  # never replaced, never re-created empty
-    from lib import workspace as module
+    from lib import db as module
 
     module._checked.clear()
     with pytest.raises(WorkspaceError, match="could not be read"):

@@ -6,13 +6,14 @@ import pytest
 
 from lib.decision import Situation, decide
 from lib.projection import Assumptions, arm_usage, crossings, cumulative, project, sensitivity_per_day
+from tests import records
 
 
-def _answer(arm, model, provider, prompt, completion, cost, ms=1000.0, system=20, overhead=10, context=0):
-    return {"arm": arm, "result": {
+def _answer(arm, model, provider, prompt, completion, cost, ms=1000.0, system=20, overhead=10, context=0, qid="q1"):
+    return records.answer(arm, {
         "model": model, "provider": provider, "error": None, "cost_usd": cost, "total_ms": ms,
         "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "system_tokens": system,
-                  "overhead_tokens": overhead, "context_tokens": context, "question_tokens": 10}}}
+                  "overhead_tokens": overhead, "context_tokens": context, "question_tokens": 10}}, qid=qid)
 
 
 GPT = "gpt-4o-mini"  # $0.15 / $0.60 per million tokens in / out, cached input $0.075 (genai-prices)
@@ -360,11 +361,11 @@ def test_the_users_volume_is_inside_the_volume_axis_and_marked():
 def test_cost_by_top_k_moves_for_local_arms_with_the_prompt_length():
     from lib.projection import Assumptions, arm_usage, sensitivity_top_k
 
-    answers = [{"arm": "rag", "result": {"model": "smollm2-135m-instruct", "provider": "local", "error": None,
-                                         "cost_usd": 0.0, "total_ms": 3000.0, "ttft_ms": 2100.0, "retrieval_ms": 100.0,
-                                         "usage": {"prompt_tokens": 500, "completion_tokens": 40, "system_tokens": 30,
-                                                   "overhead_tokens": 10, "context_tokens": 400,
-                                                   "question_tokens": 10}}}]
+    answers = [records.answer("rag", {"model": "smollm2-135m-instruct", "provider": "local", "error": None,
+                                      "cost_usd": 0.0, "total_ms": 3000.0, "ttft_ms": 2100.0, "retrieval_ms": 100.0,
+                                      "usage": {"prompt_tokens": 500, "completion_tokens": 40, "system_tokens": 30,
+                                                "overhead_tokens": 10, "context_tokens": 400,
+                                                "question_tokens": 10}})]
     usages = arm_usage(answers, top_k=2)
     # prompt reading (2.0 s for 500 tokens) scales with the prompt: top-k 1 -> 300 tokens, 4 -> 900 tokens, so a
     # question takes 2.2 s, 3.0 s, 4.6 s: one machine serves 1,636, 1,200 or 783 an hour. At 8,000 a day the peak
@@ -396,9 +397,8 @@ def _stored(ws, arm, model, provider, correct, ms=2000.0, cost=0.0, trained_on=N
               "warnings": list(warnings), "trained_on": trained_on}
     grade = {"correct": correct, "score": float(correct), "refused": False, "fabricated": False, "reason": "",
              "cites": False, "citation_ok": None, "grounded": None, "retrieval_hit": True, "house_style": False}
-    ws.save_answer("r1", q["id"], arm, {"version": 1, "question_id": q["id"], "question": q["question"],
-                                        "reference": q["reference"], "keywords": q["keywords"], "answerable": True,
-                                        "source": q["source"], "arm": arm, "result": result, "grade": grade})
+    ws.save_answer("r1", records.answer(arm, result, grade, qid=q["id"], question=q["question"],
+                                        reference=q["reference"], keywords=tuple(q["keywords"]), source=q["source"]))
 
 
 def test_report_carries_provenance_one_set_of_figures_and_an_estimated_training_time(tmp_path):
@@ -410,7 +410,7 @@ def test_report_carries_provenance_one_set_of_figures_and_an_estimated_training_
             "top_k": 1, "max_tokens": 96, "models": {"base": "smollm2-135m-instruct",
                                                       "finetuned": "smollm2-135m-instruct + LoRA quillmere-smollm2-lora"},
             "providers": {"base": "local", "finetuned": "local"}, "questions": 4}
-    ws.create_run("r1", spec, [])
+    ws.create_run("r1", records.spec(**spec), [])
     card = {"name": "Quillmere house style (shipped LoRA)", "base_model": "SmolLM2-135M-Instruct",
             "knowledge_base": "sample", "description": "the sample company (Quillmere Outdoor Co.)",
             "documents": [{"name": "refund_policy.md", "sha256": "x"}], "method": "LoRA r=16, 125 steps",
@@ -574,10 +574,10 @@ def test_project_json_gives_machines_and_capacity_for_self_hosted_arms(tmp_path,
     from lib.workspace import Workspace
 
     ws = Workspace(tmp_path / "data", "default")
-    ws.create_run("r1", {"name": "cap", "arms": ["baseline", "rag"], "top_k": 4, "collection": "x"}, [])
+    ws.create_run("r1", records.spec(name="cap", arms=["baseline", "rag"], top_k=4, collection="x"), [])
     for i, a in enumerate(_run()):
-        ws.save_answer("r1", f"q{i}", a["arm"], {"version": 1, "question_id": f"q{i}", "arm": a["arm"],
-                                                  "result": a["result"], "grade": {}})
+        ws.save_answer("r1", dataclasses.replace(a, graded=dataclasses.replace(
+            a.graded, question=dataclasses.replace(a.question, id=f"q{i}"))))
     assert main(["project", "--run", "cap", "--per-day", "1000", "--hardware-usd-per-hour", "0.5",
                  "--peak-factor", "2", "--data-dir", str(tmp_path / "data"), "--json"]) == 0
     rows = {r["arm"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}

@@ -113,7 +113,7 @@ def test_eval_cli_stores_a_named_run_and_compares(hosted_settings, openai_server
     openai_server.reply_fn = lambda body: "45 days [1]."
     assert main(argv) == 0
     capsys.readouterr()
-    runs = [r for r in ws.runs() if r["name"] == "cli-run"]
+    runs = [r for r in ws.runs() if r.name == "cli-run"]
     assert len(runs) == 2
     _, _, before = evalrun.summary(ws, runs[1].id)
     _, _, after = evalrun.summary(ws, runs[0].id)

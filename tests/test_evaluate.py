@@ -58,19 +58,18 @@ def test_eval_cli_on_a_hosted_model(sample_kb_dir, openai_server, monkeypatch, c
 
 
 def test_summary_has_intervals_fabrication_and_latency_percentiles():
-    from lib.records import ArmResult, Comparison, GenParams, RetrievalParams, Source
+    from lib.records import ArmResult, Source
 
     src = (Source("refund_policy.md", 0, 0.9, "Refunds within 45 days of delivery."),)
 
-    def comparison(answer: str, ms: float) -> Comparison:
-        r = ArmResult("rag", "RAG", "m", "local", answer, src, None, "provider", 0.0, "", 1.0, ms / 2, ms, 0.0,
-                      "stop", None)
-        return Comparison("c", "q", 0.0, "kb", RetrievalParams(), GenParams(), src, 1.0, (r,))
+    def result(answer: str, ms: float) -> ArmResult:
+        return ArmResult("rag", "RAG", "m", "local", answer, src, None, "provider", 0.0, "", 1.0, ms / 2, ms, 0.0,
+                         "stop", None)
 
     ok = evaluate.Question("q1", "How long?", ("45",), "45 days", "refund_policy.md")
     unanswerable = evaluate.Question("u1", "Revenue?", (), "", "", answerable=False)
-    graded = (evaluate.grade(ok, comparison("45 days [1].", 100)) + evaluate.grade(ok, comparison("I don't know.", 300))
-              + evaluate.grade(unanswerable, comparison("About 3 million [1].", 200)))
+    graded = [evaluate.grade_result(ok, result("45 days [1].", 100)), evaluate.grade_result(ok, result("I don't know.", 300)),
+              evaluate.grade_result(unanswerable, result("About 3 million [1].", 200))]
     s = evaluate.summarise(graded)["rag"]
     assert s["answerable"] == 2 and s["correct"] == 1 and s["accuracy"] == 0.5
     assert 0 < s["accuracy_ci95"][0] < 0.5 < s["accuracy_ci95"][1] < 1

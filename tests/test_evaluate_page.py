@@ -226,11 +226,13 @@ def test_runs_of_the_offline_demo_model_say_so(offline_app):
 
 def test_the_demo_model_caveat_follows_the_models_the_run_used():
     """A run of hosted arms is not flagged because the fine-tuned role (unused) was the local model."""
+    from tests.records import spec as run_spec
+
     spec = {"arms": ["rag"], "models": {"base": "gpt-4.1-mini", "finetuned": "smollm2-135m-instruct + LoRA x"},
             "providers": {"base": "openai", "finetuned": "local"}}
-    assert evalrun.caveat({}, spec) is None
-    assert evalrun.caveat({"rag": {"model": "gpt-4.1-mini", "provider": "openai"}}, spec) is None
-    assert evalrun.caveat({}, {**spec, "arms": ["rag", "hybrid"]}) is not None
+    assert evalrun.caveat({}, run_spec(**spec)) is None
+    assert evalrun.caveat({"rag": {"model": "gpt-4.1-mini", "provider": "openai"}}, run_spec(**spec)) is None
+    assert evalrun.caveat({}, run_spec(**{**spec, "arms": ["rag", "hybrid"]})) is not None
     assert evalrun.caveat({"hybrid": {"model": "smollm2-135m-instruct + LoRA x", "provider": "local"}}) is not None
 
 

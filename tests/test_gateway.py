@@ -49,6 +49,8 @@ def hosted_call_sites(source: str) -> list[tuple[int, str]]:
             continue
         dotted = _dotted(node.func)
         name = dotted.rsplit(".", 1)[-1]
+        if name in ("get", "items", "keys", "values"):  # a mapping (a run's `spec.models`), not an API resource
+            continue
         if name in CLIENT_FACTORIES or RAW_API.search(dotted) or dotted.startswith("PROVIDERS[]"):
             sites.append((node.lineno, dotted))
     return sites

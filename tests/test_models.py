@@ -378,17 +378,19 @@ def test_a_gguf_copied_in_by_hand_is_checked_in_the_worker_before_it_is_listed(t
 # ---------------------------------------------------------------- the small-model caveat
 
 def test_the_small_model_caveat_comes_from_the_parameter_count() -> None:
+    from tests.records import spec
+
     base = {"arms": ["baseline", "rag"], "providers": {"base": "local", "finetuned": "local"},
             "models": {"base": "qwen2.5-1.5b", "finetuned": ""}}
-    assert catalogue.small_model_caveat({**base, "params": {"base": 1_540_000_000}}) is None
+    assert catalogue.small_model_caveat(spec(**{**base, "params": {"base": 1_540_000_000}})) is None
     named_big = {**base, "models": {"base": "smollm2-135m-instruct"}, "params": {"base": 1_540_000_000}}
-    assert catalogue.small_model_caveat(named_big) is None  # the name says 135m; the count decides
-    small = catalogue.small_model_caveat({**base, "models": {"base": "tiny"}, "params": {"base": 494_000_000}})
+    assert catalogue.small_model_caveat(spec(**named_big)) is None  # the name says 135m; the count decides
+    small = catalogue.small_model_caveat(spec(**{**base, "models": {"base": "tiny"}, "params": {"base": 494_000_000}}))
     assert small is not None and "494M-parameter local model (tiny)" in small and "can invert" in small
     old_run = {**base, "models": {"base": "smollm2-135m-instruct"}}  # recorded before runs kept parameters
-    assert "135M offline demo model" in (catalogue.small_model_caveat(old_run) or "")
+    assert "135M offline demo model" in (catalogue.small_model_caveat(spec(**old_run)) or "")
     hosted = {"arms": ["rag"], "providers": {"base": "openai"}, "models": {"base": "gpt-4.1-mini"}}
-    assert catalogue.small_model_caveat(hosted) is None
+    assert catalogue.small_model_caveat(spec(**hosted)) is None
 
 
 # ---------------------------------------------------------------- Ollama
