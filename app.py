@@ -1,12 +1,11 @@
 """Router and frame: page config, the shared sidebar (workspace, knowledge base, models), navigation."""
 
 import dataclasses
-import os
 
 import streamlit as st
 
 from lib import engine
-from lib.errors import ConfigError
+from lib.errors import ConfigError, report_bug
 from lib.format import escape_markdown, one_line
 from lib.settings import load_settings, mask_key
 from lib.store import list_knowledge_bases
@@ -21,7 +20,7 @@ try:
 except FileNotFoundError:  # no .streamlit/secrets.toml: environment variables only
     secrets = {}
 try:  # the same reader and key rules as the CLI: environment first, then secrets
-    base_settings = load_settings(env=os.environ, secrets=secrets)
+    base_settings = load_settings(secrets=secrets)
     settings = dataclasses.replace(base_settings, **st.session_state.settings_overrides)
     if "base" in st.session_state.settings_overrides:  # a base applied in this session's Settings form wins
         settings = dataclasses.replace(settings, base_explicit=True)
@@ -145,3 +144,5 @@ try:
     st.navigation(pages).run()
 except ConfigError as exc:  # e.g. a workspace database damaged while in use: say so, never a traceback
     st.error(escape_markdown(str(exc)))
+except Exception as exc:  # a bug: logged with its traceback; the page says so plainly, and where the log is
+    st.error(escape_markdown(report_bug(exc, settings.data_dir)))

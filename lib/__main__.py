@@ -13,9 +13,9 @@ from typing import Any
 
 from lib.arms import ARMS, DEFAULT_ARMS
 from lib.chunking import DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP_TOKENS, MAX_CHUNK_TOKENS
-from lib.errors import ConfigError, redact
+from lib.errors import ConfigError, UserError, redact, report_bug
 from lib.records import ArmResult, GenParams, Graded
-from lib.settings import load_settings
+from lib.settings import DEFAULT_DATA_DIR, load_settings
 
 
 def _whole(low: int, high: int) -> Any:
@@ -280,7 +280,7 @@ def _evaluate(settings: Any, kb: Any, args: argparse.Namespace, arms: list[str])
 
     ws = engine.workspace_for(settings)
     if args.new_models and not args.resume:
-        raise ValueError("--new-models goes with --resume RUN: it answers what that run has not answered in a new run.")
+        raise UserError("--new-models goes with --resume RUN: it answers what that run has not answered in a new run.")
     if args.regrade:
         run_id = evalrun.find_run(ws, args.regrade).id
         evalrun.regrade(ws, run_id, evalrun.local_similarity(settings))
@@ -485,11 +485,11 @@ def _report(settings: Any, args: argparse.Namespace) -> int:
 
     out: Path = args.out
     if out.is_dir():
-        raise ValueError(f"{out} is a folder: give the report's file name, e.g. {out / 'decision.html'}.")
+        raise UserError(f"{out} is a folder: give the report's file name, e.g. {out / 'decision.html'}.")
     if not out.parent.is_dir():
-        raise ValueError(f"The folder {out.parent} does not exist: create it first, or write the report elsewhere.")
+        raise UserError(f"The folder {out.parent} does not exist: create it first, or write the report elsewhere.")
     if out.suffix.lower() not in (".html", ".htm", ".md"):
-        raise ValueError(f"{out.name}: name the report FILE.html (self-contained, opens offline) or FILE.md.")
+        raise UserError(f"{out.name}: name the report FILE.html (self-contained, opens offline) or FILE.md.")
     ws = engine.workspace_for(settings)
     a = projection.Assumptions(per_day=args.per_day, months=args.months, cached_input=args.cached_input,
                                hardware_usd_per_hour=args.hardware_usd_per_hour, changes=args.changes or "rarely",
@@ -502,7 +502,7 @@ def _report(settings: Any, args: argparse.Namespace) -> int:
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(out)  # never a half-written report
     except OSError as exc:
-        raise ValueError(f"The report could not be written to {out}: {exc.strerror or exc}.") from None
+        raise UserError(f"The report could not be written to {out}: {exc.strerror or exc}.") from None
     finally:
         tmp.unlink(missing_ok=True)  # nothing stray is left behind
     row = {"out": str(out), "bytes": len(text.encode()), "recommendation": d.recommendation.choice,
@@ -520,10 +520,10 @@ def _finetune(settings: Any, args: argparse.Namespace) -> int:
     ws = engine.workspace_for(settings)
     kb = engine.open_kb(settings, args.kb, create=False)
     if kb.count() == 0:
-        raise ValueError(f"Knowledge base {args.kb!r} has no documents to train on.")
+        raise UserError(f"Knowledge base {args.kb!r} has no documents to train on.")
     examples, kinds, method = from_kb.training_set(settings, kb, offline=args.offline)
     if not examples:
-        raise ValueError("No training examples could be made from this knowledge base.")
+        raise UserError("No training examples could be made from this knowledge base.")
     base = _training_base(settings, ws, args)
     if args.probe:
         from_kb.probe(ws, examples, base=base)
@@ -663,10 +663,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "grade":
         try:
             return _grade(args)
-        except (ConfigError, ValueError, OSError) as exc:
+        except (ConfigError, OSError) as exc:
             _emit({"error": redact(str(exc))}) if args.json else print(f"error: {redact(str(exc))}", file=sys.stderr)
             return 2
     overrides = {"data_dir": args.data_dir, "collection": args.collection, "workspace": args.workspace}
+    settings = None
     try:
         settings = load_settings(**overrides)
         if getattr(args, "top_k", 0) is None:
@@ -749,8 +750,10 @@ def main(argv: list[str] | None = None) -> int:
             from lib.store import store_error
 
             exc = store_error(exc, settings.chroma_host or Path(settings.data_dir) / "chroma")
-        elif not isinstance(exc, (ConfigError, ValueError)):
-            raise
+        elif not isinstance(exc, ConfigError):  # a bug: logged with its traceback, one plain line here
+            message = report_bug(exc, settings.data_dir if settings else (args.data_dir or DEFAULT_DATA_DIR))
+            _emit({"error": message, "bug": True}) if args.json else print(f"error: {message}", file=sys.stderr)
+            return 70  # EX_SOFTWARE
         if args.json:
             _emit({"error": redact(str(exc))})
         else:

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from lib.errors import explain
+from lib.errors import UserError, explain
 from lib.local_queue import comparison_group
 from lib.providers import (
     Delta,
@@ -298,10 +298,10 @@ def compare(question: str, arm_keys: list[str] | tuple[str, ...], kb: KnowledgeB
     form one group, so they never share a batch and each is timed as if asked alone on an idle server). The
     long-context arm gets the whole knowledge base instead of retrieved sources."""
     if not question.strip():
-        raise ValueError("Ask a question first.")
+        raise UserError("Ask a question first.")
     unknown = [k for k in arm_keys if k not in ARMS]
     if unknown:
-        raise ValueError(f"Unknown arm(s) {', '.join(unknown)}: use {', '.join(ARMS)}.")
+        raise UserError(f"Unknown arm(s) {', '.join(unknown)}: use {', '.join(ARMS)}.")
     arms = [ARMS[k] for k in arm_keys]
     sources: list[Source] = []
     retrieval_ms = 0.0

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lib.errors import UserError
 from lib.providers import Delta, Done, Message, Started
 from lib.records import GenParams
 
@@ -146,7 +147,7 @@ def parse_levels(text: str) -> tuple[int, ...]:
     except ValueError:
         levels = ()
     if not levels or levels[0] < 1 or levels[-1] > 64:
-        raise ValueError(f"--concurrency {text!r}: give whole numbers from 1 to 64, separated by commas "
+        raise UserError(f"--concurrency {text!r}: give whole numbers from 1 to 64, separated by commas "
                          "(for example 1,2,4,8).")
     return levels
 
@@ -299,12 +300,12 @@ def measure(provider: Any, prompts: Sequence[list[Message]], role: str, prompts_
             cancel: threading.Event | None = None) -> Capacity:
     """Every level in turn (after one untimed question, so loading the model is not measured)."""
     if getattr(provider, "kind", "") != "local":
-        raise ValueError("The capacity measurement is for the local model on this machine; for a hosted or "
+        raise UserError("The capacity measurement is for the local model on this machine; for a hosted or "
                          "self-hosted server, enter its capacity instead.")
     if not prompts:
-        raise ValueError("No prompts to measure with.")
+        raise UserError("No prompts to measure with.")
     if questions < 1:
-        raise ValueError("--questions must be at least 1.")
+        raise UserError("--questions must be at least 1.")
     cancel = cancel or threading.Event()
     params = GenParams(max_tokens=max_tokens, temperature=0.0)
     progress = Progress(total=questions * len(concurrency), message="loading the model")
@@ -337,7 +338,7 @@ def provider_for(settings: Any, role: str) -> Any:
     from lib.errors import ConfigError
 
     if role not in ROLES:
-        raise ValueError(f"--role {role!r}: use base or finetuned.")
+        raise UserError(f"--role {role!r}: use base or finetuned.")
     spec = settings.base if role == "base" else engine.resolve_finetuned(settings).finetuned
     if spec is None:
         raise ConfigError("There is no fine-tuned model: train one on the Fine-tune page, or measure the base role.")

@@ -8,6 +8,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from lib.errors import UserError
+
 # all-MiniLM-L6-v2 reads at most 256 word pieces, two of which are [CLS] and [SEP].
 MAX_CHUNK_TOKENS = 254
 DEFAULT_CHUNK_TOKENS = 200
@@ -32,10 +34,10 @@ class Chunk:
 
 def validate(size: int, overlap: int, max_tokens: int = MAX_CHUNK_TOKENS) -> None:
     if not 16 <= size <= max_tokens:
-        raise ValueError(f"Chunk size {size} is out of range: use 16 to {max_tokens} tokens "
+        raise UserError(f"Chunk size {size} is out of range: use 16 to {max_tokens} tokens "
                          "(the embedding model reads at most that many; longer chunks would be cut).")
     if not 0 <= overlap <= size // 2:
-        raise ValueError(f"Overlap {overlap} is out of range: use 0 to {size // 2} tokens (half the chunk size).")
+        raise UserError(f"Overlap {overlap} is out of range: use 0 to {size // 2} tokens (half the chunk size).")
 
 
 _SENTENCE_END = re.compile(r"[.!?:;]['\")\]]?\s*$")

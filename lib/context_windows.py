@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from lib.errors import UserError
+
 TABLE = Path(__file__).parent / "data" / "context_windows.json"
 
 
@@ -50,7 +52,7 @@ def parse_overrides(text: str) -> tuple[tuple[str, int], ...]:
             continue
         name, sep, tokens = part.rpartition("=")
         if not sep or not name.strip() or not tokens.strip().isdigit() or int(tokens) <= 0:
-            raise ValueError(f"WORKBENCH_CONTEXT_WINDOWS: {part.strip()!r} is not MODEL=TOKENS (a positive whole "
+            raise UserError(f"WORKBENCH_CONTEXT_WINDOWS: {part.strip()!r} is not MODEL=TOKENS (a positive whole "
                              "number of tokens).")
         out.append((name.strip(), int(tokens)))
     return tuple(out)

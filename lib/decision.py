@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from lib.errors import UserError
+
 LABELS = {"baseline": "Baseline", "rag": "RAG", "finetuned": "Fine-tuned", "hybrid": "Hybrid",
           "longcontext": "Long context"}
 CANDIDATES = ("rag", "finetuned", "hybrid", "longcontext")
@@ -195,7 +197,7 @@ def _rules(summary: dict[str, dict[str, Any]], situation: Situation,
     if long_note is not None and "longcontext" in arms:
         arms.remove("longcontext")
     if not arms:
-        raise ValueError("The run has no graded answers for RAG, fine-tuned or hybrid: evaluate at least one "
+        raise UserError("The run has no graded answers for RAG, fine-tuned or hybrid: evaluate at least one "
                          "of them first.")
     acc = {a: float(summary[a]["accuracy"]) for a in arms}
     ci = {a: _interval(summary[a]) for a in arms}

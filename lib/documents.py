@@ -5,22 +5,21 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from lib.settings import document_limits
+
 SUPPORTED = {".txt": "text", ".md": "markdown", ".markdown": "markdown",
              ".pdf": "pdf", ".docx": "docx", ".html": "html", ".htm": "html"}
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
-# What one document may expand to (a shared server must survive a decompression bomb): a .docx's members
-# unpacked, and the text extracted from any file. Environment variables override them.
-MAX_EXPANDED_BYTES = int(float(os.environ.get("WORKBENCH_MAX_EXPANDED_MB", "64")) * 1024 * 1024)
-MAX_TEXT_CHARS = int(os.environ.get("WORKBENCH_MAX_TEXT_CHARS", "5000000"))
-# Parsing XML takes about 60 times its size in memory (python-docx on a 64 MB document.xml took 4.3 GB), so the
-# XML a .docx holds gets its own, smaller limit: 10 MB is several hundred pages of text.
-MAX_XML_BYTES = int(float(os.environ.get("WORKBENCH_MAX_DOCX_XML_MB", "10")) * 1024 * 1024)
+# What one document may expand to (a shared server must survive a decompression bomb): lib.settings.DocumentLimits.
+_LIMITS = document_limits()
+MAX_EXPANDED_BYTES = _LIMITS.expanded_bytes
+MAX_TEXT_CHARS = _LIMITS.text_chars
+MAX_XML_BYTES = _LIMITS.xml_bytes
 # Files a folder scan passes over without complaint (the sample corpus's question file).
 IGNORED_NAMES = {"questions.jsonl"}
 

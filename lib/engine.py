@@ -16,7 +16,7 @@ from lib.arms import compare
 from lib.chunking import DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP_TOKENS, chunk_text, validate
 from lib.documents import DocumentError, expand_paths, load_bytes, load_path, safe_name
 from lib.embeddings import Embedder, make_embedder
-from lib.errors import ConfigError
+from lib.errors import ConfigError, UserError
 from lib.providers import Provider
 from lib.records import Comparison, GenParams
 from lib.settings import Settings
@@ -197,7 +197,7 @@ def ingest_document(kb: KnowledgeBase, name: str, load: Callable[[], object], si
             return IngestResult(name, "unchanged", same.chunks, same.tokens, ms=(time.monotonic() - t0) * 1000)
         chunks = chunk_text(doc.text, kb.embedder.spans, size, overlap)
         if len(chunks) > MAX_CHUNKS_PER_DOCUMENT:
-            raise ValueError(f"{name} makes {len(chunks):,} chunks; the limit is {MAX_CHUNKS_PER_DOCUMENT:,} per "
+            raise UserError(f"{name} makes {len(chunks):,} chunks; the limit is {MAX_CHUNKS_PER_DOCUMENT:,} per "
                              "document. Split it into smaller files, or use a larger chunk size.")
         report(name, "embedding", 0.1)
         parts = []

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC
+from pathlib import Path
 
 
 class ConfigError(Exception):
@@ -269,3 +271,27 @@ def _explain(exc: BaseException, model: str = "", where: str = "") -> str:
     if isinstance(exc, MemoryError):
         return "Out of memory while running the model. Close other apps or pick a smaller model."
     return f"{type(exc).__name__}: {exc}"
+
+
+BUG_LOG = Path("logs") / "errors.log"  # under the data folder
+
+
+def report_bug(exc: BaseException, data_dir: str | Path) -> str:
+    """Log an unexpected exception (a bug, not something the user can fix) with its traceback, redacted, to
+    `<data>/logs/errors.log`, and return the plain sentence to show: something went wrong, and where the log is.
+    Never raises: if the log cannot be written, the sentence says so."""
+    import traceback
+    from datetime import datetime
+
+    log = Path(data_dir) / BUG_LOG
+    trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    entry = f"--- {datetime.now(UTC).isoformat(timespec='seconds')}\n{redact(trace)}\n"
+    try:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(entry)
+        where = f"The details are in {log}; please include them when you report it."
+    except OSError as err:
+        where = f"The details could not be written to {log} ({err.strerror or err})."
+    return (f"Something went wrong: an unexpected {type(exc).__name__}. This is a bug in the workbench, not "
+            f"something you did. {where}")

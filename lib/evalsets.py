@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lib.errors import UserError
+
 TRUE = {"true", "1", "yes", "y"}
 FALSE = {"false", "0", "no", "n"}
 
@@ -24,7 +26,7 @@ def _as_bool(value: Any, default: bool = True) -> bool:
         return True
     if text in FALSE:
         return False
-    raise ValueError(f"'answerable' must be true or false, not {value!r}")
+    raise UserError(f"'answerable' must be true or false, not {value!r}")
 
 
 def _keywords(value: Any) -> list[str]:
@@ -110,7 +112,7 @@ def read_grading_file(path: str | Path) -> tuple[list[dict[str, Any]], list[tupl
     try:
         data = p.read_bytes()
     except FileNotFoundError:
-        raise ValueError(f"{p} does not exist") from None
+        raise UserError(f"{p} does not exist") from None
     return read_rows(data, p.name, need_answer=True)
 
 

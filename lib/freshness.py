@@ -15,6 +15,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from lib.errors import UserError
 from lib.grading import normalise, quantities
 from lib.records import Question
 
@@ -91,11 +92,11 @@ def run(settings: Any, kb: Any, document: str, find: str, replace: str, question
     from lib.store import copy_knowledge_base, delete_knowledge_base, document_text
 
     if not find or find == replace:
-        raise ValueError("Say what to find and a different value to put in its place.")
+        raise UserError("Say what to find and a different value to put in its place.")
     original = document_text(kb, document)
     edited, count = edit_text(original, find, replace)
     if count == 0:
-        raise ValueError(f"{find!r} does not occur in {document} as a separate word or number; pick text that does.")
+        raise UserError(f"{find!r} does not occur in {document} as a separate word or number; pick text that does.")
     temp_name = f"fresh-{uuid.uuid4().hex[:10]}"
     copy = copy_knowledge_base(kb, temp_name)
     try:

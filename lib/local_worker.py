@@ -47,6 +47,8 @@ from typing import Any
 
 from lib.errors import LocalModelError
 from lib.local_queue import LocalQueue, machine_queue
+from lib.settings import child_env, llama_extra_bufts
+from lib.settings import fault as injected_fault
 
 PROTOCOL = 2
 SMOKE_PROMPT = "Hello"
@@ -231,7 +233,7 @@ class _Child:
         model, n_ctx, threads, extra_bufts, wanted = key
         self._release()  # one base model at a time: release the previous one first
         self.send(("loading",))
-        fault = os.environ.get("WORKBENCH_FAULT_WORKER_LOAD", "")  # fault injection for the tests
+        fault = injected_fault("worker_load")  # fault injection for the tests
         if fault == "always" or (fault == "extra_bufts" and extra_bufts):
             os.kill(os.getpid(), signal.SIGSEGV)
         # The Llama object gives the weights, tokenizer and metadata; decoding runs in a context of our own
@@ -616,7 +618,7 @@ class _Lane:
         self._close_send()
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = child_env(PYTHONUNBUFFERED="1")
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         try:
@@ -921,7 +923,7 @@ def smoke(model: str | None = None, extra_bufts: str = "auto") -> str:
 if __name__ == "__main__":
     if len(sys.argv) == 2 and sys.argv[1] == "--smoke":
         try:
-            print(smoke(extra_bufts=os.environ.get("WORKBENCH_LLAMA_EXTRA_BUFTS", "auto")))
+            print(smoke(extra_bufts=llama_extra_bufts()))
         except Exception as exc:
             print(f"llama.cpp does not run on this machine: {exc}.\nRebuild it for this CPU: "
                   ".venv/bin/pip install --force-reinstall --no-cache-dir --no-deps llama-cpp-python==0.3.36 "

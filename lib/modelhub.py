@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from lib.errors import ConfigError
-from lib.settings import PROJECT_ROOT, Settings
+from lib.settings import PROJECT_ROOT, Settings, child_env
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 GIT_SHA1 = re.compile(r"^[0-9a-f]{40}$")
@@ -723,7 +723,7 @@ def start_pull(settings: Settings, name: str, training: bool = False) -> int:
     cmd = [sys.executable, "-m", "lib", "models", "pull", name, "--json", "--data-dir", str(settings.data_dir)]
     if training:
         cmd.append("--training")
-    env = {**os.environ, "HF_ENDPOINT": settings.hf_endpoint, "HF_HUB_OFFLINE": "1" if settings.hf_offline else "0"}
+    env = child_env(HF_ENDPOINT=settings.hf_endpoint, HF_HUB_OFFLINE="1" if settings.hf_offline else "0")
     with (folder / "log.txt").open("ab") as log:
         proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env,
                                 start_new_session=True)

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from lib.errors import UserError
 from lib.format import usd
 
 HOURS_PER_MONTH = 730
@@ -105,7 +106,7 @@ class ServingCost:
 
 def _check(name: str, value: float, lowest: float) -> float:
     if value is None or not math.isfinite(float(value)) or float(value) < lowest:
-        raise ValueError(f"{name} must be a number of at least {lowest:g} (got {value!r}).")
+        raise UserError(f"{name} must be a number of at least {lowest:g} (got {value!r}).")
     return float(value)
 
 
@@ -123,7 +124,7 @@ def serving_cost(points: Sequence[CapacityPoint], usd_per_hour: float, per_day: 
     if entered_questions_per_hour is not None:
         qph = _check("The capacity (questions per hour per machine)", entered_questions_per_hour, 0)
         if qph == 0:
-            raise ValueError("The capacity (questions per hour per machine) must be more than 0.")
+            raise UserError("The capacity (questions per hour per machine) must be more than 0.")
         point, meets, source = None, None, "entered"
     else:
         point, meets = choose_point(points, latency_target_ms)
@@ -216,10 +217,10 @@ def workshop_forecast(points: Sequence[CapacityPoint], participants: int, arms: 
     (`round_seconds`). With more participants than that, they are served in waves: participant i (in order of
     asking) has every answer after ceil(i / n) x arms rounds."""
     if participants < 1 or arms < 1:
-        raise ValueError("A forecast needs at least one participant and one arm.")
+        raise UserError("A forecast needs at least one participant and one arm.")
     points = sorted(points, key=lambda p: p.concurrency)
     if not points:
-        raise ValueError("A forecast needs a capacity measurement.")
+        raise UserError("A forecast needs a capacity measurement.")
     limit = max(1, int(max_batch) if max_batch else max(p.concurrency for p in points))
     at_once = min(participants, limit)
     answer_s = round_seconds(points, at_once)

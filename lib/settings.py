@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from lib.errors import UserError
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = PROJECT_ROOT / "data"
 SECRETS_FILE = PROJECT_ROOT / ".streamlit" / "secrets.toml"
@@ -128,9 +130,9 @@ def _dollars(values: Mapping[str, Any], name: str) -> float | None:
     try:
         value = float(raw.lstrip("$"))
     except ValueError:
-        raise ValueError(f"{name}={raw!r} is not an amount in dollars (for example 2.50).") from None
+        raise UserError(f"{name}={raw!r} is not an amount in dollars (for example 2.50).") from None
     if value < 0 or value != value:
-        raise ValueError(f"{name}={raw!r}: a cap cannot be negative.")
+        raise UserError(f"{name}={raw!r}: a cap cannot be negative.")
     return value
 
 
@@ -141,9 +143,9 @@ def _count(values: Mapping[str, Any], name: str, default: int | None) -> int | N
     try:
         value = int(raw)
     except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a whole number.") from None
+        raise UserError(f"{name}={raw!r} is not a whole number.") from None
     if value < 1:
-        raise ValueError(f"{name}={raw!r}: use 1 or more.")
+        raise UserError(f"{name}={raw!r}: use 1 or more.")
     return value
 
 
@@ -152,7 +154,7 @@ def workshop_config(values: Mapping[str, Any], default_provider: str = "openai")
     enabled = str(values.get("WORKBENCH_WORKSHOP") or "").strip().lower() in ("1", "true", "yes", "on")
     code = str(values.get("WORKBENCH_HOST_CODE") or "").strip() or None
     if enabled and not code:
-        raise ValueError("Workshop mode (WORKBENCH_WORKSHOP=1) needs a host code: set WORKBENCH_HOST_CODE, "
+        raise UserError("Workshop mode (WORKBENCH_WORKSHOP=1) needs a host code: set WORKBENCH_HOST_CODE, "
                          "which opens the Host page.")
 
     def models(name: str) -> tuple[ModelSpec, ...]:
@@ -273,7 +275,7 @@ def _read_secrets(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         return {}
     except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{path} is not valid TOML: {exc}. Fix or remove the file.") from exc
+        raise UserError(f"{path} is not valid TOML: {exc}. Fix or remove the file.") from exc
     return data
 
 
@@ -341,7 +343,7 @@ def load_settings(
     hosted = "azure" if azure_endpoint else ("openai" if (key or base_url) else "local")
     provider = get("WORKBENCH_PROVIDER") or hosted
     if provider not in ("local", "openai", "azure"):
-        raise ValueError(f"WORKBENCH_PROVIDER={provider!r}: use local, openai or azure.")
+        raise UserError(f"WORKBENCH_PROVIDER={provider!r}: use local, openai or azure.")
     default_model = LOCAL_BASE_MODEL if provider == "local" else DEFAULT_HOSTED_MODEL
     base = _spec(get("WORKBENCH_BASE_MODEL"), provider) or ModelSpec(provider, default_model)
     base_explicit = bool(get("WORKBENCH_BASE_MODEL")) or provider != "local"
@@ -386,7 +388,7 @@ def load_settings(
         values["local_batch"] = _whole_in("WORKBENCH_LOCAL_BATCH", get("WORKBENCH_LOCAL_BATCH"), 1, 64)
     extra = (get("WORKBENCH_LLAMA_EXTRA_BUFTS") or "auto").lower()
     if extra not in ("auto", "on", "off"):
-        raise ValueError(f"WORKBENCH_LLAMA_EXTRA_BUFTS={extra!r}: use auto, on or off.")
+        raise UserError(f"WORKBENCH_LLAMA_EXTRA_BUFTS={extra!r}: use auto, on or off.")
     values["llama_extra_bufts"] = extra
     if get("WORKBENCH_CONTEXT_WINDOWS"):
         from lib.context_windows import parse_overrides
@@ -396,10 +398,10 @@ def load_settings(
         try:
             values["local_max_ctx"] = int(get("WORKBENCH_LOCAL_CTX") or 0)
         except ValueError:
-            raise ValueError(f"WORKBENCH_LOCAL_CTX={get('WORKBENCH_LOCAL_CTX')!r}: give a number of tokens, "
+            raise UserError(f"WORKBENCH_LOCAL_CTX={get('WORKBENCH_LOCAL_CTX')!r}: give a number of tokens, "
                              "for example 4096.") from None
         if values["local_max_ctx"] < 512:
-            raise ValueError("WORKBENCH_LOCAL_CTX must be at least 512 tokens.")
+            raise UserError("WORKBENCH_LOCAL_CTX must be at least 512 tokens.")
     values["hf_endpoint"] = (get("HF_ENDPOINT") or DEFAULT_HF_ENDPOINT).rstrip("/")
     values["hf_offline"] = (get("HF_HUB_OFFLINE") or "").strip().lower() in ("1", "true", "yes", "on")
     if get("OLLAMA_HOST"):
@@ -448,7 +450,7 @@ def _whole_in(name: str, value: str | None, lowest: int, highest: int, other: st
     except ValueError:
         number = lowest - 1
     if not lowest <= number <= highest:
-        raise ValueError(f"{name}={value!r}: use a whole number from {lowest} to {highest}{' ' + other if other else ''}.")
+        raise UserError(f"{name}={value!r}: use a whole number from {lowest} to {highest}{' ' + other if other else ''}.")
     return number
 
 
@@ -459,3 +461,45 @@ def mask_key(key: str | None) -> str:
     if len(key) <= 10:
         return "set (hidden)"
     return f"{key[:3]}…{key[-4:]}"
+
+
+# ---------------------------------------------------------------- the environment beyond Settings
+# This module is the only reader of the environment. Besides `load_settings`, three low-level readers live here:
+# what a child process inherits, the document size limits (read once, at import, by lib.documents), and the
+# fault-injection hooks the tests set.
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment of a process the app starts (a training job, the local model's worker, a download): this
+    process's own, with `extra` set."""
+    return {**os.environ, **extra}
+
+
+@dataclass(frozen=True)
+class DocumentLimits:
+    """What one document may expand to (a shared server must survive a decompression bomb): a .docx's members
+    unpacked (WORKBENCH_MAX_EXPANDED_MB, 64), the text extracted from any file (WORKBENCH_MAX_TEXT_CHARS,
+    5,000,000), and the XML a .docx holds (WORKBENCH_MAX_DOCX_XML_MB, 10: parsing XML takes about 60 times its size
+    in memory; python-docx on a 64 MB document.xml took 4.3 GB)."""
+
+    expanded_bytes: int
+    text_chars: int
+    xml_bytes: int
+
+
+def document_limits(env: Mapping[str, str] | None = None) -> DocumentLimits:
+    env = os.environ if env is None else env
+    mb = 1024 * 1024
+    return DocumentLimits(int(float(env.get("WORKBENCH_MAX_EXPANDED_MB", "64")) * mb),
+                          int(env.get("WORKBENCH_MAX_TEXT_CHARS", "5000000")),
+                          int(float(env.get("WORKBENCH_MAX_DOCX_XML_MB", "10")) * mb))
+
+
+def fault(name: str) -> str:
+    """A fault the tests inject (WORKBENCH_FAULT_<NAME>), e.g. a native crash while the local model loads; ''
+    when none is set, as always outside the tests."""
+    return os.environ.get(f"WORKBENCH_FAULT_{name.upper()}", "")
+
+
+def llama_extra_bufts() -> str:
+    """WORKBENCH_LLAMA_EXTRA_BUFTS as set (for `python -m lib.local_worker --smoke`, which runs without Settings)."""
+    return os.environ.get("WORKBENCH_LLAMA_EXTRA_BUFTS", "auto")

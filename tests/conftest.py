@@ -27,6 +27,18 @@ from lib.settings import ModelSpec, Settings, load_settings  # noqa: E402
 SAMPLE_DOCS = ROOT / "sample_docs"
 
 
+@pytest.fixture(autouse=True)
+def no_bug_reported(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[None]:
+    """A bug the app or the CLI caught and logged (lib.errors.report_bug) fails the test that caused it, as an
+    uncaught exception would; a test of the logging itself is marked `bug_expected`."""
+    yield
+    if request.node.get_closest_marker("bug_expected"):
+        return
+    logs = sorted(tmp_path.rglob("logs/errors.log"))
+    if logs:
+        pytest.fail("a bug was logged:\n" + "\n".join(p.read_text(encoding="utf-8")[-3000:] for p in logs))
+
+
 class FakeProvider:
     """A provider that answers from a queue and records every call (cf. llm's fake model)."""
 

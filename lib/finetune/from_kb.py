@@ -24,6 +24,7 @@ from typing import Any
 
 from lib.arms import SYSTEM_PLAIN
 from lib.finetune.data import Example
+from lib.settings import child_env
 
 CAN_AND_CANNOT = (
     "Offline fine-tuning trains on your documents' own text (and on sentences from them in the house style): the "
@@ -93,7 +94,6 @@ def probe(workspace: Any, examples: list[Example], steps: int = 3, base: str | N
     (nothing is registered), on `base` (a downloaded catalogue model with its training weights; None: the bundled
     model). The result is kept in the workspace for the next estimates for that model."""
     import json
-    import os
     import subprocess
     import sys
     import tempfile
@@ -118,7 +118,7 @@ def probe(workspace: Any, examples: list[Example], steps: int = 3, base: str | N
     with tempfile.TemporaryDirectory(prefix="probe-") as tmp:
         data, out = Path(tmp) / "probe.jsonl", Path(tmp) / "probe.gguf"
         data.write_text(to_jsonl(examples[:16]))
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        env = child_env(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
         t0 = time.monotonic()
         done = subprocess.run([sys.executable, "-m", "training.train_lora", "--data", str(data), "--out", str(out),
                                "--steps", str(steps), "--seed", "42", *extra], cwd=PROJECT_ROOT, env=env,

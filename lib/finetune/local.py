@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from lib.errors import ConfigError
 from lib.finetune.data import Example, to_jsonl
 from lib.finetune.registry import new_id, sha256_text
-from lib.settings import PROJECT_ROOT
+from lib.settings import PROJECT_ROOT, child_env
 
 if TYPE_CHECKING:
     from lib.workspace import Workspace
@@ -67,7 +67,7 @@ def start_local_training(ws: Workspace, examples: list[Example], name: str, step
     ws.add_job(job_id, "local", name, params)
     cmd = [sys.executable, "-m", "lib.finetune.runner", "--data-dir", str(ws.data_dir), "--workspace", ws.name,
            "--job", job_id]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env = child_env(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     with ws.open_job_log(job_id) as log:
         proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)  # not killed with the app's process group
