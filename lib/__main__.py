@@ -702,6 +702,13 @@ def main(argv: list[str] | None = None) -> int:
             for name in names:
                 _emit({"collection": name}) if args.json else print(name)
             return 0
+        if args.command == "eval" and (args.resume or args.regrade) and not args.collection:
+            from dataclasses import replace
+
+            from lib import evalrun
+
+            stored = evalrun.find_run(engine.workspace_for(settings), args.resume or args.regrade)
+            settings = replace(settings, collection=stored.spec.collection or settings.collection)  # the run's own
         kb = engine.open_kb(settings, create=args.command == "ingest")
         if args.command == "ingest":
             results = engine.ingest_paths(kb, args.paths, args.chunk_size, args.overlap,

@@ -194,6 +194,22 @@ class _Watched:
     def count_tokens(self, text: str) -> int:
         return int(self.inner.count_tokens(text))
 
+    def __getattr__(self, name: str) -> Any:
+        """The rest is the provider's own: a local model's context window and chat template (the long-context arm
+        checks the whole knowledge base fits), and `with_context`, which widens the model in place so that the
+        answer stays watched."""
+        if name == "inner":
+            raise AttributeError(name)
+        if name == "with_context":
+            widen = self.inner.with_context  # AttributeError for a provider that has none (hosted)
+
+            def watched(tokens: int) -> _Watched:
+                self.inner = widen(tokens)
+                return self
+
+            return watched
+        return getattr(self.inner, name)
+
     def stream(self, messages: list[dict[str, str]], params: GenParams) -> Any:
         from lib.errors import CapReached
 

@@ -290,3 +290,31 @@ def test_resume_with_new_models_answers_the_rest_in_a_new_run(hosted_settings, o
     assert {a.result.model for a in ws.answers(new_id)} == {"gpt-4.1-mini"}
     assert {a.result.model for a in ws.answers(first.id)} == {"gpt-4o-mini"}  # the old run is untouched
     assert ws.run(first.id).status == "cancelled"
+
+
+def test_an_evaluation_run_checks_the_long_context_arm_fits_the_local_model_as_compare_does(sample_kb_dir, tmp_path,
+                                                                                           capsys):
+    """A run's answers go through a watched provider (cancel, spend cap); the local model's window, chat template
+    and `with_context` still reach the long-context arm: the sample knowledge base (about 9,200 tokens) is refused
+    before the model is asked, with the window from the GGUF, not sent to a 4,096-token context and failed there.
+    `--resume` without --collection opens the run's own knowledge base."""
+    import shutil
+
+    from lib.evalrun import _Watched
+    from lib.providers import LocalLlama
+    from lib.settings import LOCAL_BASE_MODEL, load_settings
+
+    local = LocalLlama(ModelSpec("local", LOCAL_BASE_MODEL))
+    watched = _Watched(local, threading.Event())
+    assert watched.context_window == local.context_window == 8192 and watched.render is not None
+    assert watched.with_context(6000) is watched and watched.inner.n_ctx == 6144 and not watched.cancelled
+    data = tmp_path / "data"
+    shutil.copytree(sample_kb_dir, data)
+    s = load_settings(env={}, secrets_file=None, data_dir=data)
+    ws = engine.workspace_for(s)
+    run_id, _, _ = evalrun.start(s, ws, engine.open_kb(s, create=False), "sample", ["longcontext"], "whole", limit=1)
+    assert main(["eval", "--resume", "whole", "--data-dir", str(data), "--json"]) == 0
+    [answer] = ws.answers(run_id)
+    assert answer.result.error and "does not fit" in answer.result.error, answer.result.error
+    assert "the window is 8,192 tokens" in answer.result.error and answer.result.usage.completion_tokens == 0
+    capsys.readouterr()

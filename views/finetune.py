@@ -10,6 +10,18 @@ from lib.finetune import from_kb
 from lib.finetune.local import training_base_for
 from lib.format import escape_markdown, one_line, usd, when
 
+
+def _rerun_fragment() -> None:
+    """Rerun the job's fragment after a click there; a click replayed in a full run (as AppTest replays it) reruns
+    the page instead of failing."""
+    from streamlit.errors import StreamlitInvalidLayoutContextError
+
+    try:
+        st.rerun(scope="fragment")
+    except StreamlitInvalidLayoutContextError:
+        st.rerun()
+
+
 settings = st.session_state.settings
 workspace = engine.workspace_for(settings)
 st.title("Fine-tune")
@@ -109,7 +121,7 @@ def local_job_view(job_id: str, was_running: bool) -> None:
     if not job.finished:
         if st.button("Cancel training", key="ft_local_cancel"):
             finetune.cancel_local_training(workspace, job.id)
-            st.rerun(scope="fragment")
+            _rerun_fragment()
     elif job.status == "succeeded":
         st.success(f"Trained and registered {escape_markdown(one_line(job.name))}; it became the active fine-tuned "
                    "model when it finished.")
@@ -239,9 +251,9 @@ def openai_job_view(job_id: str, was_running: bool) -> None:
                 client.cancel(job_id)  # type: ignore[union-attr]
             except Exception as exc:
                 st.error(escape_markdown(explain(exc)))
-            st.rerun(scope="fragment")
+            _rerun_fragment()
         if c2.button("Refresh", key="ft_oai_refresh"):
-            st.rerun(scope="fragment")
+            _rerun_fragment()
     elif record.status == "succeeded":
         st.success(f"Registered {escape_markdown(str((record.result or {}).get('model', '')))}; it became the active "
                    "fine-tuned model when the job succeeded.")
@@ -251,6 +263,7 @@ def openai_job_view(job_id: str, was_running: bool) -> None:
         st.warning("The job was cancelled.")
     if was_running and record.finished:
         st.rerun()
+
 
 
 with openai_tab:
