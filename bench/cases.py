@@ -427,14 +427,14 @@ def eval_concurrency(kb: KnowledgeBase, questions: int = 30, delay_s: float = 0.
         spec = evalrun.RunSpec("bench", "sample", ("baseline", "rag", "finetuned", "hybrid"), kb.name,
                                concurrency=concurrency)
         store = evalrun.MemoryRunStore()
-        store.create_run("bench", spec.to_dict(), [])
+        store.create_run("bench", spec, [])
         t0 = _time.perf_counter()
         evalrun.execute("bench", spec, qs, kb, evalrun.eval_providers(settings), store)
         wall = _time.perf_counter() - t0
         answers = store.answers("bench")
-        if len(answers) != len(qs) * 4 or any(a["result"]["error"] for a in answers):
+        if len(answers) != len(qs) * 4 or any(a.result.error for a in answers):
             raise RuntimeError("the evaluation did not answer every question")
-        summed = sum((a["result"]["total_ms"] - a["result"]["retrieval_ms"]) / 1000 for a in answers)
+        summed = sum((a.result.total_ms - a.result.retrieval_ms) / 1000 for a in answers)
     finally:
         server.stop()
     ideal = summed / concurrency

@@ -18,7 +18,7 @@ from lib.documents import DocumentError, expand_paths, load_bytes, load_path, sa
 from lib.embeddings import Embedder, make_embedder
 from lib.errors import ConfigError, UserError
 from lib.providers import Provider
-from lib.records import Comparison, GenParams
+from lib.records import ArmResult, Comparison, GenParams
 from lib.settings import Settings
 from lib.store import KnowledgeBase, open_client
 from lib.workshop import Participant, Workshop
@@ -272,22 +272,31 @@ def ask(settings: Settings, question: str, arms: list[str] | tuple[str, ...], kb
 def with_provenance(settings: Settings, comparison: Comparison, kb: KnowledgeBase | None) -> Comparison:
     """Fine-tuned arms' answers carry what the model was trained on, and warnings when this knowledge base is
     not what it was trained on (or changed since)."""
-    from lib import provenance
     from lib.arms import ARMS
 
     tuned = [r for r in comparison.results if ARMS[r.arm].role == "finetuned" and r.model]
     if not tuned or settings.finetuned is None:
         return comparison
+    stamp = provenance_stamp(settings, kb)
+    return replace(comparison, results=tuple(stamp(r) if r in tuned else r for r in comparison.results))
+
+
+def provenance_stamp(settings: Settings, kb: KnowledgeBase | None) -> Callable[[ArmResult], ArmResult]:
+    """What the fine-tuned model was trained on, looked up once: a function that adds it to a fine-tuned arm's
+    result (its model card, and warnings when this knowledge base is not what it was trained on, or changed since).
+    Compare's answers and an evaluation run's carry the same."""
+    from lib import provenance
+
+    if settings.finetuned is None:
+        return lambda r: r
     try:
         model = provenance.find_model(workspace_for(settings, create=False), settings.finetuned)
     except ConfigError:
         model = None
     documents = kb.documents() if kb is not None else []
-    notes = provenance.warnings(model, kb.name if kb is not None else None, documents)
+    notes = tuple(provenance.warnings(model, kb.name if kb is not None else None, documents))
     card = provenance.trained_on(model) if model is not None else None
-    results = tuple(replace(r, warnings=(*r.warnings, *notes), trained_on=card) if r in tuned else r
-                    for r in comparison.results)
-    return replace(comparison, results=results)
+    return lambda r: replace(r, warnings=(*r.warnings, *notes), trained_on=card) if r.model else r
 
 
 # ---------------------------------------------------------------- helpers the pages call

@@ -21,7 +21,7 @@ from lib.arms import ARMS, run_arm, whole_knowledge_base
 from lib.errors import UserError
 from lib.evaluate import grade_result
 from lib.providers import Provider
-from lib.records import AnswerRecord, GenParams, Graded, Question, RetrievalParams, RunRecord, RunSpec
+from lib.records import AnswerRecord, ArmResult, GenParams, Graded, Question, RetrievalParams, RunRecord, RunSpec
 
 LEASE_TTL_S = 30.0  # a run's owner renews its lease every third of this; another process takes over after it
 SHUTDOWN_GRACE_S = 10.0  # on shutdown, runs answering here get this long to stop before they are marked resumable
@@ -231,10 +231,12 @@ def execute(run_id: str, spec: RunSpec, questions: list[Question], kb: Any,
             providers: dict[str, Provider | Exception], store: RunStore,
             cancel: threading.Event | None = None, on_progress: OnProgress | None = None,
             similarity: Callable[[str, str], float] | None = None, judge: Provider | None = None,
-            cancel_grace_s: float = 2.0, windows: tuple[tuple[str, int], ...] = ()) -> Progress:
+            cancel_grace_s: float = 2.0, windows: tuple[tuple[str, int], ...] = (),
+            stamp: Callable[[ArmResult], ArmResult] | None = None) -> Progress:
     """Answer and grade every (question, arm) not yet stored for this run; returns the final progress.
     When `cancel` is set, questions not started are dropped at once, and the call returns within
-    `cancel_grace_s` (answers still in flight may be stored after it, as they complete)."""
+    `cancel_grace_s` (answers still in flight may be stored after it, as they complete). `stamp` adds what the
+    fine-tuned model was trained on to the fine-tuned role's answers (lib.engine.provenance_stamp)."""
     from lib.local_queue import machine_turn
 
     cancel = cancel or threading.Event()
@@ -290,6 +292,8 @@ def execute(run_id: str, spec: RunSpec, questions: list[Question], kb: Any,
                          documents=whole_kb() if arm.whole_kb else None, windows=windows)
         if isinstance(provider, _Watched) and provider.cancelled:
             return []  # cut short by a cancel: not an answer; Resume asks it again
+        if stamp is not None and arm.role == "finetuned":
+            result = stamp(result)
         graded = grade_result(q, result, similarity, expected(q))
         # refused by the spend cap before anything was sent: no answer to grade
         capped = isinstance(provider, _Watched) and provider.capped
@@ -590,8 +594,11 @@ def resume(settings: Any, workspace: Any, kb: Any, run_id: str, cancel: threadin
     release = _own(workspace, run.id, cancel)  # one process answers a run at a time
     try:
         workspace.update_run(run.id, status="running")
+        from lib.engine import provenance_stamp
+
         return execute(run.id, spec, questions, kb, eval_providers(settings), workspace, cancel,
-                       on_progress, local_similarity(settings), judge, windows=settings.context_windows)
+                       on_progress, local_similarity(settings), judge, windows=settings.context_windows,
+                       stamp=provenance_stamp(settings, kb))
     except BaseException as exc:
         from lib.errors import redact
 

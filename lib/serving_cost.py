@@ -47,6 +47,11 @@ class CapacityPoint:
     latency_p50_ms: float | None = None
 
 
+
+def _the(measurement: str) -> str:
+    """'the capacity measured on ...', but 'this run's own answers' as it is."""
+    return measurement if measurement.split(" ", 1)[0].lower() in ("the", "this", "a", "an") else f"the {measurement}"
+
 def points_from(capacity: Any) -> list[CapacityPoint]:
     """The curve of a lib.capacity.Capacity, or of its stored dict (`levels`), or of dicts / points given."""
     levels = capacity.get("levels") if isinstance(capacity, dict) else getattr(capacity, "levels", capacity)
@@ -152,7 +157,7 @@ def serving_cost(points: Sequence[CapacityPoint], usd_per_hour: float, per_day: 
             f"{usd(monthly)} a month, sized for the peak: {per_day:,.0f} questions a day / 24 x {peak_factor:g} "
             f"= {peak:,.0f} an hour, and {served}"
             + (f"; {usd(per_question)} a question at {per_day:,.0f} a day" if per_question is not None else "")
-            + (f". From the {measurement}" if measurement and point is not None else "")
+            + (f". From {_the(measurement)}" if measurement and point is not None else "")
             + f". {GPU_NOTE}")
     return ServingCost(None if point is None else point.concurrency, qph,
                        None if point is None else point.latency_p95_ms, latency_target_ms, meets, per_day,
@@ -234,7 +239,7 @@ def workshop_forecast(points: Sequence[CapacityPoint], participants: int, arms: 
             f"slowest, from the latencies measured at that concurrency); the median participant has every answer "
             f"after about {p50:.0f} s, the last after {last:.0f} s. This server answers about {per_minute:.1f} "
             f"local questions a minute at that load (at most {best:.1f})."
-            + (f" From the {measurement}." if measurement else ""))
+            + (f" From {_the(measurement)}." if measurement else ""))
     return WorkshopForecast(participants, arms, at_once, answer_s, per_minute, best, p50, last, note)
 
 

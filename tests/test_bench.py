@@ -102,6 +102,13 @@ def test_batching_and_workshop_forecast_benchmarks(tiny: Any, embedder: Any, tmp
     assert f.details["forecast"]["participants"] == 2 and len(f.details["waits_s"]) == 2
 
 
+def test_evaluation_concurrency_benchmark(tiny: Any, embedder: Any, tmp_path: Path) -> None:
+    corpus, _, _ = tiny
+    _, kb = cases.ingest(embedder, corpus, tmp_path / "data", reps=Reps(1, 1, warmup=0))
+    m = cases.eval_concurrency(kb, questions=2, delay_s=0.01, concurrency=4)
+    assert m.ours > 0 and m.reference > 0 and not m.higher_is_better
+
+
 def test_only_loopback_counts_as_offline() -> None:
     assert _loopback(("127.0.0.1", 80)) and _loopback(("::1", 80, 0, 0)) and _loopback("/tmp/socket")
     assert not _loopback(("52.216.1.1", 443)) and not _loopback(("chroma-onnx-models.s3.amazonaws.com", 443))

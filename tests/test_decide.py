@@ -584,4 +584,5 @@ def test_project_json_gives_machines_and_capacity_for_self_hosted_arms(tmp_path,
     local = rows["baseline"]
     assert local["machines"] == 1 and local["questions_per_hour_per_machine"] == pytest.approx(2000)
     assert local["capacity_source"] and local["monthly_inference_usd"] == pytest.approx(0.5 * 730)
+    assert "From this run's own answers, one at a time" in local["note"]  # (not "From the this run's")
     assert rows["rag"]["machines"] is None and rows["rag"]["capacity_source"] is None  # priced per token

@@ -137,3 +137,30 @@ def test_a_speed_probe_measures_this_machine_and_feeds_the_estimate(settings, em
     assert "speed probe on this machine" in est["source"]
     assert est["seconds"] == pytest.approx(10 * measured["seconds_per_step"])
     assert ws.models() == [m for m in ws.models() if m.builtin]  # nothing registered
+
+
+def test_an_evaluation_run_carries_what_the_fine_tuned_model_was_trained_on(fake_settings, embedder, tmp_path,
+                                                                           monkeypatch):
+    """An evaluation run's fine-tuned answers carry the model card and the warnings Compare shows, so the Evaluate
+    and Decide pages and the report can say the fine-tuned model was trained on other documents."""
+    from lib import engine, evalrun, report
+    from lib.finetune import registry
+
+    monkeypatch.setattr(registry, "PROVIDER_KINDS", registry.PROVIDER_KINDS | {"fake"})
+    ws = engine.workspace_for(fake_settings)
+    ws.add_model(replace(MODEL, provider="fake", model="tuned-model", lora=None), activate=False)
+    (tmp_path / "spec.md").write_text("The Zorblat warranty lasts 7 years from purchase.")
+    kb = engine.open_kb(fake_settings, "specs", embedder=embedder)
+    engine.ingest_paths(kb, [tmp_path / "spec.md"])
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(json.dumps({"id": "z1", "question": "How long is the Zorblat warranty?",
+                                     "answer": "7 years", "keywords": ["7"]}) + "\n")
+    run_id, _, _ = evalrun.start(fake_settings, ws, kb, str(questions), ["rag", "finetuned", "hybrid"], "prov")
+    evalrun.resume(fake_settings, ws, kb, run_id)
+    answers = {a.arm: a.result for a in ws.answers(run_id)}
+    for arm in ("finetuned", "hybrid"):
+        assert answers[arm].trained_on and answers[arm].trained_on["knowledge_base"] == "licenses"
+        assert any("not on knowledge base 'specs'" in w for w in answers[arm].warnings), answers[arm].warnings
+    assert answers["rag"].trained_on is None and not answers["rag"].warnings
+    told = report.run_provenance(ws.answers(run_id), "specs")
+    assert told and told["other_documents"] and told["trained_on_kb"] == "licenses"
