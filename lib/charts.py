@@ -29,9 +29,9 @@ def _all_zero(fig: go.Figure, message: str = LOCAL_ZERO) -> go.Figure:
     return fig
 
 
-def _count_axis(n: int) -> dict[str, Any]:
-    """An axis of whole counts 1..n: integer ticks only."""
-    return {"tickmode": "linear", "tick0": 1, "dtick": max(1, -(-n // 10)), "tickformat": "d"}
+def _count_axis(n: int, start: int = 1) -> dict[str, Any]:
+    """An axis of whole counts start..n: integer ticks only (from 0 for bar lengths, from 1 for a numbering)."""
+    return {"tickmode": "linear", "tick0": start, "dtick": max(1, -(-n // 10)), "tickformat": "d"}
 
 
 def _ok(results: list[ArmResult] | tuple[ArmResult, ...]) -> list[ArmResult]:
@@ -249,7 +249,7 @@ def sensitivity(xs: list[int | float], series: dict[str, list[float | None]], x_
     fig.update_yaxes(tickformat="$,.2f")
     if log_x:
         fig.update_xaxes(type="log", tickformat="~s")
-    if mark is not None and xs:
+    if mark is not None and xs and shown:  # (no line across the "cost unknown" message)
         fig.add_vline(x=mark, line={"dash": "dot", "color": "#444", "width": 1})
         fig.add_annotation(x=math.log10(mark) if log_x else mark, y=0.98, xref="x", yref="paper",
                            text=mark_label or "yours", showarrow=False, xanchor="left", yanchor="top",
@@ -289,13 +289,16 @@ def eval_accuracy_vs_cost(summary: dict[str, dict[str, Any]]) -> go.Figure:
     fig = go.Figure()
     known = {a: s for a, s in summary.items() if s.get("accuracy") is not None and s.get("cost_per_question_usd")
              is not None}
+    all_free = bool(known) and all(s["cost_per_question_usd"] == 0 for s in known.values())
     for arm, s in known.items():
         c = s["cost_per_question_usd"]
         y = s["accuracy"] * 100
+        # every arm at $0: the points stand in one column, so each is named beside it (the note says why $0)
         fig.add_scatter(name=_arm_label(arm), x=[c], y=[y], mode="markers+text",
                         marker={"color": ARM_COLORS.get(arm, "#888888"), "size": 14},
-                        text=["$0 (local)" if c == 0 else ""],
-                        textposition="bottom center" if y > 80 else "top center", cliponaxis=False,
+                        text=[_arm_label(arm) if all_free else "$0 (local)" if c == 0 else ""],
+                        textposition="middle right" if all_free else "bottom center" if y > 80 else "top center",
+                        cliponaxis=False,
                         hovertemplate=f"{_arm_label(arm)}: %{{y:.0f}}% correct at "
                                       + ("$0 (local)" if c == 0 else f"${c:.6f}") + " per question<extra></extra>")
     missing = [_arm_label(a) for a, s in summary.items() if s.get("cost_per_question_usd") is None]
@@ -304,9 +307,10 @@ def eval_accuracy_vs_cost(summary: dict[str, dict[str, Any]]) -> go.Figure:
     fig.update_layout(title=title, xaxis_title="USD per question", yaxis_title="% correct", yaxis_range=[0, 110],
                       xaxis_range=[0, top * 1.3 if top > 0 else 1], xaxis_tickprefix="$", xaxis_tickformat=".6~f",
                       **{**_LAYOUT, "margin": {"l": 10, "r": 30, "t": 50, "b": 10}})
-    if known and top == 0:
+    if all_free:
         fig.add_annotation(text="$0 for every arm: local models have no per-token charge", showarrow=False,
-                           x=0.5, y=0.5, xref="paper", yref="paper", font={"size": 14})
+                           x=0.98, y=0.98, xref="paper", yref="paper", xanchor="right", yanchor="top",
+                           font={"size": 12, "color": "#555"})
     return fig
 
 
@@ -324,7 +328,9 @@ def eval_citations(summary: dict[str, dict[str, Any]]) -> go.Figure:
         fig.add_bar(name=label, x=[_arm_label(a) for a in arms], y=values, marker_color=CITATION_COLORS[key],
                     text=[f"{v:.0f}%" if v else "" for v in values], textposition="inside",
                     hovertemplate=f"%{{x}}: %{{y:.0f}}% {label}<extra></extra>")
-    missing = [_arm_label(a) for a in summary if a not in arms]
+    # arms with answers but no claim-checked citations were graded before citations were checked; an arm
+    # whose every request failed has nothing to grade and is simply not drawn
+    missing = [_arm_label(a) for a, s in summary.items() if a not in arms and s.get("errors", 0) < s.get("n", 0)]
     fig.update_layout(barmode="stack", yaxis_title="% of answers", yaxis_range=[0, 100],
                       title="Citations, checked against each answer's claim"
                             + (f" — not graded for {', '.join(missing)} (regrade the run)" if missing else ""),
@@ -411,7 +417,7 @@ def eval_failure_modes(summary: dict[str, dict[str, Any]]) -> go.Figure:
                                   + html.escape(MODES[mode]) + "<extra></extra>")
     fig.update_layout(barmode="stack", title="Why answers were wrong (failure modes; click a bar for its questions)",
                       xaxis={"title": "answers", **_count_axis(max((sum(summary[a]["failure_modes"].values())
-                                                                    for a in arms), default=1))},
+                                                                    for a in arms), default=1), start=0)},
                       yaxis={"autorange": "reversed"}, **_LAYOUT)
     if not arms:
         fig.add_annotation(text="No wrong answer to explain", showarrow=False, x=0.5, y=0.5, xref="paper",

@@ -155,6 +155,8 @@ def _citation_figures(label: str, s: dict[str, Any], short: bool = False) -> str
     citing a supporting source, a wrong one, none. Older runs: how often it cited, and correct of cited."""
     acc = s.get("citation_accuracy")
     if s.get("citations_correct") is not None:
+        if acc is None:  # no answer cited anything: there is no "correct of cited" to give
+            return f"{label}: no answer cites a source"
         if short:
             return f"{label} {_pct(acc)} of the answers that cite ({_pct(s['citations_correct'])} of all answers)"
         return (f"{label} {_pct(acc)} of cited answers correct ({_pct(s['citations_correct'])} cite a supporting "

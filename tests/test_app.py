@@ -615,8 +615,9 @@ def test_decide_page_recommends_projects_costs_and_runs_the_freshness_test(tmp_p
     assert len(at.get("plotly_chart")) == 3
     at.selectbox(key="decide_citations").set_value("yes").run()
     assert any(h.value == "Recommendation: RAG" for h in at.subheader), ([h.value for h in at.subheader], [m.value for m in at.markdown if "Why" in m.value])
-    assert at.text_input(key="decide_fresh_find").value == "45"
-    assert at.text_input(key="decide_fresh_replace").value == "60"
+    run_id = at.selectbox(key="decide_run").value  # the freshness fields belong to the chosen run
+    assert at.text_input(key=f"decide_fresh_find_{run_id}").value == "45"
+    assert at.text_input(key=f"decide_fresh_replace_{run_id}").value == "60"
     at.button(key="decide_fresh_run").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     table = at.dataframe[-1].value

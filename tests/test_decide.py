@@ -381,9 +381,36 @@ def test_accuracy_vs_cost_labels_stay_inside_the_plot():
                                                                                       "cost_per_question_usd": 0.0}}
     fig = charts.eval_accuracy_vs_cost(summary)
     top = fig.layout.yaxis.range[1]
-    for t in fig.data:
+    for t in fig.data:  # every arm at $0: one column of points, each named beside it, none labelled over another
+        assert t.y[0] <= top and t.textposition == "middle right" and t.text[0] == t.name
+    [note] = fig.layout.annotations
+    assert "$0 for every arm" in note.text and note.y >= 0.9  # above the points, not across them
+    priced = {**summary, "finetuned": {"accuracy": 0.9, "cost_per_question_usd": 0.002}}
+    for t in charts.eval_accuracy_vs_cost(priced).data:
         assert t.y[0] <= top
         assert t.textposition == ("bottom center" if t.y[0] > 80 else "top center")
+    assert not charts.eval_accuracy_vs_cost(priced).layout.annotations
+
+
+def test_cost_charts_draw_the_users_mark_only_over_costs():
+    from lib import charts
+
+    unknown = charts.sensitivity([100, 1000, 10000], {"rag": [None, None, None]}, "questions a day", "t", mark=5000,
+                                 mark_label="yours", log_x=True)
+    assert not unknown.layout.shapes and all("yours" not in (a.text or "") for a in unknown.layout.annotations)
+    known = charts.sensitivity([100, 1000, 10000], {"rag": [1.0, 10.0, 100.0]}, "questions a day", "t", mark=5000,
+                               mark_label="yours", log_x=True)
+    assert len(known.layout.shapes) == 1 and any(a.text == "yours" for a in known.layout.annotations)
+
+
+def test_an_arm_whose_every_request_failed_is_not_called_ungraded_in_the_citation_chart():
+    from lib import charts
+
+    summary = {"rag": {"n": 4, "errors": 0, "citations_correct": 0.5, "citations_wrong": 0.25, "citations_none": 0.25},
+               "longcontext": {"n": 4, "errors": 4, "citations_correct": None},
+               "hybrid": {"n": 4, "errors": 0, "citations_correct": None}}
+    title = charts.eval_citations(summary).layout.title.text
+    assert "not graded for Hybrid (regrade the run)" in title and "Long context" not in title
 
 
 def _stored(ws, arm, model, provider, correct, ms=2000.0, cost=0.0, trained_on=None, warnings=()):

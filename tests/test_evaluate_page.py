@@ -332,3 +332,41 @@ def test_resume_with_other_models_is_refused_and_offers_a_new_run(hosted_app, op
         handle.thread.join(60)
     assert new_id != run_id and len(ws.answers(new_id)) == 3
     assert {a.result.model for a in ws.answers(new_id)} == {"gpt-4o-mini"} and ws.answers(run_id) == []
+
+
+def test_an_arm_that_never_answered_shows_no_made_up_figures_and_runs_compare_only_with_their_own_set(
+        offline_app, tmp_path):
+    """A long-context arm refused on every question (the knowledge base does not fit): no "0.00 s" latency, no
+    cost, its errors shown, and the noise note counts the questions the other arms answered. "Compare with another
+    run" offers only runs of the same question set on the same knowledge base."""
+    from tests import records
+
+    at = offline_app
+    ws = engine.workspace_for(at.session_state["settings"])
+    questions = [records.answer("rag", {"answer": "45 days", "total_ms": 900.0, "ttft_ms": 300.0}, {"correct": True},
+                                qid=f"q{i}") for i in range(3)]
+    failed = [records.answer("longcontext", {"error": "The knowledge base does not fit", "total_ms": None},
+                             qid=f"q{i}") for i in range(3)]
+    ws.create_run("r1", records.spec(name="main", question_set="sample", arms=["rag", "longcontext"],
+                                     collection="sample", questions=3), [a.question for a in questions])
+    ws.create_run("r2", records.spec(name="other-docs", question_set="mine.jsonl", arms=["rag"], collection="mine",
+                                     questions=1), [])
+    for a in [*questions, *failed]:
+        ws.save_answer("r1", a)
+    ws.save_answer("r2", records.answer("rag", {"answer": "x", "total_ms": 500.0}, qid="h1"))
+    with ws.db.write() as con:  # both finished; r1 is the newer run
+        con.execute("UPDATE eval_runs SET status = 'finished'")
+        con.execute("UPDATE eval_runs SET created_at = created_at + 10 WHERE id = 'r1'")
+    at.run()
+    at.switch_page("views/evaluate.py").run()
+    if at.selectbox(key="eval_result_run").value != "r1":
+        at.selectbox(key="eval_result_run").set_value("r1").run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    table = _frame(at, "95% interval").set_index("arm")
+    assert pd.isna(table.loc["Long context", "p95 (s)"]) and table.loc["RAG", "p95 (s)"] == pytest.approx(0.9)
+    assert table.loc["Long context", "cost / question"] == "–" and table.loc["Long context", "errors"] == 3
+    assert not any("No questions graded yet" in c.value for c in at.caption)
+    assert any("With 3 questions" in c.value for c in at.caption)
+    assert "eval_other_run" not in [s.key for s in at.selectbox]
+    assert any("No other run of question set" in c.value for c in at.caption)

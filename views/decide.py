@@ -191,20 +191,21 @@ if kb is not None and docs:
     guess = freshness.suggest(list(d.run.questions), docs)
     f1, f2, f3 = st.columns([2, 1, 1])
     document = f1.selectbox("Document", docs, index=docs.index(guess[0].source) if guess else 0,
-                            key="decide_fresh_doc")
-    find = f2.text_input("Find", guess[1] if guess else "", key="decide_fresh_find")
-    new = f3.text_input("Replace with", guess[2] if guess else "", key="decide_fresh_replace")
-    question = st.text_input("Question", guess[0].question if guess else "", key="decide_fresh_question")
+                            key=f"decide_fresh_doc_{run_id}")
+    find = f2.text_input("Find", guess[1] if guess else "", key=f"decide_fresh_find_{run_id}")
+    new = f3.text_input("Replace with", guess[2] if guess else "", key=f"decide_fresh_replace_{run_id}")
+    question = st.text_input("Question", guess[0].question if guess else "", key=f"decide_fresh_question_{run_id}")
     arms = [a for a in d.run.spec.arms if a in ("rag", "finetuned", "hybrid")] or ["rag"]
     if st.button("Run the freshness test", key="decide_fresh_run", disabled=not (find and new and question)):
         with st.spinner("Copying the knowledge base, re-indexing the edited document and asking the arms…"):
             try:
                 result = freshness.run_and_record(settings, workspace, kb, document, find, new, question, arms)
-                st.session_state.decide_fresh_result = result
+                st.session_state.decide_fresh_result = (run_id, result)
                 st.rerun()
             except (ValueError, ConfigError, RuntimeError) as exc:
                 st.error(escape_markdown(explain(exc)))
-    result = st.session_state.get("decide_fresh_result")
+    kept_result = st.session_state.get("decide_fresh_result")
+    result = kept_result[1] if kept_result and kept_result[0] == run_id else None
     if result is not None:
         st.dataframe(pd.DataFrame([{"arm": LABELS.get(a.arm, a.arm), "follows the change": a.follows_change,
                                     "keeps the old value": a.keeps_old, "answer": a.error or a.answer}

@@ -302,14 +302,16 @@ with tab_results:
         "citation accuracy": s["citation_accuracy"], "cites supporting": s.get("citations_correct"),
         "cites wrong": s.get("citations_wrong"), "cites none": s.get("citations_none"),
         "retrieval hit rate": s["retrieval_hit_rate"],
-        "p50 (s)": (s["median_total_ms"] or 0) / 1000, "p95 (s)": (s["p95_total_ms"] or 0) / 1000,
+        "p50 (s)": None if s["median_total_ms"] is None else s["median_total_ms"] / 1000,
+        "p95 (s)": None if s["p95_total_ms"] is None else s["p95_total_ms"] / 1000,
         "prompt tokens": s["mean_prompt_tokens"], "completion tokens": s["mean_completion_tokens"],
-        "cost / question": usd(s["cost_per_question_usd"]) + (" (local)" if s["cost_per_question_usd"] == 0 else ""),
+        "cost / question": "–" if s["errors"] >= s["n"] else  # nothing answered: nothing to cost
+        usd(s["cost_per_question_usd"]) + (" (local)" if s["cost_per_question_usd"] == 0 else ""),
         "errors": s["errors"] - s.get("capped", 0), **({"refused by the cap": s.get("capped", 0)} if capped else {})}
         for a, s in summ.items()])
     pct = {"format": "percent"}
     compact = ["arm", "correct", "accuracy", "95% interval", "fabrication rate", "cites supporting", "cites wrong",
-               "p95 (s)", "cost / question"]
+               "p95 (s)", "cost / question"] + (["errors"] if any(s["errors"] for s in summ.values()) else [])
     if st.session_state.get("eval_columns") is None:
         st.session_state.eval_columns = compact
     shown = st.multiselect("Columns", list(table.columns), key="eval_columns",
@@ -337,7 +339,7 @@ with tab_results:
     st.caption("*None*: no question of that kind in this run (fabrication needs unanswerable questions; citation "
                "accuracy, answers that cite; retrieval hit rate, retrieval arms and questions with a source; the "
                "three citation shares, a run graded before citations were checked against claims: regrade it).")
-    st.caption(noise_sentence(min((s["answerable"] for s in summ.values()), default=0)))
+    st.caption(noise_sentence(min((s["answerable"] for s in summ.values() if s["answerable"]), default=0)))
     judged = {a: s for a, s in summ.items() if s.get("judge_agreement") is not None}
     if judged:
         st.markdown("**LLM judge** (" + escape_markdown(str(spec.judge)) + "), against the offline "
@@ -452,9 +454,12 @@ with tab_results:
                 st.text(s.text)
 
     st.subheader("Compare with another run")
-    others = [i for i in ids if i != record.id]
+    same = {r.id for r in runs if (r.spec.question_set, r.spec.collection) == (spec.question_set, spec.collection)}
+    others = [i for i in ids if i != record.id and i in same]  # the same questions on the same documents
     if not others:
-        st.caption("Run the set again (other arms, settings or models) to see which questions changed.")
+        st.caption(f"No other run of question set **{escape_markdown(spec.question_set)}** on knowledge base "
+                   f"**{escape_markdown(spec.collection)}**: run the set again (other arms, settings or models) to "
+                   "see which questions changed.")
     else:
         other = st.selectbox("Earlier run", others, key="eval_other_run", format_func=labels.get)
         _, _, before = evalrun.summary(ws, other)
