@@ -155,7 +155,7 @@ def test_eval_charts_carry_the_numbers():
     local = {a: {**s, "cost_per_question_usd": 0.0} for a, s in summary.items()}
     zero = charts.eval_accuracy_vs_cost(local)
     assert tuple(zero.layout.xaxis.range) == (0, 1) and "no per-token charge" in zero.layout.annotations[0].text
-    assert zero.data[0].text[0] == "$0 (local)"
+    assert zero.data[0].text[0] == "RAG" and zero.data[0].textposition == "middle right"  # named beside it
     unknown = charts.eval_accuracy_vs_cost({**summary, "rag": {**summary["rag"], "cost_per_question_usd": None}})
     assert "no price known for RAG" in unknown.layout.title.text and len(unknown.data) == 1
 
