@@ -11,6 +11,7 @@ Pure rules over numbers: no model is asked.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -70,9 +71,42 @@ def _interval(s: dict[str, Any]) -> tuple[float, float]:
     return float(ci[0]), float(ci[1])
 
 
+def paired(summary: dict[str, dict[str, Any]], a: str, b: str) -> tuple[int, int, float] | None:
+    """Arms `a` and `b` on the answerable questions both answered: (questions `a` got right and `b` wrong, the
+    reverse, and the exact two-sided p of that split under "equally good": McNemar's exact test, the sign test on
+    the questions where they differ). Both arms answered the same questions, so this sees a lead that two
+    overlapping intervals hide. None for summaries without per-question results."""
+    sa, sb = summary.get(a) or {}, summary.get(b) or {}
+    if "correct_ids" not in sa or "correct_ids" not in sb:
+        return None
+    both = set(sa.get("answered_ids") or ()) & set(sb.get("answered_ids") or ())
+    right_a, right_b = set(sa["correct_ids"]) & both, set(sb["correct_ids"]) & both
+    wins, losses = len(right_a - right_b), len(right_b - right_a)
+    n = wins + losses
+    if n == 0:
+        return wins, losses, 1.0
+    tail = sum(math.comb(n, i) for i in range(min(wins, losses) + 1)) / 2 ** n
+    return wins, losses, min(1.0, 2 * tail)
+
+
+def _paired_lead(summary: dict[str, dict[str, Any]], best: str, other: str) -> tuple[int, int, float] | None:
+    """(wins, losses, p) when `best` is ahead of `other` on the same questions beyond chance (p < 0.05)."""
+    t = paired(summary, best, other)
+    return t if t is not None and t[0] > t[1] and t[2] < 0.05 else None
+
+
+def _within_noise(summary: dict[str, dict[str, Any]], best: str, other: str) -> bool:
+    """`other` cannot be told from `best` on accuracy: their 95% intervals overlap, and on the questions both
+    answered `best` is not ahead beyond chance either."""
+    if _interval(summary[other])[1] < _interval(summary[best])[0]:
+        return False
+    return _paired_lead(summary, best, other) is None
+
+
 def accuracy_reason(summary: dict[str, dict[str, Any]], arms: list[str]) -> str:
-    """What the accuracies support, and nothing more: an arm is "ahead beyond the noise" only when its 95%
-    interval overlaps no other evaluated arm's (the baseline included)."""
+    """What the accuracies support, and nothing more: an arm is "ahead beyond the noise" of another when their
+    95% intervals do not overlap, or, on the questions both answered, it was right where the other was wrong more
+    often than chance allows (`paired`); the baseline is included."""
     evaluated = [a for a, s in summary.items() if s.get("accuracy") is not None]
     acc = {a: float(summary[a]["accuracy"]) for a in evaluated}
     ci = {a: _interval(summary[a]) for a in evaluated}
@@ -85,12 +119,23 @@ def accuracy_reason(summary: dict[str, dict[str, Any]], arms: list[str]) -> str:
     others = [a for a in evaluated if a != best]
     if not others:
         return f"Accuracy: {listed} on {n} questions; only {LABELS[best]} was evaluated, so nothing to compare it with"
-    overlapping = [a for a in others if ci[a][1] >= ci[best][0]]
+    overlapping = [a for a in others if _within_noise(summary, best, a)]
     if not overlapping:
-        return (f"Accuracy: {listed} on {n} questions; {LABELS[best]} is ahead beyond the noise (its 95% interval, "
-                f"{ci[best][0]:.0%}-{ci[best][1]:.0%}, overlaps no other arm's)")
+        by_pairs = [a for a in others if ci[a][1] >= ci[best][0]]  # told apart on the same questions only
+        if not by_pairs:
+            return (f"Accuracy: {listed} on {n} questions; {LABELS[best]} is ahead beyond the noise (its 95% "
+                    f"interval, {ci[best][0]:.0%}-{ci[best][1]:.0%}, overlaps no other arm's)")
+        splits = []
+        for a in by_pairs:
+            wins, losses, p = _paired_lead(summary, best, a) or (0, 0, 1.0)
+            splits.append(f"{LABELS.get(a, a)}: right where it was wrong {wins} times, wrong where it was right "
+                          f"{losses}, p = {p:.3f}")
+        return (f"Accuracy: {listed} on {n} questions; {LABELS[best]} is ahead beyond the noise: its 95% interval "
+                f"overlaps {', '.join(LABELS.get(a, a) for a in by_pairs)}'s, but on the same questions it won far "
+                f"more often than it lost ({'; '.join(splits)}; exact paired test)")
     return (f"Accuracy: {listed} on {n} questions; {', '.join(LABELS.get(a, a) for a in overlapping)} within noise "
-            f"of {LABELS[best]} (their 95% intervals overlap)")
+            f"of {LABELS[best]} (their 95% intervals overlap, and on the questions both answered neither won beyond "
+            "chance)")
 
 
 def _retrieval_misses(summary: dict[str, dict[str, Any]]) -> tuple[int, int, int]:
@@ -202,7 +247,6 @@ def _rules(summary: dict[str, dict[str, Any]], situation: Situation,
         raise UserError("The run has no graded answers for RAG, fine-tuned or hybrid: evaluate at least one "
                          "of them first.")
     acc = {a: float(summary[a]["accuracy"]) for a in arms}
-    ci = {a: _interval(summary[a]) for a in arms}
     score = dict(acc)
     reasons: list[str] = [accuracy_reason(summary, arms)]
     if long_note:
@@ -380,7 +424,7 @@ def _rules(summary: dict[str, dict[str, Any]], situation: Situation,
         if len(known) > 1:
             reasons.append("Projected monthly cost: " + ", ".join(f"{LABELS[a]} ${c:,.2f}" for a, c in known.items()))
             level = [a for a in arms if a in known and score[choice] - score[a] <= (acc[choice] - acc[a]) + 1e-9
-                     and ci[a][1] >= ci[choice][0]]
+                     and (a == choice or _within_noise(summary, choice, a))]
             cheapest = min(level, key=lambda a: known[a], default=choice)
             if cheapest != choice and choice in known:
                 reasons.append(f"{LABELS[cheapest]} is within noise of {LABELS[choice]} on accuracy and costs "
@@ -405,6 +449,8 @@ def with_accuracy(summary: dict[str, dict[str, Any]], arm: str, accuracy: float)
     questions), everything else as measured."""
     s = dict(summary[arm])
     n = int(s.get("answerable") or 0)
+    s.pop("correct_ids", None)  # a hypothetical accuracy has no per-question results: intervals only
+    s.pop("answered_ids", None)
     s["accuracy"] = accuracy
     s["correct"] = round(accuracy * n)
     s["accuracy_ci95"] = list(_wilson(accuracy, n)) if n else [accuracy, accuracy]

@@ -132,6 +132,9 @@ def summarise(graded: list[Graded]) -> dict[str, dict[str, Any]]:
             "correct": correct,
             "accuracy": correct / len(answerable) if answerable else None,
             "accuracy_ci95": [round(low, 4), round(high, 4)],
+            # per question, for a paired comparison of two arms on the same questions (lib.decision.paired)
+            "answered_ids": sorted(g.question.id for g in answerable),
+            "correct_ids": sorted(g.question.id for g in answerable if g.correct),
             "refusal_rate": _rate([g.refused for g in answerable]),
             "unanswerable": len(unanswerable),
             "fabrication_rate": _rate([g.fabricated for g in unanswerable]),

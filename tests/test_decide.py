@@ -613,3 +613,44 @@ def test_project_json_gives_machines_and_capacity_for_self_hosted_arms(tmp_path,
     assert local["capacity_source"] and local["monthly_inference_usd"] == pytest.approx(0.5 * 730)
     assert "From this run's own answers, one at a time" in local["note"]  # (not "From the this run's")
     assert rows["rag"]["machines"] is None and rows["rag"]["capacity_source"] is None  # priced per token
+
+
+# ---------------------------------------------------------------- paired comparison on the same questions
+
+def _paired_summary(a_right, b_right, n=30, a="hybrid", b="rag"):
+    from lib.decision import _wilson
+
+    ids = [f"q{i:02d}" for i in range(n)]
+    out = {}
+    for arm, right in ((a, a_right), (b, b_right)):
+        low, high = _wilson(len(right) / n, n)
+        out[arm] = {"accuracy": len(right) / n, "accuracy_ci95": [low, high], "answerable": n, "n": n,
+                    "correct": len(right), "answered_ids": ids, "correct_ids": sorted(ids[i] for i in right)}
+    return out
+
+
+def test_a_lead_on_the_same_questions_counts_even_when_the_intervals_overlap():
+    from lib.decision import accuracy_reason, paired
+
+    # hybrid right on 0-20, RAG right on 0-9 and 21: 11 wins to 1 loss; 70% (52-83%) vs 37% (22-54%) overlap
+    s = _paired_summary(range(21), [*range(10), 21])
+    wins, losses, p = paired(s, "hybrid", "rag")
+    assert (wins, losses) == (11, 1) and p == pytest.approx(2 * 13 / 4096)  # exact: 2 x P(X <= 1), X ~ B(12, 1/2)
+    assert s["rag"]["accuracy_ci95"][1] >= s["hybrid"]["accuracy_ci95"][0]  # the intervals do overlap
+    reason = accuracy_reason(s, ["rag", "hybrid"])
+    assert "Hybrid is ahead beyond the noise" in reason and "RAG: right where it was wrong 11 times" in reason
+    # 12 wins to 4 losses is not beyond chance (p = 0.077): within noise, as the intervals say
+    close = _paired_summary(range(21), [*range(9), *range(21, 25)])
+    assert paired(close, "hybrid", "rag")[:2] == (12, 4)
+    assert "RAG within noise of Hybrid" in accuracy_reason(close, ["rag", "hybrid"])
+    # summaries without per-question results fall back to the intervals alone
+    bare = {a: {k: v for k, v in x.items() if not k.endswith("_ids")} for a, x in s.items()}
+    assert paired(bare, "hybrid", "rag") is None and "within noise" in accuracy_reason(bare, ["rag", "hybrid"])
+
+
+def test_a_cheaper_arm_does_not_win_on_cost_when_it_lost_on_the_same_questions():
+    s = _paired_summary(range(21), [*range(10), 21])  # hybrid 11 wins to 1 on the same questions
+    r = decide(s, Situation(), monthly_cost={"hybrid": 900.0, "rag": 300.0})
+    assert r.choice == "hybrid" and not any("is within noise of" in x for x in r.reasons)
+    close = _paired_summary(range(21), [*range(9), *range(21, 25)])  # 12 to 4: within noise, the cheaper wins
+    assert decide(close, Situation(), monthly_cost={"hybrid": 900.0, "rag": 300.0}).choice == "rag"
