@@ -576,11 +576,16 @@ def rerun_rest(settings: Any, workspace: Any, run: str, name: str | None = None)
 def resume(settings: Any, workspace: Any, kb: Any, run_id: str, cancel: threading.Event | None = None,
            on_progress: OnProgress | None = None) -> Progress:
     """Answer what a run has not answered yet (a new run, or one stopped by a cancel or a restart), with the
-    models it was started with (ModelsChanged otherwise, and nothing is asked)."""
+    models it was started with (ModelsChanged otherwise, and nothing is asked) and from its own knowledge base
+    (opened here when `kb` is another one)."""
     run = find_run(workspace, run_id)
     check_models(run, settings)
     questions = list(run.questions)
     spec = run.spec
+    if kb is not None and spec.collection and kb.name != spec.collection:
+        from lib import engine  # a run answers from the documents it started on, whichever are open now
+
+        kb = engine.open_kb(settings, spec.collection, create=False)
     judge = None
     if spec.judge:
         from lib import gateway

@@ -318,3 +318,22 @@ def test_an_evaluation_run_checks_the_long_context_arm_fits_the_local_model_as_c
     assert answer.result.error and "does not fit" in answer.result.error, answer.result.error
     assert "the window is 8,192 tokens" in answer.result.error and answer.result.usage.completion_tokens == 0
     capsys.readouterr()
+
+
+def test_a_run_resumed_with_another_knowledge_base_open_answers_from_its_own(fake_settings, embedder, tmp_path):
+    """The Evaluate page resumes with the knowledge base chosen in the sidebar; the run still retrieves from the
+    documents it started on."""
+    (tmp_path / "zorblat.md").write_text("The Zorblat warranty lasts 7 years from purchase.")
+    (tmp_path / "other.md").write_text("The office cat is called Pixel.")
+    own = engine.open_kb(fake_settings, "own", embedder=embedder)
+    engine.ingest_paths(own, [tmp_path / "zorblat.md"])
+    other = engine.open_kb(fake_settings, "other", embedder=embedder)
+    engine.ingest_paths(other, [tmp_path / "other.md"])
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(json.dumps({"id": "z1", "question": "How long is the Zorblat warranty?", "answer": "7 years",
+                                     "keywords": ["7"]}) + "\n")
+    ws = engine.workspace_for(fake_settings)
+    run_id, _, _ = evalrun.start(fake_settings, ws, own, str(questions), ["rag"], "own-docs")
+    evalrun.resume(fake_settings, ws, other, run_id)
+    [answer] = ws.answers(run_id)
+    assert [s.document for s in answer.result.sources] == ["zorblat.md"]

@@ -6,6 +6,7 @@ from lib.arms import ARMS
 from lib.decision import LABELS
 from lib.errors import ConfigError, explain
 from lib.format import escape_markdown
+from views import _capacity as capacity_widgets
 
 settings = st.session_state.settings
 st.title("Decide")
@@ -149,25 +150,7 @@ if run_roles:
         except (ConfigError, ValueError) as exc:
             st.error(escape_markdown(str(exc)))
 
-    @st.fragment(run_every=1.0)
-    def capacity_progress():
-        handle = capacity.running(workspace)
-        if handle is None:
-            return
-        if handle.alive:
-            p = handle.progress
-            st.progress(p.done / p.total if p.total else 0.0,
-                        text=f"Measuring the {handle.role} model: {p.done} of {p.total or '?'} questions")
-            if st.button("Cancel", key="decide_cap_cancel"):
-                handle.cancel.set()
-            st.session_state.decide_cap_watching = True
-        else:
-            if handle.error:
-                st.warning(escape_markdown(handle.error))
-            if st.session_state.pop("decide_cap_watching", False):
-                st.rerun(scope="app")  # the measurement finished: price from it
-
-    capacity_progress()
+    capacity_widgets.progress(workspace, "decide")
     for role in run_roles:
         measured = capacity.latest(workspace, role)
         if measured is not None:

@@ -7,6 +7,7 @@ import streamlit as st
 from lib import capacity, charts, engine, gateway, serving_cost, workshop
 from lib.errors import ConfigError
 from lib.format import escape_markdown, usd
+from views import _capacity as capacity_widgets
 
 settings = st.session_state.settings
 config = settings.workshop
@@ -41,28 +42,9 @@ with st.expander("Capacity of this server and the workshop forecast", expanded=F
         try:
             capacity.start(settings, host_ws, cap_role, questions=int(cap_questions))
         except (ConfigError, ValueError) as exc:
-            st.error(str(exc))
+            st.error(escape_markdown(str(exc)))
 
-    @st.fragment(run_every=1.0)
-    def capacity_progress():
-        handle = capacity.running(host_ws)
-        if handle is None:
-            return
-        if handle.alive:
-            p = handle.progress
-            st.progress(p.done / p.total if p.total else 0.0,
-                        text=f"Measuring the {handle.role} model: {p.done} of {p.total or '?'} questions"
-                             + (f" ({p.message})" if p.message else ""))
-            if st.button("Cancel", key="host_cap_cancel"):
-                handle.cancel.set()
-            st.session_state.host_cap_watching = True
-        else:
-            if handle.error:
-                st.warning(handle.error)
-            if st.session_state.pop("host_cap_watching", False):
-                st.rerun(scope="app")  # the measurement finished: show it
-
-    capacity_progress()
+    capacity_widgets.progress(host_ws, "host")
     measured = capacity.latest(host_ws)
     if measured is None:
         st.info("No capacity measurement yet on this server.")

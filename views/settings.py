@@ -17,6 +17,21 @@ from lib.settings import (
 )
 
 settings = st.session_state.settings
+
+
+def connection_tests() -> None:
+    """A test button per role; each result stays under its button (role -> (ok, message) in the session)."""
+    tests = st.session_state.setdefault("settings_tests", {})
+    t1, t2 = st.columns(2)
+    for col, role, label in ((t1, "base", "Test the base model"), (t2, "finetuned", "Test the fine-tuned model")):
+        if col.button(label, key=f"settings_test_{role}"):
+            with col, st.spinner("Asking the model for one word…"):
+                tests[role] = engine.connection_test(settings, role)
+        if role in tests:
+            ok, message = tests[role]
+            (col.success if ok else col.error)(escape_markdown(message))
+
+
 overrides = st.session_state.settings_overrides
 st.title("Settings")
 if settings.workshop.enabled:  # a participant's providers are the host's: shown, not changed
@@ -49,15 +64,7 @@ if settings.workshop.enabled:  # a participant's providers are the host's: shown
         st.dataframe(rows, hide_index=True, key="settings_ws_caps")
     else:
         st.caption("No spend caps are set.")
-    tests = st.session_state.setdefault("settings_tests", {})
-    t1, t2 = st.columns(2)
-    for col, role, label in ((t1, "base", "Test the base model"), (t2, "finetuned", "Test the fine-tuned model")):
-        if col.button(label, key=f"settings_test_{role}"):
-            with col, st.spinner("Asking the model for one word…"):
-                tests[role] = engine.connection_test(settings, role)
-        if role in tests:
-            ok, message = tests[role]
-            (col.success if ok else col.error)(escape_markdown(message))
+    connection_tests()
     st.stop()
 st.caption("Changes here last for this browser session. For a permanent setup use environment variables or "
            ".streamlit/secrets.toml (see secrets.toml.example).")
@@ -164,15 +171,7 @@ st.caption(f"Key in use: {mask_key(settings.key_in_use())} · base URL: "
            f"{escape_markdown(settings.openai_base_url or settings.azure_endpoint or 'OpenAI default')}")
 if withheld_key(settings):
     st.info(escape_markdown(withheld_key(settings) or ""))
-tests = st.session_state.setdefault("settings_tests", {})  # role -> (ok, message): each stays under its button
-t1, t2 = st.columns(2)
-for col, role, label in ((t1, "base", "Test the base model"), (t2, "finetuned", "Test the fine-tuned model")):
-    if col.button(label, key=f"settings_test_{role}"):
-        with col, st.spinner("Asking the model for one word…"):
-            tests[role] = engine.connection_test(settings, role)
-    if role in tests:
-        ok, message = tests[role]
-        (col.success if ok else col.error)(escape_markdown(message))
+connection_tests()
 
 if overrides and st.button("Reset to the defaults", key="settings_reset"):
     overrides.clear()
